@@ -1,0 +1,86 @@
+//! galley's command line.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use mesh_runtime::LogArgs;
+
+use crate::{GalleyConfig, SourceConfig, source::dir::Debounce};
+
+/// galley: configuration ingestion, validation and distribution (MCP over xDS).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "galley", version, about)]
+pub struct Args {
+    /// Directory of Istio resource YAML/JSON to serve (watched recursively).
+    #[arg(long, env = "GALLEY_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+    /// MCP (xDS gRPC) listen address.
+    #[arg(long, env = "GALLEY_MCP_ADDR", default_value = "0.0.0.0:9901")]
+    pub mcp_addr: SocketAddr,
+    /// Monitoring HTTP listen address (/metrics, /healthz, /ready, /debug/*).
+    #[arg(long, env = "GALLEY_MONITORING_ADDR", default_value = "0.0.0.0:15014")]
+    pub monitoring_addr: SocketAddr,
+    /// Namespace given to resources that name none.
+    #[arg(long, env = "GALLEY_DEFAULT_NAMESPACE", default_value = "default")]
+    pub default_namespace: String,
+    /// Quiet period that ends a burst of file events.
+    #[arg(long, env = "GALLEY_DEBOUNCE", default_value = "20ms", value_parser = humantime::parse_duration)]
+    pub debounce: Duration,
+    /// Longest a burst of file events is held before it is published.
+    #[arg(long, env = "GALLEY_DEBOUNCE_MAX", default_value = "80ms", value_parser = humantime::parse_duration)]
+    pub debounce_max: Duration,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Args {
+    /// The library configuration these flags describe.
+    pub fn config(&self) -> GalleyConfig {
+        GalleyConfig {
+            source: SourceConfig::Directory {
+                path: self.config_dir.clone(),
+                debounce: Debounce {
+                    quiet: self.debounce,
+                    max: self.debounce_max,
+                },
+            },
+            mcp_addr: self.mcp_addr,
+            monitoring_addr: self.monitoring_addr,
+            default_namespace: self.default_namespace.clone(),
+        }
+    }
+
+    /// Parses the command line and runs galley until SIGTERM or Ctrl-C.
+    pub fn parse_and_run() -> ExitCode {
+        let args = Args::parse();
+        let _telemetry = match mesh_runtime::init_telemetry(&args.log, "galley") {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("galley: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("galley: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        runtime.block_on(async move {
+            let shutdown = mesh_runtime::shutdown_on_signal();
+            match crate::run(args.config(), shutdown).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "galley stopped");
+                    eprintln!("galley: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,323 @@
+//! Galley: configuration ingestion, validation, analysis and distribution.
+//!
+//! Galley reads Istio's resource YAML (a watched directory today; Kubernetes CRDs
+//! through the same [`source::ConfigSource`] trait), validates every document with
+//! `mesh-model`, keeps the last good version of anything refused, analyses the
+//! whole set, and publishes versioned snapshots to pilot and the mixers over MCP:
+//! `envoy.service.discovery.v3` ADS (state-of-the-world and delta) with one type URL
+//! per collection, on port 9901.
+//!
+//! Monitoring (15014 in a container): `/metrics`, `/healthz`, `/ready`,
+//! `/debug/configz`, `/debug/syncz`, `/debug/analyze`, `/debug/errors`.
+
+pub mod args;
+pub mod debug;
+pub mod metrics;
+pub mod offline;
+pub mod snapshot;
+pub mod source;
+pub mod store;
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
+
+use mesh_model::{AnalysisMessage, Level, parse::ParseOptions};
+use mesh_runtime::{AdminServer, GrpcSupport, Readiness};
+use mesh_xds::{AdsServer, ServerOptions, SingleGroup, SnapshotCache, SyncStatus, XdsMetrics};
+use parking_lot::RwLock;
+use prometheus_client::registry::Registry;
+use tokio::{sync::mpsc, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    metrics::{CollectionLabels, GalleyMetrics, LevelLabels},
+    snapshot::SnapshotBuilder,
+    source::{ConfigSource, DirectorySource, SourceError, SourceEvent, dir::Debounce},
+    store::{ConfigStore, ConfigView},
+};
+
+/// The gRPC service galley serves MCP on.
+pub const ADS_SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+
+/// Where galley reads configuration from.
+#[derive(Debug, Clone)]
+pub enum SourceConfig {
+    /// A directory of YAML/JSON files, watched.
+    Directory {
+        /// The directory.
+        path: PathBuf,
+        /// Debounce of file events.
+        debounce: Debounce,
+    },
+}
+
+/// Everything galley needs to run.
+#[derive(Debug, Clone)]
+pub struct GalleyConfig {
+    /// The configuration source.
+    pub source: SourceConfig,
+    /// MCP (xDS) gRPC listen address.
+    pub mcp_addr: SocketAddr,
+    /// Monitoring HTTP listen address.
+    pub monitoring_addr: SocketAddr,
+    /// Namespace of resources that name none.
+    pub default_namespace: String,
+}
+
+/// galley failed to start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum GalleyError {
+    /// A port could not be bound.
+    #[error(transparent)]
+    Bind(#[from] mesh_runtime::BindError),
+    /// The configuration source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The gRPC server failed.
+    #[error("MCP gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// Reflection could not be built.
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+    /// The monitoring server failed.
+    #[error("monitoring server failed: {0}")]
+    Monitoring(std::io::Error),
+    /// A task panicked or was cancelled.
+    #[error("galley task failed: {0}")]
+    Task(String),
+}
+
+/// What the debug endpoints read.
+#[derive(Debug, Default)]
+pub struct GalleyState {
+    /// The merged configuration.
+    pub view: ConfigView,
+    /// Version of each collection in the published snapshot.
+    pub versions: Vec<(String, String, usize)>,
+    /// Current analysis messages.
+    pub analysis: Vec<AnalysisMessage>,
+}
+
+/// A running galley.
+pub struct Running {
+    /// The bound MCP address.
+    pub mcp_addr: SocketAddr,
+    /// The bound monitoring address.
+    pub monitoring_addr: SocketAddr,
+    /// Becomes ready once the first snapshot is published.
+    pub readiness: Readiness,
+    /// The snapshot cache (for embedding in tests or tools).
+    pub cache: SnapshotCache,
+    tasks: JoinSet<Result<(), GalleyError>>,
+}
+
+impl Running {
+    /// Waits until every task stopped (after shutdown), returning the first error.
+    pub async fn wait(mut self) -> Result<(), GalleyError> {
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let r = joined
+                .map_err(|e| GalleyError::Task(e.to_string()))
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+/// Runs galley until `shutdown` fires.
+pub async fn run(config: GalleyConfig, shutdown: CancellationToken) -> Result<(), GalleyError> {
+    let running = start(config, shutdown.clone()).await?;
+    tracing::info!(mcp = %running.mcp_addr, monitoring = %running.monitoring_addr, "galley started");
+    let result = running.wait().await;
+    // A failed task stops the others too.
+    shutdown.cancel();
+    result
+}
+
+/// Binds galley's ports and starts its tasks.
+pub async fn start(
+    config: GalleyConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, GalleyError> {
+    let source: Box<dyn ConfigSource> = match &config.source {
+        SourceConfig::Directory { path, debounce } => {
+            std::fs::metadata(path).map_err(|source| SourceError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            Box::new(DirectorySource::new(path.clone(), *debounce))
+        }
+    };
+
+    let mut registry = Registry::default();
+    let xds_metrics = XdsMetrics::register(&mut registry);
+    let metrics = GalleyMetrics::register(&mut registry);
+    let readiness = Readiness::new();
+    let cache = SnapshotCache::new();
+    let status = SyncStatus::new();
+    let state = Arc::new(RwLock::new(GalleyState::default()));
+
+    let ads = AdsServer::new(
+        cache.clone(),
+        Arc::new(SingleGroup),
+        readiness.subscribe(),
+        status.clone(),
+        xds_metrics,
+        ServerOptions {
+            control_plane_id: Some("galley".into()),
+            push_order: mesh_model::Kind::ALL
+                .iter()
+                .map(|k| k.collection())
+                .collect(),
+            response_buffer: 16,
+        },
+        shutdown.clone(),
+    );
+
+    let mcp_listener = mesh_runtime::bind(config.mcp_addr, "galley MCP").await?;
+    let monitoring_listener =
+        mesh_runtime::bind(config.monitoring_addr, "galley monitoring").await?;
+    let mcp_addr = mcp_listener.local_addr().map_err(GalleyError::Monitoring)?;
+    let monitoring_addr = monitoring_listener
+        .local_addr()
+        .map_err(GalleyError::Monitoring)?;
+
+    let (_support, router) = GrpcSupport::router(&[ADS_SERVICE], &[], &readiness, shutdown.clone())
+        .map_err(|e| GalleyError::Reflection(e.to_string()))?;
+    let router = router.add_service(ads.into_service());
+    let admin = AdminServer::new(Arc::new(registry), readiness.clone())
+        .with_routes(debug::routes(state.clone(), status));
+
+    let mut tasks = JoinSet::new();
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        mesh_runtime::grpc::serve(mcp_listener, router, sd)
+            .await
+            .map_err(GalleyError::from)
+    });
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        mesh_runtime::serve_admin(monitoring_listener, admin, sd)
+            .await
+            .map_err(GalleyError::Monitoring)
+    });
+
+    let (tx, rx) = mpsc::channel(64);
+    tracing::info!(source = %source.describe(), "reading configuration");
+    let sd = shutdown.clone();
+    tasks.spawn(async move { source.run(tx, sd).await.map_err(GalleyError::from) });
+    let processor = Processor {
+        store: ConfigStore::new(ParseOptions {
+            default_namespace: config.default_namespace.clone(),
+        }),
+        builder: SnapshotBuilder::new(),
+        cache: cache.clone(),
+        readiness: readiness.clone(),
+        state,
+        metrics,
+    };
+    tasks.spawn(processor.run(rx, shutdown));
+    Ok(Running {
+        mcp_addr,
+        monitoring_addr,
+        readiness,
+        cache,
+        tasks,
+    })
+}
+
+struct Processor {
+    store: ConfigStore,
+    builder: SnapshotBuilder,
+    cache: SnapshotCache,
+    readiness: Readiness,
+    state: Arc<RwLock<GalleyState>>,
+    metrics: Arc<GalleyMetrics>,
+}
+
+impl Processor {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<SourceEvent>,
+        shutdown: CancellationToken,
+    ) -> Result<(), GalleyError> {
+        let mut synced = false;
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                ev = rx.recv() => match ev { Some(ev) => ev, None => return Ok(()) },
+            };
+            match event {
+                SourceEvent::Changes(changes) => {
+                    for change in changes {
+                        let path = change.path.clone();
+                        let errors = self.store.apply(change);
+                        for e in &errors {
+                            tracing::warn!(file = %path, error = %e, "configuration refused");
+                        }
+                        self.metrics.validation_errors.inc_by(errors.len() as u64);
+                    }
+                    if synced {
+                        self.publish();
+                    }
+                }
+                SourceEvent::Synced => {
+                    synced = true;
+                    self.publish();
+                    self.readiness.set(true);
+                    tracing::info!("configuration synced; serving");
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let view = self.store.view();
+        let snapshot = self.builder.build(&view);
+        let versions: Vec<(String, String, usize)> = snapshot
+            .type_urls()
+            .filter_map(|t| {
+                snapshot
+                    .get(t)
+                    .map(|s| (t.to_string(), s.version.clone(), s.items.len()))
+            })
+            .collect();
+        self.cache.set("", snapshot);
+        self.metrics.snapshots.inc();
+        for (collection, _, count) in &versions {
+            self.metrics
+                .resources
+                .get_or_create(&CollectionLabels {
+                    collection: collection.clone(),
+                })
+                .set(*count as i64);
+        }
+        self.metrics.rejected.set(view.errors.len() as i64);
+        self.metrics.kept.set(view.kept.len() as i64);
+        self.metrics.files.set(self.store.file_count() as i64);
+
+        let resources: Vec<&mesh_model::Resource> =
+            view.resources.values().map(|r| r.as_ref()).collect();
+        let analysis = mesh_model::analyze(&resources);
+        for level in [Level::Info, Level::Warning, Level::Error] {
+            let n = analysis.iter().filter(|m| m.level == level).count();
+            self.metrics
+                .analysis
+                .get_or_create(&LevelLabels {
+                    level: format!("{level:?}"),
+                })
+                .set(n as i64);
+        }
+        tracing::debug!(
+            resources = view.resources.len(),
+            errors = view.errors.len(),
+            "snapshot published"
+        );
+        let mut state = self.state.write();
+        state.view = view;
+        state.versions = versions;
+        state.analysis = analysis;
+    }
+}

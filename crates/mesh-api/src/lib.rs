@@ -1,0 +1,24 @@
+//! Wire contracts of the Dromon control plane.
+//!
+//! Our own protocols (MCP resources today; the CA and Mixer APIs as they land) are
+//! generated here from `proto/` at build time, and Envoy's xDS types are re-exported
+//! from `envoy-types` so every crate names one copy of them.
+
+/// Envoy's protobuf types (xDS v3 and friends), from the `envoy-types` crate.
+pub use envoy_types::pb as envoy;
+
+/// Descriptor set of Dromon's own protos, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/dromon_descriptor.bin"));
+
+/// Mesh Configuration Protocol: the resources galley distributes.
+pub mod mcp {
+    /// Version 1 of the MCP resource envelope.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("dromon.mcp.v1");
+
+        /// The `Any` type URL of every MCP resource element.
+        pub const RESOURCE_TYPE_URL: &str = "type.googleapis.com/dromon.mcp.v1.Resource";
+    }
+}

@@ -1,0 +1,253 @@
+#![allow(clippy::unwrap_used)]
+
+use super::*;
+use crate::{TypedResources, XdsResource};
+use mesh_api::envoy::google::rpc::Status as RpcStatus;
+
+const T: &str = "type.example/Thing";
+const U: &str = "type.example/Other";
+
+fn mk_res(name: &str, body: &str) -> XdsResource {
+    XdsResource::new(
+        name,
+        Any {
+            type_url: T.into(),
+            value: body.as_bytes().to_vec(),
+        },
+    )
+}
+
+fn mk_snap(items: &[(&str, &str)]) -> Snapshot {
+    Snapshot::new().with(
+        T,
+        TypedResources::new(items.iter().map(|(n, b)| mk_res(n, b))),
+    )
+}
+
+fn mk_req(names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: T.into(),
+        resource_names: names.iter().map(|s| s.to_string()).collect(),
+        version_info: version.into(),
+        response_nonce: nonce.into(),
+        ..Default::default()
+    }
+}
+
+fn names_of(resp: &DiscoveryResponse) -> Vec<String> {
+    resp.resources
+        .iter()
+        .map(|a| String::from_utf8(a.value.clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn initial_wildcard_request_gets_everything() {
+    let snap = mk_snap(&[("a", "A"), ("b", "B")]);
+    let mut s = SotwStream::new(None);
+    let out = s.on_request(&mk_req(&[], "", ""), Some(&snap)).unwrap();
+    assert_eq!(out.kind, RequestKind::Initial);
+    assert_eq!(out.responses.len(), 1);
+    assert_eq!(names_of(&out.responses[0]), ["A", "B"]);
+    assert_eq!(out.responses[0].version_info, snap.get(T).unwrap().version);
+}
+
+#[test]
+fn pure_ack_gets_no_response_and_is_recorded() {
+    let snap = mk_snap(&[("a", "A")]);
+    let mut s = SotwStream::new(None);
+    let r = s
+        .on_request(&mk_req(&[], "", ""), Some(&snap))
+        .unwrap()
+        .responses
+        .remove(0);
+    let out = s
+        .on_request(&mk_req(&[], &r.version_info, &r.nonce), Some(&snap))
+        .unwrap();
+    assert_eq!(out.kind, RequestKind::Ack);
+    assert!(out.responses.is_empty());
+    let st = &s.status()[T];
+    assert_eq!(st.acked_version.as_deref(), Some(r.version_info.as_str()));
+    assert_eq!(st.state(), "SYNCED");
+}
+
+#[test]
+fn stale_nonce_is_ignored() {
+    let snap = mk_snap(&[("a", "A")]);
+    let mut s = SotwStream::new(None);
+    let first = s
+        .on_request(&mk_req(&[], "", ""), Some(&snap))
+        .unwrap()
+        .responses
+        .remove(0);
+    let second = s.on_snapshot(&mk_snap(&[("a", "A2")]), &[]).remove(0);
+    // An ACK of the first response (stale) even asking for other names is ignored.
+    let out = s
+        .on_request(
+            &mk_req(&["x"], &first.version_info, &first.nonce),
+            Some(&snap),
+        )
+        .unwrap();
+    assert_eq!(out.kind, RequestKind::Stale);
+    assert!(out.responses.is_empty());
+    assert_eq!(
+        s.status()[T].sent_nonce.as_deref(),
+        Some(second.nonce.as_str())
+    );
+    assert!(s.status()[T].wildcard);
+}
+
+#[test]
+fn nack_is_recorded_and_not_resent_until_content_changes() {
+    let good = mk_snap(&[("a", "A")]);
+    let mut s = SotwStream::new(None);
+    let r1 = s
+        .on_request(&mk_req(&[], "", ""), Some(&good))
+        .unwrap()
+        .responses
+        .remove(0);
+    s.on_request(&mk_req(&[], &r1.version_info, &r1.nonce), Some(&good))
+        .unwrap();
+    let bad = mk_snap(&[("a", "BAD")]);
+    let r2 = s.on_snapshot(&bad, &[]).remove(0);
+    let mut nack = mk_req(&[], &r1.version_info, &r2.nonce);
+    nack.error_detail = Some(RpcStatus {
+        code: 3,
+        message: "bad thing".into(),
+        details: vec![],
+    });
+    let out = s.on_request(&nack, Some(&bad)).unwrap();
+    assert_eq!(out.kind, RequestKind::Nack);
+    assert!(out.responses.is_empty());
+    assert_eq!(out.nack.as_ref().unwrap().version, r2.version_info);
+    let st = &s.status()[T];
+    assert_eq!(st.state(), "NACKED");
+    assert_eq!(
+        st.acked_version.as_deref(),
+        Some(r1.version_info.as_str()),
+        "last good stays"
+    );
+    // The same snapshot again, or an equal one rebuilt: nothing is sent.
+    assert!(s.on_snapshot(&bad, &[]).is_empty());
+    assert!(s.on_snapshot(&mk_snap(&[("a", "BAD")]), &[]).is_empty());
+    // A real change is sent.
+    let fixed = s.on_snapshot(&mk_snap(&[("a", "A3")]), &[]);
+    assert_eq!(fixed.len(), 1);
+    assert_eq!(names_of(&fixed[0]), ["A3"]);
+}
+
+#[test]
+fn unchanged_set_is_never_resent() {
+    let mut s = SotwStream::new(None);
+    let snap = mk_snap(&[("a", "A")]);
+    s.on_request(&mk_req(&[], "", ""), Some(&snap)).unwrap();
+    assert!(s.on_snapshot(&snap, &[]).is_empty());
+    // Another type changing does not resend this one.
+    let other = mk_snap(&[("a", "A")]).with(U, TypedResources::new([mk_res("z", "Z")]));
+    assert!(s.on_snapshot(&other, &[]).is_empty());
+}
+
+#[test]
+fn subscription_to_names_gets_only_those_and_waits_for_missing_ones() {
+    let mut s = SotwStream::new(None);
+    let snap = mk_snap(&[("a", "A"), ("b", "B")]);
+    let r = s
+        .on_request(&mk_req(&["b", "c"], "", ""), Some(&snap))
+        .unwrap()
+        .responses
+        .remove(0);
+    assert_eq!(names_of(&r), ["B"]);
+    s.on_request(&mk_req(&["b", "c"], &r.version_info, &r.nonce), Some(&snap))
+        .unwrap();
+    // "a" changing is invisible to this subscriber.
+    assert!(
+        s.on_snapshot(&mk_snap(&[("a", "A2"), ("b", "B")]), &[])
+            .is_empty()
+    );
+    // "c" appearing is pushed.
+    let r2 = s.on_snapshot(&mk_snap(&[("a", "A2"), ("b", "B"), ("c", "C")]), &[]);
+    assert_eq!(names_of(&r2[0]), ["B", "C"]);
+}
+
+#[test]
+fn changed_subscription_on_ack_gets_new_set() {
+    let mut s = SotwStream::new(None);
+    let snap = mk_snap(&[("a", "A"), ("b", "B")]);
+    let r = s
+        .on_request(&mk_req(&["a"], "", ""), Some(&snap))
+        .unwrap()
+        .responses
+        .remove(0);
+    let out = s
+        .on_request(&mk_req(&["a", "b"], &r.version_info, &r.nonce), Some(&snap))
+        .unwrap();
+    assert_eq!(out.kind, RequestKind::Ack);
+    assert_eq!(names_of(&out.responses[0]), ["A", "B"]);
+}
+
+#[test]
+fn removal_is_a_smaller_complete_set() {
+    let mut s = SotwStream::new(None);
+    s.on_request(
+        &mk_req(&[], "", ""),
+        Some(&mk_snap(&[("a", "A"), ("b", "B")])),
+    )
+    .unwrap();
+    let r = s.on_snapshot(&mk_snap(&[("b", "B")]), &[]);
+    assert_eq!(names_of(&r[0]), ["B"]);
+    let empty = s.on_snapshot(&mk_snap(&[]), &[]);
+    assert_eq!(empty.len(), 1);
+    assert!(empty[0].resources.is_empty());
+}
+
+#[test]
+fn snapshot_pushes_follow_the_given_order() {
+    let mut s = SotwStream::new(None);
+    let mut req_u = mk_req(&[], "", "");
+    req_u.type_url = U.into();
+    s.on_request(&req_u, None).unwrap();
+    s.on_request(&mk_req(&[], "", ""), None).unwrap();
+    let snap = mk_snap(&[("a", "A")]).with(U, TypedResources::new([mk_res("z", "Z")]));
+    let order = s.on_snapshot(&snap, &[U, T]);
+    assert_eq!(
+        order
+            .iter()
+            .map(|r| r.type_url.as_str())
+            .collect::<Vec<_>>(),
+        [U, T]
+    );
+    let mut s2 = SotwStream::new(None);
+    s2.on_request(&req_u, None).unwrap();
+    s2.on_request(&mk_req(&[], "", ""), None).unwrap();
+    let order = s2.on_snapshot(&snap, &[T, U]);
+    assert_eq!(
+        order
+            .iter()
+            .map(|r| r.type_url.as_str())
+            .collect::<Vec<_>>(),
+        [T, U]
+    );
+}
+
+#[test]
+fn missing_type_url_is_a_protocol_error() {
+    let mut s = SotwStream::new(None);
+    let mut req = mk_req(&[], "", "");
+    req.type_url.clear();
+    assert_eq!(s.on_request(&req, None), Err(ProtocolError::MissingTypeUrl));
+}
+
+#[test]
+fn nonces_are_unique_per_stream() {
+    let mut s = SotwStream::new(None);
+    let mut nonces = std::collections::HashSet::new();
+    s.on_request(&mk_req(&[], "", ""), Some(&mk_snap(&[("a", "0")])))
+        .unwrap();
+    for i in 1..50 {
+        let body = i.to_string();
+        for r in s.on_snapshot(&mk_snap(&[("a", &body)]), &[]) {
+            assert!(nonces.insert(r.nonce));
+        }
+    }
+    assert_eq!(nonces.len(), 49);
+}

@@ -1,0 +1,61 @@
+//! meshctl: the Dromon operator CLI.
+//!
+//! - `meshctl up`: the whole control plane on one host, in one process, components
+//!   still talking to each other over loopback gRPC, configuration from a directory
+//!   (by default the sample application in `examples/`), state under a data dir;
+//! - `meshctl validate PATH...`: galley's validation, offline;
+//! - `meshctl analyze PATH...`: validation plus cross-resource analysis, offline.
+
+pub mod check;
+pub mod ports;
+pub mod sample;
+pub mod up;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mesh_runtime::LogArgs;
+
+/// meshctl: run and inspect a Dromon service mesh control plane.
+#[derive(Debug, Parser)]
+#[command(name = "meshctl", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// meshctl's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the whole control plane on this host.
+    Up(up::UpArgs),
+    /// Validate configuration files offline (exit 1 when any is refused).
+    Validate(check::ValidateArgs),
+    /// Validate and analyse configuration offline (exit 1 on errors or warnings).
+    Analyze(check::AnalyzeArgs),
+}
+
+impl Cli {
+    /// Parses the command line and runs the command.
+    pub fn parse_and_run() -> ExitCode {
+        let cli = Cli::parse();
+        match cli.command {
+            Command::Validate(args) => check::validate(&args),
+            Command::Analyze(args) => check::analyze(&args),
+            Command::Up(args) => {
+                let _telemetry = match mesh_runtime::init_telemetry(&cli.log, "meshctl") {
+                    Ok(g) => g,
+                    Err(e) => {
+                        eprintln!("meshctl: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                up::run(args)
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! `meshctl up`: the whole control plane on one host, in one process.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
+
+use clap::Args;
+use galley::{GalleyConfig, SourceConfig, source::dir::Debounce};
+
+use crate::{ports, sample};
+
+/// `meshctl up` flags.
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    /// Directory of configuration YAML to serve (default: the bookinfo sample,
+    /// copied to `<data>/config` on first start).
+    #[arg(long, env = "DROMON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for state (certificate ledger, quotas, logs) and the sample config.
+    #[arg(long, env = "DROMON_DATA", default_value = ".dromon")]
+    pub data: PathBuf,
+    /// Address every component listens on.
+    #[arg(long, env = "DROMON_BIND", default_value = "127.0.0.1")]
+    pub bind: IpAddr,
+    /// Namespace given to resources that name none.
+    #[arg(long, default_value = "default")]
+    pub default_namespace: String,
+}
+
+/// Runs `meshctl up` until SIGTERM or Ctrl-C.
+pub fn run(args: UpArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meshctl: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(up(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshctl up: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data).map_err(|e| {
+        anyhow::anyhow!("cannot create data directory {}: {e}", args.data.display())
+    })?;
+    let config_dir = match &args.config {
+        Some(dir) => dir.clone(),
+        None => sample::materialize(&args.data).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot write the sample configuration under {}: {e}",
+                args.data.display()
+            )
+        })?,
+    };
+    let shutdown = mesh_runtime::shutdown_on_signal();
+    let at = |port: u16| SocketAddr::new(args.bind, port);
+
+    let galley = galley::start(
+        GalleyConfig {
+            source: SourceConfig::Directory {
+                path: config_dir.clone(),
+                debounce: Debounce::default(),
+            },
+            mcp_addr: at(ports::GALLEY_MCP),
+            monitoring_addr: at(ports::GALLEY_MONITORING),
+            default_namespace: args.default_namespace.clone(),
+        },
+        shutdown.clone(),
+    )
+    .await?;
+
+    let ready = tokio::time::timeout(Duration::from_secs(30), galley.readiness.wait()).await;
+    if ready.is_err() {
+        eprintln!("warning: galley is not ready after 30s; see the logs");
+    }
+    println!("Dromon control plane is up.");
+    println!("  config: {}", config_dir.display());
+    println!("  data:   {}", args.data.display());
+    println!();
+    println!("  {:<18} {:<26} {}", "component", "endpoint", "what");
+    println!(
+        "  {:<18} {:<26} {}",
+        "galley", galley.mcp_addr, "MCP over xDS (gRPC, ADS)"
+    );
+    println!(
+        "  {:<18} {:<26} {}",
+        "galley",
+        format!("http://{}", galley.monitoring_addr),
+        "/metrics /ready /debug/configz /debug/syncz /debug/analyze /debug/errors"
+    );
+    println!();
+    println!(
+        "Edit files under {} and galley publishes them. Ctrl-C stops.",
+        config_dir.display()
+    );
+
+    let result = galley.wait().await;
+    shutdown.cancel();
+    result.map_err(Into::into)
+}
