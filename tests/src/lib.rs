@@ -13,22 +13,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod ads;
 
-/// Path of a workspace binary built next to the running test.
+/// Path of a workspace binary built next to the running executable (a test in
+/// `target/<profile>/deps/`, or a tool in `target/<profile>/`).
 pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .context("cannot locate the target directory")?;
-    let path = dir.join(name);
-    if !path.exists() {
-        bail!(
-            "{} not built; run the tests through cargo so workspace binaries are built",
-            path.display()
-        );
+    let dir = exe.parent().context("cannot locate the target directory")?;
+    for candidate in [Some(dir), dir.parent()].into_iter().flatten() {
+        let path = candidate.join(name);
+        if path.is_file() {
+            return Ok(path);
+        }
     }
-    Ok(path)
+    bail!(
+        "{name} not built next to {}; build the workspace binaries first",
+        exe.display()
+    )
 }
 
 /// A port free on loopback right now.
@@ -47,12 +46,25 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
-    /// Starts `bin` with `args`; stderr goes to a file in the temp dir for debugging.
+    /// Starts workspace binary `bin` with `args`; stderr goes to a file in the temp
+    /// dir for debugging.
     pub fn spawn(bin: &str, args: &[&str]) -> anyhow::Result<Self> {
-        let path = bin_path(bin)?;
-        let log = std::env::temp_dir().join(format!("dromon-e2e-{bin}-{}.log", std::process::id()));
+        Self::spawn_path(&bin_path(bin)?, args)
+    }
+
+    /// Starts the program at `path` with `args`.
+    pub fn spawn_path(path: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
+        let bin = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let log = std::env::temp_dir().join(format!(
+            "dromon-e2e-{bin}-{}-{}.log",
+            std::process::id(),
+            free_port()
+        ));
         let stderr = std::fs::File::create(&log)?;
-        let child = Command::new(&path)
+        let child = Command::new(path)
             .args(args)
             .env("DROMON_LOG", "info")
             .stdout(Stdio::null())

@@ -25,7 +25,10 @@ use mesh_runtime::{AdminServer, GrpcSupport, Readiness};
 use mesh_xds::{AdsServer, ServerOptions, SingleGroup, SnapshotCache, SyncStatus, XdsMetrics};
 use parking_lot::RwLock;
 use prometheus_client::registry::Registry;
-use tokio::{sync::mpsc, task::JoinSet};
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinSet,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -90,7 +93,7 @@ pub enum GalleyError {
 #[derive(Debug, Default)]
 pub struct GalleyState {
     /// The merged configuration.
-    pub view: ConfigView,
+    pub view: Arc<ConfigView>,
     /// Version of each collection in the published snapshot.
     pub versions: Vec<(String, String, usize)>,
     /// Current analysis messages.
@@ -215,9 +218,16 @@ pub async fn start(
         builder: SnapshotBuilder::new(),
         cache: cache.clone(),
         readiness: readiness.clone(),
+        state: state.clone(),
+        metrics: metrics.clone(),
+        analysis: watch::channel(None).0,
+    };
+    tasks.spawn(run_analysis(
+        processor.analysis.subscribe(),
         state,
         metrics,
-    };
+        shutdown.clone(),
+    ));
     tasks.spawn(processor.run(rx, shutdown));
     Ok(Running {
         mcp_addr,
@@ -235,6 +245,7 @@ struct Processor {
     readiness: Readiness,
     state: Arc<RwLock<GalleyState>>,
     metrics: Arc<GalleyMetrics>,
+    analysis: watch::Sender<Option<Arc<ConfigView>>>,
 }
 
 impl Processor {
@@ -274,8 +285,10 @@ impl Processor {
     }
 
     fn publish(&mut self) {
-        let view = self.store.view();
-        let snapshot = self.builder.build(&view);
+        let started = std::time::Instant::now();
+        let changed = self.store.take_changed();
+        let view = Arc::new(self.store.view());
+        let snapshot = self.builder.build(&view, &changed);
         let versions: Vec<(String, String, usize)> = snapshot
             .type_urls()
             .filter_map(|t| {
@@ -285,7 +298,9 @@ impl Processor {
             })
             .collect();
         self.cache.set("", snapshot);
+        let elapsed = started.elapsed();
         self.metrics.snapshots.inc();
+        self.metrics.publish_seconds.observe(elapsed.as_secs_f64());
         for (collection, _, count) in &versions {
             self.metrics
                 .resources
@@ -297,27 +312,61 @@ impl Processor {
         self.metrics.rejected.set(view.errors.len() as i64);
         self.metrics.kept.set(view.kept.len() as i64);
         self.metrics.files.set(self.store.file_count() as i64);
+        tracing::debug!(
+            resources = view.resources.len(),
+            errors = view.errors.len(),
+            took = ?elapsed,
+            "snapshot published"
+        );
+        {
+            let mut state = self.state.write();
+            state.view = view.clone();
+            state.versions = versions;
+        }
+        // Analysis runs beside distribution, on the newest view only.
+        self.analysis.send_replace(Some(view));
+    }
+}
 
-        let resources: Vec<&mesh_model::Resource> =
-            view.resources.values().map(|r| r.as_ref()).collect();
-        let analysis = mesh_model::analyze(&resources);
+/// Shortest time between two analyses: a burst of changes is analysed once, on
+/// its newest view, and never delays distribution.
+const ANALYSIS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Analyses the newest published view, off the publishing path.
+async fn run_analysis(
+    mut views: watch::Receiver<Option<Arc<ConfigView>>>,
+    state: Arc<RwLock<GalleyState>>,
+    metrics: Arc<GalleyMetrics>,
+    shutdown: CancellationToken,
+) -> Result<(), GalleyError> {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            changed = views.changed() => if changed.is_err() { return Ok(()) },
+        }
+        let Some(view) = views.borrow_and_update().clone() else {
+            continue;
+        };
+        let analysis = tokio::task::spawn_blocking(move || {
+            let resources: Vec<&mesh_model::Resource> =
+                view.resources.values().map(|r| r.as_ref()).collect();
+            mesh_model::analyze(&resources)
+        })
+        .await
+        .map_err(|e| GalleyError::Task(format!("analysis: {e}")))?;
         for level in [Level::Info, Level::Warning, Level::Error] {
             let n = analysis.iter().filter(|m| m.level == level).count();
-            self.metrics
+            metrics
                 .analysis
                 .get_or_create(&LevelLabels {
                     level: format!("{level:?}"),
                 })
                 .set(n as i64);
         }
-        tracing::debug!(
-            resources = view.resources.len(),
-            errors = view.errors.len(),
-            "snapshot published"
-        );
-        let mut state = self.state.write();
-        state.view = view;
-        state.versions = versions;
-        state.analysis = analysis;
+        state.write().analysis = analysis;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(ANALYSIS_INTERVAL) => {}
+        }
     }
 }

@@ -4,7 +4,12 @@ use std::sync::Arc;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -23,8 +28,10 @@ pub struct LevelLabels {
 }
 
 /// galley's metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct GalleyMetrics {
+    /// Time from a source change to the snapshot being published.
+    pub publish_seconds: Histogram,
     /// Resources served, by collection.
     pub resources: Family<CollectionLabels, Gauge>,
     /// Current refusals (invalid documents and duplicates).
@@ -44,7 +51,16 @@ pub struct GalleyMetrics {
 impl GalleyMetrics {
     /// Creates and registers the metrics under the `galley_` prefix.
     pub fn register(registry: &mut Registry) -> Arc<Self> {
-        let m = Arc::new(Self::default());
+        let m = Arc::new(Self {
+            publish_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            resources: Family::default(),
+            rejected: Gauge::default(),
+            kept: Gauge::default(),
+            validation_errors: Counter::default(),
+            snapshots: Counter::default(),
+            files: Gauge::default(),
+            analysis: Family::default(),
+        });
         let r = registry.sub_registry_with_prefix("galley");
         r.register(
             "resources",

@@ -12,9 +12,11 @@
 //!   the later one is reported as a duplicate.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     sync::Arc,
 };
+
+use imbl::OrdMap;
 
 use mesh_model::{
     ConfigError, Resource, ResourceKey,
@@ -36,6 +38,11 @@ struct FileState {
     accepted: Vec<Arc<Resource>>,
     kept: Vec<Arc<Resource>>,
     rejected: Vec<Rejected>,
+    /// Later definitions of a resource this same file already defines.
+    duplicates: Vec<ConfigError>,
+    /// Resource -> (position, kept?), the first definition in the file.
+    index: HashMap<ResourceKey, (usize, bool)>,
+    skipped: usize,
 }
 
 /// A resource kept at its last good version because its new version was refused.
@@ -47,11 +54,12 @@ pub struct KeptResource {
     pub source: String,
 }
 
-/// The merged, current configuration.
+/// The merged, current configuration. Cheap to clone: the resource map is a
+/// persistent map sharing structure with the store's.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigView {
     /// Every served resource.
-    pub resources: BTreeMap<ResourceKey, Arc<Resource>>,
+    pub resources: OrdMap<ResourceKey, Arc<Resource>>,
     /// Every current refusal (invalid documents, duplicates).
     pub errors: Vec<ConfigError>,
     /// Resources served at their last good version.
@@ -60,12 +68,36 @@ pub struct ConfigView {
     pub skipped: usize,
 }
 
-/// Per-file parse results and their merge.
+/// Per-file parse results, merged incrementally: a change costs work in
+/// proportion to the file that changed, not to the whole configuration.
 #[derive(Debug, Default)]
 pub struct ConfigStore {
     opts: ParseOptions,
     files: BTreeMap<String, FileState>,
-    skipped: BTreeMap<String, usize>,
+    /// Which files define each resource (accepted or kept), in path order.
+    owners: HashMap<ResourceKey, BTreeSet<String>>,
+    /// The winning definition of every resource.
+    merged: OrdMap<ResourceKey, Arc<Resource>>,
+    /// Resources whose merged definition may have moved since the last
+    /// [`ConfigStore::take_changed`].
+    changed: HashSet<ResourceKey>,
+}
+
+impl FileState {
+    /// The resource this file gives for `key`: an accepted one first, then a kept one.
+    fn get(&self, key: &ResourceKey) -> Option<&Arc<Resource>> {
+        self.index.get(key).map(|&(i, kept)| {
+            if kept {
+                &self.kept[i]
+            } else {
+                &self.accepted[i]
+            }
+        })
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &ResourceKey> {
+        self.index.keys()
+    }
 }
 
 impl ConfigStore {
@@ -73,22 +105,91 @@ impl ConfigStore {
     pub fn new(opts: ParseOptions) -> Self {
         Self {
             opts,
-            files: BTreeMap::new(),
-            skipped: BTreeMap::new(),
+            ..Self::default()
         }
     }
 
     /// Applies one change; returns the errors the new content produced.
     pub fn apply(&mut self, change: FileChange) -> Vec<ConfigError> {
-        let Some(text) = change.content else {
-            self.files.remove(&change.path);
-            self.skipped.remove(&change.path);
-            return Vec::new();
+        let previous = self.files.remove(&change.path);
+        let (state, errors) = match change.content {
+            Some(text) => {
+                let (state, errors) = self.parse(&change.path, &text, previous.as_ref());
+                (Some(state), errors)
+            }
+            None => (None, Vec::new()),
         };
-        let set = parse_document_set(&change.path, &text, &self.opts);
-        let previous = self.files.remove(&change.path).unwrap_or_default();
-        let accepted: Vec<Arc<Resource>> = set.accepted.into_iter().map(Arc::new).collect();
+        let mut affected: HashSet<ResourceKey> = HashSet::new();
+        if let Some(old) = &previous {
+            for key in old.keys() {
+                if let Some(paths) = self.owners.get_mut(key) {
+                    paths.remove(&change.path);
+                }
+                affected.insert(key.clone());
+            }
+        }
+        if let Some(new) = &state {
+            for key in new.keys() {
+                self.owners
+                    .entry(key.clone())
+                    .or_default()
+                    .insert(change.path.clone());
+                affected.insert(key.clone());
+            }
+        }
+        if let Some(state) = state {
+            self.files.insert(change.path, state);
+        }
+        for key in affected {
+            self.remerge(key);
+        }
+        errors
+    }
 
+    /// Re-elects the definition of `key` served: the first file (by path) defining it.
+    fn remerge(&mut self, key: ResourceKey) {
+        let winner = self
+            .owners
+            .get(&key)
+            .and_then(|paths| paths.iter().next())
+            .and_then(|path| self.files.get(path))
+            .and_then(|file| file.get(&key))
+            .cloned();
+        let moved = match winner {
+            Some(resource) => match self.merged.get(&key) {
+                Some(current) if Arc::ptr_eq(current, &resource) => false,
+                _ => {
+                    self.merged.insert(key.clone(), resource);
+                    true
+                }
+            },
+            None => {
+                self.owners.remove(&key);
+                self.merged.remove(&key).is_some()
+            }
+        };
+        if moved {
+            self.changed.insert(key);
+        }
+    }
+
+    fn parse(
+        &self,
+        path: &str,
+        text: &str,
+        previous: Option<&FileState>,
+    ) -> (FileState, Vec<ConfigError>) {
+        let set = parse_document_set(path, text, &self.opts);
+        // Unchanged resources keep their identity, so everything downstream
+        // (encodings, per-collection sets) can tell at a glance that they did not move.
+        let accepted: Vec<Arc<Resource>> = set
+            .accepted
+            .into_iter()
+            .map(|r| match previous.and_then(|p| p.get(&r.key())) {
+                Some(old) if **old == r => Arc::clone(old),
+                _ => Arc::new(r),
+            })
+            .collect();
         let named: HashSet<ResourceKey> = accepted
             .iter()
             .map(|r| r.key())
@@ -97,73 +198,104 @@ impl ConfigStore {
         let unreadable = set.rejected.iter().any(|r| r.key.is_none());
         let refused: HashSet<&ResourceKey> =
             set.rejected.iter().filter_map(|r| r.key.as_ref()).collect();
-
         let mut kept = Vec::new();
-        for old in previous.accepted.iter().chain(previous.kept.iter()) {
-            let key = old.key();
-            let keep = refused.contains(&key) || (unreadable && !named.contains(&key));
-            if keep {
-                kept.push(old.clone());
+        if let Some(previous) = previous {
+            for key in previous.keys() {
+                let keep = refused.contains(key) || (unreadable && !named.contains(key));
+                if let (true, Some(old)) = (keep, previous.get(key)) {
+                    kept.push(old.clone());
+                }
             }
         }
-        let errors: Vec<ConfigError> = set.rejected.iter().flat_map(|r| r.errors.clone()).collect();
-        self.skipped.insert(change.path.clone(), set.skipped.len());
-        self.files.insert(
-            change.path,
-            FileState {
-                accepted,
-                kept,
-                rejected: set.rejected,
-            },
-        );
-        errors
+        let mut index = HashMap::with_capacity(accepted.len() + kept.len());
+        let mut duplicates = Vec::new();
+        for (i, r) in accepted.iter().enumerate() {
+            match index.entry(r.key()) {
+                std::collections::hash_map::Entry::Occupied(first) => {
+                    let (j, _): (usize, bool) = *first.get();
+                    duplicates.push(duplicate_error(r, &accepted[j]));
+                }
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert((i, false));
+                }
+            }
+        }
+        for (i, r) in kept.iter().enumerate() {
+            index.entry(r.key()).or_insert((i, true));
+        }
+        let mut errors: Vec<ConfigError> =
+            set.rejected.iter().flat_map(|r| r.errors.clone()).collect();
+        errors.extend(duplicates.iter().cloned());
+        let state = FileState {
+            accepted,
+            kept,
+            rejected: set.rejected,
+            duplicates,
+            index,
+            skipped: set.skipped.len(),
+        };
+        (state, errors)
+    }
+
+    /// Resources whose served definition moved since the last call.
+    pub fn take_changed(&mut self) -> HashSet<ResourceKey> {
+        std::mem::take(&mut self.changed)
     }
 
     /// The merged view of every file.
     pub fn view(&self) -> ConfigView {
         let mut view = ConfigView {
-            skipped: self.skipped.values().sum(),
+            resources: self.merged.clone(),
             ..ConfigView::default()
         };
-        for (path, state) in &self.files {
+        for state in self.files.values() {
+            view.skipped += state.skipped;
             for rejected in &state.rejected {
                 view.errors.extend(rejected.errors.iter().cloned());
             }
-            let kept_keys: Vec<ResourceKey> = state.kept.iter().map(|r| r.key()).collect();
-            for resource in state.accepted.iter().chain(state.kept.iter()) {
-                let key = resource.key();
-                if let Some(first) = view.resources.get(&key) {
-                    if !Arc::ptr_eq(first, resource) {
-                        view.errors.push(ConfigError {
-                            source: resource.source.clone(),
-                            kind: Some(key.kind.as_str().to_string()),
-                            namespace: Some(key.namespace.clone()),
-                            name: Some(key.name.clone()),
-                            field: None,
-                            message: format!(
-                                "duplicate resource: already defined at {}; this definition is ignored",
-                                first.source
-                            ),
+            view.errors.extend(state.duplicates.iter().cloned());
+            for (key, &(i, kept)) in &state.index {
+                let resource = if kept {
+                    &state.kept[i]
+                } else {
+                    &state.accepted[i]
+                };
+                let winner = self.merged.get(key);
+                match winner {
+                    Some(w) if Arc::ptr_eq(w, resource) && kept => {
+                        view.kept.push(KeptResource {
+                            key: key.clone(),
+                            source: resource.source.to_string(),
                         });
                     }
-                    continue;
+                    Some(w) if Arc::ptr_eq(w, resource) => {}
+                    Some(w) => view.errors.push(duplicate_error(resource, w)),
+                    None => {}
                 }
-                if kept_keys.contains(&key) {
-                    view.kept.push(KeptResource {
-                        key: key.clone(),
-                        source: resource.source.to_string(),
-                    });
-                }
-                view.resources.insert(key, resource.clone());
             }
-            let _ = path;
         }
+        view.kept.sort_by(|a, b| a.key.cmp(&b.key));
         view
     }
 
     /// Number of files known.
     pub fn file_count(&self) -> usize {
         self.files.len()
+    }
+}
+
+fn duplicate_error(resource: &Resource, first: &Resource) -> ConfigError {
+    let key = resource.key();
+    ConfigError {
+        source: resource.source.clone(),
+        kind: Some(key.kind.as_str().to_string()),
+        namespace: Some(key.namespace),
+        name: Some(key.name),
+        field: None,
+        message: format!(
+            "duplicate resource: already defined at {}; this definition is ignored",
+            first.source
+        ),
     }
 }
 

@@ -1,1 +1,63 @@
-//! mesh-load
+//! mesh-load: a load generator for Dromon's xDS servers.
+//!
+//! `mesh-load galley` starts a galley binary on a generated configuration directory,
+//! connects many ADS subscribers, then rewrites a file round after round and times
+//! how long it takes until the last subscriber has received and ACKed the change.
+//! It reports latency percentiles and the server's memory and CPU.
+
+pub mod configgen;
+pub mod galley;
+pub mod proc;
+pub mod stats;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// mesh-load: load generator for Dromon's xDS servers.
+#[derive(Debug, Parser)]
+#[command(name = "mesh-load", version, about)]
+pub struct Cli {
+    /// Scenario.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// Load scenarios.
+#[derive(Debug, Subcommand)]
+pub enum Scenario {
+    /// Fan a configuration change out from galley to many MCP subscribers.
+    Galley(galley::GalleyArgs),
+    /// Write a generated configuration directory.
+    Gen(configgen::GenArgs),
+}
+
+impl Cli {
+    /// Parses the command line and runs the scenario.
+    pub fn parse_and_run() -> ExitCode {
+        let cli = Cli::parse();
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("mesh-load: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let result = runtime.block_on(async move {
+            match cli.scenario {
+                Scenario::Galley(args) => galley::run(args).await,
+                Scenario::Gen(args) => configgen::run(&args),
+            }
+        });
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mesh-load: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! The mesh-load binary.
+
+fn main() -> std::process::ExitCode {
+    mesh_load::Cli::parse_and_run()
+}

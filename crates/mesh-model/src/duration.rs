@@ -100,7 +100,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             .ok_or(DurationError::Overflow)?;
         total = total.checked_add(part).ok_or(DurationError::Overflow)?;
     }
-    let secs = u64::try_from(total / u128::from(NANOS_PER_SEC)).map_err(|_| DurationError::Overflow)?;
+    let secs =
+        u64::try_from(total / u128::from(NANOS_PER_SEC)).map_err(|_| DurationError::Overflow)?;
     // The remainder is below one second, so it fits in u32.
     let nanos = (total % u128::from(NANOS_PER_SEC)) as u32;
     Ok(Duration::new(secs, nanos))
@@ -115,8 +116,14 @@ mod tests {
     fn parses_go_and_istio_forms() {
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
         assert_eq!(parse_duration("100ms").unwrap(), Duration::from_millis(100));
-        assert_eq!(parse_duration("2h45m").unwrap(), Duration::from_secs(2 * 3600 + 45 * 60));
-        assert_eq!(parse_duration("1m30.5s").unwrap(), Duration::from_millis(90_500));
+        assert_eq!(
+            parse_duration("2h45m").unwrap(),
+            Duration::from_secs(2 * 3600 + 45 * 60)
+        );
+        assert_eq!(
+            parse_duration("1m30.5s").unwrap(),
+            Duration::from_millis(90_500)
+        );
         assert_eq!(parse_duration("10us").unwrap(), Duration::from_micros(10));
         assert_eq!(parse_duration("10µs").unwrap(), Duration::from_micros(10));
         assert_eq!(parse_duration("7ns").unwrap(), Duration::from_nanos(7));
@@ -136,7 +143,13 @@ mod tests {
         assert_eq!(parse_duration("s"), Err(DurationError::Syntax));
         assert_eq!(parse_duration("."), Err(DurationError::Syntax));
         assert_eq!(parse_duration("+"), Err(DurationError::Syntax));
-        assert_eq!(parse_duration("99999999999999999999999999999999999999999h"), Err(DurationError::Overflow));
-        assert_eq!(parse_duration("9999999999999999999999h"), Err(DurationError::Overflow));
+        assert_eq!(
+            parse_duration("99999999999999999999999999999999999999999h"),
+            Err(DurationError::Overflow)
+        );
+        assert_eq!(
+            parse_duration("9999999999999999999999h"),
+            Err(DurationError::Overflow)
+        );
     }
 }

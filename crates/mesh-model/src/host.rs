@@ -3,7 +3,11 @@
 //! Validation, analysis and pilot share these helpers so that "which host does this
 //! name mean" and "does this pattern cover that host" are answered one way only.
 
-use std::{borrow::Cow, net::IpAddr};
+use std::{
+    borrow::Cow,
+    collections::{HashMap, hash_map::Entry},
+    net::IpAddr,
+};
 
 /// The cluster's DNS suffix short names are qualified with.
 pub const DEFAULT_DOMAIN_SUFFIX: &str = "svc.cluster.local";
@@ -32,7 +36,11 @@ pub fn hosts_match(a: &str, b: &str) -> bool {
     match (is_wildcard(a), is_wildcard(b)) {
         (true, true) => {
             let (a, b) = (&a[1..], &b[1..]);
-            if a.len() >= b.len() { a.ends_with(b) } else { b.ends_with(a) }
+            if a.len() >= b.len() {
+                a.ends_with(b)
+            } else {
+                b.ends_with(a)
+            }
         }
         (true, false) => b.ends_with(&a[1..]),
         (false, true) => a.ends_with(&b[1..]),
@@ -48,10 +56,89 @@ pub fn host_covered_by(host: &str, pattern: &str) -> bool {
     }
     if is_wildcard(pattern) {
         let suffix = &pattern[1..];
-        if is_wildcard(host) { host[1..].ends_with(suffix) } else { host.ends_with(suffix) }
+        if is_wildcard(host) {
+            host[1..].ends_with(suffix)
+        } else {
+            host.ends_with(suffix)
+        }
     } else {
         host == pattern
     }
+}
+
+/// Every suffix of `h` that starts at a dot (`.b.c` and `.c` for `a.b.c`).
+fn dot_suffixes(h: &str) -> impl Iterator<Item = &str> {
+    h.match_indices('.').map(move |(i, _)| &h[i..])
+}
+
+/// For every host that has a name in common with an earlier one (see
+/// [`hosts_match`]), its index and the index of one such earlier host. Linear in the
+/// number of hosts (and their labels), however many there are.
+pub fn overlapping_hosts<S: AsRef<str>>(hosts: &[S]) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    if hosts.len() <= 16 {
+        for (j, b) in hosts.iter().enumerate() {
+            if let Some(i) = hosts[..j]
+                .iter()
+                .position(|a| hosts_match(a.as_ref(), b.as_ref()))
+            {
+                out.push((j, i));
+            }
+        }
+        return out;
+    }
+    let mut star: Option<usize> = None;
+    let mut exact: HashMap<&str, usize> = HashMap::new();
+    // Suffixes (`.example.com`) of wildcard hosts.
+    let mut wild: HashMap<&str, usize> = HashMap::new();
+    // Every dot-suffix of every host, wildcards included (their own suffix too).
+    let mut under: HashMap<&str, usize> = HashMap::new();
+    for (j, h) in hosts.iter().enumerate() {
+        let h = h.as_ref();
+        let earlier = if let Some(i) = star {
+            Some(i)
+        } else if h == "*" {
+            (j > 0).then_some(0)
+        } else if let Some(suffix) = h.strip_prefix('*') {
+            under
+                .get(suffix)
+                .or_else(|| {
+                    std::iter::once(suffix)
+                        .chain(dot_suffixes(suffix))
+                        .find_map(|s| wild.get(s))
+                })
+                .copied()
+        } else {
+            exact
+                .get(h)
+                .or_else(|| dot_suffixes(h).find_map(|s| wild.get(s)))
+                .copied()
+        };
+        if let Some(i) = earlier {
+            out.push((j, i));
+        }
+        if h == "*" {
+            star.get_or_insert(j);
+            continue;
+        }
+        match h.strip_prefix('*') {
+            Some(suffix) => {
+                wild.entry(suffix).or_insert(j);
+                for s in std::iter::once(suffix).chain(dot_suffixes(suffix)) {
+                    if let Entry::Vacant(v) = under.entry(s) {
+                        v.insert(j);
+                    }
+                }
+            }
+            None => {
+                exact.entry(h).or_insert(j);
+                for s in dot_suffixes(h) {
+                    under.entry(s).or_insert(j);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether `label` is a DNS-1123 label as Istio checks it: 1 to 63 letters, digits and
@@ -92,7 +179,9 @@ pub enum HostError {
     #[error("wildcards are only allowed as `*` or as a leading `*.` label")]
     Wildcard,
     /// A label is not a DNS-1123 label.
-    #[error("host is not a valid DNS name (each label: letters, digits and '-', at most 63 characters)")]
+    #[error(
+        "host is not a valid DNS name (each label: letters, digits and '-', at most 63 characters)"
+    )]
     Label,
     /// The top-level label is all digits.
     #[error("top-level domain must not be all-numeric")]
@@ -165,7 +254,11 @@ pub fn is_ip(text: &str) -> bool {
 
 /// Whether `text` is an IP address or a CIDR block (`10.0.0.0/8`, `2001:db8::/32`).
 pub fn is_ip_or_cidr(text: &str) -> bool {
-    if text.contains('/') { text.parse::<ipnet::IpNet>().is_ok() } else { is_ip(text) }
+    if text.contains('/') {
+        text.parse::<ipnet::IpNet>().is_ok()
+    } else {
+        is_ip(text)
+    }
 }
 
 /// A gateway reference from a VirtualService, resolved to the Gateway it names.
@@ -190,12 +283,21 @@ pub fn resolve_gateway<'a>(reference: &'a str, namespace: &'a str) -> GatewayRef
         return GatewayRef::Mesh;
     }
     if let Some((ns, name)) = reference.split_once('/') {
-        return GatewayRef::Gateway { namespace: ns, name };
+        return GatewayRef::Gateway {
+            namespace: ns,
+            name,
+        };
     }
     let mut parts = reference.split('.');
     match (parts.next(), parts.next()) {
-        (Some(name), Some(ns)) => GatewayRef::Gateway { namespace: ns, name },
-        _ => GatewayRef::Gateway { namespace, name: reference },
+        (Some(name), Some(ns)) => GatewayRef::Gateway {
+            namespace: ns,
+            name,
+        },
+        _ => GatewayRef::Gateway {
+            namespace,
+            name: reference,
+        },
     }
 }
 
@@ -205,7 +307,10 @@ mod tests {
 
     #[test]
     fn qualifies_short_names_only() {
-        assert_eq!(fqdn("reviews", "bookinfo"), "reviews.bookinfo.svc.cluster.local");
+        assert_eq!(
+            fqdn("reviews", "bookinfo"),
+            "reviews.bookinfo.svc.cluster.local"
+        );
         assert_eq!(fqdn("reviews.bookinfo", "x"), "reviews.bookinfo");
         assert_eq!(fqdn("*", "x"), "*");
         assert_eq!(fqdn("*.example.com", "x"), "*.example.com");
@@ -222,6 +327,40 @@ mod tests {
         assert!(host_covered_by("*.a.example.com", "*.example.com"));
         assert!(!host_covered_by("*.example.com", "a.example.com"));
         assert!(host_covered_by("x", "*"));
+    }
+
+    #[test]
+    fn finds_overlapping_hosts_at_any_size() {
+        let small = ["a.com", "*.com", "b.org", "b.org"];
+        assert_eq!(overlapping_hosts(&small), vec![(1, 0), (3, 2)]);
+        let mut many: Vec<String> = (0..100).map(|i| format!("h{i}.example.com")).collect();
+        assert!(overlapping_hosts(&many).is_empty());
+        many.push("*.example.com".to_string());
+        many.push("h5.example.com".to_string());
+        many.push("*.a.example.com".to_string());
+        many.push("*.com".to_string());
+        let found: Vec<usize> = overlapping_hosts(&many)
+            .into_iter()
+            .map(|(j, _)| j)
+            .collect();
+        assert_eq!(found, vec![100, 101, 102, 103]);
+    }
+
+    proptest::proptest! {
+        /// The linear search finds exactly the hosts the pairwise check finds.
+        #[test]
+        fn overlap_search_matches_pairwise(
+            hosts in proptest::collection::vec(
+                proptest::sample::select(vec!["*", "*.com", "a.com", "b.a.com", "*.a.com", "*.b.a.com", "c.org", "*.org", "com"]),
+                17..40,
+            )
+        ) {
+            let fast: Vec<usize> = overlapping_hosts(&hosts).into_iter().map(|(j, _)| j).collect();
+            let pairwise: Vec<usize> = (0..hosts.len())
+                .filter(|&j| hosts[..j].iter().any(|a| hosts_match(a, hosts[j])))
+                .collect();
+            proptest::prop_assert_eq!(fast, pairwise);
+        }
     }
 
     #[test]
@@ -257,12 +396,24 @@ mod tests {
         assert_eq!(resolve_gateway("mesh", "ns"), GatewayRef::Mesh);
         assert_eq!(
             resolve_gateway("istio-system/ingress", "ns"),
-            GatewayRef::Gateway { namespace: "istio-system", name: "ingress" }
+            GatewayRef::Gateway {
+                namespace: "istio-system",
+                name: "ingress"
+            }
         );
-        assert_eq!(resolve_gateway("gw", "ns"), GatewayRef::Gateway { namespace: "ns", name: "gw" });
+        assert_eq!(
+            resolve_gateway("gw", "ns"),
+            GatewayRef::Gateway {
+                namespace: "ns",
+                name: "gw"
+            }
+        );
         assert_eq!(
             resolve_gateway("gw.other.svc.cluster.local", "ns"),
-            GatewayRef::Gateway { namespace: "other", name: "gw" }
+            GatewayRef::Gateway {
+                namespace: "other",
+                name: "gw"
+            }
         );
     }
 }

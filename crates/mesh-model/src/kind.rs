@@ -204,6 +204,9 @@ mod tests {
             Kind::resolve("networking.istio.io/v1", "Service"),
             Err(KindError::UnknownKind { .. })
         ));
-        assert!(matches!(Kind::resolve("v1", "Pod"), Err(KindError::BadApiVersion(_))));
+        assert!(matches!(
+            Kind::resolve("v1", "Pod"),
+            Err(KindError::BadApiVersion(_))
+        ));
     }
 }

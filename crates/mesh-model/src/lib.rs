@@ -5,6 +5,16 @@
 //! validation with Istio's rules, and cross-resource analysis. This crate performs
 //! no I/O and depends on no transport: galley, pilot, the mixers and `meshctl` all
 //! build on it.
+//!
+//! - [`networking`], [`security`], [`policy`], [`selector`]: the typed specs, field
+//!   for field as Istio's YAML writes them.
+//! - [`parse`]: multi-document YAML to accepted and rejected resources.
+//! - [`validation`]: Istio's per-kind rules, each error with its field path.
+//! - [`analysis`]: findings across resources, with stable `GAL01xx` codes.
+//! - [`host`], [`duration`], [`protocol`]: host names, durations and port protocols as
+//!   Istio reads them, shared with pilot.
+
+#![warn(missing_docs)]
 
 pub mod analysis;
 pub mod duration;

@@ -32,7 +32,8 @@ pub enum Protocol {
 }
 
 /// The protocol names accepted, for error messages.
-pub const PROTOCOL_NAMES: &str = "HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, HTTP_PROXY, MONGO, REDIS, MYSQL, TCP, TLS, UDP";
+pub const PROTOCOL_NAMES: &str =
+    "HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, HTTP_PROXY, MONGO, REDIS, MYSQL, TCP, TLS, UDP";
 
 impl Protocol {
     /// Parses a protocol name, ignoring case as Istio does.
@@ -51,14 +52,21 @@ impl Protocol {
             ("REDIS", Protocol::Redis),
             ("MYSQL", Protocol::Mysql),
         ];
-        TABLE.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, p)| *p)
+        TABLE
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, p)| *p)
     }
 
     /// Whether the protocol is HTTP-based (routed by HTTP routes).
     pub fn is_http(self) -> bool {
         matches!(
             self,
-            Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb | Protocol::HttpProxy
+            Protocol::Http
+                | Protocol::Http2
+                | Protocol::Grpc
+                | Protocol::GrpcWeb
+                | Protocol::HttpProxy
         )
     }
 

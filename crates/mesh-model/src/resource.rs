@@ -110,6 +110,17 @@ macro_rules! specs {
                 })
             }
 
+            /// Deserializes the spec of `kind` without path tracking (for deserializers
+            /// whose errors carry the path themselves).
+            pub(crate) fn deserialize_plain<'de, D>(kind: Kind, deserializer: D) -> Result<Spec, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
+                Ok(match kind {
+                    $(Kind::$variant => Spec::$variant(serde::Deserialize::deserialize(deserializer)?),)*
+                })
+            }
+
             /// The spec as JSON with the YAML form's field names.
             pub fn to_json(&self) -> Vec<u8> {
                 let encoded = match self {

@@ -66,10 +66,14 @@ impl<'de> Deserialize<'de> for PortKey {
                 f.write_str("a port number")
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PortKey, E> {
-                u32::try_from(v).map(PortKey).map_err(|_| E::custom(format!("port {v} is out of range")))
+                u32::try_from(v)
+                    .map(PortKey)
+                    .map_err(|_| E::custom(format!("port {v} is out of range")))
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PortKey, E> {
-                u32::try_from(v).map(PortKey).map_err(|_| E::custom(format!("port {v} is out of range")))
+                u32::try_from(v)
+                    .map(PortKey)
+                    .map_err(|_| E::custom(format!("port {v} is out of range")))
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PortKey, E> {
                 v.parse::<u32>()
@@ -217,6 +221,12 @@ pub struct Source {
     /// Negated original client IPs or CIDRs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_remote_ip_blocks: Vec<String>,
+    /// Peer trust domains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_domains: Vec<String>,
+    /// Negated peer trust domains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_trust_domains: Vec<String>,
 }
 
 /// Properties of the request's operation; all given fields must match.
@@ -319,6 +329,9 @@ pub struct JwtRule {
     /// Timeout fetching the key set (duration string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// Claims whose value is a space-separated list.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub space_delimited_claims: Vec<String>,
 }
 
 /// A header carrying a token.

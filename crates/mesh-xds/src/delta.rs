@@ -6,11 +6,16 @@
 //! lose them: the client never repeats a delta subscription); only the ACK/NACK part
 //! of a stale request is ignored.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+};
 
 use crate::{
-    Snapshot,
+    Snapshot, TypedResources, XdsResource,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
+    encode::{self, Encoded},
+    resource::SetDelta,
     resource::set_version,
     sotw::{ProtocolError, RequestKind},
     status::{Nack, TypeStatus},
@@ -21,12 +26,93 @@ struct TypeState {
     initialized: bool,
     wildcard: bool,
     names: BTreeSet<String>,
-    /// What the client holds: name -> version, or None when told it does not exist.
-    known: HashMap<String, Option<String>>,
+    /// The set the client was last brought in line with: it holds exactly the
+    /// resources of this set that `held_cover` covered. No per-resource state is
+    /// kept per client, so a stream costs the same whatever the size of the set.
+    held: Option<Arc<TypedResources>>,
+    held_cover: Cover,
+    /// Versions the client declared on connecting, until the first comparison.
+    initial: HashMap<String, String>,
+    /// Explicitly subscribed names the client was told do not exist.
+    absent: BTreeSet<String>,
+    /// The subscription moved since `held`: the next response compares in full.
+    resubscribed: bool,
     nonce: Option<String>,
     sent_version: Option<String>,
     acked_version: Option<String>,
     nack: Option<Nack>,
+}
+
+/// Which names a subscription covers.
+#[derive(Debug, Default, Clone)]
+struct Cover {
+    wildcard: bool,
+    names: BTreeSet<String>,
+}
+
+impl Cover {
+    fn covers(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+/// A delta response the state machine decided to send, not yet encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaResponse {
+    /// The type URL.
+    pub type_url: String,
+    /// Content hash of the client's whole subscribed set after this response.
+    pub system_version_info: String,
+    /// This stream's nonce for the response.
+    pub nonce: String,
+    /// Resources added or changed.
+    pub resources: Vec<Arc<XdsResource>>,
+    /// Names removed (or that do not exist).
+    pub removed_resources: Vec<String>,
+}
+
+impl DeltaResponse {
+    fn head(&self, control_plane: Option<&str>) -> DeltaDiscoveryResponse {
+        DeltaDiscoveryResponse {
+            system_version_info: self.system_version_info.clone(),
+            type_url: self.type_url.clone(),
+            removed_resources: self.removed_resources.clone(),
+            nonce: self.nonce.clone(),
+            control_plane: control_plane.map(|id| {
+                mesh_api::envoy::envoy::config::core::v3::ControlPlane {
+                    identifier: id.to_string(),
+                }
+            }),
+            ..DeltaDiscoveryResponse::default()
+        }
+    }
+
+    /// The wire encoding: each resource's pre-encoded entry plus this response's fields.
+    pub fn encode(&self, control_plane: Option<&str>) -> Encoded {
+        let mut chunks: Vec<bytes::Bytes> = self
+            .resources
+            .iter()
+            .map(|r| r.delta_entry().clone())
+            .collect();
+        chunks.push(encode::delta_tail(&self.head(control_plane)));
+        Encoded { chunks }
+    }
+
+    /// The response as a protobuf message (tests and tools).
+    pub fn to_proto(&self, control_plane: Option<&str>) -> DeltaDiscoveryResponse {
+        let mut head = self.head(control_plane);
+        head.resources = self
+            .resources
+            .iter()
+            .map(|r| Resource {
+                name: r.name.clone(),
+                version: r.version.clone(),
+                resource: Some(r.body.clone()),
+                ..Resource::default()
+            })
+            .collect();
+        head
+    }
 }
 
 /// What handling one delta request produced.
@@ -35,7 +121,7 @@ pub struct DeltaOutcome {
     /// How the request was classified.
     pub kind: RequestKind,
     /// Responses to send.
-    pub responses: Vec<DeltaDiscoveryResponse>,
+    pub responses: Vec<DeltaResponse>,
     /// The NACK recorded, when the request was one.
     pub nack: Option<Nack>,
 }
@@ -45,16 +131,12 @@ pub struct DeltaOutcome {
 pub struct DeltaStream {
     types: BTreeMap<String, TypeState>,
     nonces: u64,
-    control_plane: Option<String>,
 }
 
 impl DeltaStream {
-    /// A new stream; `control_plane` names the server in every response.
-    pub fn new(control_plane: Option<String>) -> Self {
-        Self {
-            control_plane,
-            ..Self::default()
-        }
+    /// A new stream.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Handles one request against the current snapshot (None: not computed yet).
@@ -74,11 +156,7 @@ impl DeltaStream {
             state.initialized = true;
             state.wildcard = req.resource_names_subscribe.is_empty()
                 || req.resource_names_subscribe.iter().any(|n| n == "*");
-            state.known = req
-                .initial_resource_versions
-                .iter()
-                .map(|(k, v)| (k.clone(), Some(v.clone())))
-                .collect();
+            state.initial = req.initial_resource_versions.clone();
             kind = RequestKind::Initial;
             changed = true;
         } else if !req.response_nonce.is_empty() {
@@ -114,10 +192,10 @@ impl DeltaStream {
             } else {
                 changed |= state.names.remove(name);
             }
-            // The client forgets unsubscribed resources; so does the server.
-            if !state.wildcard {
-                state.known.remove(name);
-            }
+        }
+        if changed {
+            // The subscription moved: the next response compares in full.
+            state.resubscribed = true;
         }
         let mut responses = Vec::new();
         if let (true, Some(snapshot)) = (changed, snapshot) {
@@ -136,11 +214,7 @@ impl DeltaStream {
 
     /// Handles a new snapshot: the changes for every subscribed type, types listed in
     /// `order` first.
-    pub fn on_snapshot(
-        &mut self,
-        snapshot: &Snapshot,
-        order: &[&str],
-    ) -> Vec<DeltaDiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<DeltaResponse> {
         let mut type_urls: Vec<String> = Vec::with_capacity(self.types.len());
         for t in order {
             if self.types.contains_key(*t) {
@@ -189,82 +263,138 @@ impl DeltaStream {
         type_url: &str,
         snapshot: &Snapshot,
         force: bool,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<DeltaResponse> {
         let state = self.types.get_mut(type_url)?;
-        let set = snapshot.get(type_url);
-        let mut resources = Vec::new();
-        let mut removed = Vec::new();
-
-        let mut wanted: BTreeSet<&str> = state.names.iter().map(String::as_str).collect();
-        if let (true, Some(set)) = (state.wildcard, set) {
-            wanted.extend(set.items.keys().map(String::as_str));
-        }
-        let mut pairs = Vec::with_capacity(wanted.len());
-        for name in &wanted {
-            match set.and_then(|s| s.items.get(*name)) {
-                Some(r) => {
-                    pairs.push((r.name.as_str(), r.version.as_str()));
-                    if state.known.get(*name).and_then(|v| v.as_deref()) != Some(r.version.as_str())
-                    {
-                        resources.push(Resource {
-                            name: r.name.clone(),
-                            version: r.version.clone(),
-                            resource: Some(r.body.clone()),
-                            ..Resource::default()
-                        });
-                    }
+        let set = snapshot.get(type_url).cloned().unwrap_or_default();
+        let (resources, mut removed) = match &state.held {
+            Some(prev) if !force && !state.resubscribed => {
+                if Arc::ptr_eq(prev, &set) || prev.version == set.version {
+                    return None;
                 }
-                None => {
-                    let explicit = state.names.contains(*name);
-                    let told_absent = matches!(state.known.get(*name), Some(None));
-                    if explicit && !told_absent {
-                        removed.push((*name).to_string());
-                    }
-                }
+                // The usual push: apply the difference between two versions of the
+                // set, computed once and shared by every stream.
+                state.apply(&set.delta_from(prev))
             }
-        }
-        // Resources the client holds that are gone (or no longer covered).
-        for (name, version) in &state.known {
-            if version.is_some()
-                && !wanted.contains(name.as_str())
-                && !removed.contains(name)
-                && (state.wildcard || state.names.contains(name))
-            {
-                removed.push(name.clone());
-            }
-        }
-        let version = set_version(pairs.into_iter());
+            _ => state.compare(&set),
+        };
+        state.held = Some(set.clone());
+        state.held_cover = Cover {
+            wildcard: state.wildcard,
+            names: state.names.clone(),
+        };
+        state.resubscribed = false;
         if resources.is_empty() && removed.is_empty() && !force {
             return None;
         }
-        for r in &resources {
-            state.known.insert(r.name.clone(), Some(r.version.clone()));
-        }
-        for name in &removed {
-            if state.names.contains(name) {
-                state.known.insert(name.clone(), None);
-            } else {
-                state.known.remove(name);
+        let version = if state.names.is_empty() {
+            set.version.clone()
+        } else {
+            let mut names: BTreeSet<&str> = state.names.iter().map(String::as_str).collect();
+            if state.wildcard {
+                names.extend(set.items.keys().map(String::as_str));
             }
-        }
+            set_version(
+                names
+                    .into_iter()
+                    .filter_map(|n| set.items.get(n))
+                    .map(|r| (r.name.as_str(), r.version.as_str())),
+            )
+        };
         removed.sort();
+        removed.dedup();
         self.nonces += 1;
         let nonce = self.nonces.to_string();
         state.nonce = Some(nonce.clone());
         state.sent_version = Some(version.clone());
-        Some(DeltaDiscoveryResponse {
-            system_version_info: version,
-            resources,
+        Some(DeltaResponse {
             type_url: type_url.to_string(),
-            removed_resources: removed,
+            system_version_info: version,
             nonce,
-            control_plane: self.control_plane.as_ref().map(|id| {
-                mesh_api::envoy::envoy::config::core::v3::ControlPlane {
-                    identifier: id.clone(),
-                }
-            }),
-            ..DeltaDiscoveryResponse::default()
+            resources,
+            removed_resources: removed,
         })
+    }
+}
+
+impl TypeState {
+    fn covers(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+
+    /// The version of `name` the client holds, if any.
+    fn holds(&self, name: &str) -> Option<&str> {
+        match &self.held {
+            Some(held) if self.held_cover.covers(name) => {
+                held.items.get(name).map(|r| r.version.as_str())
+            }
+            Some(_) => None,
+            None => self.initial.get(name).map(String::as_str),
+        }
+    }
+
+    /// Applies a precomputed difference between two versions of the set (the
+    /// subscription unchanged): work in proportion to what changed.
+    fn apply(&mut self, delta: &SetDelta) -> (Vec<Arc<XdsResource>>, Vec<String>) {
+        let mut resources = Vec::new();
+        let mut removed = Vec::new();
+        for r in &delta.changed {
+            if self.covers(&r.name) {
+                self.absent.remove(r.name.as_str());
+                resources.push(r.clone());
+            }
+        }
+        for name in &delta.removed {
+            if self.covers(name) {
+                if self.names.contains(name) {
+                    self.absent.insert(name.clone());
+                }
+                removed.push(name.clone());
+            }
+        }
+        (resources, removed)
+    }
+
+    /// Compares the whole set with what the client holds: the first response, or
+    /// after the subscription moved.
+    fn compare(&mut self, set: &TypedResources) -> (Vec<Arc<XdsResource>>, Vec<String>) {
+        let mut resources = Vec::new();
+        let mut removed = Vec::new();
+        let wanted: Vec<&Arc<XdsResource>> = if self.wildcard {
+            set.items.values().collect()
+        } else {
+            self.names.iter().filter_map(|n| set.items.get(n)).collect()
+        };
+        for r in wanted {
+            if self.holds(&r.name) != Some(r.version.as_str()) {
+                resources.push(r.clone());
+            }
+        }
+        // What the client holds that is gone from the set (unsubscribed ones are
+        // simply forgotten by both sides).
+        let held_names: Vec<String> = match &self.held {
+            Some(held) => held
+                .items
+                .keys()
+                .filter(|n| self.held_cover.covers(n))
+                .cloned()
+                .collect(),
+            None => self.initial.keys().cloned().collect(),
+        };
+        for name in held_names {
+            if self.covers(&name) && !set.items.contains_key(&name) {
+                removed.push(name);
+            }
+        }
+        // Explicit names that do not exist, told once.
+        self.absent
+            .retain(|n| self.names.contains(n) && !set.items.contains_key(n));
+        for name in &self.names {
+            if !set.items.contains_key(name) && self.absent.insert(name.clone()) {
+                removed.push(name.clone());
+            }
+        }
+        self.initial.clear();
+        (resources, removed)
     }
 }
 

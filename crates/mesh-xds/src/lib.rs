@@ -17,6 +17,7 @@
 
 pub mod cache;
 pub mod delta;
+pub mod encode;
 pub mod metrics;
 pub mod resource;
 pub mod server;

@@ -1,13 +1,19 @@
 //! Versioned resources and immutable snapshots of them.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, OnceLock, Weak},
+};
 
+use parking_lot::Mutex;
+
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::Any;
+use crate::{Any, encode};
 
 /// One named resource, encoded once and shared by every stream that sends it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct XdsResource {
     /// The resource name clients subscribe to.
     pub name: String,
@@ -15,6 +21,14 @@ pub struct XdsResource {
     pub version: String,
     /// The encoded resource.
     pub body: Any,
+    sotw: OnceLock<Bytes>,
+    delta: OnceLock<Bytes>,
+}
+
+impl PartialEq for XdsResource {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.version == other.version && self.body == other.body
+    }
 }
 
 impl XdsResource {
@@ -29,36 +43,68 @@ impl XdsResource {
             name: name.into(),
             version,
             body,
+            sotw: OnceLock::new(),
+            delta: OnceLock::new(),
         }
+    }
+
+    /// This resource as a `resources` entry of a SotW response (encoded once).
+    pub fn sotw_entry(&self) -> &Bytes {
+        self.sotw.get_or_init(|| encode::sotw_entry(&self.body))
+    }
+
+    /// This resource as a `resources` entry of a delta response (encoded once).
+    pub fn delta_entry(&self) -> &Bytes {
+        self.delta
+            .get_or_init(|| encode::delta_entry(&self.name, &self.version, &self.body))
     }
 }
 
 /// All resources of one type URL, with the content hash of the whole set.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct TypedResources {
     /// Content hash of every (name, version) pair in name order.
     pub version: String,
     /// Resources by name.
     pub items: BTreeMap<String, Arc<XdsResource>>,
+    wildcard: OnceLock<(String, Bytes)>,
+    /// The difference from the set streams last saw, computed by the first stream
+    /// that needs it (the previous set is held weakly so no history accumulates).
+    delta: Mutex<Option<(Weak<TypedResources>, Arc<SetDelta>)>>,
+}
+
+/// What changed between two versions of a set.
+#[derive(Debug, Default, PartialEq)]
+pub struct SetDelta {
+    /// Resources added or changed.
+    pub changed: Vec<Arc<XdsResource>>,
+    /// Names no longer present.
+    pub removed: Vec<String>,
+}
+
+impl Clone for TypedResources {
+    fn clone(&self) -> Self {
+        Self {
+            version: self.version.clone(),
+            items: self.items.clone(),
+            wildcard: OnceLock::new(),
+            delta: Mutex::new(None),
+        }
+    }
+}
+
+impl PartialEq for TypedResources {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && self.items == other.items
+    }
 }
 
 impl TypedResources {
     /// Builds a set; a later resource with the same name replaces an earlier one.
     pub fn new(items: impl IntoIterator<Item = XdsResource>) -> Self {
-        let items: BTreeMap<String, Arc<XdsResource>> = items
-            .into_iter()
-            .map(|r| (r.name.clone(), Arc::new(r)))
-            .collect();
-        let version = set_version(
-            items
-                .values()
-                .map(|r| (r.name.as_str(), r.version.as_str())),
-        );
-        Self { version, items }
+        Self::from_shared(items.into_iter().map(Arc::new))
     }
-}
 
-impl TypedResources {
     /// Builds a set from shared resources (encoded once, reused across snapshots).
     pub fn from_shared(items: impl IntoIterator<Item = Arc<XdsResource>>) -> Self {
         let items: BTreeMap<String, Arc<XdsResource>> =
@@ -68,8 +114,63 @@ impl TypedResources {
                 .values()
                 .map(|r| (r.name.as_str(), r.version.as_str())),
         );
-        Self { version, items }
+        Self {
+            version,
+            items,
+            wildcard: OnceLock::new(),
+            delta: Mutex::new(None),
+        }
     }
+
+    /// What changed from `prev` to this set, computed once per `prev`.
+    pub fn delta_from(&self, prev: &Arc<TypedResources>) -> Arc<SetDelta> {
+        let mut cached = self.delta.lock();
+        if let Some((weak, delta)) = cached.as_ref()
+            && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(prev))
+        {
+            return delta.clone();
+        }
+        let delta = Arc::new(diff_sets(prev, self));
+        *cached = Some((Arc::downgrade(prev), delta.clone()));
+        delta
+    }
+
+    /// The shared body of a SotW response carrying the whole set as `type_url`,
+    /// encoded on first use and reused for every stream.
+    pub fn wildcard_body(&self, type_url: &str) -> Bytes {
+        let build = || {
+            encode::sotw_body(
+                &self.version,
+                type_url,
+                self.items.values().map(|r| r.sotw_entry()),
+            )
+        };
+        let (cached_type, body) = self
+            .wildcard
+            .get_or_init(|| (type_url.to_string(), build()));
+        if cached_type == type_url {
+            body.clone()
+        } else {
+            build()
+        }
+    }
+}
+
+/// Walks two sorted sets side by side.
+fn diff_sets(old: &TypedResources, new: &TypedResources) -> SetDelta {
+    let mut delta = SetDelta::default();
+    let mut olds = old.items.iter().peekable();
+    for (name, r) in &new.items {
+        while let Some((gone, _)) = olds.next_if(|(o, _)| o.as_str() < name.as_str()) {
+            delta.removed.push(gone.clone());
+        }
+        match olds.next_if(|(o, _)| *o == name) {
+            Some((_, before)) if Arc::ptr_eq(before, r) || before.version == r.version => {}
+            _ => delta.changed.push(r.clone()),
+        }
+    }
+    delta.removed.extend(olds.map(|(gone, _)| gone.clone()));
+    delta
 }
 
 /// The content hash of a set of (name, version) pairs given in name order.
@@ -140,6 +241,23 @@ mod tests {
                 value: value.to_vec(),
             },
         )
+    }
+
+    #[test]
+    fn delta_between_sets_is_computed_once_and_exact() {
+        let old = Arc::new(TypedResources::new([
+            mk("a", b"1"),
+            mk("b", b"2"),
+            mk("d", b"4"),
+        ]));
+        let new = TypedResources::new([mk("b", b"2"), mk("c", b"3"), mk("d", b"5")]);
+        let d = new.delta_from(&old);
+        let changed: Vec<&str> = d.changed.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(changed, ["c", "d"]);
+        assert_eq!(d.removed, ["a"]);
+        assert!(Arc::ptr_eq(&d, &new.delta_from(&old)), "cached");
+        let other = Arc::new(TypedResources::new([]));
+        assert_eq!(new.delta_from(&other).changed.len(), 3);
     }
 
     #[test]

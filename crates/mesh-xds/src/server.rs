@@ -1,28 +1,48 @@
-//! The tonic service: one protocol state machine per ADS stream, fed by the client's
+//! The ADS gRPC service: one protocol state machine per stream, fed by the client's
 //! requests and by snapshot changes of the client's node group.
+//!
+//! The service is written against tonic's server primitives rather than generated
+//! from the proto, so responses travel as pre-encoded bytes ([`Encoded`]): a set
+//! pushed to a thousand clients is encoded once, and each stream adds only its nonce.
 
-use std::{pin::Pin, sync::Arc};
+use std::{
+    convert::Infallible,
+    marker::PhantomData,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
+use bytes::BufMut;
 use futures::Stream;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{
+    Request, Response, Status, Streaming,
+    codec::{BufferSettings, Codec, EncodeBuf, Encoder},
+    codegen::{Body, BoxFuture, StdError, http},
+    server::{Grpc, NamedService, StreamingService},
+};
 
 use crate::{
     NodeGrouper, Snapshot, SnapshotCache, XdsMetrics,
     cache::node_id,
-    delta::DeltaStream,
-    discovery::{
-        DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-        aggregated_discovery_service_server::{
-            AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-        },
-    },
+    delta::{DeltaResponse, DeltaStream},
+    discovery::{DeltaDiscoveryRequest, DiscoveryRequest},
+    encode::Encoded,
     metrics::{RequestLabels, TypeLabels},
-    sotw::{ProtocolError, RequestKind, SotwStream},
+    sotw::{ProtocolError, RequestKind, SotwResponse, SotwStream},
     status::{Nack, StreamGuard, SyncStatus, TypeStatus},
 };
+
+/// The full gRPC name of the service.
+pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 
 /// Options of an ADS server.
 #[derive(Debug, Clone)]
@@ -86,10 +106,8 @@ impl AdsServer {
     }
 
     /// The tonic service to add to a server.
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
-            .max_decoding_message_size(16 * 1024 * 1024)
-            .max_encoding_message_size(64 * 1024 * 1024)
+    pub fn into_service(self) -> AdsService {
+        AdsService { server: self }
     }
 
     fn check_ready(&self) -> Result<(), Status> {
@@ -102,39 +120,131 @@ impl AdsServer {
             ))
         }
     }
-}
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = BoxStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = BoxStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
+    fn open<P: Protocol>(
         &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        request: Request<Streaming<P::Req>>,
+    ) -> Result<Response<EncodedStream>, Status> {
         self.check_ready()?;
         let peer = request.remote_addr().map(|a| a.to_string());
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(self.inner.opts.response_buffer.max(1));
-        let machine = SotwStream::new(self.inner.opts.control_plane_id.clone());
-        tokio::spawn(run_stream(self.inner.clone(), machine, inbound, tx, peer));
+        tokio::spawn(run_stream(
+            self.inner.clone(),
+            P::default(),
+            inbound,
+            tx,
+            peer,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.check_ready()?;
-        let peer = request.remote_addr().map(|a| a.to_string());
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(self.inner.opts.response_buffer.max(1));
-        let machine = DeltaStream::new(self.inner.opts.control_plane_id.clone());
-        tokio::spawn(run_stream(self.inner.clone(), machine, inbound, tx, peer));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+type EncodedStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send + 'static>>;
+
+/// The tonic service for [`AdsServer`]: both ADS methods.
+#[derive(Clone)]
+pub struct AdsService {
+    server: AdsServer,
+}
+
+impl NamedService for AdsService {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<B> tonic::codegen::Service<http::Request<B>> for AdsService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let server = self.server.clone();
+        match req.uri().path() {
+            SOTW_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(AdsCodec::<DiscoveryRequest>::default())
+                    .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), Some(usize::MAX));
+                Ok(grpc.streaming(Method::<SotwStream>::new(server), req).await)
+            }),
+            DELTA_PATH => Box::pin(async move {
+                let mut grpc = Grpc::new(AdsCodec::<DeltaDiscoveryRequest>::default())
+                    .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), Some(usize::MAX));
+                Ok(grpc
+                    .streaming(Method::<DeltaStream>::new(server), req)
+                    .await)
+            }),
+            _ => Box::pin(async move { Ok(Status::unimplemented("unknown method").into_http()) }),
+        }
+    }
+}
+
+struct Method<P> {
+    server: AdsServer,
+    _protocol: PhantomData<fn() -> P>,
+}
+
+impl<P> Method<P> {
+    fn new(server: AdsServer) -> Self {
+        Self {
+            server,
+            _protocol: PhantomData,
+        }
+    }
+}
+
+impl<P: Protocol> StreamingService<P::Req> for Method<P> {
+    type Response = Encoded;
+    type ResponseStream = EncodedStream;
+    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
+
+    fn call(&mut self, request: Request<Streaming<P::Req>>) -> Self::Future {
+        let result = self.server.open::<P>(request);
+        Box::pin(async move { result })
+    }
+}
+
+/// Decodes requests with prost; writes pre-encoded responses as they are.
+struct AdsCodec<Req>(PhantomData<fn() -> Req>);
+
+impl<Req> Default for AdsCodec<Req> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<Req: prost::Message + Default + Send + 'static> Codec for AdsCodec<Req> {
+    type Encode = Encoded;
+    type Decode = Req;
+    type Encoder = EncodedEncoder;
+    type Decoder = tonic_prost::ProstDecoder<Req>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        tonic_prost::ProstDecoder::new(BufferSettings::default())
+    }
+}
+
+struct EncodedEncoder;
+
+impl Encoder for EncodedEncoder {
+    type Item = Encoded;
+    type Error = Status;
+
+    fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        for chunk in &item.chunks {
+            dst.put_slice(chunk);
+        }
+        Ok(())
     }
 }
 
@@ -142,25 +252,22 @@ impl AggregatedDiscoveryService for AdsServer {
 type Handled<R> = Result<(RequestKind, Vec<R>, Option<Nack>), ProtocolError>;
 
 /// What the stream loop needs of a protocol state machine.
-trait Protocol: Send + 'static {
-    type Req: Send + 'static;
+trait Protocol: Default + Send + 'static {
+    type Req: prost::Message + Default + Send + 'static;
     type Resp: Send + 'static;
     const NAME: &'static str;
     fn node(req: &Self::Req) -> Option<&mesh_api::envoy::envoy::config::core::v3::Node>;
     fn type_url(req: &Self::Req) -> &str;
     fn resp_type_url(resp: &Self::Resp) -> &str;
-    fn on_request(
-        &mut self,
-        req: &Self::Req,
-        snapshot: Option<&Snapshot>,
-    ) -> Handled<Self::Resp>;
+    fn encode(resp: &Self::Resp, control_plane: Option<&str>) -> Encoded;
+    fn on_request(&mut self, req: &Self::Req, snapshot: Option<&Snapshot>) -> Handled<Self::Resp>;
     fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<Self::Resp>;
     fn status(&self) -> std::collections::BTreeMap<String, TypeStatus>;
 }
 
 impl Protocol for SotwStream {
     type Req = DiscoveryRequest;
-    type Resp = DiscoveryResponse;
+    type Resp = SotwResponse;
     const NAME: &'static str = "sotw";
     fn node(req: &Self::Req) -> Option<&mesh_api::envoy::envoy::config::core::v3::Node> {
         req.node.as_ref()
@@ -171,11 +278,10 @@ impl Protocol for SotwStream {
     fn resp_type_url(resp: &Self::Resp) -> &str {
         &resp.type_url
     }
-    fn on_request(
-        &mut self,
-        req: &Self::Req,
-        snapshot: Option<&Snapshot>,
-    ) -> Handled<Self::Resp> {
+    fn encode(resp: &Self::Resp, control_plane: Option<&str>) -> Encoded {
+        resp.encode(control_plane)
+    }
+    fn on_request(&mut self, req: &Self::Req, snapshot: Option<&Snapshot>) -> Handled<Self::Resp> {
         SotwStream::on_request(self, req, snapshot).map(|o| (o.kind, o.responses, o.nack))
     }
     fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<Self::Resp> {
@@ -188,7 +294,7 @@ impl Protocol for SotwStream {
 
 impl Protocol for DeltaStream {
     type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
+    type Resp = DeltaResponse;
     const NAME: &'static str = "delta";
     fn node(req: &Self::Req) -> Option<&mesh_api::envoy::envoy::config::core::v3::Node> {
         req.node.as_ref()
@@ -199,11 +305,10 @@ impl Protocol for DeltaStream {
     fn resp_type_url(resp: &Self::Resp) -> &str {
         &resp.type_url
     }
-    fn on_request(
-        &mut self,
-        req: &Self::Req,
-        snapshot: Option<&Snapshot>,
-    ) -> Handled<Self::Resp> {
+    fn encode(resp: &Self::Resp, control_plane: Option<&str>) -> Encoded {
+        resp.encode(control_plane)
+    }
+    fn on_request(&mut self, req: &Self::Req, snapshot: Option<&Snapshot>) -> Handled<Self::Resp> {
         DeltaStream::on_request(self, req, snapshot).map(|o| (o.kind, o.responses, o.nack))
     }
     fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<Self::Resp> {
@@ -227,11 +332,9 @@ async fn run_stream<P: Protocol>(
     inner: Arc<Inner>,
     mut machine: P,
     mut inbound: Streaming<P::Req>,
-    tx: mpsc::Sender<Result<P::Resp, Status>>,
+    tx: mpsc::Sender<Result<Encoded, Status>>,
     peer: Option<String>,
-) where
-    Streaming<P::Req>: Send,
-{
+) {
     let guard: StreamGuard = inner.status.register(P::NAME, peer);
     inner.metrics.connected.inc();
     let mut snapshots: Option<SnapshotRx> = None;
@@ -265,6 +368,8 @@ async fn run_stream<P: Protocol>(
                     tracing::info!(%node, group = %group, protocol = P::NAME, "xDS client connected");
                     snapshots = Some(inner.cache.watch(&group));
                 }
+                // Read without marking seen: a change not yet pushed to the other
+                // subscribed types must still wake the snapshot branch.
                 let current = snapshots.as_ref().and_then(|rx| rx.borrow().clone());
                 let type_url = P::type_url(&req).to_string();
                 match machine.on_request(&req, current.as_deref()) {
@@ -308,9 +413,10 @@ async fn run_stream<P: Protocol>(
 
 async fn send_all<P: Protocol>(
     inner: &Inner,
-    tx: &mpsc::Sender<Result<P::Resp, Status>>,
+    tx: &mpsc::Sender<Result<Encoded, Status>>,
     responses: Vec<P::Resp>,
 ) -> bool {
+    let control_plane = inner.opts.control_plane_id.as_deref();
     for resp in responses {
         inner
             .metrics
@@ -319,7 +425,7 @@ async fn send_all<P: Protocol>(
                 type_url: P::resp_type_url(&resp).to_string(),
             })
             .inc();
-        if tx.send(Ok(resp)).await.is_err() {
+        if tx.send(Ok(P::encode(&resp, control_plane))).await.is_err() {
             return false;
         }
     }

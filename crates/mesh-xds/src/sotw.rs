@@ -10,14 +10,78 @@
 //!   one, so an unchanged (or NACKed and unchanged) set is never re-sent;
 //! - names requested before they exist are remembered and sent when they appear.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 use crate::{
-    Any, Snapshot,
+    Snapshot, TypedResources, XdsResource,
     discovery::{DiscoveryRequest, DiscoveryResponse},
+    encode::{self, Encoded},
     resource::set_version,
     status::{Nack, TypeStatus},
 };
+
+/// A response the state machine decided to send, not yet encoded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SotwResponse {
+    /// The type URL.
+    pub type_url: String,
+    /// Content hash of the resources sent.
+    pub version_info: String,
+    /// This stream's nonce for the response.
+    pub nonce: String,
+    /// A whole set (encoded once, shared by every stream), or
+    whole: Option<Arc<TypedResources>>,
+    /// the resources of a named subscription.
+    subset: Vec<Arc<XdsResource>>,
+}
+
+impl SotwResponse {
+    /// The resources carried, in name order.
+    pub fn resources(&self) -> Vec<&Arc<XdsResource>> {
+        match &self.whole {
+            Some(set) => set.items.values().collect(),
+            None => self.subset.iter().collect(),
+        }
+    }
+
+    /// The wire encoding: the shared body plus this stream's nonce.
+    pub fn encode(&self, control_plane: Option<&str>) -> Encoded {
+        let body = match &self.whole {
+            Some(set) => set.wildcard_body(&self.type_url),
+            None => encode::sotw_body(
+                &self.version_info,
+                &self.type_url,
+                self.subset.iter().map(|r| r.sotw_entry()),
+            ),
+        };
+        Encoded {
+            chunks: vec![body, encode::sotw_suffix(&self.nonce, control_plane)],
+        }
+    }
+
+    /// The response as a protobuf message (tests and tools).
+    pub fn to_proto(&self, control_plane: Option<&str>) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: self.version_info.clone(),
+            resources: self
+                .resources()
+                .into_iter()
+                .map(|r| r.body.clone())
+                .collect(),
+            type_url: self.type_url.clone(),
+            nonce: self.nonce.clone(),
+            control_plane: control_plane.map(|id| {
+                mesh_api::envoy::envoy::config::core::v3::ControlPlane {
+                    identifier: id.to_string(),
+                }
+            }),
+            ..DiscoveryResponse::default()
+        }
+    }
+}
 
 /// How a request was classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +114,7 @@ pub struct Outcome {
     /// How the request was classified.
     pub kind: RequestKind,
     /// Responses to send, in order.
-    pub responses: Vec<DiscoveryResponse>,
+    pub responses: Vec<SotwResponse>,
     /// The NACK recorded, when the request was one.
     pub nack: Option<Nack>,
 }
@@ -78,16 +142,12 @@ struct TypeState {
 pub struct SotwStream {
     types: BTreeMap<String, TypeState>,
     nonces: u64,
-    control_plane: Option<String>,
 }
 
 impl SotwStream {
-    /// A new stream; `control_plane` names the server in every response.
-    pub fn new(control_plane: Option<String>) -> Self {
-        Self {
-            control_plane,
-            ..Self::default()
-        }
+    /// A new stream.
+    pub fn new() -> Self {
+        Self::default()
     }
 
     /// Handles one request against the current snapshot (None: not computed yet).
@@ -157,7 +217,7 @@ impl SotwStream {
 
     /// Handles a new snapshot: the responses for every subscribed type whose content
     /// changed, types listed in `order` first (in that order), the rest after.
-    pub fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<DiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<SotwResponse> {
         let mut type_urls: Vec<String> = Vec::with_capacity(self.types.len());
         for t in order {
             if self.types.contains_key(*t) {
@@ -205,25 +265,22 @@ impl SotwStream {
         type_url: &str,
         snapshot: &Snapshot,
         force: bool,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<SotwResponse> {
         let state = self.types.get(type_url)?;
         let set = snapshot.get(type_url);
-        let (version, resources): (String, Vec<Any>) = if state.wildcard {
+        let (version, whole, subset) = if state.wildcard {
             match set {
-                Some(set) => (
-                    set.version.clone(),
-                    set.items.values().map(|r| r.body.clone()).collect(),
-                ),
-                None => (set_version(std::iter::empty()), Vec::new()),
+                Some(set) => (set.version.clone(), Some(set.clone()), Vec::new()),
+                None => (set_version(std::iter::empty()), None, Vec::new()),
             }
         } else {
-            let found: Vec<_> = state
+            let found: Vec<Arc<XdsResource>> = state
                 .names
                 .iter()
-                .filter_map(|n| set.and_then(|s| s.items.get(n)))
+                .filter_map(|n| set.and_then(|s| s.items.get(n)).cloned())
                 .collect();
             let version = set_version(found.iter().map(|r| (r.name.as_str(), r.version.as_str())));
-            (version, found.into_iter().map(|r| r.body.clone()).collect())
+            (version, None, found)
         };
         if !force && state.sent_version.as_deref() == Some(version.as_str()) {
             return None;
@@ -233,18 +290,12 @@ impl SotwStream {
         let state = self.types.get_mut(type_url)?;
         state.nonce = Some(nonce.clone());
         state.sent_version = Some(version.clone());
-        Some(DiscoveryResponse {
-            version_info: version,
-            resources,
-            canary: false,
+        Some(SotwResponse {
             type_url: type_url.to_string(),
+            version_info: version,
             nonce,
-            control_plane: self.control_plane.as_ref().map(|id| {
-                mesh_api::envoy::envoy::config::core::v3::ControlPlane {
-                    identifier: id.clone(),
-                }
-            }),
-            resource_errors: Vec::new(),
+            whole,
+            subset,
         })
     }
 }

@@ -85,21 +85,28 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if ready.is_err() {
         eprintln!("warning: galley is not ready after 30s; see the logs");
     }
+    let endpoints: Vec<(&str, String, &str)> = vec![
+        (
+            "galley",
+            galley.mcp_addr.to_string(),
+            "MCP over xDS (gRPC, ADS: SotW and delta)",
+        ),
+        (
+            "galley",
+            format!("http://{}", galley.monitoring_addr),
+            "/metrics /ready /debug/configz /debug/syncz /debug/analyze /debug/errors",
+        ),
+    ];
     println!("Dromon control plane is up.");
     println!("  config: {}", config_dir.display());
     println!("  data:   {}", args.data.display());
     println!();
-    println!("  {:<18} {:<26} {}", "component", "endpoint", "what");
-    println!(
-        "  {:<18} {:<26} {}",
-        "galley", galley.mcp_addr, "MCP over xDS (gRPC, ADS)"
-    );
-    println!(
-        "  {:<18} {:<26} {}",
-        "galley",
-        format!("http://{}", galley.monitoring_addr),
-        "/metrics /ready /debug/configz /debug/syncz /debug/analyze /debug/errors"
-    );
+    for (component, endpoint, what) in [("component", "endpoint".to_string(), "what")]
+        .into_iter()
+        .chain(endpoints)
+    {
+        println!("  {component:<18} {endpoint:<26} {what}");
+    }
     println!();
     println!(
         "Edit files under {} and galley publishes them. Ctrl-C stops.",

@@ -49,7 +49,7 @@ pub struct DirectorySource {
 struct FileStamp {
     len: u64,
     modified: Option<SystemTime>,
-    content: String,
+    hash: String,
 }
 
 impl DirectorySource {
@@ -125,13 +125,22 @@ fn relative(root: &Path, path: &Path) -> String {
         .replace('\\', "/")
 }
 
-/// Scans the tree; re-reads files in `force` or whose size/mtime changed.
+/// The outcome of a scan: the new stamps, and the content of every file whose
+/// content changed (or appeared).
+struct Scan {
+    stamps: BTreeMap<PathBuf, FileStamp>,
+    changed: Vec<(PathBuf, String)>,
+}
+
+/// Scans the tree; re-reads files in `force` or whose size/mtime changed, and
+/// reports those whose content hash moved.
 fn scan(
     root: &Path,
     known: &BTreeMap<PathBuf, FileStamp>,
     force: &BTreeSet<PathBuf>,
-) -> std::io::Result<BTreeMap<PathBuf, FileStamp>> {
-    let mut next = BTreeMap::new();
+) -> std::io::Result<Scan> {
+    let mut stamps = BTreeMap::new();
+    let mut changed = Vec::new();
     for path in collect_config_files(root)? {
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
@@ -139,52 +148,77 @@ fn scan(
             Err(e) => return Err(e),
         };
         let (len, modified) = (meta.len(), meta.modified().ok());
-        if let Some(old) = known.get(&path) {
-            if !force.contains(&path) && old.len == len && old.modified == modified {
-                next.insert(path, old.clone());
-                continue;
-            }
+        let old = known.get(&path);
+        if let Some(old) = old
+            && !force.contains(&path)
+            && old.len == len
+            && old.modified == modified
+        {
+            stamps.insert(path, old.clone());
+            continue;
         }
-        let content = match std::fs::read(&path) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
-        next.insert(
+        let hash = mesh_model::hash::content_hash([bytes.as_slice()]);
+        if old.map(|o| &o.hash) != Some(&hash) {
+            let content = match String::from_utf8(bytes) {
+                Ok(text) => text,
+                Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+            };
+            changed.push((path.clone(), content));
+        }
+        stamps.insert(
             path,
             FileStamp {
-                len,
+                len: meta.len(),
                 modified,
-                content,
+                hash,
             },
         );
     }
-    Ok(next)
+    Ok(Scan { stamps, changed })
 }
 
-fn diff(
+/// The changes a scan found: changed contents, and files that disappeared.
+fn changes(
     root: &Path,
     old: &BTreeMap<PathBuf, FileStamp>,
-    new: &BTreeMap<PathBuf, FileStamp>,
-) -> Vec<FileChange> {
-    let mut changes = Vec::new();
-    for (path, stamp) in new {
-        if old.get(path).map(|o| &o.content) != Some(&stamp.content) {
-            changes.push(FileChange {
-                path: relative(root, path),
-                content: Some(stamp.content.clone()),
-            });
-        }
-    }
+    scan: Scan,
+) -> (BTreeMap<PathBuf, FileStamp>, Vec<FileChange>) {
+    let mut out: Vec<FileChange> = scan
+        .changed
+        .into_iter()
+        .map(|(path, content)| FileChange {
+            path: relative(root, &path),
+            content: Some(content),
+        })
+        .collect();
     for path in old.keys() {
-        if !new.contains_key(path) {
-            changes.push(FileChange {
+        if !scan.stamps.contains_key(path) {
+            out.push(FileChange {
                 path: relative(root, path),
                 content: None,
             });
         }
     }
-    changes
+    (scan.stamps, out)
+}
+
+/// Whether a watcher event can mean content changed (reads, including galley's own,
+/// are not changes).
+fn is_change(kind: &notify::EventKind) -> bool {
+    use notify::{
+        EventKind,
+        event::{AccessKind, AccessMode},
+    };
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
 }
 
 impl ConfigSource for DirectorySource {
@@ -225,13 +259,13 @@ impl DirectorySource {
             })?;
 
         let scan_root = root.clone();
-        let mut known = tokio::task::spawn_blocking(move || {
+        let first = tokio::task::spawn_blocking(move || {
             scan(&scan_root, &BTreeMap::new(), &BTreeSet::new())
         })
         .await
         .map_err(|e| self.read_err(std::io::Error::other(e)))?
         .map_err(|e| self.read_err(e))?;
-        let initial = diff(&root, &BTreeMap::new(), &known);
+        let (mut known, initial) = changes(&root, &BTreeMap::new(), first);
         tracing::info!(files = known.len(), root = %root.display(), "configuration directory loaded");
         if tx.send(SourceEvent::Changes(initial)).await.is_err()
             || tx.send(SourceEvent::Synced).await.is_err()
@@ -240,13 +274,17 @@ impl DirectorySource {
         }
 
         loop {
-            // Wait for the first event of a batch.
-            let first = tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                ev = ev_rx.recv() => match ev { Some(ev) => ev, None => return Ok(()) },
-            };
+            // Wait for the first change of a batch.
             let mut force = BTreeSet::new();
-            note(&mut force, first);
+            loop {
+                let ev = tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    ev = ev_rx.recv() => match ev { Some(ev) => ev, None => return Ok(()) },
+                };
+                if note(&mut force, ev) {
+                    break;
+                }
+            }
             let deadline = tokio::time::Instant::now() + self.debounce.max;
             loop {
                 let quiet = tokio::time::sleep(self.debounce.quiet);
@@ -255,15 +293,15 @@ impl DirectorySource {
                     _ = tokio::time::sleep_until(deadline) => break,
                     _ = quiet => break,
                     ev = ev_rx.recv() => match ev {
-                        Some(ev) => note(&mut force, ev),
+                        Some(ev) => { note(&mut force, ev); }
                         None => return Ok(()),
                     },
                 }
             }
             let (scan_root, old) = (root.clone(), known.clone());
-            let next = tokio::task::spawn_blocking(move || scan(&scan_root, &old, &force)).await;
-            let next = match next {
-                Ok(Ok(next)) => next,
+            let result = tokio::task::spawn_blocking(move || scan(&scan_root, &old, &force)).await;
+            let found = match result {
+                Ok(Ok(found)) => found,
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, root = %root.display(), "rescan failed; keeping the last good configuration");
                     continue;
@@ -273,23 +311,31 @@ impl DirectorySource {
                     continue;
                 }
             };
-            let changes = diff(&root, &known, &next);
+            let (next, batch) = changes(&root, &known, found);
             known = next;
-            if changes.is_empty() {
+            if batch.is_empty() {
                 continue;
             }
-            tracing::debug!(changed = changes.len(), "configuration files changed");
-            if tx.send(SourceEvent::Changes(changes)).await.is_err() {
+            tracing::debug!(changed = batch.len(), "configuration files changed");
+            if tx.send(SourceEvent::Changes(batch)).await.is_err() {
                 return Ok(());
             }
         }
     }
 }
 
-fn note(force: &mut BTreeSet<PathBuf>, ev: notify::Result<notify::Event>) {
+/// Records the paths of a change event; returns whether the event was a change.
+fn note(force: &mut BTreeSet<PathBuf>, ev: notify::Result<notify::Event>) -> bool {
     match ev {
-        Ok(ev) => force.extend(ev.paths),
-        Err(e) => tracing::warn!(error = %e, "file watcher error; rescanning"),
+        Ok(ev) if is_change(&ev.kind) => {
+            force.extend(ev.paths);
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "file watcher error; rescanning");
+            true
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use mesh_model::{Kind, Spec};
+use std::collections::HashSet;
 
 fn mk_change(path: &str, content: &str) -> FileChange {
     FileChange {
@@ -126,4 +127,86 @@ fn other_api_groups_are_skipped_not_refused() {
     let view = store.view();
     assert!(view.resources.is_empty() && view.errors.is_empty());
     assert_eq!(view.skipped, 1);
+}
+
+#[test]
+fn duplicate_in_one_file_keeps_the_first() {
+    let mut store = ConfigStore::new(ParseOptions::default());
+    let two = format!(
+        "{}---\n{}",
+        mk_se("one", "first.example.com"),
+        mk_se("one", "second.example.com")
+    );
+    let errors = store.apply(mk_change("a.yaml", &two));
+    assert_eq!(errors.len(), 1);
+    let view = store.view();
+    assert_eq!(hosts(&view, "one"), ["first.example.com"]);
+    assert_eq!(view.errors.len(), 1);
+    assert_eq!(view.errors[0].source.line, 17, "the second document");
+}
+
+#[test]
+fn only_moved_resources_are_reported_changed() {
+    let mut store = ConfigStore::new(ParseOptions::default());
+    let two = format!(
+        "{}---\n{}",
+        mk_se("one", "one.example.com"),
+        mk_se("two", "two.example.com")
+    );
+    store.apply(mk_change("a.yaml", &two));
+    assert_eq!(store.take_changed().len(), 2);
+    let edited = format!(
+        "{}---\n{}",
+        mk_se("one", "one.example.com"),
+        mk_se("two", "deux.example.com")
+    );
+    store.apply(mk_change("a.yaml", &edited));
+    assert_eq!(store.take_changed(), HashSet::from([key("two")]));
+    // Rewriting identical content moves nothing.
+    store.apply(mk_change("a.yaml", &edited));
+    assert!(store.take_changed().is_empty());
+    // A duplicate in a later file does not move the winner; deleting the winner does.
+    store.apply(mk_change("b.yaml", &mk_se("one", "other.example.com")));
+    assert!(store.take_changed().is_empty());
+    store.apply(FileChange {
+        path: "a.yaml".into(),
+        content: None,
+    });
+    assert_eq!(
+        store.take_changed(),
+        HashSet::from([key("one"), key("two")])
+    );
+    assert_eq!(hosts(&store.view(), "one"), ["other.example.com"]);
+}
+
+#[test]
+fn snapshot_builder_rebuilds_only_changed_collections() {
+    use crate::snapshot::SnapshotBuilder;
+    let mut store = ConfigStore::new(ParseOptions::default());
+    let vs = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: ns}\nspec:\n  hosts: [one.example.com]\n  http:\n  - route:\n    - destination: {host: one.example.com}\n";
+    store.apply(mk_change("a.yaml", &mk_se("one", "one.example.com")));
+    store.apply(mk_change("b.yaml", vs));
+    let mut builder = SnapshotBuilder::new();
+    let changed = store.take_changed();
+    let first = builder.build(&store.view(), &changed);
+    let se = Kind::ServiceEntry.collection();
+    let vsc = Kind::VirtualService.collection();
+    assert_eq!(first.get(se).unwrap().items.len(), 1);
+    store.apply(mk_change(
+        "b.yaml",
+        &vs.replace("one.example.com", "uno.example.com"),
+    ));
+    let changed = store.take_changed();
+    let second = builder.build(&store.view(), &changed);
+    assert!(
+        Arc::ptr_eq(first.get(se).unwrap(), second.get(se).unwrap()),
+        "untouched collection reused"
+    );
+    assert_ne!(
+        first.get(vsc).unwrap().version,
+        second.get(vsc).unwrap().version
+    );
+    // The same as a build from scratch.
+    let fresh = SnapshotBuilder::new().build_all(&store.view());
+    assert_eq!(fresh, second);
 }

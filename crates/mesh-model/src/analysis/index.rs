@@ -86,20 +86,30 @@ impl<'a> Index<'a> {
                 Spec::DestinationRule(dr) => {
                     let fq = host::fqdn(&dr.host, ns).into_owned();
                     if dr.workload_selector.is_none() {
-                        ix.unselected_drs.entry((ns, fq.clone())).or_default().push(r);
+                        ix.unselected_drs
+                            .entry((ns, fq.clone()))
+                            .or_default()
+                            .push(r);
                     }
                     match fq.strip_prefix('*') {
-                        Some(suffix) => ix.drs_by_suffix.entry(suffix.to_string()).or_default().push(dr),
+                        Some(suffix) => ix
+                            .drs_by_suffix
+                            .entry(suffix.to_string())
+                            .or_default()
+                            .push(dr),
                         None => ix.drs_by_host.entry(fq).or_default().push(dr),
                     }
                 }
                 Spec::Gateway(gw) => {
                     ix.gateways.insert((ns, name), gw);
                 }
-                Spec::Sidecar(sc) => {
-                    if sc.workload_selector.as_ref().is_none_or(|s| s.labels.is_empty()) {
-                        ix.unselected_sidecars.entry(ns).or_default().push(r);
-                    }
+                Spec::Sidecar(sc)
+                    if sc
+                        .workload_selector
+                        .as_ref()
+                        .is_none_or(|s| s.labels.is_empty()) =>
+                {
+                    ix.unselected_sidecars.entry(ns).or_default().push(r);
                 }
                 Spec::Handler(_) => {
                     ix.mixer.insert((Kind::Handler, ns, name));
@@ -127,7 +137,11 @@ impl<'a> Index<'a> {
                 return true;
             }
             let rev = reversed(suffix);
-            let under = |set: &BTreeSet<String>| set.range(rev.clone()..).next().is_some_and(|r| r.starts_with(&rev));
+            let under = |set: &BTreeSet<String>| {
+                set.range(rev.clone()..)
+                    .next()
+                    .is_some_and(|r| r.starts_with(&rev))
+            };
             return under(&self.reversed_hosts) || under(&self.reversed_suffixes);
         }
         self.exact_hosts.contains(h) || dot_suffixes(h).any(|s| self.wildcard_suffixes.contains(s))
@@ -137,7 +151,10 @@ impl<'a> Index<'a> {
     /// defines `subset`.
     pub fn subset_defined(&self, h: &str, subset: &str) -> bool {
         let defines = |drs: Option<&Vec<&crate::networking::DestinationRule>>| {
-            drs.is_some_and(|v| v.iter().any(|dr| dr.subsets.iter().any(|s| s.name == subset)))
+            drs.is_some_and(|v| {
+                v.iter()
+                    .any(|dr| dr.subsets.iter().any(|s| s.name == subset))
+            })
         };
         if defines(self.drs_by_host.get(h)) {
             return true;
@@ -152,7 +169,9 @@ impl<'a> Index<'a> {
         if self.external_hosts.contains(h) {
             return false;
         }
-        let Some(entries) = self.ses_by_host.get(h) else { return false };
+        let Some(entries) = self.ses_by_host.get(h) else {
+            return false;
+        };
         if entries.iter().any(|se| se.endpoints.is_empty()) {
             return false;
         }

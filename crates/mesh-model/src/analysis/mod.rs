@@ -114,7 +114,9 @@ pub fn analyze(resources: &[&Resource]) -> Vec<AnalysisMessage> {
 /// Analyses a whole set of resources, with extra knowledge of the environment.
 pub fn analyze_with(resources: &[&Resource], opts: &AnalysisOptions) -> Vec<AnalysisMessage> {
     let index = Index::build(resources, opts);
-    let mut out = Report { messages: Vec::new() };
+    let mut out = Report {
+        messages: Vec::new(),
+    };
     for r in resources {
         match &r.spec {
             Spec::VirtualService(vs) => virtual_service(&mut out, &index, r, vs),
@@ -128,7 +130,12 @@ pub fn analyze_with(resources: &[&Resource], opts: &AnalysisOptions) -> Vec<Anal
     conflicting_virtual_service_hosts(&mut out, resources);
     let mut messages = out.messages;
     messages.sort_by(|a, b| {
-        (&a.resource, a.code, &a.field, &a.message).cmp(&(&b.resource, b.code, &b.field, &b.message))
+        (&a.resource, a.code, &a.field, &a.message).cmp(&(
+            &b.resource,
+            b.code,
+            &b.field,
+            &b.message,
+        ))
     });
     messages
 }
@@ -156,23 +163,35 @@ fn destinations(vs: &VirtualService) -> Vec<(String, &Destination)> {
     let mut out = Vec::new();
     for (i, h) in vs.http.iter().enumerate() {
         for (j, d) in h.route.iter().enumerate() {
-            out.push((format!("spec.http[{i}].route[{j}].destination"), &d.destination));
+            out.push((
+                format!("spec.http[{i}].route[{j}].destination"),
+                &d.destination,
+            ));
         }
         if let Some(m) = &h.mirror {
             out.push((format!("spec.http[{i}].mirror"), m));
         }
         for (j, m) in h.mirrors.iter().enumerate() {
-            out.push((format!("spec.http[{i}].mirrors[{j}].destination"), &m.destination));
+            out.push((
+                format!("spec.http[{i}].mirrors[{j}].destination"),
+                &m.destination,
+            ));
         }
     }
     for (i, t) in vs.tls.iter().enumerate() {
         for (j, d) in t.route.iter().enumerate() {
-            out.push((format!("spec.tls[{i}].route[{j}].destination"), &d.destination));
+            out.push((
+                format!("spec.tls[{i}].route[{j}].destination"),
+                &d.destination,
+            ));
         }
     }
     for (i, t) in vs.tcp.iter().enumerate() {
         for (j, d) in t.route.iter().enumerate() {
-            out.push((format!("spec.tcp[{i}].route[{j}].destination"), &d.destination));
+            out.push((
+                format!("spec.tcp[{i}].route[{j}].destination"),
+                &d.destination,
+            ));
         }
     }
     out
@@ -187,21 +206,30 @@ fn gateway_refs(vs: &VirtualService) -> Vec<(String, &str)> {
     for (i, h) in vs.http.iter().enumerate() {
         for (j, m) in h.matches.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                out.push((format!("spec.http[{i}].match[{j}].gateways[{k}]"), g.as_str()));
+                out.push((
+                    format!("spec.http[{i}].match[{j}].gateways[{k}]"),
+                    g.as_str(),
+                ));
             }
         }
     }
     for (i, t) in vs.tls.iter().enumerate() {
         for (j, m) in t.matches.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                out.push((format!("spec.tls[{i}].match[{j}].gateways[{k}]"), g.as_str()));
+                out.push((
+                    format!("spec.tls[{i}].match[{j}].gateways[{k}]"),
+                    g.as_str(),
+                ));
             }
         }
     }
     for (i, t) in vs.tcp.iter().enumerate() {
         for (j, m) in t.matches.iter().enumerate() {
             for (k, g) in m.gateways.iter().enumerate() {
-                out.push((format!("spec.tcp[{i}].match[{j}].gateways[{k}]"), g.as_str()));
+                out.push((
+                    format!("spec.tcp[{i}].match[{j}].gateways[{k}]"),
+                    g.as_str(),
+                ));
             }
         }
     }
@@ -220,7 +248,9 @@ fn virtual_service(out: &mut Report, index: &Index<'_>, r: &Resource, vs: &Virtu
                 REFERENCED_RESOURCE_NOT_FOUND,
                 r,
                 Some(format!("{path}.host")),
-                format!("destination host {fq:?} is not declared by any ServiceEntry or known service"),
+                format!(
+                    "destination host {fq:?} is not declared by any ServiceEntry or known service"
+                ),
             );
         }
         if !d.subset.is_empty() && !index.subset_defined(&fq, &d.subset) {
@@ -228,16 +258,24 @@ fn virtual_service(out: &mut Report, index: &Index<'_>, r: &Resource, vs: &Virtu
                 SUBSET_NOT_FOUND,
                 r,
                 Some(format!("{path}.subset")),
-                format!("no DestinationRule for host {fq:?} defines subset {:?}", d.subset),
+                format!(
+                    "no DestinationRule for host {fq:?} defines subset {:?}",
+                    d.subset
+                ),
             );
         }
     }
 
     for (path, g) in gateway_refs(vs) {
-        if let GatewayRef::Gateway { namespace, name } = host::resolve_gateway(g, ns) {
-            if index.gateway(namespace, name).is_none() {
-                out.push(GATEWAY_NOT_FOUND, r, Some(path), format!("gateway {namespace}/{name} does not exist"));
-            }
+        if let GatewayRef::Gateway { namespace, name } = host::resolve_gateway(g, ns)
+            && index.gateway(namespace, name).is_none()
+        {
+            out.push(
+                GATEWAY_NOT_FOUND,
+                r,
+                Some(path),
+                format!("gateway {namespace}/{name} does not exist"),
+            );
         }
     }
 
@@ -259,15 +297,20 @@ fn virtual_service(out: &mut Report, index: &Index<'_>, r: &Resource, vs: &Virtu
                 VIRTUAL_SERVICE_UNBOUND,
                 r,
                 Some("spec.gateways".to_string()),
-                "none of the gateways the VirtualService names exists, so it applies nowhere".to_string(),
+                "none of the gateways the VirtualService names exists, so it applies nowhere"
+                    .to_string(),
             );
         }
     }
 
     if !vs.hosts.is_empty() {
         for (i, g) in vs.gateways.iter().flatten().enumerate() {
-            let GatewayRef::Gateway { namespace, name } = host::resolve_gateway(g, ns) else { continue };
-            let Some(gw) = index.gateway(namespace, name) else { continue };
+            let GatewayRef::Gateway { namespace, name } = host::resolve_gateway(g, ns) else {
+                continue;
+            };
+            let Some(gw) = index.gateway(namespace, name) else {
+                continue;
+            };
             let served = gateway_hosts(gw, namespace, ns)
                 .any(|gh| vs.hosts.iter().any(|vh| host::hosts_match(gh, vh)));
             if !served {
@@ -293,13 +336,16 @@ fn gateway_hosts<'a>(
     gw_namespace: &'a str,
     vs_namespace: &'a str,
 ) -> impl Iterator<Item = &'a str> {
-    gw.servers.iter().flat_map(|s| s.hosts.iter()).filter_map(move |h| match h.split_once('/') {
-        None => Some(h.as_str()),
-        Some(("*", host)) => Some(host),
-        Some((".", host)) if gw_namespace == vs_namespace => Some(host),
-        Some((ns, host)) if ns == vs_namespace => Some(host),
-        Some(_) => None,
-    })
+    gw.servers
+        .iter()
+        .flat_map(|s| s.hosts.iter())
+        .filter_map(move |h| match h.split_once('/') {
+            None => Some(h.as_str()),
+            Some(("*", host)) => Some(host),
+            Some((".", host)) if gw_namespace == vs_namespace => Some(host),
+            Some((ns, host)) if ns == vs_namespace => Some(host),
+            Some(_) => None,
+        })
 }
 
 fn destination_rule(out: &mut Report, index: &Index<'_>, r: &Resource, dr: &DestinationRule) {
@@ -380,7 +426,10 @@ fn conflicting_destination_rules(out: &mut Report, index: &Index<'_>) {
         }
         for r in rules {
             let others = name_list(
-                rules.iter().filter(|o| !std::ptr::eq(**o, *r)).map(|o| o.meta.name.clone()),
+                rules
+                    .iter()
+                    .filter(|o| !std::ptr::eq(**o, *r))
+                    .map(|o| o.meta.name.clone()),
                 rules.len() - 1,
             );
             out.push(
@@ -418,7 +467,9 @@ fn conflicting_virtual_service_hosts(out: &mut Report, resources: &[&Resource]) 
     // (binding, host) -> VirtualServices (index into resources) and the host's position.
     let mut bound: HashMap<(String, String), Vec<(usize, usize)>> = HashMap::new();
     for (ri, r) in resources.iter().enumerate() {
-        let Spec::VirtualService(vs) = &r.spec else { continue };
+        let Spec::VirtualService(vs) = &r.spec else {
+            continue;
+        };
         let ns = r.meta.namespace.as_str();
         for g in vs.bound_gateways() {
             let binding = match host::resolve_gateway(g, ns) {
@@ -426,7 +477,9 @@ fn conflicting_virtual_service_hosts(out: &mut Report, resources: &[&Resource]) 
                 GatewayRef::Gateway { namespace, name } => format!("{namespace}/{name}"),
             };
             for (hi, h) in vs.hosts.iter().enumerate() {
-                let entry = bound.entry((binding.clone(), host::fqdn(h, ns).into_owned())).or_default();
+                let entry = bound
+                    .entry((binding.clone(), host::fqdn(h, ns).into_owned()))
+                    .or_default();
                 if !entry.iter().any(|(o, _)| *o == ri) {
                     entry.push((ri, hi));
                 }
@@ -440,10 +493,12 @@ fn conflicting_virtual_service_hosts(out: &mut Report, resources: &[&Resource]) 
         for (ri, hi) in users {
             let r = resources[*ri];
             let others = name_list(
-                users
-                    .iter()
-                    .filter(|(o, _)| o != ri)
-                    .map(|(o, _)| format!("{}/{}", resources[*o].meta.namespace, resources[*o].meta.name)),
+                users.iter().filter(|(o, _)| o != ri).map(|(o, _)| {
+                    format!(
+                        "{}/{}",
+                        resources[*o].meta.namespace, resources[*o].meta.name
+                    )
+                }),
                 users.len() - 1,
             );
             out.push(

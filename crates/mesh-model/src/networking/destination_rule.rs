@@ -9,7 +9,7 @@ use super::{Labels, PortSelector, is_false};
 use crate::selector::WorkloadSelector;
 
 /// DestinationRule spec.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRule {
     /// The service host; short names are qualified with the rule's namespace.
@@ -17,7 +17,7 @@ pub struct DestinationRule {
     pub host: String,
     /// Policies for all of the host's traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
     /// Named subsets of the host's endpoints.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subsets: Vec<Subset>,
@@ -30,7 +30,7 @@ pub struct DestinationRule {
 }
 
 /// Traffic policies for a host, subset or port.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
     /// Load balancing.
@@ -57,7 +57,7 @@ pub struct TrafficPolicy {
 }
 
 /// Policies for one port.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortTrafficPolicy {
     /// The port; required.
@@ -111,7 +111,7 @@ pub struct ProxyProtocol {
 }
 
 /// A named subset of a host's endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subset {
     /// Name (a DNS-1123 label), referenced by `destination.subset`.
@@ -122,7 +122,7 @@ pub struct Subset {
     pub labels: Labels,
     /// Policies for the subset, overriding the rule's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_policy: Option<TrafficPolicy>,
+    pub traffic_policy: Option<Box<TrafficPolicy>>,
 }
 
 /// Simple load balancing algorithms.
@@ -144,7 +144,7 @@ pub enum SimpleLb {
 }
 
 /// Load balancing settings: `simple` or `consistentHash`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
     /// A simple algorithm.
@@ -159,6 +159,24 @@ pub struct LoadBalancerSettings {
     /// Slow start window for new endpoints (duration string).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<String>,
+    /// Slow start settings (supersedes `warmupDurationSecs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<WarmupConfiguration>,
+}
+
+/// Slow start for new endpoints.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WarmupConfiguration {
+    /// Warm-up window (duration string); required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    /// Share of traffic a new endpoint starts with (0..=100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum_percent: Option<f64>,
+    /// How fast traffic ramps up (greater than 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aggression: Option<f64>,
 }
 
 /// Consistent hashing: exactly one hash key.
@@ -351,6 +369,21 @@ pub struct HttpSettings {
     /// Maximum concurrent streams per HTTP/2 connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_streams: Option<u32>,
+    /// HTTP/2 keepalive pings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http2_keep_alive: Option<Http2KeepAlive>,
+}
+
+/// HTTP/2 keepalive pings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Http2KeepAlive {
+    /// Interval between pings (duration string); required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<String>,
+    /// Time to wait for a ping response (duration string); required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
 }
 
 /// Outlier detection: ejecting failing endpoints.

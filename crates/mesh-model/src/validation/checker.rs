@@ -18,7 +18,11 @@ impl<'a> Checker<'a> {
     pub fn new(namespace: &'a str) -> Self {
         let mut path = String::with_capacity(96);
         path.push_str("spec");
-        Self { namespace, path, errors: Vec::new() }
+        Self {
+            namespace,
+            path,
+            errors: Vec::new(),
+        }
     }
 
     /// The errors found.
@@ -72,7 +76,10 @@ impl<'a> Checker<'a> {
 
     /// Reports an error at the current path.
     pub fn error(&mut self, message: impl Into<String>) {
-        self.errors.push(FieldError { field: self.path.clone(), message: message.into() });
+        self.errors.push(FieldError {
+            field: self.path.clone(),
+            message: message.into(),
+        });
     }
 
     /// Reports an error at `.field` below the current path.
@@ -83,7 +90,10 @@ impl<'a> Checker<'a> {
             path.push('.');
         }
         path.push_str(field);
-        self.errors.push(FieldError { field: path, message: message.into() });
+        self.errors.push(FieldError {
+            field: path,
+            message: message.into(),
+        });
     }
 
     /// Reports an error at `.field[index]` below the current path.

@@ -1,7 +1,7 @@
 //! Checks shared by several kinds: hosts, ports, labels, durations, string matches,
 //! regular expressions, addresses and exportTo lists.
 
-use std::time::Duration;
+use std::{cell::RefCell, collections::HashSet, hash::Hash, time::Duration};
 
 use super::Checker;
 use crate::{
@@ -13,12 +13,39 @@ use crate::{
 /// Longest regular expression accepted (Envoy's RE2 program size stand-in, as Istio).
 pub(crate) const MAX_REGEX_LEN: usize = 1024;
 
+/// How many accepted patterns each thread remembers.
+const REGEX_CACHE_SIZE: usize = 4096;
+
+thread_local! {
+    /// Patterns already found valid: configurations repeat the same few regexes across
+    /// many resources, and compiling one costs far more than the rest of validation.
+    static VALID_REGEXES: RefCell<HashSet<Box<str>>> = RefCell::new(HashSet::new());
+}
+
 /// Checks that `pattern` is a usable RE2-style regular expression: at most 1024
 /// characters and accepted by the `regex` crate (whose syntax is RE2's).
 pub fn validate_regex(pattern: &str) -> Result<(), String> {
     if pattern.len() > MAX_REGEX_LEN {
-        return Err(format!("regex is too long ({} characters, at most {MAX_REGEX_LEN})", pattern.len()));
+        return Err(format!(
+            "regex is too long ({} characters, at most {MAX_REGEX_LEN})",
+            pattern.len()
+        ));
     }
+    if VALID_REGEXES.with(|seen| seen.borrow().contains(pattern)) {
+        return Ok(());
+    }
+    compile_regex(pattern)?;
+    VALID_REGEXES.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if seen.len() >= REGEX_CACHE_SIZE {
+            seen.clear();
+        }
+        seen.insert(pattern.into());
+    });
+    Ok(())
+}
+
+fn compile_regex(pattern: &str) -> Result<(), String> {
     regex::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()
@@ -38,17 +65,19 @@ pub fn validate_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("duration {text:?} must be at least 1ms"));
     }
     if d.subsec_nanos() % 1_000_000 != 0 {
-        return Err(format!("duration {text:?} must be a whole number of milliseconds"));
+        return Err(format!(
+            "duration {text:?} must be a whole number of milliseconds"
+        ));
     }
     Ok(d)
 }
 
 /// Checks a duration that must be at least 1ms, at `.field`.
 pub(crate) fn duration(c: &mut Checker<'_>, field: &str, value: &Option<String>) {
-    if let Some(text) = value {
-        if let Err(e) = validate_duration(text) {
-            c.error_at(field, e);
-        }
+    if let Some(text) = value
+        && let Err(e) = validate_duration(text)
+    {
+        c.error_at(field, e);
     }
 }
 
@@ -77,7 +106,9 @@ pub(crate) fn host(c: &mut Checker<'_>, h: &str) {
 /// Checks a port number at the current path.
 pub(crate) fn port(c: &mut Checker<'_>, number: u32) {
     if !(1..=65535).contains(&number) {
-        c.error(format!("port number {number} must be in the range 1..65535"));
+        c.error(format!(
+            "port number {number} must be in the range 1..65535"
+        ));
     }
 }
 
@@ -86,6 +117,34 @@ pub(crate) fn port_at(c: &mut Checker<'_>, field: &str, number: Option<u32>) {
     if let Some(n) = number {
         c.at(field, |c| port(c, n));
     }
+}
+
+/// Indices of items whose key repeats an earlier item's key (items without a key are
+/// skipped): a scan for short lists, a hash set for long ones.
+pub(crate) fn repeated<'a, T, K: Eq + Hash>(
+    items: &'a [T],
+    key: impl Fn(&'a T) -> Option<K>,
+) -> Vec<usize> {
+    let mut out = Vec::new();
+    if items.len() <= 16 {
+        for (i, item) in items.iter().enumerate() {
+            if let Some(k) = key(item)
+                && items[..i].iter().any(|o| key(o).as_ref() == Some(&k))
+            {
+                out.push(i);
+            }
+        }
+    } else {
+        let mut seen = HashSet::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            if let Some(k) = key(item)
+                && !seen.insert(k)
+            {
+                out.push(i);
+            }
+        }
+    }
+    out
 }
 
 /// Checks a DNS-1123 label (subset names, port names, namespaces) at the current path.
@@ -106,7 +165,8 @@ fn is_qualified_name(value: &str) -> bool {
         && b.len() <= 63
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
 }
 
 fn is_label_key(key: &str) -> bool {
@@ -130,11 +190,16 @@ pub(crate) fn labels(c: &mut Checker<'_>, labels: &Labels) {
 /// Checks the labels of a workload selector: valid labels, no wildcards.
 pub(crate) fn selector_labels(c: &mut Checker<'_>, map: &Labels) {
     for (k, v) in map {
-        if k.contains('*') || v.contains('*') {
+        if k.is_empty() {
+            c.error("selector label names must not be empty");
+        } else if k.contains('*') || v.contains('*') {
             c.error_at(k, "wildcards are not supported in selectors");
+        } else if !is_label_key(k) {
+            c.error_at(k, format!("invalid label name {k:?}"));
+        } else if !(v.is_empty() || is_qualified_name(v)) {
+            c.error_at(k, format!("invalid label value {v:?}"));
         }
     }
-    labels(c, map);
 }
 
 /// Checks an `exportTo` list at `.exportTo`: `.`, `*`, namespaces (and `~` for
@@ -145,18 +210,28 @@ pub(crate) fn export_to(c: &mut Checker<'_>, list: &[String], allow_none: bool) 
         "~" if allow_none => {}
         other => dns_label(c, other, "exportTo namespace"),
     });
-    for (i, e) in list.iter().enumerate() {
-        let dup = list[..i].iter().any(|p| p == e || (p == "." && e == c.namespace) || (e == "." && p == c.namespace));
-        if dup {
-            c.error_at_index("exportTo", i, format!("duplicate exportTo entry {e:?}"));
-        }
+    let namespace = c.namespace;
+    for i in repeated(list, |e| {
+        Some(if e == "." { namespace } else { e.as_str() })
+    }) {
+        c.error_at_index(
+            "exportTo",
+            i,
+            format!("duplicate exportTo entry {:?}", list[i]),
+        );
     }
     if list.len() > 1 {
         if list.iter().any(|e| e == "*") {
-            c.error_at("exportTo", "`*` exports to every namespace and cannot be combined with other entries");
+            c.error_at(
+                "exportTo",
+                "`*` exports to every namespace and cannot be combined with other entries",
+            );
         }
         if list.iter().any(|e| e == "~") {
-            c.error_at("exportTo", "`~` exports to no namespace and cannot be combined with other entries");
+            c.error_at(
+                "exportTo",
+                "`~` exports to no namespace and cannot be combined with other entries",
+            );
         }
     }
 }
@@ -164,15 +239,18 @@ pub(crate) fn export_to(c: &mut Checker<'_>, list: &[String], allow_none: bool) 
 /// Checks a string match at the current path: exactly one of exact, prefix or regex;
 /// a non-empty prefix (unless `allow_empty_prefix`, as for URIs) and a valid regex.
 pub(crate) fn string_match(c: &mut Checker<'_>, m: &StringMatch, allow_empty_prefix: bool) {
-    let set = usize::from(m.exact.is_some()) + usize::from(m.prefix.is_some()) + usize::from(m.regex.is_some());
+    let set = usize::from(m.exact.is_some())
+        + usize::from(m.prefix.is_some())
+        + usize::from(m.regex.is_some());
     if set != 1 {
         c.error("exactly one of exact, prefix or regex must be set");
         return;
     }
-    if let Some(p) = &m.prefix {
-        if p.is_empty() && !allow_empty_prefix {
-            c.error_at("prefix", "prefix must not be empty");
-        }
+    if let Some(p) = &m.prefix
+        && p.is_empty()
+        && !allow_empty_prefix
+    {
+        c.error_at("prefix", "prefix must not be empty");
     }
     if let Some(re) = &m.regex {
         if re.is_empty() {
@@ -186,7 +264,10 @@ pub(crate) fn string_match(c: &mut Checker<'_>, m: &StringMatch, allow_empty_pre
 /// Checks a percentage at the current path: finite and within 0..=100.
 pub(crate) fn percent(c: &mut Checker<'_>, p: &Percent) {
     if !(0.0..=100.0).contains(&p.value) {
-        c.error_at("value", format!("percentage {} must be in the range 0..100", p.value));
+        c.error_at(
+            "value",
+            format!("percentage {} must be in the range 0..100", p.value),
+        );
     }
 }
 
@@ -203,7 +284,9 @@ pub(crate) fn unix_path(c: &mut Checker<'_>, path: &str) {
     if path.is_empty() {
         c.error("unix address must not be empty");
     } else if !(path.starts_with('@') || (path.starts_with('/') && !path.ends_with('/'))) {
-        c.error(format!("unix address {path:?} is not an absolute path to a file"));
+        c.error(format!(
+            "unix address {path:?} is not an absolute path to a file"
+        ));
     }
 }
 
@@ -215,7 +298,9 @@ pub(crate) fn bind(c: &mut Checker<'_>, value: &str) {
     c.at("bind", |c| match value.strip_prefix("unix://") {
         Some(path) => unix_path(c, path),
         None if host::is_ip(value) => {}
-        None => c.error(format!("bind address {value:?} is not an IP address or unix:// path")),
+        None => c.error(format!(
+            "bind address {value:?} is not an IP address or unix:// path"
+        )),
     });
 }
 
@@ -228,10 +313,14 @@ pub(crate) fn gateway_ref(c: &mut Checker<'_>, reference: &str) {
     match reference.split_once('/') {
         Some((ns, name)) => {
             if !host::is_dns1123_label(ns) {
-                c.error(format!("gateway namespace {ns:?} in {reference:?} is not a DNS-1123 label"));
+                c.error(format!(
+                    "gateway namespace {ns:?} in {reference:?} is not a DNS-1123 label"
+                ));
             }
             if !host::is_dns1123_label(name) {
-                c.error(format!("gateway name {name:?} in {reference:?} is not a DNS-1123 label"));
+                c.error(format!(
+                    "gateway name {name:?} in {reference:?} is not a DNS-1123 label"
+                ));
             }
         }
         None => {
@@ -259,13 +348,17 @@ pub(crate) fn destination(c: &mut Checker<'_>, d: &Destination) {
     if !d.subset.is_empty() {
         c.at("subset", |c| dns_label(c, &d.subset, "subset name"));
     }
-    c.opt("port", &d.port, |c, p| c.at("number", |c| port(c, p.number)));
+    c.opt("port", &d.port, |c, p| {
+        c.at("number", |c| port(c, p.number))
+    });
 }
 
 /// Checks an HTTP header name (non-empty token characters) at the current path.
 pub(crate) fn header_name(c: &mut Checker<'_>, name: &str) {
     let ok = !name.is_empty()
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~:".contains(&b));
     if !ok {
         c.error(format!("{name:?} is not a valid HTTP header name"));
     }

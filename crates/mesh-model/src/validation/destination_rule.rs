@@ -14,20 +14,33 @@ pub(super) fn check(c: &mut Checker<'_>, dr: &DestinationRule) {
             common::host(c, &dr.host);
         }
     });
-    c.opt("trafficPolicy", &dr.traffic_policy, |c, tp| traffic_policy(c, tp));
+    c.opt("trafficPolicy", &dr.traffic_policy, |c, tp| {
+        traffic_policy(c, tp)
+    });
     c.each("subsets", &dr.subsets, |c, s| {
         c.at("name", |c| common::dns_label(c, &s.name, "subset name"));
         c.at("labels", |c| common::labels(c, &s.labels));
-        c.opt("trafficPolicy", &s.traffic_policy, |c, tp| traffic_policy(c, tp));
+        c.opt("trafficPolicy", &s.traffic_policy, |c, tp| {
+            traffic_policy(c, tp)
+        });
     });
-    for (i, s) in dr.subsets.iter().enumerate() {
-        if !s.name.is_empty() && dr.subsets[..i].iter().any(|p| p.name == s.name) {
-            c.at("subsets", |c| c.index(i, |c| c.error_at("name", format!("duplicate subset name {:?}", s.name))));
-        }
+    for i in common::repeated(&dr.subsets, |s| {
+        (!s.name.is_empty()).then_some(s.name.as_str())
+    }) {
+        let name = &dr.subsets[i].name;
+        c.at("subsets", |c| {
+            c.index(i, |c| {
+                c.error_at("name", format!("duplicate subset name {name:?}"))
+            })
+        });
     }
     common::export_to(c, &dr.export_to, false);
     if let Some(sel) = &dr.workload_selector {
-        c.at("workloadSelector", |c| c.at("matchLabels", |c| common::selector_labels(c, &sel.match_labels)));
+        c.at("workloadSelector", |c| {
+            c.at("matchLabels", |c| {
+                common::selector_labels(c, &sel.match_labels)
+            })
+        });
         let ns = c.namespace;
         if dr.export_to.iter().any(|e| e != "." && e != ns) {
             c.error_at("exportTo", "a DestinationRule with a workloadSelector cannot be exported beyond its own namespace");
@@ -47,20 +60,36 @@ fn traffic_policy(c: &mut Checker<'_>, tp: &TrafficPolicy) {
         c.error("a traffic policy must set at least one field");
     }
     if tp.tunnel.is_some() && tp.proxy_protocol.is_some() {
-        c.error_at("proxyProtocol", "tunnel and proxyProtocol are mutually exclusive");
+        c.error_at(
+            "proxyProtocol",
+            "tunnel and proxyProtocol are mutually exclusive",
+        );
     }
-    c.opt("loadBalancer", &tp.load_balancer, |c, lb| load_balancer(c, lb));
-    c.opt("connectionPool", &tp.connection_pool, |c, cp| connection_pool(c, cp));
-    c.opt("outlierDetection", &tp.outlier_detection, |c, od| outlier_detection(c, od));
+    c.opt("loadBalancer", &tp.load_balancer, |c, lb| {
+        load_balancer(c, lb)
+    });
+    c.opt("connectionPool", &tp.connection_pool, |c, cp| {
+        connection_pool(c, cp)
+    });
+    c.opt("outlierDetection", &tp.outlier_detection, |c, od| {
+        outlier_detection(c, od)
+    });
     c.opt("tls", &tp.tls, |c, t| client_tls(c, t));
-    c.each("portLevelSettings", &tp.port_level_settings, |c, p| port_policy(c, p));
+    c.each("portLevelSettings", &tp.port_level_settings, |c, p| {
+        port_policy(c, p)
+    });
     c.opt("tunnel", &tp.tunnel, |c, t| {
         if !t.protocol.is_empty() && t.protocol != "CONNECT" && t.protocol != "POST" {
             c.error_at("protocol", "tunnel protocol must be CONNECT or POST");
         }
         c.at("targetHost", |c| {
-            if crate::host::validate_fqdn(&t.target_host).is_err() && !crate::host::is_ip(&t.target_host) {
-                c.error(format!("tunnel target {:?} is not a host name or IP address", t.target_host));
+            if crate::host::validate_fqdn(&t.target_host).is_err()
+                && !crate::host::is_ip(&t.target_host)
+            {
+                c.error(format!(
+                    "tunnel target {:?} is not a host name or IP address",
+                    t.target_host
+                ));
             }
         });
         c.at("targetPort", |c| common::port(c, t.target_port));
@@ -72,12 +101,22 @@ fn port_policy(c: &mut Checker<'_>, p: &PortTrafficPolicy) {
         None => c.error_at("port", "a port-level setting needs a port"),
         Some(port) => c.at("port", |c| c.at("number", |c| common::port(c, port.number))),
     }
-    if p.load_balancer.is_none() && p.connection_pool.is_none() && p.outlier_detection.is_none() && p.tls.is_none() {
+    if p.load_balancer.is_none()
+        && p.connection_pool.is_none()
+        && p.outlier_detection.is_none()
+        && p.tls.is_none()
+    {
         c.error("a port-level setting must set at least one policy");
     }
-    c.opt("loadBalancer", &p.load_balancer, |c, lb| load_balancer(c, lb));
-    c.opt("connectionPool", &p.connection_pool, |c, cp| connection_pool(c, cp));
-    c.opt("outlierDetection", &p.outlier_detection, |c, od| outlier_detection(c, od));
+    c.opt("loadBalancer", &p.load_balancer, |c, lb| {
+        load_balancer(c, lb)
+    });
+    c.opt("connectionPool", &p.connection_pool, |c, cp| {
+        connection_pool(c, cp)
+    });
+    c.opt("outlierDetection", &p.outlier_detection, |c, od| {
+        outlier_detection(c, od)
+    });
     c.opt("tls", &p.tls, |c, t| client_tls(c, t));
 }
 
@@ -88,12 +127,12 @@ fn is_prime(n: u64) -> bool {
     if n < 4 {
         return true;
     }
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         return false;
     }
     let mut f = 3u64;
     while f.saturating_mul(f) <= n {
-        if n % f == 0 {
+        if n.is_multiple_of(f) {
             return false;
         }
         f += 2;
@@ -131,8 +170,32 @@ fn load_balancer(c: &mut Checker<'_>, lb: &LoadBalancerSettings) {
             }
         });
     });
-    c.opt("localityLbSetting", &lb.locality_lb_setting, |c, l| locality(c, l));
+    c.opt("localityLbSetting", &lb.locality_lb_setting, |c, l| {
+        locality(c, l)
+    });
     common::duration(c, "warmupDurationSecs", &lb.warmup_duration_secs);
+    c.opt("warmup", &lb.warmup, |c, w| {
+        if w.duration.is_none() {
+            c.error_at("duration", "duration is required");
+        }
+        common::duration(c, "duration", &w.duration);
+        if let Some(p) = w.minimum_percent
+            && !(0.0..=100.0).contains(&p)
+        {
+            c.error_at(
+                "minimumPercent",
+                format!("minimumPercent {p} must be in the range 0..100"),
+            );
+        }
+        if let Some(a) = w.aggression
+            && !(a > 0.0 && a.is_finite())
+        {
+            c.error_at(
+                "aggression",
+                format!("aggression {a} must be greater than 0"),
+            );
+        }
+    });
 }
 
 fn locality(c: &mut Checker<'_>, l: &LocalityLbSetting) {
@@ -156,7 +219,10 @@ fn locality(c: &mut Checker<'_>, l: &LocalityLbSetting) {
             });
         }
         if total != 100 {
-            c.error_at("to", format!("locality weights add up to {total}; they must add up to 100"));
+            c.error_at(
+                "to",
+                format!("locality weights add up to {total}; they must add up to 100"),
+            );
         }
     });
     c.each("failover", &l.failover, |c, f| {
@@ -172,10 +238,14 @@ fn locality(c: &mut Checker<'_>, l: &LocalityLbSetting) {
 fn locality_name(c: &mut Checker<'_>, loc: &str) {
     let stars = loc.matches('*').count();
     if stars > 1 || (stars == 1 && !loc.ends_with('*')) {
-        c.error(format!("locality {loc:?}: at most one `*`, and only at the end"));
+        c.error(format!(
+            "locality {loc:?}: at most one `*`, and only at the end"
+        ));
     }
     if loc.is_empty() || loc.splitn(3, '/').any(str::is_empty) {
-        c.error(format!("locality {loc:?} must not have an empty region, zone or subzone"));
+        c.error(format!(
+            "locality {loc:?} must not have an empty region, zone or subzone"
+        ));
     }
 }
 
@@ -194,8 +264,19 @@ pub(super) fn connection_pool(c: &mut Checker<'_>, cp: &ConnectionPoolSettings) 
     });
     c.opt("http", &cp.http, |c, h| {
         common::duration(c, "idleTimeout", &h.idle_timeout);
+        c.opt("http2KeepAlive", &h.http2_keep_alive, |c, k| {
+            for (field, value) in [("interval", &k.interval), ("timeout", &k.timeout)] {
+                if value.is_none() {
+                    c.error_at(field, format!("{field} is required"));
+                }
+                common::duration(c, field, value);
+            }
+        });
         if h.h2_upgrade_policy == Some(H2UpgradePolicy::Upgrade) && h.use_client_protocol {
-            c.error_at("useClientProtocol", "useClientProtocol cannot be true when h2UpgradePolicy is UPGRADE");
+            c.error_at(
+                "useClientProtocol",
+                "useClientProtocol cannot be true when h2UpgradePolicy is UPGRADE",
+            );
         }
     });
 }
@@ -203,17 +284,25 @@ pub(super) fn connection_pool(c: &mut Checker<'_>, cp: &ConnectionPoolSettings) 
 fn outlier_detection(c: &mut Checker<'_>, od: &OutlierDetection) {
     common::duration(c, "interval", &od.interval);
     common::duration(c, "baseEjectionTime", &od.base_ejection_time);
-    if let Some(p) = od.max_ejection_percent {
-        if p > 100 {
-            c.error_at("maxEjectionPercent", format!("maxEjectionPercent {p} must be in the range 0..100"));
-        }
+    if let Some(p) = od.max_ejection_percent
+        && p > 100
+    {
+        c.error_at(
+            "maxEjectionPercent",
+            format!("maxEjectionPercent {p} must be in the range 0..100"),
+        );
     }
-    if let Some(p) = od.min_health_percent {
-        if p > 100 {
-            c.error_at("minHealthPercent", format!("minHealthPercent {p} must be in the range 0..100"));
-        }
+    if let Some(p) = od.min_health_percent
+        && p > 100
+    {
+        c.error_at(
+            "minHealthPercent",
+            format!("minHealthPercent {p} must be in the range 0..100"),
+        );
     }
-    if od.consecutive_local_origin_failures.is_some_and(|n| n > 0) && !od.split_external_local_origin_errors {
+    if od.consecutive_local_origin_failures.is_some_and(|n| n > 0)
+        && !od.split_external_local_origin_errors
+    {
         c.error_at(
             "consecutiveLocalOriginFailures",
             "consecutiveLocalOriginFailures needs splitExternalLocalOriginErrors: true",
@@ -225,33 +314,48 @@ fn outlier_detection(c: &mut Checker<'_>, od: &OutlierDetection) {
 /// credentialName supplies them, and a credentialName excludes certificate files.
 fn client_tls(c: &mut Checker<'_>, t: &ClientTlsSettings) {
     let mode = t.mode.unwrap_or(ClientTlsMode::Disable);
-    let has_files = !t.client_certificate.is_empty() || !t.private_key.is_empty() || !t.ca_certificates.is_empty();
+    let has_files = !t.client_certificate.is_empty()
+        || !t.private_key.is_empty()
+        || !t.ca_certificates.is_empty();
     if t.insecure_skip_verify == Some(true) {
-        if mode == ClientTlsMode::Simple && (!t.ca_certificates.is_empty() || !t.credential_name.is_empty()) {
-            c.error_at("insecureSkipVerify", "insecureSkipVerify cannot be combined with caCertificates or credentialName");
+        if mode == ClientTlsMode::Simple
+            && (!t.ca_certificates.is_empty() || !t.credential_name.is_empty())
+        {
+            c.error_at(
+                "insecureSkipVerify",
+                "insecureSkipVerify cannot be combined with caCertificates or credentialName",
+            );
         }
         if mode == ClientTlsMode::Mutual && !t.ca_certificates.is_empty() {
-            c.error_at("insecureSkipVerify", "insecureSkipVerify cannot be combined with caCertificates");
+            c.error_at(
+                "insecureSkipVerify",
+                "insecureSkipVerify cannot be combined with caCertificates",
+            );
         }
     }
-    match mode {
-        ClientTlsMode::Simple | ClientTlsMode::Mutual if !t.credential_name.is_empty() => {
-            if has_files || !t.ca_crl.is_empty() {
-                c.error_at(
-                    "credentialName",
-                    "credentialName cannot be combined with clientCertificate, privateKey, caCertificates or caCrl",
-                );
-            }
+    let by_credential = !t.credential_name.is_empty()
+        && matches!(mode, ClientTlsMode::Simple | ClientTlsMode::Mutual);
+    if by_credential {
+        // The certificates come from the credential; files would be ignored.
+        if has_files || !t.ca_crl.is_empty() {
+            c.error_at(
+                "credentialName",
+                "credentialName cannot be combined with clientCertificate, privateKey, caCertificates or caCrl",
+            );
         }
-        ClientTlsMode::Mutual => {
-            if t.client_certificate.is_empty() {
-                c.error_at("clientCertificate", "MUTUAL TLS needs clientCertificate (or credentialName)");
-            }
-            if t.private_key.is_empty() {
-                c.error_at("privateKey", "MUTUAL TLS needs privateKey (or credentialName)");
-            }
+    } else if mode == ClientTlsMode::Mutual {
+        if t.client_certificate.is_empty() {
+            c.error_at(
+                "clientCertificate",
+                "MUTUAL TLS needs clientCertificate (or credentialName)",
+            );
         }
-        _ => {}
+        if t.private_key.is_empty() {
+            c.error_at(
+                "privateKey",
+                "MUTUAL TLS needs privateKey (or credentialName)",
+            );
+        }
     }
 }
 

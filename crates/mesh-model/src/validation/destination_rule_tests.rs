@@ -90,19 +90,28 @@ exportTo: ["."]
 
 #[test]
 fn workload_selector_rules_are_clean() {
-    assert_clean(DR, "host: ratings\nworkloadSelector:\n  matchLabels:\n    app: productpage\ntrafficPolicy:\n  tls:\n    mode: SIMPLE\n    credentialName: ratings-cert\n");
+    assert_clean(
+        DR,
+        "host: ratings\nworkloadSelector:\n  matchLabels:\n    app: productpage\ntrafficPolicy:\n  tls:\n    mode: SIMPLE\n    credentialName: ratings-cert\n",
+    );
 }
 
 #[test]
 fn unknown_fields_are_refused_with_their_path() {
     let errs = errors(DR, &mk_policy("loadBalancer:\n  simpel: RANDOM"));
-    assert!(errs[0].starts_with("spec.trafficPolicy.loadBalancer.simpel: unknown field"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("spec.trafficPolicy.loadBalancer.simpel: unknown field"),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn bad_enum_values_name_the_allowed_ones() {
     let errs = errors(DR, &mk_policy("tls:\n  mode: TLS"));
-    assert!(errs[0].starts_with("spec.trafficPolicy.tls.mode: unknown variant `TLS`"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("spec.trafficPolicy.tls.mode: unknown variant `TLS`"),
+        "{errs:?}"
+    );
     assert!(errs[0].contains("ISTIO_MUTUAL"), "{errs:?}");
 }
 
@@ -114,11 +123,32 @@ fn host_is_required_and_valid() {
 
 #[test]
 fn subsets_are_checked() {
-    assert_error_at(DR, "host: a\nsubsets:\n- labels:\n    v: \"1\"\n", "spec.subsets[0].name");
-    assert_error_at(DR, "host: a\nsubsets:\n- name: v_1\n", "spec.subsets[0].name");
-    assert_error_with(DR, "host: a\nsubsets:\n- name: v1\n- name: v1\n", "spec.subsets[1].name", "duplicate");
-    assert_error_at(DR, "host: a\nsubsets:\n- name: v1\n  labels:\n    \"-bad\": x\n", "spec.subsets[0].labels.-bad");
-    assert_error_at(DR, "host: a\nsubsets:\n- name: v1\n  trafficPolicy: {}\n", "spec.subsets[0].trafficPolicy");
+    assert_error_at(
+        DR,
+        "host: a\nsubsets:\n- labels:\n    v: \"1\"\n",
+        "spec.subsets[0].name",
+    );
+    assert_error_at(
+        DR,
+        "host: a\nsubsets:\n- name: v_1\n",
+        "spec.subsets[0].name",
+    );
+    assert_error_with(
+        DR,
+        "host: a\nsubsets:\n- name: v1\n- name: v1\n",
+        "spec.subsets[1].name",
+        "duplicate",
+    );
+    assert_error_at(
+        DR,
+        "host: a\nsubsets:\n- name: v1\n  labels:\n    \"-bad\": x\n",
+        "spec.subsets[0].labels.-bad",
+    );
+    assert_error_at(
+        DR,
+        "host: a\nsubsets:\n- name: v1\n  trafficPolicy: {}\n",
+        "spec.subsets[0].trafficPolicy",
+    );
 }
 
 #[test]
@@ -130,7 +160,9 @@ fn load_balancer_is_simple_or_consistent_hash() {
     );
     assert_error_at(
         DR,
-        &mk_policy("loadBalancer:\n  consistentHash:\n    useSourceIp: true\n    httpHeaderName: x-user"),
+        &mk_policy(
+            "loadBalancer:\n  consistentHash:\n    useSourceIp: true\n    httpHeaderName: x-user",
+        ),
         "spec.trafficPolicy.loadBalancer.consistentHash",
     );
     assert_error_at(
@@ -140,10 +172,16 @@ fn load_balancer_is_simple_or_consistent_hash() {
     );
     assert_error_at(
         DR,
-        &mk_policy("loadBalancer:\n  consistentHash:\n    useSourceIp: true\n    maglev:\n      tableSize: 1000"),
+        &mk_policy(
+            "loadBalancer:\n  consistentHash:\n    useSourceIp: true\n    maglev:\n      tableSize: 1000",
+        ),
         "spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize",
     );
-    assert_error_at(DR, &mk_policy("loadBalancer:\n  warmupDurationSecs: 0s"), "spec.trafficPolicy.loadBalancer.warmupDurationSecs");
+    assert_error_at(
+        DR,
+        &mk_policy("loadBalancer:\n  warmupDurationSecs: 0s"),
+        "spec.trafficPolicy.loadBalancer.warmupDurationSecs",
+    );
 }
 
 #[test]
@@ -162,29 +200,60 @@ fn locality_settings_are_checked() {
     );
     assert_error_at(
         DR,
-        &lb("    distribute:\n    - from: us-west/*\n      to:\n        us-east: 100\n    failover:\n    - from: a\n      to: b\n"),
+        &lb(
+            "    distribute:\n    - from: us-west/*\n      to:\n        us-east: 100\n    failover:\n    - from: a\n      to: b\n",
+        ),
         "spec.trafficPolicy.loadBalancer.localityLbSetting",
     );
 }
 
 #[test]
 fn connection_pools_are_checked() {
-    assert_error_at(DR, &mk_policy("connectionPool: {}"), "spec.trafficPolicy.connectionPool");
-    assert_error_at(DR, &mk_policy("connectionPool:\n  tcp:\n    connectTimeout: 0.5ms"), "spec.trafficPolicy.connectionPool.tcp.connectTimeout");
-    assert_clean(DR, &mk_policy("connectionPool:\n  tcp:\n    idleTimeout: 0s"));
     assert_error_at(
         DR,
-        &mk_policy("connectionPool:\n  http:\n    h2UpgradePolicy: UPGRADE\n    useClientProtocol: true"),
+        &mk_policy("connectionPool: {}"),
+        "spec.trafficPolicy.connectionPool",
+    );
+    assert_error_at(
+        DR,
+        &mk_policy("connectionPool:\n  tcp:\n    connectTimeout: 0.5ms"),
+        "spec.trafficPolicy.connectionPool.tcp.connectTimeout",
+    );
+    assert_clean(
+        DR,
+        &mk_policy("connectionPool:\n  tcp:\n    idleTimeout: 0s"),
+    );
+    assert_error_at(
+        DR,
+        &mk_policy(
+            "connectionPool:\n  http:\n    h2UpgradePolicy: UPGRADE\n    useClientProtocol: true",
+        ),
         "spec.trafficPolicy.connectionPool.http.useClientProtocol",
     );
-    assert_error_at(DR, &mk_policy("connectionPool:\n  http:\n    maxRetries: -1"), "spec.trafficPolicy.connectionPool.http.maxRetries");
+    assert_error_at(
+        DR,
+        &mk_policy("connectionPool:\n  http:\n    maxRetries: -1"),
+        "spec.trafficPolicy.connectionPool.http.maxRetries",
+    );
 }
 
 #[test]
 fn outlier_detection_is_checked() {
-    assert_error_at(DR, &mk_policy("outlierDetection:\n  maxEjectionPercent: 101"), "spec.trafficPolicy.outlierDetection.maxEjectionPercent");
-    assert_error_at(DR, &mk_policy("outlierDetection:\n  minHealthPercent: 200"), "spec.trafficPolicy.outlierDetection.minHealthPercent");
-    assert_error_at(DR, &mk_policy("outlierDetection:\n  interval: 5"), "spec.trafficPolicy.outlierDetection.interval");
+    assert_error_at(
+        DR,
+        &mk_policy("outlierDetection:\n  maxEjectionPercent: 101"),
+        "spec.trafficPolicy.outlierDetection.maxEjectionPercent",
+    );
+    assert_error_at(
+        DR,
+        &mk_policy("outlierDetection:\n  minHealthPercent: 200"),
+        "spec.trafficPolicy.outlierDetection.minHealthPercent",
+    );
+    assert_error_at(
+        DR,
+        &mk_policy("outlierDetection:\n  interval: 5"),
+        "spec.trafficPolicy.outlierDetection.interval",
+    );
     assert_error_at(
         DR,
         &mk_policy("outlierDetection:\n  consecutiveLocalOriginFailures: 3"),
@@ -194,9 +263,20 @@ fn outlier_detection_is_checked() {
 
 #[test]
 fn mutual_tls_needs_certificates_or_a_credential() {
-    assert_error_at(DR, &mk_policy("tls:\n  mode: MUTUAL\n  privateKey: /k"), "spec.trafficPolicy.tls.clientCertificate");
-    assert_error_at(DR, &mk_policy("tls:\n  mode: MUTUAL\n  clientCertificate: /c"), "spec.trafficPolicy.tls.privateKey");
-    assert_clean(DR, &mk_policy("tls:\n  mode: MUTUAL\n  credentialName: client-cred"));
+    assert_error_at(
+        DR,
+        &mk_policy("tls:\n  mode: MUTUAL\n  privateKey: /k"),
+        "spec.trafficPolicy.tls.clientCertificate",
+    );
+    assert_error_at(
+        DR,
+        &mk_policy("tls:\n  mode: MUTUAL\n  clientCertificate: /c"),
+        "spec.trafficPolicy.tls.privateKey",
+    );
+    assert_clean(
+        DR,
+        &mk_policy("tls:\n  mode: MUTUAL\n  credentialName: client-cred"),
+    );
     assert_error_at(
         DR,
         &mk_policy("tls:\n  mode: SIMPLE\n  credentialName: c\n  caCertificates: /ca"),
@@ -211,13 +291,21 @@ fn mutual_tls_needs_certificates_or_a_credential() {
 
 #[test]
 fn port_level_settings_need_a_port() {
-    assert_error_at(DR, &mk_policy("portLevelSettings:\n- tls:\n    mode: DISABLE"), "spec.trafficPolicy.portLevelSettings[0].port");
+    assert_error_at(
+        DR,
+        &mk_policy("portLevelSettings:\n- tls:\n    mode: DISABLE"),
+        "spec.trafficPolicy.portLevelSettings[0].port",
+    );
     assert_error_at(
         DR,
         &mk_policy("portLevelSettings:\n- port:\n    number: 0\n  tls:\n    mode: DISABLE"),
         "spec.trafficPolicy.portLevelSettings[0].port.number",
     );
-    assert_error_at(DR, &mk_policy("portLevelSettings:\n- port:\n    number: 80"), "spec.trafficPolicy.portLevelSettings[0]");
+    assert_error_at(
+        DR,
+        &mk_policy("portLevelSettings:\n- port:\n    number: 80"),
+        "spec.trafficPolicy.portLevelSettings[0]",
+    );
 }
 
 #[test]
@@ -232,6 +320,14 @@ fn traffic_policy_is_not_empty() {
 
 #[test]
 fn workload_selector_rules_stay_in_their_namespace() {
-    assert_error_at(DR, "host: a\nworkloadSelector:\n  matchLabels:\n    app: x\nexportTo: [\"*\"]\n", "spec.exportTo");
-    assert_error_at(DR, "host: a\nworkloadSelector:\n  matchLabels:\n    app: \"*\"\n", "spec.workloadSelector.matchLabels.app");
+    assert_error_at(
+        DR,
+        "host: a\nworkloadSelector:\n  matchLabels:\n    app: x\nexportTo: [\"*\"]\n",
+        "spec.exportTo",
+    );
+    assert_error_at(
+        DR,
+        "host: a\nworkloadSelector:\n  matchLabels:\n    app: \"*\"\n",
+        "spec.workloadSelector.matchLabels.app",
+    );
 }

@@ -12,19 +12,24 @@ pub(super) fn check(c: &mut Checker<'_>, gw: &Gateway) {
         c.error_at("servers", "a Gateway needs at least one server");
     }
     c.each("servers", &gw.servers, |c, s| server(c, s));
-    for (i, s) in gw.servers.iter().enumerate() {
-        let Some(port) = &s.port else { continue };
-        if port.name.is_empty() {
-            continue;
-        }
-        let dup = gw.servers[..i].iter().any(|p| p.port.as_ref().is_some_and(|p| p.name == port.name));
-        if dup {
-            c.at("servers", |c| {
-                c.index(i, |c| {
-                    c.error_at("port.name", format!("port name {:?} is used by another server; port names must be unique", port.name))
-                })
-            });
-        }
+    fn port_name(s: &Server) -> Option<&str> {
+        s.port
+            .as_ref()
+            .filter(|p| !p.name.is_empty())
+            .map(|p| p.name.as_str())
+    }
+    for i in common::repeated(&gw.servers, port_name) {
+        let name = port_name(&gw.servers[i]).unwrap_or_default();
+        c.at("servers", |c| {
+            c.index(i, |c| {
+                c.error_at(
+                    "port.name",
+                    format!(
+                        "port name {name:?} is used by another server; port names must be unique"
+                    ),
+                )
+            })
+        });
     }
 }
 
@@ -35,7 +40,13 @@ pub(super) fn protocol(c: &mut Checker<'_>, port: &Port, optional: bool) -> Opti
     }
     let p = Protocol::parse(&port.protocol);
     if p.is_none() {
-        c.error_at("protocol", format!("unsupported protocol {:?}; supported: {PROTOCOL_NAMES}", port.protocol));
+        c.error_at(
+            "protocol",
+            format!(
+                "unsupported protocol {:?}; supported: {PROTOCOL_NAMES}",
+                port.protocol
+            ),
+        );
     }
     p
 }
@@ -56,7 +67,10 @@ fn server(c: &mut Checker<'_>, s: &Server) {
             let proto = protocol(c, port, false);
             if unix_bind {
                 if port.number != 0 {
-                    c.error_at("number", "the port number must be 0 when binding to a unix domain socket");
+                    c.error_at(
+                        "number",
+                        "the port number must be 0 when binding to a unix domain socket",
+                    );
                 }
             } else {
                 c.at("number", |c| common::port(c, port.number));
@@ -81,7 +95,10 @@ fn server(c: &mut Checker<'_>, s: &Server) {
                 if !p.is_http() {
                     c.error_at("tls", "only HTTPS and TLS servers can have tls settings");
                 } else if !redirect_only {
-                    c.error_at("tls", "plain-text HTTP servers can only set tls.httpsRedirect");
+                    c.error_at(
+                        "tls",
+                        "plain-text HTTP servers can only set tls.httpsRedirect",
+                    );
                 }
             }
             _ => {}
@@ -100,7 +117,9 @@ fn gateway_host(c: &mut Checker<'_>, entry: &str) {
                 return;
             }
             if ns != "*" && ns != "." && !host::is_dns1123_label(ns) {
-                c.error(format!("{entry:?}: namespace {ns:?} must be `*`, `.` or a namespace name"));
+                c.error(format!(
+                    "{entry:?}: namespace {ns:?} must be `*`, `.` or a namespace name"
+                ));
             }
             h
         }
@@ -115,7 +134,9 @@ pub(super) fn fqdn_or_wildcard_host(c: &mut Checker<'_>, entry: &str, h: &str, a
         return;
     }
     if !h.contains('.') {
-        c.error(format!("{entry:?}: short names are not allowed here; use a fully qualified name"));
+        c.error(format!(
+            "{entry:?}: short names are not allowed here; use a fully qualified name"
+        ));
         return;
     }
     if let Err(e) = host::validate_host(h) {
@@ -144,38 +165,70 @@ pub(super) fn server_tls(c: &mut Checker<'_>, t: &ServerTlsSettings) {
             ("credentialName", &t.credential_name),
         ] {
             if !value.is_empty() {
-                c.error_at(field, format!("ISTIO_MUTUAL uses the mesh's certificates; {field} must not be set"));
+                c.error_at(
+                    field,
+                    format!("ISTIO_MUTUAL uses the mesh's certificates; {field} must not be set"),
+                );
             }
         }
         return;
     }
-    if !t.credential_name.is_empty() && (!t.server_certificate.is_empty() || !t.private_key.is_empty()) {
-        c.error_at("credentialName", "credentialName and serverCertificate/privateKey are mutually exclusive");
+    if !t.credential_name.is_empty()
+        && (!t.server_certificate.is_empty() || !t.private_key.is_empty())
+    {
+        c.error_at(
+            "credentialName",
+            "credentialName and serverCertificate/privateKey are mutually exclusive",
+        );
     }
-    let terminating = matches!(mode, ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual);
+    let terminating = matches!(
+        mode,
+        ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual
+    );
     if terminating && t.credential_name.is_empty() {
-        let name = if mode == ServerTlsMode::Simple { "SIMPLE" } else { "MUTUAL" };
+        let name = if mode == ServerTlsMode::Simple {
+            "SIMPLE"
+        } else {
+            "MUTUAL"
+        };
         if t.server_certificate.is_empty() {
-            c.error_at("serverCertificate", format!("{name} TLS needs serverCertificate and privateKey, or credentialName"));
+            c.error_at(
+                "serverCertificate",
+                format!("{name} TLS needs serverCertificate and privateKey, or credentialName"),
+            );
         }
         if t.private_key.is_empty() {
-            c.error_at("privateKey", format!("{name} TLS needs serverCertificate and privateKey, or credentialName"));
+            c.error_at(
+                "privateKey",
+                format!("{name} TLS needs serverCertificate and privateKey, or credentialName"),
+            );
         }
         if mode != ServerTlsMode::Simple && t.ca_certificates.is_empty() {
-            c.error_at("caCertificates", "MUTUAL TLS needs caCertificates (the client CA bundle), or credentialName");
+            c.error_at(
+                "caCertificates",
+                "MUTUAL TLS needs caCertificates (the client CA bundle), or credentialName",
+            );
         }
     }
     if !t.ca_crl.is_empty() {
         if !t.credential_name.is_empty() {
-            c.error_at("caCrl", "caCrl cannot be combined with credentialName; put the CRL in the credential");
+            c.error_at(
+                "caCrl",
+                "caCrl cannot be combined with credentialName; put the CRL in the credential",
+            );
         } else if mode == ServerTlsMode::Simple {
             c.error_at("caCrl", "caCrl is not supported with SIMPLE TLS");
         }
     }
-    if let (Some(min), Some(max)) = (t.min_protocol_version, t.max_protocol_version) {
-        if tls_rank(min) > 0 && tls_rank(max) > 0 && tls_rank(min) > tls_rank(max) {
-            c.error_at("minProtocolVersion", "minProtocolVersion is above maxProtocolVersion");
-        }
+    if let (Some(min), Some(max)) = (t.min_protocol_version, t.max_protocol_version)
+        && tls_rank(min) > 0
+        && tls_rank(max) > 0
+        && tls_rank(min) > tls_rank(max)
+    {
+        c.error_at(
+            "minProtocolVersion",
+            "minProtocolVersion is above maxProtocolVersion",
+        );
     }
 }
 

@@ -74,20 +74,37 @@ servers:
 
 #[test]
 fn unknown_fields_and_bad_enums_are_refused() {
-    let errs = errors(GW, "servers:\n- port:\n    number: 80\n    name: http\n    protocol: HTTP\n    nmae: x\n  hosts: [\"*\"]\n");
-    assert!(errs[0].starts_with("spec.servers[0].port.nmae: unknown field"), "{errs:?}");
+    let errs = errors(
+        GW,
+        "servers:\n- port:\n    number: 80\n    name: http\n    protocol: HTTP\n    nmae: x\n  hosts: [\"*\"]\n",
+    );
+    assert!(
+        errs[0].starts_with("spec.servers[0].port.nmae: unknown field"),
+        "{errs:?}"
+    );
     let errs = errors(
         GW,
         "servers:\n- port:\n    number: 443\n    name: https\n    protocol: HTTPS\n  hosts: [\"*\"]\n  tls:\n    mode: STRICT\n",
     );
-    assert!(errs[0].contains("PASSTHROUGH") && errs[0].starts_with("spec.servers[0].tls.mode"), "{errs:?}");
+    assert!(
+        errs[0].contains("PASSTHROUGH") && errs[0].starts_with("spec.servers[0].tls.mode"),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn gateway_names_are_dns_labels() {
-    let doc = mk_doc(GW, "default", "my.gateway", "servers:\n- port:\n    number: 80\n    name: http\n    protocol: HTTP\n  hosts: [\"*\"]\n");
+    let doc = mk_doc(
+        GW,
+        "default",
+        "my.gateway",
+        "servers:\n- port:\n    number: 80\n    name: http\n    protocol: HTTP\n  hosts: [\"*\"]\n",
+    );
     let set = parse_document_set("t.yaml", &doc, &ParseOptions::default());
-    assert_eq!(set.errors().next().and_then(|e| e.field.as_deref()), Some("metadata.name"));
+    assert_eq!(
+        set.errors().next().and_then(|e| e.field.as_deref()),
+        Some("metadata.name")
+    );
 }
 
 #[test]
@@ -97,11 +114,24 @@ fn a_server_is_required() {
 
 #[test]
 fn server_hosts_are_checked() {
-    let srv = |hosts: &str| format!("servers:\n- port:\n    number: 80\n    name: http\n    protocol: HTTP\n  hosts: {hosts}\n");
+    let srv = |hosts: &str| {
+        format!(
+            "servers:\n- port:\n    number: 80\n    name: http\n    protocol: HTTP\n  hosts: {hosts}\n"
+        )
+    };
     assert_error_at(GW, &srv("[]"), "spec.servers[0].hosts");
-    assert_error_with(GW, &srv("[reviews]"), "spec.servers[0].hosts[0]", "short names");
+    assert_error_with(
+        GW,
+        &srv("[reviews]"),
+        "spec.servers[0].hosts[0]",
+        "short names",
+    );
     assert_error_at(GW, &srv("[\"ns/\"]"), "spec.servers[0].hosts[0]");
-    assert_error_at(GW, &srv("[\"Bad_NS/a.example.com\"]"), "spec.servers[0].hosts[0]");
+    assert_error_at(
+        GW,
+        &srv("[\"Bad_NS/a.example.com\"]"),
+        "spec.servers[0].hosts[0]",
+    );
     assert_error_at(GW, &srv("[\"*.exam*ple.com\"]"), "spec.servers[0].hosts[0]");
     assert_clean(GW, &srv("[\"10.0.0.1\", \"*/*\", \"./a.example.com\"]"));
 }
@@ -109,12 +139,32 @@ fn server_hosts_are_checked() {
 #[test]
 fn ports_and_protocols_are_checked() {
     let srv = |port: &str| format!("servers:\n- port:\n{port}  hosts: [\"*\"]\n");
-    assert_error_with(GW, &srv("    number: 80\n    name: http\n    protocol: HTTP3\n"), "spec.servers[0].port.protocol", "GRPC-WEB");
-    assert_error_at(GW, &srv("    number: 0\n    name: http\n    protocol: HTTP\n"), "spec.servers[0].port.number");
-    assert_error_at(GW, &srv("    number: 80\n    protocol: HTTP\n"), "spec.servers[0].port.name");
-    assert_error_at(GW, &srv("    number: 80\n    name: h\n    protocol: HTTP\n    targetPort: 8080\n"), "spec.servers[0].port.targetPort");
+    assert_error_with(
+        GW,
+        &srv("    number: 80\n    name: http\n    protocol: HTTP3\n"),
+        "spec.servers[0].port.protocol",
+        "GRPC-WEB",
+    );
+    assert_error_at(
+        GW,
+        &srv("    number: 0\n    name: http\n    protocol: HTTP\n"),
+        "spec.servers[0].port.number",
+    );
+    assert_error_at(
+        GW,
+        &srv("    number: 80\n    protocol: HTTP\n"),
+        "spec.servers[0].port.name",
+    );
+    assert_error_at(
+        GW,
+        &srv("    number: 80\n    name: h\n    protocol: HTTP\n    targetPort: 8080\n"),
+        "spec.servers[0].port.targetPort",
+    );
     assert_error_at(GW, "servers:\n- hosts: [\"*\"]\n", "spec.servers[0].port");
-    assert_clean(GW, &srv("    number: 80\n    name: grpc\n    protocol: grpc-web\n"));
+    assert_clean(
+        GW,
+        &srv("    number: 80\n    name: grpc\n    protocol: grpc-web\n"),
+    );
 }
 
 #[test]
@@ -125,10 +175,22 @@ fn port_names_are_unique_across_servers() {
 
 #[test]
 fn tls_servers_need_certificates() {
-    let https = |tls: &str| format!("servers:\n- port:\n    number: 443\n    name: https\n    protocol: HTTPS\n  hosts: [\"*\"]\n{tls}");
+    let https = |tls: &str| {
+        format!(
+            "servers:\n- port:\n    number: 443\n    name: https\n    protocol: HTTPS\n  hosts: [\"*\"]\n{tls}"
+        )
+    };
     assert_error_at(GW, &https(""), "spec.servers[0].tls");
-    assert_error_at(GW, &https("  tls:\n    mode: SIMPLE\n    privateKey: /k\n"), "spec.servers[0].tls.serverCertificate");
-    assert_error_at(GW, &https("  tls:\n    mode: SIMPLE\n    serverCertificate: /c\n"), "spec.servers[0].tls.privateKey");
+    assert_error_at(
+        GW,
+        &https("  tls:\n    mode: SIMPLE\n    privateKey: /k\n"),
+        "spec.servers[0].tls.serverCertificate",
+    );
+    assert_error_at(
+        GW,
+        &https("  tls:\n    mode: SIMPLE\n    serverCertificate: /c\n"),
+        "spec.servers[0].tls.privateKey",
+    );
     assert_error_at(
         GW,
         &https("  tls:\n    mode: MUTUAL\n    serverCertificate: /c\n    privateKey: /k\n"),
@@ -136,29 +198,51 @@ fn tls_servers_need_certificates() {
     );
     assert_error_at(
         GW,
-        &https("  tls:\n    mode: SIMPLE\n    credentialName: c\n    serverCertificate: /c\n    privateKey: /k\n"),
+        &https(
+            "  tls:\n    mode: SIMPLE\n    credentialName: c\n    serverCertificate: /c\n    privateKey: /k\n",
+        ),
         "spec.servers[0].tls.credentialName",
     );
-    assert_error_at(GW, &https("  tls:\n    mode: ISTIO_MUTUAL\n    privateKey: /k\n"), "spec.servers[0].tls.privateKey");
+    assert_error_at(
+        GW,
+        &https("  tls:\n    mode: ISTIO_MUTUAL\n    privateKey: /k\n"),
+        "spec.servers[0].tls.privateKey",
+    );
     assert_clean(GW, &https("  tls:\n    mode: PASSTHROUGH\n"));
 }
 
 #[test]
 fn plain_servers_take_only_https_redirect() {
     let srv = |proto: &str, tls: &str| {
-        format!("servers:\n- port:\n    number: 80\n    name: p\n    protocol: {proto}\n  hosts: [\"*\"]\n  tls:\n{tls}")
+        format!(
+            "servers:\n- port:\n    number: 80\n    name: p\n    protocol: {proto}\n  hosts: [\"*\"]\n  tls:\n{tls}"
+        )
     };
-    assert_error_at(GW, &srv("HTTP", "    mode: SIMPLE\n    credentialName: c\n"), "spec.servers[0].tls");
-    assert_error_at(GW, &srv("TCP", "    httpsRedirect: true\n"), "spec.servers[0].tls");
+    assert_error_at(
+        GW,
+        &srv("HTTP", "    mode: SIMPLE\n    credentialName: c\n"),
+        "spec.servers[0].tls",
+    );
+    assert_error_at(
+        GW,
+        &srv("TCP", "    httpsRedirect: true\n"),
+        "spec.servers[0].tls",
+    );
 }
 
 #[test]
 fn binds_are_checked() {
     let srv = |bind: &str, number: u32| {
-        format!("servers:\n- port:\n    number: {number}\n    name: p\n    protocol: HTTP\n  bind: {bind}\n  hosts: [\"*\"]\n")
+        format!(
+            "servers:\n- port:\n    number: {number}\n    name: p\n    protocol: HTTP\n  bind: {bind}\n  hosts: [\"*\"]\n"
+        )
     };
     assert_error_at(GW, &srv("not-an-ip", 80), "spec.servers[0].bind");
-    assert_error_at(GW, &srv("unix:///var/run/gw.sock", 80), "spec.servers[0].port.number");
+    assert_error_at(
+        GW,
+        &srv("unix:///var/run/gw.sock", 80),
+        "spec.servers[0].port.number",
+    );
     assert_clean(GW, &srv("unix:///var/run/gw.sock", 0));
     assert_clean(GW, &srv("0.0.0.0", 80));
 }

@@ -12,6 +12,7 @@ mod checker;
 mod common;
 mod destination_rule;
 mod gateway;
+mod http_policies;
 mod policy;
 mod security;
 mod service_entry;
@@ -89,7 +90,11 @@ mod tests {
     use super::*;
 
     fn meta(name: &str, ns: &str) -> ObjectMeta {
-        ObjectMeta { name: name.into(), namespace: ns.into(), ..Default::default() }
+        ObjectMeta {
+            name: name.into(),
+            namespace: ns.into(),
+            ..Default::default()
+        }
     }
 
     #[test]

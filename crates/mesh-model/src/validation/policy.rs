@@ -9,7 +9,10 @@ use crate::{
 pub(super) fn check_handler(c: &mut Checker<'_>, h: &Handler) {
     match (h.adapter.is_empty(), h.compiled_adapter.is_empty()) {
         (true, true) => c.error("one of adapter or compiledAdapter is required"),
-        (false, false) => c.error_at("adapter", "adapter and compiledAdapter are mutually exclusive"),
+        (false, false) => c.error_at(
+            "adapter",
+            "adapter and compiledAdapter are mutually exclusive",
+        ),
         _ => {}
     }
     if !h.params.is_null() && !h.params.is_object() {
@@ -29,8 +32,13 @@ pub(super) fn check_handler(c: &mut Checker<'_>, h: &Handler) {
 
 /// Whether `text` is `<host>:<port>` (host a name or IP, IPv6 in brackets).
 fn is_host_port(text: &str) -> bool {
-    let Some((h, p)) = text.rsplit_once(':') else { return false };
-    let h = h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h);
+    let Some((h, p)) = text.rsplit_once(':') else {
+        return false;
+    };
+    let h = h
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(h);
     let port_ok = p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n));
     port_ok && !h.is_empty() && (host::is_ip(h) || host::validate_fqdn(h).is_ok())
 }
@@ -38,7 +46,10 @@ fn is_host_port(text: &str) -> bool {
 pub(super) fn check_instance(c: &mut Checker<'_>, i: &Instance) {
     match (i.template.is_empty(), i.compiled_template.is_empty()) {
         (true, true) => c.error("one of template or compiledTemplate is required"),
-        (false, false) => c.error_at("template", "template and compiledTemplate are mutually exclusive"),
+        (false, false) => c.error_at(
+            "template",
+            "template and compiledTemplate are mutually exclusive",
+        ),
         _ => {}
     }
     if !i.params.is_null() && !i.params.is_object() {
@@ -55,7 +66,9 @@ fn mixer_ref(c: &mut Checker<'_>, reference: &str, what: &str) {
     }
     let parts = reference.split('.').count();
     if parts > 3 || !reference.split('.').all(host::is_dns1123_label) {
-        c.error(format!("{what} {reference:?} must be `name` or `name.namespace`"));
+        c.error(format!(
+            "{what} {reference:?} must be `name` or `name.namespace`"
+        ));
     }
 }
 
@@ -65,12 +78,19 @@ pub(super) fn check_rule(c: &mut Checker<'_>, r: &Rule) {
         if a.instances.is_empty() {
             c.error_at("instances", "an action needs at least one instance");
         }
-        c.each("instances", &a.instances, |c, i| mixer_ref(c, i, "instance"));
+        c.each("instances", &a.instances, |c, i| {
+            mixer_ref(c, i, "instance")
+        });
     });
-    for (i, a) in r.actions.iter().enumerate() {
-        if !a.name.is_empty() && r.actions[..i].iter().any(|o| o.name == a.name) {
-            c.at("actions", |c| c.index(i, |c| c.error_at("name", format!("action name {:?} is used twice", a.name))));
-        }
+    for i in common::repeated(&r.actions, |a| {
+        (!a.name.is_empty()).then_some(a.name.as_str())
+    }) {
+        let name = &r.actions[i].name;
+        c.at("actions", |c| {
+            c.index(i, |c| {
+                c.error_at("name", format!("action name {name:?} is used twice"))
+            })
+        });
     }
     for (field, ops) in [
         ("requestHeaderOperations", &r.request_header_operations),
@@ -96,11 +116,16 @@ fn sampling(c: &mut Checker<'_>, s: &Sampling) {
                 _ => 100,
             };
             if p.numerator > max {
-                c.error_at("numerator", format!("numerator {} exceeds the denominator {max}", p.numerator));
+                c.error_at(
+                    "numerator",
+                    format!("numerator {} exceeds the denominator {max}", p.numerator),
+                );
             }
         });
     });
-    c.opt("rateLimit", &s.rate_limit, |c, r| common::duration(c, "samplingDuration", &r.sampling_duration));
+    c.opt("rateLimit", &s.rate_limit, |c, r| {
+        common::duration(c, "samplingDuration", &r.sampling_duration)
+    });
 }
 
 pub(super) fn check_attribute_manifest(c: &mut Checker<'_>, m: &AttributeManifest) {

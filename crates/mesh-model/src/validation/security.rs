@@ -3,13 +3,19 @@
 use super::{Checker, common};
 use crate::{
     host,
-    security::{Action, AuthorizationPolicy, Condition, JwtRule, Operation, PeerAuthentication, RequestAuthentication, Source},
+    security::{
+        Action, AuthorizationPolicy, Condition, JwtRule, Operation, PeerAuthentication,
+        RequestAuthentication, Source,
+    },
     selector::{PolicyTargetReference, WorkloadSelector},
 };
 
 pub(super) fn check_peer_authentication(c: &mut Checker<'_>, pa: &PeerAuthentication) {
     c.opt("selector", &pa.selector, |c, s| selector(c, s));
-    let has_selector = pa.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty());
+    let has_selector = pa
+        .selector
+        .as_ref()
+        .is_some_and(|s| !s.match_labels.is_empty());
     if !pa.port_level_mtls.is_empty() {
         if !has_selector {
             c.error_at(
@@ -20,7 +26,9 @@ pub(super) fn check_peer_authentication(c: &mut Checker<'_>, pa: &PeerAuthentica
         c.at("portLevelMtls", |c| {
             for port in pa.port_level_mtls.keys() {
                 if !(1..=65535).contains(port) {
-                    c.at(&port.to_string(), |c| c.error(format!("port {port} must be in the range 1..65535")));
+                    c.at(&port.to_string(), |c| {
+                        c.error(format!("port {port} must be in the range 1..65535"))
+                    });
                 }
             }
         });
@@ -28,7 +36,9 @@ pub(super) fn check_peer_authentication(c: &mut Checker<'_>, pa: &PeerAuthentica
 }
 
 fn selector(c: &mut Checker<'_>, s: &WorkloadSelector) {
-    c.at("matchLabels", |c| common::selector_labels(c, &s.match_labels));
+    c.at("matchLabels", |c| {
+        common::selector_labels(c, &s.match_labels)
+    });
 }
 
 /// Checks that at most one of selector, targetRef and targetRefs is set, and that
@@ -39,7 +49,9 @@ fn targets(
     target_ref: &Option<PolicyTargetReference>,
     target_refs: &[PolicyTargetReference],
 ) {
-    let set = usize::from(sel.is_some()) + usize::from(target_ref.is_some()) + usize::from(!target_refs.is_empty());
+    let set = usize::from(sel.is_some())
+        + usize::from(target_ref.is_some())
+        + usize::from(!target_refs.is_empty());
     if set > 1 {
         c.error("only one of selector, targetRef or targetRefs can be set");
     }
@@ -61,9 +73,14 @@ pub(super) fn check_authorization_policy(c: &mut Checker<'_>, ap: &Authorization
     let action = ap.effective_action();
     match (action, &ap.provider) {
         (Action::Custom, None) => c.error_at("provider", "the CUSTOM action needs a provider"),
-        (Action::Custom, Some(p)) if p.name.is_empty() => c.error_at("provider.name", "provider name is required"),
+        (Action::Custom, Some(p)) if p.name.is_empty() => {
+            c.error_at("provider.name", "provider name is required")
+        }
         (Action::Custom, Some(_)) => {}
-        (_, Some(_)) => c.error_at("provider", "provider can only be set with the CUSTOM action"),
+        (_, Some(_)) => c.error_at(
+            "provider",
+            "provider can only be set with the CUSTOM action",
+        ),
         (_, None) => {}
     }
     if matches!(action, Action::Deny | Action::Custom) && ap.rules.is_empty() {
@@ -94,7 +111,7 @@ fn non_empty_values(c: &mut Checker<'_>, field: &str, values: &[String]) {
 }
 
 fn source(c: &mut Checker<'_>, s: &Source) {
-    let lists: [(&str, &[String]); 12] = [
+    let lists: [(&str, &[String]); 14] = [
         ("principals", &s.principals),
         ("notPrincipals", &s.not_principals),
         ("requestPrincipals", &s.request_principals),
@@ -107,6 +124,8 @@ fn source(c: &mut Checker<'_>, s: &Source) {
         ("notIpBlocks", &s.not_ip_blocks),
         ("remoteIpBlocks", &s.remote_ip_blocks),
         ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
+        ("trustDomains", &s.trust_domains),
+        ("notTrustDomains", &s.not_trust_domains),
     ];
     if lists.iter().all(|(_, l)| l.is_empty()) {
         c.error("source must set at least one field");
@@ -119,7 +138,8 @@ fn source(c: &mut Checker<'_>, s: &Source) {
             non_empty_values(c, field, list);
         }
     }
-    let identities = s.principals.len() + s.not_principals.len() + s.namespaces.len() + s.not_namespaces.len();
+    let identities =
+        s.principals.len() + s.not_principals.len() + s.namespaces.len() + s.not_namespaces.len();
     if identities > 0 && (!s.service_accounts.is_empty() || !s.not_service_accounts.is_empty()) {
         c.error("serviceAccounts cannot be combined with principals or namespaces");
     }
@@ -172,12 +192,22 @@ fn condition_key(key: &str) -> Result<KeyKind, String> {
     match key {
         "source.ip" | "remote.ip" | "destination.ip" => return Ok(KeyKind::Ips),
         "destination.port" => return Ok(KeyKind::Ports),
-        "source.namespace" | "source.principal" | "source.serviceAccount" | "source.trustDomain"
-        | "request.auth.principal" | "request.auth.audiences" | "request.auth.presenter" | "connection.sni" => {
+        "source.namespace"
+        | "source.principal"
+        | "source.serviceAccount"
+        | "source.trustDomain"
+        | "request.auth.principal"
+        | "request.auth.audiences"
+        | "request.auth.presenter"
+        | "connection.sni" => {
             return Ok(KeyKind::Plain);
         }
-        "destination.namespace" => return Err("destination.namespace is replaced by the policy's namespace".into()),
-        "destination.name" | "destination.user" => return Err(format!("{key} is no longer supported")),
+        "destination.namespace" => {
+            return Err("destination.namespace is replaced by the policy's namespace".into());
+        }
+        "destination.name" | "destination.user" => {
+            return Err(format!("{key} is no longer supported"));
+        }
         _ => {}
     }
     for prefix in ["request.headers", "request.auth.claims"] {
@@ -193,11 +223,15 @@ fn condition_key(key: &str) -> Result<KeyKind, String> {
         return Err("destination.labels is replaced by the policy's selector".into());
     }
     if let Some(rest) = key.strip_prefix("experimental.envoy.filters.") {
-        let shaped = rest.find('[').is_some_and(|open| open > 0 && key.ends_with(']') && rest.len() > open + 2);
+        let shaped = rest
+            .find('[')
+            .is_some_and(|open| open > 0 && key.ends_with(']') && rest.len() > open + 2);
         return if shaped {
             Ok(KeyKind::Plain)
         } else {
-            Err(format!("{key:?} must be of the form experimental.envoy.filters.<filter>[<name>]"))
+            Err(format!(
+                "{key:?} must be of the form experimental.envoy.filters.<filter>[<name>]"
+            ))
         };
     }
     Err(format!(
@@ -221,7 +255,10 @@ fn condition(c: &mut Checker<'_>, cond: &Condition) {
         }
     };
     if cond.values.is_empty() && cond.not_values.is_empty() {
-        c.error(format!("condition on {:?} needs values or notValues", cond.key));
+        c.error(format!(
+            "condition on {:?} needs values or notValues",
+            cond.key
+        ));
     }
     for (field, list) in [("values", &cond.values), ("notValues", &cond.not_values)] {
         match kind {
@@ -244,10 +281,10 @@ fn jwt_rule(c: &mut Checker<'_>, r: &JwtRule) {
     if !r.jwks.is_empty() && !r.jwks_uri.is_empty() {
         c.error_at("jwks", "jwks and jwksUri are mutually exclusive");
     }
-    if !r.jwks_uri.is_empty() {
-        if let Err(e) = http_url(&r.jwks_uri) {
-            c.error_at("jwksUri", e);
-        }
+    if !r.jwks_uri.is_empty()
+        && let Err(e) = http_url(&r.jwks_uri)
+    {
+        c.error_at("jwksUri", e);
     }
     if !r.jwks.is_empty() {
         match serde_json::from_str::<serde_json::Value>(&r.jwks) {
@@ -265,24 +302,33 @@ fn jwt_rule(c: &mut Checker<'_>, r: &JwtRule) {
     });
     non_empty_values(c, "fromParams", &r.from_params);
     non_empty_values(c, "fromCookies", &r.from_cookies);
-    c.each("outputClaimToHeaders", &r.output_claim_to_headers, |c, h| {
-        if h.header.is_empty() {
-            c.error_at("header", "header is required");
-        } else {
-            c.at("header", |c| common::header_name(c, &h.header));
-        }
-        if h.claim.is_empty() {
-            c.error_at("claim", "claim is required");
-        }
-    });
+    c.each(
+        "outputClaimToHeaders",
+        &r.output_claim_to_headers,
+        |c, h| {
+            if h.header.is_empty() {
+                c.error_at("header", "header is required");
+            } else {
+                c.at("header", |c| common::header_name(c, &h.header));
+            }
+            if h.claim.is_empty() {
+                c.error_at("claim", "claim is required");
+            }
+        },
+    );
     common::duration(c, "timeout", &r.timeout);
+    non_empty_values(c, "spaceDelimitedClaims", &r.space_delimited_claims);
 }
 
 /// Checks an `http://` or `https://` URL with a host and an optional numeric port.
 fn http_url(url: &str) -> Result<(), String> {
-    let rest = if url.len() >= 8 && url.is_char_boundary(8) && url[..8].eq_ignore_ascii_case("https://") {
+    let rest = if url.len() >= 8
+        && url.is_char_boundary(8)
+        && url[..8].eq_ignore_ascii_case("https://")
+    {
         &url[8..]
-    } else if url.len() >= 7 && url.is_char_boundary(7) && url[..7].eq_ignore_ascii_case("http://") {
+    } else if url.len() >= 7 && url.is_char_boundary(7) && url[..7].eq_ignore_ascii_case("http://")
+    {
         &url[7..]
     } else {
         return Err(format!("{url:?} is not an http:// or https:// URL"));
@@ -306,10 +352,10 @@ fn http_url(url: &str) -> Result<(), String> {
     if !host::is_ip(h) && host::validate_fqdn(h).is_err() {
         return Err(format!("{url:?} has an invalid host {h:?}"));
     }
-    if let Some(p) = port {
-        if !p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n)) {
-            return Err(format!("{url:?} has an invalid port {p:?}"));
-        }
+    if let Some(p) = port
+        && !p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
+    {
+        return Err(format!("{url:?} has an invalid port {p:?}"));
     }
     Ok(())
 }

@@ -25,8 +25,13 @@ pub(super) fn check(c: &mut Checker<'_>, se: &ServiceEntry) {
         }
     });
     c.each("addresses", &se.addresses, |c, a| common::ip_or_cidr(c, a));
-    if se.addresses.iter().any(|a| a.contains('/')) && !matches!(resolution, Resolution::None | Resolution::Static) {
-        c.error_at("addresses", "CIDR addresses are only allowed with resolution NONE or STATIC");
+    if se.addresses.iter().any(|a| a.contains('/'))
+        && !matches!(resolution, Resolution::None | Resolution::Static)
+    {
+        c.error_at(
+            "addresses",
+            "CIDR addresses are only allowed with resolution NONE or STATIC",
+        );
     }
 
     // Ports: classic Istio requires at least one, with unique names and numbers.
@@ -39,50 +44,87 @@ pub(super) fn check(c: &mut Checker<'_>, se: &ServiceEntry) {
         gateway::protocol(c, p, true);
         common::port_at(c, "targetPort", p.target_port);
     });
-    for (i, p) in se.ports.iter().enumerate() {
-        let earlier = &se.ports[..i];
-        if !p.name.is_empty() && earlier.iter().any(|o| o.name == p.name) {
-            c.at("ports", |c| c.index(i, |c| c.error_at("name", format!("port name {:?} is already defined", p.name))));
-        }
-        if earlier.iter().any(|o| o.number == p.number) {
-            c.at("ports", |c| c.index(i, |c| c.error_at("number", format!("port {} is already defined", p.number))));
-        }
+    for i in common::repeated(&se.ports, |p| {
+        (!p.name.is_empty()).then_some(p.name.as_str())
+    }) {
+        let name = &se.ports[i].name;
+        c.at("ports", |c| {
+            c.index(i, |c| {
+                c.error_at("name", format!("port name {name:?} is already defined"))
+            })
+        });
+    }
+    for i in common::repeated(&se.ports, |p| Some(p.number)) {
+        let number = se.ports[i].number;
+        c.at("ports", |c| {
+            c.index(i, |c| {
+                c.error_at("number", format!("port {number} is already defined"))
+            })
+        });
     }
     // Plain TCP cannot tell several hosts apart unless the original destination is kept.
     if resolution != Resolution::None && se.hosts.len() > 1 {
-        let distinguishable = se.ports.iter().all(|p| Protocol::parse(&p.protocol).is_some_and(|p| p.is_http() || p.is_tls()));
+        let distinguishable = se
+            .ports
+            .iter()
+            .all(|p| Protocol::parse(&p.protocol).is_some_and(|p| p.is_http() || p.is_tls()));
         if !distinguishable {
-            c.error_at("hosts", "several hosts with non-HTTP, non-TLS ports need resolution NONE");
+            c.error_at(
+                "hosts",
+                "several hosts with non-HTTP, non-TLS ports need resolution NONE",
+            );
         }
     }
 
     if !se.endpoints.is_empty() && se.workload_selector.is_some() {
-        c.error_at("workloadSelector", "endpoints and workloadSelector are mutually exclusive");
+        c.error_at(
+            "workloadSelector",
+            "endpoints and workloadSelector are mutually exclusive",
+        );
     }
-    c.opt("workloadSelector", &se.workload_selector, |c, s| c.at("labels", |c| common::selector_labels(c, &s.labels)));
+    c.opt("workloadSelector", &se.workload_selector, |c, s| {
+        c.at("labels", |c| common::selector_labels(c, &s.labels))
+    });
     match resolution {
         Resolution::None => {
             if !se.endpoints.is_empty() {
-                c.error_at("endpoints", "endpoints cannot be given with resolution NONE");
+                c.error_at(
+                    "endpoints",
+                    "endpoints cannot be given with resolution NONE",
+                );
             }
         }
         Resolution::Static => {
             if se.endpoints.is_empty() && se.workload_selector.is_none() {
-                c.error_at("endpoints", "resolution STATIC needs endpoints (or a workloadSelector)");
+                c.error_at(
+                    "endpoints",
+                    "resolution STATIC needs endpoints (or a workloadSelector)",
+                );
             }
-            let unix = se.endpoints.iter().any(|e| e.address.starts_with("unix://"));
+            let unix = se
+                .endpoints
+                .iter()
+                .any(|e| e.address.starts_with("unix://"));
             if unix && se.ports.len() != 1 {
-                c.error_at("ports", "unix domain socket endpoints need exactly one service port");
+                c.error_at(
+                    "ports",
+                    "unix domain socket endpoints need exactly one service port",
+                );
             }
         }
         Resolution::DnsRoundRobin => {
             if se.endpoints.len() > 1 {
-                c.error_at("endpoints", "resolution DNS_ROUND_ROBIN allows at most one endpoint");
+                c.error_at(
+                    "endpoints",
+                    "resolution DNS_ROUND_ROBIN allows at most one endpoint",
+                );
             }
         }
         Resolution::Dns => {}
     }
-    c.each("endpoints", &se.endpoints, |c, e| endpoint(c, e, se, resolution));
+    c.each("endpoints", &se.endpoints, |c, e| {
+        endpoint(c, e, se, resolution)
+    });
     common::export_to(c, &se.export_to, true);
 }
 
@@ -114,7 +156,9 @@ fn endpoint(c: &mut Checker<'_>, e: &WorkloadEntry, se: &ServiceEntry, resolutio
             for (name, number) in &e.ports {
                 c.at(name, |c| {
                     if !se.ports.iter().any(|p| &p.name == name) {
-                        c.error(format!("port {name:?} is not one of the ServiceEntry's port names"));
+                        c.error(format!(
+                            "port {name:?} is not one of the ServiceEntry's port names"
+                        ));
                     }
                     common::port(c, *number);
                 });

@@ -61,10 +61,22 @@ endpoints:
 
 #[test]
 fn unknown_fields_and_bad_enums_are_refused() {
-    let errs = errors(SE, "hosts: [a.com]\nports:\n- number: 80\n  name: http\nresolution: DNS\nendpoints:\n- adress: a.com\n");
-    assert!(errs[0].starts_with("spec.endpoints[0].adress: unknown field"), "{errs:?}");
-    let errs = errors(SE, "hosts: [a.com]\nports:\n- number: 80\n  name: http\nresolution: DYNAMIC\n");
-    assert!(errs[0].starts_with("spec.resolution: unknown variant `DYNAMIC`"), "{errs:?}");
+    let errs = errors(
+        SE,
+        "hosts: [a.com]\nports:\n- number: 80\n  name: http\nresolution: DNS\nendpoints:\n- adress: a.com\n",
+    );
+    assert!(
+        errs[0].starts_with("spec.endpoints[0].adress: unknown field"),
+        "{errs:?}"
+    );
+    let errs = errors(
+        SE,
+        "hosts: [a.com]\nports:\n- number: 80\n  name: http\nresolution: DYNAMIC\n",
+    );
+    assert!(
+        errs[0].starts_with("spec.resolution: unknown variant `DYNAMIC`"),
+        "{errs:?}"
+    );
     assert!(errs[0].contains("DNS_ROUND_ROBIN"), "{errs:?}");
 }
 
@@ -74,13 +86,26 @@ fn hosts_are_required_and_valid() {
     assert_error_at(SE, p, "spec.hosts");
     assert_error_at(SE, &format!("hosts: [\"*\"]\n{p}"), "spec.hosts[0]");
     assert_error_at(SE, &format!("hosts: [\"a.com:80\"]\n{p}"), "spec.hosts[0]");
-    assert_error_with(SE, &format!("hosts: [\"*.a.com\"]\n{p}resolution: DNS\n"), "spec.hosts[0]", "DNS");
-    assert_error_at(SE, &format!("hosts: [a.com, b.com]\nports:\n- number: 80\n  name: tcp\n  protocol: TCP\nresolution: DNS\n"), "spec.hosts");
+    assert_error_with(
+        SE,
+        &format!("hosts: [\"*.a.com\"]\n{p}resolution: DNS\n"),
+        "spec.hosts[0]",
+        "DNS",
+    );
+    assert_error_at(
+        SE,
+        "hosts: [a.com, b.com]\nports:\n- number: 80\n  name: tcp\n  protocol: TCP\nresolution: DNS\n",
+        "spec.hosts",
+    );
 }
 
 #[test]
 fn addresses_are_ips_or_cidrs() {
-    let spec = |a: &str, r: &str| format!("hosts: [a.com]\naddresses: [\"{a}\"]\nports:\n- number: 80\n  name: http\nresolution: {r}\n");
+    let spec = |a: &str, r: &str| {
+        format!(
+            "hosts: [a.com]\naddresses: [\"{a}\"]\nports:\n- number: 80\n  name: http\nresolution: {r}\n"
+        )
+    };
     assert_error_at(SE, &spec("a.b.c.d", "NONE"), "spec.addresses[0]");
     assert_error_at(SE, &spec("10.0.0.0/8", "DNS"), "spec.addresses");
     assert_clean(SE, &spec("2001:db8::/32", "NONE"));
@@ -90,19 +115,47 @@ fn addresses_are_ips_or_cidrs() {
 fn ports_are_required_and_unique() {
     assert_error_at(SE, "hosts: [a.com]\n", "spec.ports");
     let two = |a: &str, b: &str| format!("hosts: [a.com]\nports:\n- {a}\n- {b}\n");
-    assert_error_at(SE, &two("number: 80\n  name: http", "number: 81\n  name: http"), "spec.ports[1].name");
-    assert_error_at(SE, &two("number: 80\n  name: http", "number: 80\n  name: web"), "spec.ports[1].number");
-    assert_error_at(SE, "hosts: [a.com]\nports:\n- number: 80\n", "spec.ports[0].name");
-    assert_error_at(SE, "hosts: [a.com]\nports:\n- number: 80\n  name: http\n  protocol: SMTP\n", "spec.ports[0].protocol");
-    assert_error_at(SE, "hosts: [a.com]\nports:\n- number: 0\n  name: http\n", "spec.ports[0].number");
+    assert_error_at(
+        SE,
+        &two("number: 80\n  name: http", "number: 81\n  name: http"),
+        "spec.ports[1].name",
+    );
+    assert_error_at(
+        SE,
+        &two("number: 80\n  name: http", "number: 80\n  name: web"),
+        "spec.ports[1].number",
+    );
+    assert_error_at(
+        SE,
+        "hosts: [a.com]\nports:\n- number: 80\n",
+        "spec.ports[0].name",
+    );
+    assert_error_at(
+        SE,
+        "hosts: [a.com]\nports:\n- number: 80\n  name: http\n  protocol: SMTP\n",
+        "spec.ports[0].protocol",
+    );
+    assert_error_at(
+        SE,
+        "hosts: [a.com]\nports:\n- number: 0\n  name: http\n",
+        "spec.ports[0].number",
+    );
 }
 
 #[test]
 fn static_resolution_needs_ip_endpoints() {
     let base = "hosts: [a.internal]\nports:\n- number: 80\n  name: http\nresolution: STATIC\n";
     assert_error_at(SE, base, "spec.endpoints");
-    assert_error_at(SE, &format!("{base}endpoints:\n- address: db.example.com\n"), "spec.endpoints[0].address");
-    assert_error_at(SE, &format!("{base}endpoints:\n- address: unix://relative\n"), "spec.endpoints[0].address");
+    assert_error_at(
+        SE,
+        &format!("{base}endpoints:\n- address: db.example.com\n"),
+        "spec.endpoints[0].address",
+    );
+    assert_error_at(
+        SE,
+        &format!("{base}endpoints:\n- address: unix://relative\n"),
+        "spec.endpoints[0].address",
+    );
     assert_error_with(
         SE,
         &format!("{base}endpoints:\n- address: 10.0.0.1\n  ports:\n    grpc: 9000\n"),
@@ -111,7 +164,9 @@ fn static_resolution_needs_ip_endpoints() {
     );
     assert_error_at(
         SE,
-        &format!("{base}endpoints:\n- address: 10.0.0.1\nworkloadSelector:\n  labels:\n    app: a\n"),
+        &format!(
+            "{base}endpoints:\n- address: 10.0.0.1\nworkloadSelector:\n  labels:\n    app: a\n"
+        ),
         "spec.workloadSelector",
     );
 }
@@ -119,8 +174,15 @@ fn static_resolution_needs_ip_endpoints() {
 #[test]
 fn dns_endpoints_may_be_host_names() {
     let base = "hosts: [a.internal]\nports:\n- number: 80\n  name: http\nresolution: DNS\n";
-    assert_clean(SE, &format!("{base}endpoints:\n- address: db.example.com\n- address: 10.0.0.2\n"));
-    assert_error_at(SE, &format!("{base}endpoints:\n- address: \"db example\"\n"), "spec.endpoints[0].address");
+    assert_clean(
+        SE,
+        &format!("{base}endpoints:\n- address: db.example.com\n- address: 10.0.0.2\n"),
+    );
+    assert_error_at(
+        SE,
+        &format!("{base}endpoints:\n- address: \"db example\"\n"),
+        "spec.endpoints[0].address",
+    );
     assert_error_at(
         SE,
         "hosts: [a.internal]\nports:\n- number: 80\n  name: http\nresolution: DNS_ROUND_ROBIN\nendpoints:\n- address: a.com\n- address: b.com\n",
@@ -130,5 +192,9 @@ fn dns_endpoints_may_be_host_names() {
 
 #[test]
 fn resolution_none_takes_no_endpoints() {
-    assert_error_at(SE, "hosts: [a.com]\nports:\n- number: 80\n  name: http\nendpoints:\n- address: 1.1.1.1\n", "spec.endpoints");
+    assert_error_at(
+        SE,
+        "hosts: [a.com]\nports:\n- number: 80\n  name: http\nendpoints:\n- address: 1.1.1.1\n",
+        "spec.endpoints",
+    );
 }

@@ -48,31 +48,59 @@ outboundTrafficPolicy:
 #[test]
 fn unknown_fields_are_refused() {
     let errs = errors(SC, "egress:\n- hosts: [\"./*\"]\n  capture: NONE\n");
-    assert!(errs[0].starts_with("spec.egress[0].capture: unknown field"), "{errs:?}");
+    assert!(
+        errs[0].starts_with("spec.egress[0].capture: unknown field"),
+        "{errs:?}"
+    );
 }
 
 #[test]
 fn egress_is_required() {
-    assert_error_at(SC, "outboundTrafficPolicy:\n  mode: ALLOW_ANY\n", "spec.egress");
+    assert_error_at(
+        SC,
+        "outboundTrafficPolicy:\n  mode: ALLOW_ANY\n",
+        "spec.egress",
+    );
 }
 
 #[test]
 fn egress_hosts_are_namespace_slash_host() {
     let eg = |h: &str| format!("egress:\n- hosts: [\"{h}\"]\n");
-    assert_error_with(SC, &eg("reviews.default.svc.cluster.local"), "spec.egress[0].hosts[0]", "<namespace>/<host>");
+    assert_error_with(
+        SC,
+        &eg("reviews.default.svc.cluster.local"),
+        "spec.egress[0].hosts[0]",
+        "<namespace>/<host>",
+    );
     assert_error_at(SC, &eg("Bad_NS/*"), "spec.egress[0].hosts[0]");
     assert_error_at(SC, &eg("ns/reviews"), "spec.egress[0].hosts[0]");
     assert_error_at(SC, &eg("ns/foo*.com"), "spec.egress[0].hosts[0]");
-    assert_error_at(SC, "egress:\n- port:\n    number: 80\n    protocol: HTTP\n", "spec.egress[0].hosts");
+    assert_error_at(
+        SC,
+        "egress:\n- port:\n    number: 80\n    protocol: HTTP\n",
+        "spec.egress[0].hosts",
+    );
     assert_clean(SC, &eg("*/*"));
     assert_clean(SC, &eg("~prod/*.example.com"));
 }
 
 #[test]
 fn egress_ports_are_checked() {
-    assert_error_at(SC, "egress:\n- port:\n    number: 70000\n  hosts: [\"./*\"]\n", "spec.egress[0].port.number");
-    assert_error_at(SC, "egress:\n- port:\n    number: 80\n    protocol: FTP\n  hosts: [\"./*\"]\n", "spec.egress[0].port.protocol");
-    assert_error_at(SC, "egress:\n- port:\n    number: 0\n  hosts: [\"./*\"]\n", "spec.egress[0].bind");
+    assert_error_at(
+        SC,
+        "egress:\n- port:\n    number: 70000\n  hosts: [\"./*\"]\n",
+        "spec.egress[0].port.number",
+    );
+    assert_error_at(
+        SC,
+        "egress:\n- port:\n    number: 80\n    protocol: FTP\n  hosts: [\"./*\"]\n",
+        "spec.egress[0].port.protocol",
+    );
+    assert_error_at(
+        SC,
+        "egress:\n- port:\n    number: 0\n  hosts: [\"./*\"]\n",
+        "spec.egress[0].bind",
+    );
     assert_error_with(
         SC,
         "egress:\n- hosts: [\"./*\"]\n- port:\n    number: 80\n  hosts: [\"./*\"]\n",
@@ -88,7 +116,11 @@ fn egress_ports_are_checked() {
 
 #[test]
 fn ingress_needs_port_and_default_endpoint() {
-    assert_error_at(SC, "ingress:\n- defaultEndpoint: 127.0.0.1:8080\negress:\n- hosts: [\"./*\"]\n", "spec.ingress[0].port");
+    assert_error_at(
+        SC,
+        "ingress:\n- defaultEndpoint: 127.0.0.1:8080\negress:\n- hosts: [\"./*\"]\n",
+        "spec.ingress[0].port",
+    );
     assert_error_at(
         SC,
         "ingress:\n- port:\n    number: 8080\n    protocol: HTTP\n    name: http\negress:\n- hosts: [\"./*\"]\n",
@@ -125,5 +157,9 @@ fn outbound_policy_and_selector_are_checked() {
         "egress:\n- hosts: [\"./*\"]\noutboundTrafficPolicy:\n  mode: REGISTRY_ONLY\n  egressProxy:\n    host: proxy.example.com\n    port:\n      number: 3128\n",
         "spec.outboundTrafficPolicy.egressProxy",
     );
-    assert_error_at(SC, "workloadSelector:\n  labels:\n    app: \"*\"\negress:\n- hosts: [\"./*\"]\n", "spec.workloadSelector.labels.app");
+    assert_error_at(
+        SC,
+        "workloadSelector:\n  labels:\n    app: \"*\"\negress:\n- hosts: [\"./*\"]\n",
+        "spec.workloadSelector.labels.app",
+    );
 }

@@ -25,7 +25,11 @@ pub(crate) fn mk_doc(kind: Kind, ns: &str, name: &str, spec: &str) -> String {
 
 /// Parses and validates one resource of `kind` with the given spec.
 pub(crate) fn mk_set(kind: Kind, spec: &str) -> DocumentSet {
-    parse_document_set("test.yaml", &mk_doc(kind, "default", "example", spec), &ParseOptions::default())
+    parse_document_set(
+        "test.yaml",
+        &mk_doc(kind, "default", "example", spec),
+        &ParseOptions::default(),
+    )
 }
 
 /// The errors of one resource of `kind` with the given spec, as `field: message`.
@@ -48,7 +52,8 @@ pub(crate) fn assert_clean(kind: Kind, spec: &str) {
 pub(crate) fn assert_error_at(kind: Kind, spec: &str, field: &str) {
     let errs = errors(kind, spec);
     assert!(
-        errs.iter().any(|e| e.split_once(": ").is_some_and(|(f, _)| f == field)),
+        errs.iter()
+            .any(|e| e.split_once(": ").is_some_and(|(f, _)| f == field)),
         "expected an error at {field}, got {errs:#?}"
     );
 }
@@ -58,7 +63,9 @@ pub(crate) fn assert_error_at(kind: Kind, spec: &str, field: &str) {
 pub(crate) fn assert_error_with(kind: Kind, spec: &str, field: &str, text: &str) {
     let errs = errors(kind, spec);
     assert!(
-        errs.iter().any(|e| e.split_once(": ").is_some_and(|(f, m)| f == field && m.contains(text))),
+        errs.iter().any(|e| e
+            .split_once(": ")
+            .is_some_and(|(f, m)| f == field && m.contains(text))),
         "expected an error at {field} mentioning {text:?}, got {errs:#?}"
     );
 }

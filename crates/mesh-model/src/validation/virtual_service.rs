@@ -1,59 +1,17 @@
 //! VirtualService validation.
 
-use super::{Checker, common};
+use super::{
+    Checker, common,
+    http_policies::{cors, fault, headers, retries},
+};
 use crate::{
     host,
     networking::{
-        CorsPolicy, Delegate, HeaderOperations, Headers, HttpDirectResponse, HttpFaultInjection,
-        HttpMatchRequest, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, HttpRouteDestination,
-        L4MatchAttributes, RouteDestination, TcpRoute, TlsMatchAttributes, TlsRoute, VirtualService,
+        Delegate, HttpDirectResponse, HttpMatchRequest, HttpRedirect, HttpRewrite, HttpRoute,
+        HttpRouteDestination, L4MatchAttributes, RouteDestination, TcpRoute, TlsMatchAttributes,
+        TlsRoute, VirtualService,
     },
 };
-
-/// Envoy's `x-envoy-retry-on` and `x-envoy-retry-grpc-on` conditions Istio accepts.
-const RETRY_ON: &[&str] = &[
-    "5xx",
-    "gateway-error",
-    "reset",
-    "reset-before-request",
-    "connect-failure",
-    "retriable-4xx",
-    "refused-stream",
-    "retriable-status-codes",
-    "retriable-headers",
-    "envoy-ratelimited",
-    "http3-post-connect-failure",
-    "cancelled",
-    "deadline-exceeded",
-    "internal",
-    "resource-exhausted",
-    "unavailable",
-];
-
-/// gRPC status names accepted for fault aborts.
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
-/// Methods a CORS policy may allow.
-const CORS_METHODS: &[&str] =
-    &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*"];
 
 /// Largest direct response body (Istio refuses 1MB and more).
 const MAX_DIRECT_RESPONSE_BODY: usize = 1024 * 1024;
@@ -67,13 +25,22 @@ pub(super) fn check(c: &mut Checker<'_>, vs: &VirtualService) {
         // A VirtualService without hosts is a delegate: it is only reached through a
         // root VirtualService's `delegate`.
         if !gateways.is_empty() {
-            c.error_at("gateways", "a delegate VirtualService (one without hosts) must not name gateways");
+            c.error_at(
+                "gateways",
+                "a delegate VirtualService (one without hosts) must not name gateways",
+            );
         }
         if !vs.tls.is_empty() {
-            c.error_at("tls", "a delegate VirtualService (one without hosts) must not have tls routes");
+            c.error_at(
+                "tls",
+                "a delegate VirtualService (one without hosts) must not have tls routes",
+            );
         }
         if !vs.tcp.is_empty() {
-            c.error_at("tcp", "a delegate VirtualService (one without hosts) must not have tcp routes");
+            c.error_at(
+                "tcp",
+                "a delegate VirtualService (one without hosts) must not have tcp routes",
+            );
         }
     }
     let mut hosts_valid = true;
@@ -90,10 +57,13 @@ pub(super) fn check(c: &mut Checker<'_>, vs: &VirtualService) {
         }
     });
     if hosts_valid {
-        for (j, b) in vs.hosts.iter().enumerate() {
-            if let Some(a) = vs.hosts[..j].iter().find(|a| host::hosts_match(a, b)) {
-                c.error_at_index("hosts", j, format!("host {b:?} duplicates or overlaps host {a:?}"));
-            }
+        for (j, i) in host::overlapping_hosts(&vs.hosts) {
+            let (a, b) = (&vs.hosts[i], &vs.hosts[j]);
+            c.error_at_index(
+                "hosts",
+                j,
+                format!("host {b:?} duplicates or overlaps host {a:?}"),
+            );
         }
     }
     c.each("gateways", gateways, |c, g| common::gateway_ref(c, g));
@@ -112,19 +82,26 @@ fn http_route(c: &mut Checker<'_>, r: &HttpRoute, in_delegate: bool) {
     c.each("match", &r.matches, |c, m| http_match(c, m));
     http_destinations(c, &r.route);
     c.opt("redirect", &r.redirect, |c, red| redirect(c, red));
-    c.opt("directResponse", &r.direct_response, |c, d| direct_response(c, d));
+    c.opt("directResponse", &r.direct_response, |c, d| {
+        direct_response(c, d)
+    });
     c.opt("delegate", &r.delegate, |c, d| delegate_ref(c, d));
     c.opt("rewrite", &r.rewrite, |c, rw| rewrite(c, rw));
     common::duration(c, "timeout", &r.timeout);
     c.opt("retries", &r.retries, |c, rt| retries(c, rt));
     c.opt("fault", &r.fault, |c, f| fault(c, f));
     c.opt("mirror", &r.mirror, |c, d| common::destination(c, d));
-    if let Some(p) = r.mirror_percent {
-        if p > 100 {
-            c.error_at("mirrorPercent", format!("mirrorPercent {p} must be at most 100"));
-        }
+    if let Some(p) = r.mirror_percent
+        && p > 100
+    {
+        c.error_at(
+            "mirrorPercent",
+            format!("mirrorPercent {p} must be at most 100"),
+        );
     }
-    c.opt("mirrorPercentage", &r.mirror_percentage, |c, p| common::percent(c, p));
+    c.opt("mirrorPercentage", &r.mirror_percentage, |c, p| {
+        common::percent(c, p)
+    });
     c.each("mirrors", &r.mirrors, |c, m| {
         c.at("destination", |c| common::destination(c, &m.destination));
         c.opt("percentage", &m.percentage, |c, p| common::percent(c, p));
@@ -136,47 +113,80 @@ fn http_route(c: &mut Checker<'_>, r: &HttpRoute, in_delegate: bool) {
 fn route_conflicts(c: &mut Checker<'_>, r: &HttpRoute, in_delegate: bool) {
     if let Some(_d) = &r.delegate {
         if in_delegate {
-            c.error_at("delegate", "a delegate VirtualService cannot delegate again");
+            c.error_at(
+                "delegate",
+                "a delegate VirtualService cannot delegate again",
+            );
         }
         if !r.route.is_empty() {
-            c.error_at("route", "route must not be set on an HTTP route that delegates");
+            c.error_at(
+                "route",
+                "route must not be set on an HTTP route that delegates",
+            );
         }
         if r.redirect.is_some() {
-            c.error_at("redirect", "redirect must not be set on an HTTP route that delegates");
+            c.error_at(
+                "redirect",
+                "redirect must not be set on an HTTP route that delegates",
+            );
         }
         if r.direct_response.is_some() {
-            c.error_at("directResponse", "directResponse must not be set on an HTTP route that delegates");
+            c.error_at(
+                "directResponse",
+                "directResponse must not be set on an HTTP route that delegates",
+            );
         }
         return;
     }
     if r.redirect.is_some() {
         if !r.route.is_empty() {
-            c.error_at("redirect", "an HTTP route cannot have both route and redirect");
+            c.error_at(
+                "redirect",
+                "an HTTP route cannot have both route and redirect",
+            );
         }
         if r.direct_response.is_some() {
-            c.error_at("directResponse", "an HTTP route cannot have both redirect and directResponse");
+            c.error_at(
+                "directResponse",
+                "an HTTP route cannot have both redirect and directResponse",
+            );
         }
         if r.fault.is_some() {
             c.error_at("fault", "an HTTP route cannot have both fault and redirect");
         }
         if r.rewrite.is_some() {
-            c.error_at("rewrite", "an HTTP route cannot have both rewrite and redirect");
+            c.error_at(
+                "rewrite",
+                "an HTTP route cannot have both rewrite and redirect",
+            );
         }
     } else if r.direct_response.is_some() {
         if !r.route.is_empty() {
-            c.error_at("directResponse", "an HTTP route cannot have both route and directResponse");
+            c.error_at(
+                "directResponse",
+                "an HTTP route cannot have both route and directResponse",
+            );
         }
         if r.fault.is_some() {
-            c.error_at("fault", "an HTTP route cannot have both fault and directResponse");
+            c.error_at(
+                "fault",
+                "an HTTP route cannot have both fault and directResponse",
+            );
         }
         if r.rewrite.is_some() {
-            c.error_at("rewrite", "an HTTP route cannot have both rewrite and directResponse");
+            c.error_at(
+                "rewrite",
+                "an HTTP route cannot have both rewrite and directResponse",
+            );
         }
     } else if r.route.is_empty() {
         c.error("an HTTP route needs one of route, redirect, directResponse or delegate");
     }
     if r.mirror.is_some() && !r.mirrors.is_empty() {
-        c.error_at("mirrors", "an HTTP route cannot have both mirror and mirrors");
+        c.error_at(
+            "mirrors",
+            "an HTTP route cannot have both mirror and mirrors",
+        );
     }
 }
 
@@ -188,9 +198,15 @@ fn match_header_name(c: &mut Checker<'_>, name: &str) {
 
 fn http_match(c: &mut Checker<'_>, m: &HttpMatchRequest) {
     c.opt("uri", &m.uri, |c, s| common::string_match(c, s, true));
-    c.opt("scheme", &m.scheme, |c, s| common::string_match(c, s, false));
-    c.opt("method", &m.method, |c, s| common::string_match(c, s, false));
-    c.opt("authority", &m.authority, |c, s| common::string_match(c, s, false));
+    c.opt("scheme", &m.scheme, |c, s| {
+        common::string_match(c, s, false)
+    });
+    c.opt("method", &m.method, |c, s| {
+        common::string_match(c, s, false)
+    });
+    c.opt("authority", &m.authority, |c, s| {
+        common::string_match(c, s, false)
+    });
     if !m.headers.is_empty() {
         c.at("headers", |c| {
             for (name, sm) in &m.headers {
@@ -225,7 +241,9 @@ fn http_match(c: &mut Checker<'_>, m: &HttpMatchRequest) {
     c.at("sourceLabels", |c| common::labels(c, &m.source_labels));
     c.each("gateways", &m.gateways, |c, g| common::gateway_ref(c, g));
     if !m.source_namespace.is_empty() {
-        c.at("sourceNamespace", |c| common::dns_label(c, &m.source_namespace, "sourceNamespace"));
+        c.at("sourceNamespace", |c| {
+            common::dns_label(c, &m.source_namespace, "sourceNamespace")
+        });
     }
 }
 
@@ -236,7 +254,11 @@ fn weights(c: &mut Checker<'_>, weights: impl Iterator<Item = Option<u32>>, coun
     for (i, w) in weights.enumerate() {
         let w = w.unwrap_or(0);
         if w > 100 {
-            c.at("route", |c| c.index(i, |c| c.error_at("weight", format!("weight {w} must be at most 100"))));
+            c.at("route", |c| {
+                c.index(i, |c| {
+                    c.error_at("weight", format!("weight {w} must be at most 100"))
+                })
+            });
         }
         total += u64::from(w);
     }
@@ -257,21 +279,37 @@ fn http_destinations(c: &mut Checker<'_>, route: &[HttpRouteDestination]) {
 }
 
 fn route_destinations(c: &mut Checker<'_>, route: &[RouteDestination]) {
-    c.each("route", route, |c, d| c.at("destination", |c| common::destination(c, &d.destination)));
+    c.each("route", route, |c, d| {
+        c.at("destination", |c| common::destination(c, &d.destination))
+    });
     weights(c, route.iter().map(|d| d.weight), route.len());
 }
 
 fn redirect(c: &mut Checker<'_>, r: &HttpRedirect) {
-    if r.uri.is_empty() && r.authority.is_empty() && r.scheme.is_empty() && r.port.is_none() && r.derive_port.is_none() {
+    if r.uri.is_empty()
+        && r.authority.is_empty()
+        && r.scheme.is_empty()
+        && r.port.is_none()
+        && r.derive_port.is_none()
+    {
         c.error("a redirect must set uri, authority, scheme or port");
     }
-    if let Some(code) = r.redirect_code {
-        if !(300..=399).contains(&code) {
-            c.error_at("redirectCode", format!("redirect code {code} is not a 3xx code"));
-        }
+    if let Some(code) = r.redirect_code
+        && !(300..=399).contains(&code)
+    {
+        c.error_at(
+            "redirectCode",
+            format!("redirect code {code} is not a 3xx code"),
+        );
     }
     if !r.scheme.is_empty() && r.scheme != "http" && r.scheme != "https" {
-        c.error_at("scheme", format!("redirect scheme {:?} must be \"http\" or \"https\"", r.scheme));
+        c.error_at(
+            "scheme",
+            format!(
+                "redirect scheme {:?} must be \"http\" or \"https\"",
+                r.scheme
+            ),
+        );
     }
     common::port_at(c, "port", r.port);
     if r.port.is_some() && r.derive_port.is_some() {
@@ -281,7 +319,10 @@ fn redirect(c: &mut Checker<'_>, r: &HttpRedirect) {
 
 fn direct_response(c: &mut Checker<'_>, d: &HttpDirectResponse) {
     if !(200..=599).contains(&d.status) {
-        c.error_at("status", format!("status {} is not an HTTP status in 200..599", d.status));
+        c.error_at(
+            "status",
+            format!("status {} is not an HTTP status in 200..599", d.status),
+        );
     }
     c.opt("body", &d.body, |c, b| match (&b.string, &b.bytes) {
         (Some(s), None) | (None, Some(s)) => {
@@ -298,11 +339,20 @@ fn delegate_ref(c: &mut Checker<'_>, d: &Delegate) {
         if d.name.is_empty() {
             c.error("delegate name is required");
         } else if !host::is_dns1123_subdomain(&d.name) {
-            c.error(format!("delegate name {:?} is not a valid resource name", d.name));
+            c.error(format!(
+                "delegate name {:?} is not a valid resource name",
+                d.name
+            ));
         }
     });
     if !d.namespace.is_empty() && !host::is_lower_dns1123_label(&d.namespace) {
-        c.error_at("namespace", format!("delegate namespace {:?} is not a valid namespace", d.namespace));
+        c.error_at(
+            "namespace",
+            format!(
+                "delegate namespace {:?} is not a valid namespace",
+                d.namespace
+            ),
+        );
     }
 }
 
@@ -311,7 +361,10 @@ fn rewrite(c: &mut Checker<'_>, r: &HttpRewrite) {
         c.error("a rewrite must set uri, authority or uriRegexRewrite");
     }
     if !r.uri.is_empty() && r.uri_regex_rewrite.is_some() {
-        c.error_at("uriRegexRewrite", "uri and uriRegexRewrite are mutually exclusive");
+        c.error_at(
+            "uriRegexRewrite",
+            "uri and uriRegexRewrite are mutually exclusive",
+        );
     }
     c.opt("uriRegexRewrite", &r.uri_regex_rewrite, |c, rr| {
         if rr.pattern.is_empty() {
@@ -325,128 +378,12 @@ fn rewrite(c: &mut Checker<'_>, r: &HttpRewrite) {
     });
 }
 
-fn retries(c: &mut Checker<'_>, r: &HttpRetry) {
-    if r.attempts == Some(0)
-        && (r.per_try_timeout.is_some() || !r.retry_on.is_empty() || r.retry_remote_localities.is_some())
-    {
-        c.error_at("attempts", "retry settings are given but attempts is 0 (retries disabled)");
-    }
-    common::duration(c, "perTryTimeout", &r.per_try_timeout);
-    common::duration(c, "backoff", &r.backoff);
-    if !r.retry_on.is_empty() {
-        for policy in r.retry_on.split(',') {
-            let policy = policy.trim();
-            let status = policy.parse::<u16>().is_ok_and(|s| (100..=599).contains(&s));
-            if !status && !RETRY_ON.contains(&policy) {
-                c.error_at("retryOn", format!("{policy:?} is not a valid retryOn condition"));
-            }
-        }
-    }
-}
-
-fn fault(c: &mut Checker<'_>, f: &HttpFaultInjection) {
-    if f.delay.is_none() && f.abort.is_none() {
-        c.error("fault injection needs a delay, an abort or both");
-    }
-    c.opt("delay", &f.delay, |c, d| {
-        match (&d.fixed_delay, &d.exponential_delay) {
-            (Some(_), None) => common::duration(c, "fixedDelay", &d.fixed_delay),
-            (None, Some(_)) => c.error_at("exponentialDelay", "exponentialDelay is not supported"),
-            _ => c.error("exactly one of fixedDelay or exponentialDelay must be set"),
-        }
-        c.opt("percentage", &d.percentage, |c, p| common::percent(c, p));
-        if let Some(p) = d.percent {
-            if p > 100 {
-                c.error_at("percent", format!("percent {p} must be at most 100"));
-            }
-        }
-    });
-    c.opt("abort", &f.abort, |c, a| {
-        match (a.http_status, &a.grpc_status, &a.http2_error) {
-            (Some(s), None, None) => {
-                if !(200..=599).contains(&s) {
-                    c.error_at("httpStatus", format!("HTTP status {s} is not in the range 200..599"));
-                }
-            }
-            (None, Some(g), None) => {
-                if !GRPC_STATUS.contains(&g.as_str()) {
-                    c.error_at("grpcStatus", format!("{g:?} is not a gRPC status name such as UNAVAILABLE"));
-                }
-            }
-            (None, None, Some(_)) => c.error_at("http2Error", "http2Error aborts are not supported"),
-            _ => c.error("exactly one of httpStatus, grpcStatus or http2Error must be set"),
-        }
-        c.opt("percentage", &a.percentage, |c, p| common::percent(c, p));
-    });
-}
-
-fn cors(c: &mut Checker<'_>, p: &CorsPolicy) {
-    c.each("allowOrigins", &p.allow_origins, |c, m| {
-        let empty = [&m.exact, &m.prefix, &m.regex].iter().any(|v| v.as_deref() == Some(""));
-        if empty {
-            c.error("an allowed origin must not be empty");
-        } else {
-            common::string_match(c, m, false);
-        }
-    });
-    c.each("allowMethods", &p.allow_methods, |c, m| {
-        if !CORS_METHODS.contains(&m.as_str()) {
-            c.error(format!("{m:?} is not an HTTP method CORS can allow"));
-        }
-    });
-    c.each("allowHeaders", &p.allow_headers, |c, h| {
-        if h != "*" {
-            common::header_name(c, h);
-        }
-    });
-    c.each("exposeHeaders", &p.expose_headers, |c, h| {
-        if h != "*" {
-            common::header_name(c, h);
-        }
-    });
-    if let Some(age) = &p.max_age {
-        match common::validate_duration(age) {
-            Ok(d) if d.subsec_nanos() != 0 => c.error_at("maxAge", "maxAge must be a whole number of seconds"),
-            Ok(_) => {}
-            Err(e) => c.error_at("maxAge", e),
-        }
-    }
-}
-
-fn headers(c: &mut Checker<'_>, h: &Headers) {
-    c.opt("request", &h.request, |c, ops| header_operations(c, ops, true));
-    c.opt("response", &h.response, |c, ops| header_operations(c, ops, false));
-}
-
-fn header_operations(c: &mut Checker<'_>, ops: &HeaderOperations, request: bool) {
-    // Requests may set the authority (`:authority` or `host`); nothing else internal
-    // (`:`-prefixed or `host`) may be changed.
-    let check = |c: &mut Checker<'_>, name: &str, may_set_authority: bool| {
-        let authority = name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host");
-        if name.is_empty() {
-            c.error("header name must not be empty");
-        } else if authority && may_set_authority {
-        } else if name.starts_with(':') || name.eq_ignore_ascii_case("host") {
-            c.error(format!("header {name:?} cannot be changed (pseudo-header or Host)"));
-        } else {
-            common::header_name(c, name);
-        }
-    };
-    for (field, map) in [("set", &ops.set), ("add", &ops.add)] {
-        if !map.is_empty() {
-            c.at(field, |c| {
-                for name in map.keys() {
-                    c.at(name, |c| check(c, name, request));
-                }
-            });
-        }
-    }
-    c.each("remove", &ops.remove, |c, name| check(c, name, false));
-}
-
 fn tls_route(c: &mut Checker<'_>, r: &TlsRoute, vs: &VirtualService) {
     if r.matches.is_empty() {
-        c.error_at("match", "a TLS route needs at least one match with sniHosts");
+        c.error_at(
+            "match",
+            "a TLS route needs at least one match with sniHosts",
+        );
     }
     c.each("match", &r.matches, |c, m| tls_match(c, m, vs));
     if r.route.is_empty() {
@@ -466,15 +403,21 @@ fn tls_match(c: &mut Checker<'_>, m: &TlsMatchAttributes, vs: &VirtualService) {
         if let Err(e) = host::validate_host(sni) {
             c.error(format!("invalid SNI host {sni:?}: {e}"));
         } else if !vs.hosts.iter().any(|h| host::host_covered_by(sni, h)) {
-            c.error(format!("SNI host {sni:?} is not covered by any of the VirtualService's hosts"));
+            c.error(format!(
+                "SNI host {sni:?} is not covered by any of the VirtualService's hosts"
+            ));
         }
     });
-    c.each("destinationSubnets", &m.destination_subnets, |c, s| common::ip_or_cidr(c, s));
+    c.each("destinationSubnets", &m.destination_subnets, |c, s| {
+        common::ip_or_cidr(c, s)
+    });
     common::port_at(c, "port", m.port);
     c.at("sourceLabels", |c| common::labels(c, &m.source_labels));
     c.each("gateways", &m.gateways, |c, g| common::gateway_ref(c, g));
     if !m.source_namespace.is_empty() {
-        c.at("sourceNamespace", |c| common::dns_label(c, &m.source_namespace, "sourceNamespace"));
+        c.at("sourceNamespace", |c| {
+            common::dns_label(c, &m.source_namespace, "sourceNamespace")
+        });
     }
 }
 
@@ -487,7 +430,9 @@ fn tcp_route(c: &mut Checker<'_>, r: &TcpRoute) {
 }
 
 fn l4_match(c: &mut Checker<'_>, m: &L4MatchAttributes) {
-    c.each("destinationSubnets", &m.destination_subnets, |c, s| common::ip_or_cidr(c, s));
+    c.each("destinationSubnets", &m.destination_subnets, |c, s| {
+        common::ip_or_cidr(c, s)
+    });
     common::port_at(c, "port", m.port);
     if !m.source_subnet.is_empty() {
         c.at("sourceSubnet", |c| common::ip_or_cidr(c, &m.source_subnet));
@@ -495,7 +440,9 @@ fn l4_match(c: &mut Checker<'_>, m: &L4MatchAttributes) {
     c.at("sourceLabels", |c| common::labels(c, &m.source_labels));
     c.each("gateways", &m.gateways, |c, g| common::gateway_ref(c, g));
     if !m.source_namespace.is_empty() {
-        c.at("sourceNamespace", |c| common::dns_label(c, &m.source_namespace, "sourceNamespace"));
+        c.at("sourceNamespace", |c| {
+            common::dns_label(c, &m.source_namespace, "sourceNamespace")
+        });
     }
 }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::{Any, TypedResources, XdsResource};
 use mesh_api::envoy::google::rpc::Status as RpcStatus;
+use prost::Message;
 
 const T: &str = "type.example/Thing";
 
@@ -33,13 +34,13 @@ fn mk_req(sub: &[&str], unsub: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
     }
 }
 
-fn sent(r: &DeltaDiscoveryResponse) -> Vec<&str> {
+fn sent(r: &DeltaResponse) -> Vec<&str> {
     r.resources.iter().map(|r| r.name.as_str()).collect()
 }
 
 #[test]
 fn wildcard_gets_all_then_only_changes_and_removals() {
-    let mut s = DeltaStream::new(None);
+    let mut s = DeltaStream::new();
     let r = s
         .on_request(
             &mk_req(&[], &[], ""),
@@ -72,7 +73,7 @@ fn initial_versions_are_honoured() {
     req.initial_resource_versions.insert("a".into(), a_version);
     req.initial_resource_versions
         .insert("gone".into(), "v0".into());
-    let mut s = DeltaStream::new(None);
+    let mut s = DeltaStream::new();
     let r = s.on_request(&req, Some(&snap)).unwrap().responses.remove(0);
     assert_eq!(sent(&r), ["b"]);
     assert_eq!(r.removed_resources, ["gone"]);
@@ -80,7 +81,7 @@ fn initial_versions_are_honoured() {
 
 #[test]
 fn explicit_names_missing_are_reported_removed_once_and_pushed_when_they_appear() {
-    let mut s = DeltaStream::new(None);
+    let mut s = DeltaStream::new();
     let r = s
         .on_request(&mk_req(&["x", "a"], &[], ""), Some(&mk_snap(&[("a", "A")])))
         .unwrap();
@@ -97,7 +98,7 @@ fn explicit_names_missing_are_reported_removed_once_and_pushed_when_they_appear(
 
 #[test]
 fn subscription_changes_apply_even_with_a_stale_nonce() {
-    let mut s = DeltaStream::new(None);
+    let mut s = DeltaStream::new();
     let snap = mk_snap(&[("a", "A"), ("b", "B")]);
     s.on_request(&mk_req(&["a"], &[], ""), Some(&snap)).unwrap();
     let r = s
@@ -109,7 +110,7 @@ fn subscription_changes_apply_even_with_a_stale_nonce() {
 
 #[test]
 fn unsubscribe_forgets_without_removal_notice() {
-    let mut s = DeltaStream::new(None);
+    let mut s = DeltaStream::new();
     let snap = mk_snap(&[("a", "A"), ("b", "B")]);
     s.on_request(&mk_req(&["a", "b"], &[], ""), Some(&snap))
         .unwrap();
@@ -124,7 +125,7 @@ fn unsubscribe_forgets_without_removal_notice() {
 
 #[test]
 fn nack_is_recorded_and_unchanged_resources_not_resent() {
-    let mut s = DeltaStream::new(None);
+    let mut s = DeltaStream::new();
     let r = s
         .on_request(&mk_req(&[], &[], ""), Some(&mk_snap(&[("a", "A")])))
         .unwrap();
@@ -145,4 +146,101 @@ fn nack_is_recorded_and_unchanged_resources_not_resent() {
         sent(&s.on_snapshot(&mk_snap(&[("a", "GOOD")]), &[])[0]),
         ["a"]
     );
+}
+
+#[test]
+fn encoding_decodes_as_the_response() {
+    let mut s = DeltaStream::new();
+    s.on_request(&mk_req(&["a", "x"], &[], ""), Some(&mk_snap(&[("a", "A")])))
+        .unwrap();
+    let r = s
+        .on_snapshot(&mk_snap(&[("a", "A2"), ("x", "X")]), &[])
+        .remove(0);
+    let r2 = s.on_snapshot(&mk_snap(&[("a", "A2")]), &[]).remove(0);
+    for resp in [r, r2] {
+        let decoded =
+            DeltaDiscoveryResponse::decode(resp.encode(Some("cp")).to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, resp.to_proto(Some("cp")));
+    }
+}
+
+mod model {
+    //! Property: whatever the sequence of snapshots and subscription changes, a
+    //! client applying every response holds exactly the current set restricted to
+    //! its subscription, and never receives a resource it already holds.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Snapshot(Vec<(u8, u8)>),
+        Subscribe(u8),
+        Unsubscribe(u8),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            proptest::collection::vec((0u8..8, 0u8..3), 0..8).prop_map(Step::Snapshot),
+            (0u8..8).prop_map(Step::Subscribe),
+            (0u8..8).prop_map(Step::Unsubscribe),
+        ]
+    }
+
+    fn name(n: u8) -> String {
+        format!("r{n}")
+    }
+
+    proptest! {
+        #[test]
+        fn client_converges_to_the_subscribed_set(wildcard in any::<bool>(), steps in proptest::collection::vec(step(), 1..25)) {
+            let mut stream = DeltaStream::new();
+            let mut snap = mk_snap(&[]);
+            let mut subscribed: std::collections::BTreeSet<String> = Default::default();
+            let mut held: BTreeMap<String, String> = BTreeMap::new();
+            let first = mk_req(if wildcard { &[] } else { &["r0"] }, &[], "");
+            if !wildcard { subscribed.insert("r0".into()); }
+            let apply = |held: &mut BTreeMap<String, String>, r: &DeltaResponse| {
+                for res in &r.resources {
+                    prop_assert_ne!(held.get(&res.name), Some(&res.version), "resent an unchanged resource");
+                    held.insert(res.name.clone(), res.version.clone());
+                }
+                for gone in &r.removed_resources { held.remove(gone); }
+                Ok(())
+            };
+            for r in stream.on_request(&first, Some(&snap)).unwrap().responses { apply(&mut held, &r)?; }
+            for s in steps {
+                let responses = match s {
+                    Step::Snapshot(items) => {
+                        let items: Vec<(String, String)> = items.iter().map(|(n, v)| (name(*n), format!("v{v}"))).collect();
+                        let refs: Vec<(&str, &str)> = items.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                        snap = mk_snap(&refs);
+                        stream.on_snapshot(&snap, &[])
+                    }
+                    Step::Subscribe(n) => {
+                        subscribed.insert(name(n));
+                        stream.on_request(&mk_req(&[&name(n)], &[], ""), Some(&snap)).unwrap().responses
+                    }
+                    Step::Unsubscribe(n) => {
+                        subscribed.remove(&name(n));
+                        held.remove(&name(n)); // the client forgets what it unsubscribes
+                        stream.on_request(&mk_req(&[], &[&name(n)], ""), Some(&snap)).unwrap().responses
+                    }
+                };
+                for r in &responses { apply(&mut held, r)?; }
+                if wildcard {
+                    // Unsubscribing a name does not narrow a wildcard subscription.
+                    let expected: BTreeMap<String, String> = snap.get(T).unwrap().items.values()
+                        .map(|r| (r.name.clone(), r.version.clone())).collect();
+                    // The client may have forgotten names it unsubscribed from itself.
+                    for (n, v) in &held { prop_assert_eq!(Some(v), expected.get(n)); }
+                } else {
+                    let expected: BTreeMap<String, String> = snap.get(T).unwrap().items.values()
+                        .filter(|r| subscribed.contains(&r.name))
+                        .map(|r| (r.name.clone(), r.version.clone())).collect();
+                    prop_assert_eq!(&held, &expected);
+                }
+            }
+        }
+    }
 }

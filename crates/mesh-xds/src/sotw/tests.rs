@@ -1,8 +1,9 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::{TypedResources, XdsResource};
+use crate::{Any, TypedResources, XdsResource};
 use mesh_api::envoy::google::rpc::Status as RpcStatus;
+use prost::Message;
 
 const T: &str = "type.example/Thing";
 const U: &str = "type.example/Other";
@@ -34,17 +35,17 @@ fn mk_req(names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
     }
 }
 
-fn names_of(resp: &DiscoveryResponse) -> Vec<String> {
-    resp.resources
+fn names_of(resp: &SotwResponse) -> Vec<String> {
+    resp.resources()
         .iter()
-        .map(|a| String::from_utf8(a.value.clone()).unwrap())
+        .map(|r| String::from_utf8(r.body.value.clone()).unwrap())
         .collect()
 }
 
 #[test]
 fn initial_wildcard_request_gets_everything() {
     let snap = mk_snap(&[("a", "A"), ("b", "B")]);
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let out = s.on_request(&mk_req(&[], "", ""), Some(&snap)).unwrap();
     assert_eq!(out.kind, RequestKind::Initial);
     assert_eq!(out.responses.len(), 1);
@@ -55,7 +56,7 @@ fn initial_wildcard_request_gets_everything() {
 #[test]
 fn pure_ack_gets_no_response_and_is_recorded() {
     let snap = mk_snap(&[("a", "A")]);
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let r = s
         .on_request(&mk_req(&[], "", ""), Some(&snap))
         .unwrap()
@@ -74,7 +75,7 @@ fn pure_ack_gets_no_response_and_is_recorded() {
 #[test]
 fn stale_nonce_is_ignored() {
     let snap = mk_snap(&[("a", "A")]);
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let first = s
         .on_request(&mk_req(&[], "", ""), Some(&snap))
         .unwrap()
@@ -100,7 +101,7 @@ fn stale_nonce_is_ignored() {
 #[test]
 fn nack_is_recorded_and_not_resent_until_content_changes() {
     let good = mk_snap(&[("a", "A")]);
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let r1 = s
         .on_request(&mk_req(&[], "", ""), Some(&good))
         .unwrap()
@@ -138,7 +139,7 @@ fn nack_is_recorded_and_not_resent_until_content_changes() {
 
 #[test]
 fn unchanged_set_is_never_resent() {
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let snap = mk_snap(&[("a", "A")]);
     s.on_request(&mk_req(&[], "", ""), Some(&snap)).unwrap();
     assert!(s.on_snapshot(&snap, &[]).is_empty());
@@ -149,7 +150,7 @@ fn unchanged_set_is_never_resent() {
 
 #[test]
 fn subscription_to_names_gets_only_those_and_waits_for_missing_ones() {
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let snap = mk_snap(&[("a", "A"), ("b", "B")]);
     let r = s
         .on_request(&mk_req(&["b", "c"], "", ""), Some(&snap))
@@ -171,7 +172,7 @@ fn subscription_to_names_gets_only_those_and_waits_for_missing_ones() {
 
 #[test]
 fn changed_subscription_on_ack_gets_new_set() {
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let snap = mk_snap(&[("a", "A"), ("b", "B")]);
     let r = s
         .on_request(&mk_req(&["a"], "", ""), Some(&snap))
@@ -187,7 +188,7 @@ fn changed_subscription_on_ack_gets_new_set() {
 
 #[test]
 fn removal_is_a_smaller_complete_set() {
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     s.on_request(
         &mk_req(&[], "", ""),
         Some(&mk_snap(&[("a", "A"), ("b", "B")])),
@@ -197,12 +198,12 @@ fn removal_is_a_smaller_complete_set() {
     assert_eq!(names_of(&r[0]), ["B"]);
     let empty = s.on_snapshot(&mk_snap(&[]), &[]);
     assert_eq!(empty.len(), 1);
-    assert!(empty[0].resources.is_empty());
+    assert!(empty[0].resources().is_empty());
 }
 
 #[test]
 fn snapshot_pushes_follow_the_given_order() {
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let mut req_u = mk_req(&[], "", "");
     req_u.type_url = U.into();
     s.on_request(&req_u, None).unwrap();
@@ -216,7 +217,7 @@ fn snapshot_pushes_follow_the_given_order() {
             .collect::<Vec<_>>(),
         [U, T]
     );
-    let mut s2 = SotwStream::new(None);
+    let mut s2 = SotwStream::new();
     s2.on_request(&req_u, None).unwrap();
     s2.on_request(&mk_req(&[], "", ""), None).unwrap();
     let order = s2.on_snapshot(&snap, &[T, U]);
@@ -231,7 +232,7 @@ fn snapshot_pushes_follow_the_given_order() {
 
 #[test]
 fn missing_type_url_is_a_protocol_error() {
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let mut req = mk_req(&[], "", "");
     req.type_url.clear();
     assert_eq!(s.on_request(&req, None), Err(ProtocolError::MissingTypeUrl));
@@ -239,7 +240,7 @@ fn missing_type_url_is_a_protocol_error() {
 
 #[test]
 fn nonces_are_unique_per_stream() {
-    let mut s = SotwStream::new(None);
+    let mut s = SotwStream::new();
     let mut nonces = std::collections::HashSet::new();
     s.on_request(&mk_req(&[], "", ""), Some(&mk_snap(&[("a", "0")])))
         .unwrap();
@@ -250,4 +251,22 @@ fn nonces_are_unique_per_stream() {
         }
     }
     assert_eq!(nonces.len(), 49);
+}
+
+#[test]
+fn shared_encoding_decodes_as_the_response() {
+    let snap = mk_snap(&[("a", "A"), ("b", "B")]);
+    for names in [&[][..], &["b", "missing"][..]] {
+        let mut s = SotwStream::new();
+        let r = s
+            .on_request(&mk_req(names, "", ""), Some(&snap))
+            .unwrap()
+            .responses
+            .remove(0);
+        for cp in [None, Some("galley")] {
+            let bytes = r.encode(cp).to_vec();
+            let decoded = DiscoveryResponse::decode(bytes.as_slice()).unwrap();
+            assert_eq!(decoded, r.to_proto(cp));
+        }
+    }
 }

@@ -3,10 +3,39 @@
 //! Every document is parsed on its own, so one broken document never hides the others;
 //! each refusal names the file, the line its document starts on, the resource (as far
 //! as it could be read) and the field path.
+//!
+//! Documents in the plain block style manifests use are read by a fast reader that
+//! borrows from the input; anything else goes through the full YAML parser. Both yield
+//! the same tree, from which the typed spec is deserialized.
+
+mod fast_yaml;
+mod node;
+mod scalar;
+
+/// Internal consistency checks for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    use super::{fast_yaml, node::Node};
+
+    /// Panics if the fast block-YAML reader accepts `doc` but reads it differently from
+    /// the full YAML parser (or the full parser refuses it).
+    pub fn check_fast_reader(doc: &str) {
+        if let Ok(fast) = fast_yaml::parse(doc) {
+            let full = serde_norway::from_str::<serde_norway::Value>(doc).map(Node::from_yaml);
+            let agree = full
+                .as_ref()
+                .is_ok_and(|full| format!("{fast:?}") == format!("{full:?}"));
+            assert!(
+                agree,
+                "fast reader disagrees on {doc:?}: fast {fast:?}, full {full:?}"
+            );
+        }
+    }
+}
 
 use std::sync::Arc;
 
-use serde_norway::{Mapping, Value};
+use node::{Node, NodeError, from_node};
 
 use crate::{
     error::{ConfigError, FieldError},
@@ -18,7 +47,11 @@ use crate::{
 
 /// The API groups galley owns; documents of other groups (Deployments, Services, ...)
 /// are skipped rather than refused.
-const OWNED_GROUPS: &[&str] = &["networking.istio.io", "security.istio.io", "config.istio.io"];
+const OWNED_GROUPS: &[&str] = &[
+    "networking.istio.io",
+    "security.istio.io",
+    "config.istio.io",
+];
 
 /// Options for parsing.
 #[derive(Debug, Clone)]
@@ -29,7 +62,9 @@ pub struct ParseOptions {
 
 impl Default for ParseOptions {
     fn default() -> Self {
-        Self { default_namespace: "default".to_string() }
+        Self {
+            default_namespace: "default".to_string(),
+        }
     }
 }
 
@@ -74,7 +109,10 @@ pub fn parse_document_set(file: &str, text: &str, opts: &ParseOptions) -> Docume
     let file: Arc<str> = Arc::from(file);
     let mut set = DocumentSet::default();
     for (line, doc) in split_documents(text) {
-        let source = SourceLocation { file: file.clone(), line };
+        let source = SourceLocation {
+            file: file.clone(),
+            line,
+        };
         parse_document(doc, source, opts, &mut set);
     }
     set
@@ -130,8 +168,8 @@ fn push_doc<'a>(docs: &mut Vec<(usize, &'a str)>, start_line: usize, doc: &'a st
 }
 
 fn parse_document(doc: &str, source: SourceLocation, opts: &ParseOptions, set: &mut DocumentSet) {
-    let value: Value = match serde_norway::from_str(doc) {
-        Ok(v) => v,
+    match read_yaml(doc) {
+        Ok(node) => parse_node(node, source, opts, set),
         Err(e) => {
             let mut at = source.clone();
             let mut message = e.to_string();
@@ -144,26 +182,57 @@ fn parse_document(doc: &str, source: SourceLocation, opts: &ParseOptions, set: &
             }
             set.rejected.push(Rejected {
                 key: None,
-                errors: vec![error_at(at, None, None, None, format!("invalid YAML: {message}"))],
+                errors: vec![error_at(
+                    at,
+                    None,
+                    None,
+                    None,
+                    format!("invalid YAML: {message}"),
+                )],
             });
-            return;
         }
-    };
-    parse_value(value, source, opts, set);
+    }
 }
 
-fn parse_value(value: Value, source: SourceLocation, opts: &ParseOptions, set: &mut DocumentSet) {
-    let Value::Mapping(mut map) = value else {
-        if !value.is_null() {
+/// Reads one YAML document into a tree: with the fast reader when it can, else with
+/// the full parser.
+fn read_yaml(doc: &str) -> Result<Node<'_>, serde_norway::Error> {
+    match fast_yaml::parse(doc) {
+        Ok(node) => Ok(node),
+        Err(fast_yaml::Unsupported) => serde_norway::from_str(doc).map(Node::from_yaml),
+    }
+}
+
+fn take_string(node: &mut Node<'_>, key: &str) -> Option<Result<String, ()>> {
+    node.take(key).map(|v| match v {
+        Node::Str(s) => Ok(s.into_owned()),
+        _ => Err(()),
+    })
+}
+
+fn parse_node(
+    mut node: Node<'_>,
+    source: SourceLocation,
+    opts: &ParseOptions,
+    set: &mut DocumentSet,
+) {
+    if !matches!(node, Node::Map(_)) {
+        if node != Node::Null {
             set.rejected.push(Rejected {
                 key: None,
-                errors: vec![error_at(source, None, None, None, "document is not a mapping".into())],
+                errors: vec![error_at(
+                    source,
+                    None,
+                    None,
+                    None,
+                    "document is not a mapping".into(),
+                )],
             });
         }
         return;
-    };
-    let api_version = take_string(&mut map, "apiVersion");
-    let kind_name = take_string(&mut map, "kind");
+    }
+    let api_version = take_string(&mut node, "apiVersion");
+    let kind_name = take_string(&mut node, "kind");
     let (api_version, kind_name) = match (api_version, kind_name) {
         (Some(Ok(a)), Some(Ok(k))) => (a, k),
         (a, k) => {
@@ -183,9 +252,9 @@ fn parse_value(value: Value, source: SourceLocation, opts: &ParseOptions, set: &
     };
 
     if api_version == "v1" && kind_name == "List" {
-        if let Some(Value::Sequence(items)) = map.remove("items") {
+        if let Some(Node::Seq(items)) = node.take("items") {
             for item in items {
-                parse_value(item, source.clone(), opts, set);
+                parse_node(item, source.clone(), opts, set);
             }
         }
         return;
@@ -200,20 +269,29 @@ fn parse_value(value: Value, source: SourceLocation, opts: &ParseOptions, set: &
             if owned || matches!(err, KindError::UnsupportedVersion { .. }) {
                 set.rejected.push(Rejected {
                     key: None,
-                    errors: vec![error_at(source, Some(kind_name), None, None, err.to_string())],
+                    errors: vec![error_at(
+                        source,
+                        Some(kind_name),
+                        None,
+                        None,
+                        err.to_string(),
+                    )],
                 });
             } else {
-                set.skipped.push(Skipped { source, what: format!("{api_version} {kind_name}") });
+                set.skipped.push(Skipped {
+                    source,
+                    what: format!("{api_version} {kind_name}"),
+                });
             }
             return;
         }
     };
 
-    let meta_value = map.remove("metadata").unwrap_or(Value::Mapping(Mapping::new()));
-    let mut meta: ObjectMeta = match serde_path_to_error::deserialize(meta_value) {
+    let meta_node = node.take("metadata").unwrap_or(Node::Null);
+    let mut meta: ObjectMeta = match from_node(&meta_node) {
         Ok(m) => m,
         Err(e) => {
-            let field = join_path("metadata", &e.path().to_string());
+            let field = e.field("metadata");
             set.rejected.push(Rejected {
                 key: None,
                 errors: vec![error_at(
@@ -221,7 +299,7 @@ fn parse_value(value: Value, source: SourceLocation, opts: &ParseOptions, set: &
                     Some(kind_name),
                     None,
                     None,
-                    format!("{field}: {}", e.into_inner()),
+                    format!("{field}: {}", e.message()),
                 )],
             });
             return;
@@ -244,12 +322,12 @@ fn parse_value(value: Value, source: SourceLocation, opts: &ParseOptions, set: &
         .map(|e| ident(Some(e.field), e.message))
         .collect();
 
-    let spec_value = map.remove("spec").unwrap_or(Value::Mapping(Mapping::new()));
-    let spec = match Spec::deserialize_for(kind, spec_value) {
+    let spec_node = node.take("spec").unwrap_or(Node::Null);
+    let spec = match Spec::deserialize_plain(kind, node::NodeDe(&spec_node)) {
         Ok(spec) => Some(spec),
         Err(e) => {
-            let field = join_path("spec", &e.path().to_string());
-            errors.push(ident(Some(field), e.into_inner().to_string()));
+            let e: NodeError = e;
+            errors.push(ident(Some(e.field("spec")), e.message().to_string()));
             None
         }
     };
@@ -263,7 +341,12 @@ fn parse_value(value: Value, source: SourceLocation, opts: &ParseOptions, set: &
         set.rejected.push(Rejected { key, errors });
         return;
     };
-    let resource = Resource { api_version, meta, spec, source: source.clone() };
+    let resource = Resource {
+        api_version,
+        meta,
+        spec,
+        source: source.clone(),
+    };
     let field_errors: Vec<FieldError> = validation::validate(&resource);
     errors.extend(field_errors.into_iter().map(|e| ConfigError {
         source: source.clone(),
@@ -280,23 +363,6 @@ fn parse_value(value: Value, source: SourceLocation, opts: &ParseOptions, set: &
     }
 }
 
-fn take_string(map: &mut Mapping, key: &str) -> Option<Result<String, ()>> {
-    map.remove(key).map(|v| match v {
-        Value::String(s) => Ok(s),
-        _ => Err(()),
-    })
-}
-
-fn join_path(root: &str, path: &str) -> String {
-    if path == "." || path.is_empty() {
-        root.to_string()
-    } else if path.starts_with('[') {
-        format!("{root}{path}")
-    } else {
-        format!("{root}.{path}")
-    }
-}
-
 fn error_at(
     source: SourceLocation,
     kind: Option<String>,
@@ -304,7 +370,14 @@ fn error_at(
     name: Option<String>,
     message: String,
 ) -> ConfigError {
-    ConfigError { source, kind, namespace, name, field: None, message }
+    ConfigError {
+        source,
+        kind,
+        namespace,
+        name,
+        field: None,
+        message,
+    }
 }
 
 #[cfg(test)]

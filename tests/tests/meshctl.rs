@@ -1,0 +1,182 @@
+//! meshctl end to end: the real binary's validate, analyze and up.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{path::Path, process::Command, time::Duration};
+
+use dromon_e2e::{ChildGuard, bin_path, http_json, wait_http_ok};
+
+fn examples() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn meshctl(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin_path("meshctl").unwrap())
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const BAD_WEIGHTS: &str = "apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: shop
+spec:
+  hosts: [reviews.shop.svc.cluster.local]
+  http:
+  - route:
+    - destination: {host: reviews.shop.svc.cluster.local}
+      weight: 70
+    - destination: {host: reviews.shop.svc.cluster.local}
+      weight: 20
+";
+
+const MISSING_GATEWAY: &str = "apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata:
+  name: ratings
+  namespace: shop
+spec:
+  hosts: [ratings.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata:
+  name: ratings
+  namespace: shop
+spec:
+  hosts: [ratings.shop.svc.cluster.local]
+  gateways: [edge]
+  http:
+  - route:
+    - destination: {host: ratings.shop.svc.cluster.local}
+";
+
+#[test]
+fn validate_accepts_the_sample_and_refuses_bad_files_with_location() {
+    let (code, _, err) = meshctl(&["validate", examples().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("0 error(s)"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reviews.yaml");
+    std::fs::write(&file, BAD_WEIGHTS).unwrap();
+    let (code, out, _) = meshctl(&["validate", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let expected = format!(
+        "Error: {}:1: VirtualService shop/reviews: spec.http[0].route:",
+        file.display()
+    );
+    assert!(out.starts_with(&expected), "{out}");
+    assert!(out.contains("90"), "names the sum: {out}");
+
+    let (code, out, _) = meshctl(&["validate", "-o", "json", file.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["errors"][0]["detail"]["field"], "spec.http[0].route");
+    assert_eq!(json["errors"][0]["detail"]["name"], "reviews");
+
+    let (code, _, err) = meshctl(&["validate", "/nonexistent/path"]);
+    assert_eq!(code, 2, "unreadable input is a usage error: {err}");
+    assert!(err.contains("/nonexistent/path"), "{err}");
+}
+
+#[test]
+fn analyze_reports_stable_codes_and_honours_the_threshold() {
+    let (code, out, err) = meshctl(&["analyze", examples().to_str().unwrap()]);
+    assert_eq!(code, 0, "the sample is clean: {out}{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ratings.yaml"), MISSING_GATEWAY).unwrap();
+    let (code, out, _) = meshctl(&["analyze", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("[GAL0103] (VirtualService shop/ratings"),
+        "{out}"
+    );
+    assert!(out.contains("spec.gateways[0]"), "{out}");
+
+    let (code, out, _) = meshctl(&["analyze", "-o", "json", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let codes: Vec<&str> = json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["code"].as_str().unwrap())
+        .collect();
+    assert!(codes.contains(&"GAL0103"), "{codes:?}");
+}
+
+#[tokio::test]
+async fn up_serves_the_sample_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let mut up =
+        ChildGuard::spawn("meshctl", &["up", "--data", data.path().to_str().unwrap()]).unwrap();
+    let monitoring = "127.0.0.1:15014".parse().unwrap();
+    wait_http_ok(monitoring, "/ready", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let configz = http_json(monitoring, "/debug/configz").await.unwrap();
+    let names: Vec<String> = configz["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["kind"].as_str().unwrap(),
+                r["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        names.contains(&"VirtualService/reviews".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"rule/denyreviewsv3".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        data.path().join("config/bookinfo/traffic.yaml").is_file(),
+        "sample copied under the data dir"
+    );
+
+    // An edit under the data dir is served.
+    let traffic = data.path().join("config/bookinfo/traffic.yaml");
+    let text = std::fs::read_to_string(&traffic)
+        .unwrap()
+        .replace("weight: 90", "weight: 50")
+        .replace("weight: 10", "weight: 50");
+    std::fs::write(&traffic, text).unwrap();
+    let mut seen = false;
+    for _ in 0..100 {
+        let configz = http_json(monitoring, "/debug/configz").await.unwrap();
+        let reviews = configz["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "VirtualService" && r["metadata"]["name"] == "reviews")
+            .cloned()
+            .unwrap();
+        if reviews["spec"]["http"][1]["route"][0]["weight"] == 50 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(seen, "the edit reached galley");
+    let status = up.terminate(Duration::from_secs(10)).unwrap();
+    assert!(status.success(), "{status:?}");
+}
