@@ -52,8 +52,21 @@ impl ChildGuard {
         Self::spawn_path(&bin_path(bin)?, args)
     }
 
+    /// Starts workspace binary `bin` with `args` and extra environment variables.
+    pub fn spawn_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        Self::spawn_inner(&bin_path(bin)?, args, env)
+    }
+
     /// Starts the program at `path` with `args`.
     pub fn spawn_path(path: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
+        Self::spawn_inner(path, args, &[])
+    }
+
+    fn spawn_inner(
+        path: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let bin = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -67,6 +80,7 @@ impl ChildGuard {
         let child = Command::new(path)
             .args(args)
             .env("DROMON_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()

@@ -54,33 +54,7 @@ impl Args {
     /// Parses the command line and runs galley until SIGTERM or Ctrl-C.
     pub fn parse_and_run() -> ExitCode {
         let args = Args::parse();
-        let _telemetry = match mesh_runtime::init_telemetry(&args.log, "galley") {
-            Ok(g) => g,
-            Err(e) => {
-                eprintln!("galley: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        let runtime = match tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("galley: cannot start the async runtime: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        runtime.block_on(async move {
-            let shutdown = mesh_runtime::shutdown_on_signal();
-            match crate::run(args.config(), shutdown).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "galley stopped");
-                    eprintln!("galley: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        })
+        let config = args.config();
+        mesh_runtime::run_main(&args.log, "galley", |shutdown| crate::run(config, shutdown))
     }
 }

@@ -285,6 +285,8 @@ impl Processor {
     }
 
     fn publish(&mut self) {
+        let span = tracing::info_span!("galley.publish", resources = tracing::field::Empty);
+        let _entered = span.enter();
         let started = std::time::Instant::now();
         let changed = self.store.take_changed();
         let view = Arc::new(self.store.view());
@@ -299,6 +301,7 @@ impl Processor {
             .collect();
         self.cache.set("", snapshot);
         let elapsed = started.elapsed();
+        span.record("resources", view.resources.len());
         self.metrics.snapshots.inc();
         self.metrics.publish_seconds.observe(elapsed.as_secs_f64());
         for (collection, _, count) in &versions {

@@ -371,6 +371,17 @@ fn bench(c: &mut Criterion) {
     group.bench_function("parse_document_set/10k", |b| {
         b.iter(|| parse_document_set("bench.yaml", black_box(&text), &opts))
     });
+    // Baseline in the same run: a generic YAML parser reading the same documents
+    // into an untyped tree, with no typing and no validation.
+    group.bench_function("baseline_yaml_to_value/10k", |b| {
+        b.iter(|| {
+            for (_, doc) in mesh_model::parse::split_documents(black_box(&text)) {
+                let value: serde_norway::Value =
+                    serde_norway::from_str(doc).unwrap_or(serde_norway::Value::Null);
+                black_box(value);
+            }
+        })
+    });
     let refs: Vec<&Resource> = set.accepted.iter().collect();
     group.bench_function("analyze/10k", |b| b.iter(|| analyze(black_box(&refs))));
     group.finish();

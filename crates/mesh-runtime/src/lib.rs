@@ -47,3 +47,47 @@ pub struct BindError {
     #[source]
     pub source: std::io::Error,
 }
+
+/// Runs a component's `main`: builds the async runtime, installs logging and trace
+/// export inside it (exporters spawn on it), runs `main` with a token cancelled on
+/// SIGTERM or Ctrl-C, flushes telemetry, and maps the outcome to an exit code
+/// (1 on error, 2 when telemetry cannot be set up).
+pub fn run_main<F, Fut, E>(log: &LogArgs, service: &str, main: F) -> std::process::ExitCode
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{service}: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // Declared after the runtime, so it is dropped (and flushed) before it.
+    let _telemetry = {
+        let _context = runtime.enter();
+        match init_telemetry(log, service) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("{service}: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = shutdown_on_signal();
+        match main(shutdown).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "{service} stopped");
+                eprintln!("{service}: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}

@@ -56,6 +56,10 @@ impl Cover {
     }
 }
 
+/// Largest encoded size of the resources in one delta response (one resource
+/// larger than this still goes out, alone).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
 /// A delta response the state machine decided to send, not yet encoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeltaResponse {
@@ -201,9 +205,7 @@ impl DeltaStream {
         if let (true, Some(snapshot)) = (changed, snapshot) {
             let type_url = req.type_url.clone();
             let force = kind == RequestKind::Initial;
-            if let Some(r) = self.respond(&type_url, snapshot, force) {
-                responses.push(r);
-            }
+            responses.extend(self.respond(&type_url, snapshot, force));
         }
         Ok(DeltaOutcome {
             kind,
@@ -228,7 +230,7 @@ impl DeltaStream {
         }
         type_urls
             .iter()
-            .filter_map(|t| {
+            .flat_map(|t| {
                 let first = self.types.get(t).is_some_and(|s| s.sent_version.is_none());
                 self.respond(t, snapshot, first)
             })
@@ -258,18 +260,15 @@ impl DeltaStream {
     /// Computes what the client lacks; None when nothing changed (unless `force`,
     /// which answers a first request even with nothing to send, so the client knows
     /// it is synced).
-    fn respond(
-        &mut self,
-        type_url: &str,
-        snapshot: &Snapshot,
-        force: bool,
-    ) -> Option<DeltaResponse> {
-        let state = self.types.get_mut(type_url)?;
+    fn respond(&mut self, type_url: &str, snapshot: &Snapshot, force: bool) -> Vec<DeltaResponse> {
+        let Some(state) = self.types.get_mut(type_url) else {
+            return Vec::new();
+        };
         let set = snapshot.get(type_url).cloned().unwrap_or_default();
         let (resources, mut removed) = match &state.held {
             Some(prev) if !force && !state.resubscribed => {
                 if Arc::ptr_eq(prev, &set) || prev.version == set.version {
-                    return None;
+                    return Vec::new();
                 }
                 // The usual push: apply the difference between two versions of the
                 // set, computed once and shared by every stream.
@@ -284,7 +283,7 @@ impl DeltaStream {
         };
         state.resubscribed = false;
         if resources.is_empty() && removed.is_empty() && !force {
-            return None;
+            return Vec::new();
         }
         let version = if state.names.is_empty() {
             set.version.clone()
@@ -302,17 +301,41 @@ impl DeltaStream {
         };
         removed.sort();
         removed.dedup();
-        self.nonces += 1;
-        let nonce = self.nonces.to_string();
-        state.nonce = Some(nonce.clone());
-        state.sent_version = Some(version.clone());
-        Some(DeltaResponse {
-            type_url: type_url.to_string(),
-            system_version_info: version,
-            nonce,
-            resources,
-            removed_resources: removed,
-        })
+        // Large updates go out as several responses of bounded size, so a client
+        // (re)connecting to a big set never makes the server hold it all at once.
+        let mut chunks: Vec<Vec<Arc<XdsResource>>> = vec![Vec::new()];
+        let mut bytes = 0;
+        for r in resources {
+            let len = r.delta_entry().len();
+            if bytes + len > MAX_RESPONSE_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
+                chunks.push(Vec::new());
+                bytes = 0;
+            }
+            bytes += len;
+            if let Some(last) = chunks.last_mut() {
+                last.push(r);
+            }
+        }
+        let last_chunk = chunks.len() - 1;
+        let mut out = Vec::with_capacity(chunks.len());
+        for (i, chunk) in chunks.into_iter().enumerate() {
+            self.nonces += 1;
+            let nonce = self.nonces.to_string();
+            state.nonce = Some(nonce.clone());
+            out.push(DeltaResponse {
+                type_url: type_url.to_string(),
+                system_version_info: version.clone(),
+                nonce,
+                resources: chunk,
+                removed_resources: if i == last_chunk {
+                    std::mem::take(&mut removed)
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+        state.sent_version = Some(version);
+        out
     }
 }
 

@@ -47,14 +47,7 @@ impl Cli {
             Command::Validate(args) => check::validate(&args),
             Command::Analyze(args) => check::analyze(&args),
             Command::Up(args) => {
-                let _telemetry = match mesh_runtime::init_telemetry(&cli.log, "meshctl") {
-                    Ok(g) => g,
-                    Err(e) => {
-                        eprintln!("meshctl: {e}");
-                        return ExitCode::from(2);
-                    }
-                };
-                up::run(args)
+                mesh_runtime::run_main(&cli.log, "meshctl", |shutdown| up::up(args, shutdown))
             }
         }
     }

@@ -3,7 +3,6 @@
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    process::ExitCode,
     time::Duration,
 };
 
@@ -30,28 +29,8 @@ pub struct UpArgs {
     pub default_namespace: String,
 }
 
-/// Runs `meshctl up` until SIGTERM or Ctrl-C.
-pub fn run(args: UpArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("meshctl: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(up(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("meshctl up: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn up(args: UpArgs) -> anyhow::Result<()> {
+/// Runs `meshctl up` until `shutdown` fires.
+pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data).map_err(|e| {
         anyhow::anyhow!("cannot create data directory {}: {e}", args.data.display())
     })?;
@@ -64,7 +43,6 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             )
         })?,
     };
-    let shutdown = mesh_runtime::shutdown_on_signal();
     let at = |port: u16| SocketAddr::new(args.bind, port);
 
     let galley = galley::start(
@@ -115,5 +93,5 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let result = galley.wait().await;
     shutdown.cancel();
-    result.map_err(Into::into)
+    result.map_err(|e| anyhow::anyhow!(e))
 }

@@ -244,3 +244,35 @@ mod model {
         }
     }
 }
+
+#[test]
+fn large_updates_are_split_into_bounded_responses() {
+    let big = "x".repeat(300 * 1024);
+    let names = ["a", "b", "c", "d", "e"];
+    let items: Vec<(&str, &str)> = names.iter().map(|n| (*n, big.as_str())).collect();
+    let mut s = DeltaStream::new();
+    let mut req = mk_req(&[], &[], "");
+    req.initial_resource_versions
+        .insert("gone".into(), "v0".into());
+    let out = s
+        .on_request(&req, Some(&mk_snap(&items)))
+        .unwrap()
+        .responses;
+    assert!(out.len() >= 2, "split: {} response(s)", out.len());
+    let mut all: Vec<&str> = out.iter().flat_map(|r| sent(r)).collect();
+    all.sort();
+    assert_eq!(all, names);
+    for r in &out {
+        let size: usize = r.resources.iter().map(|x| x.delta_entry().len()).sum();
+        assert!(
+            size <= MAX_RESPONSE_BYTES || r.resources.len() == 1,
+            "{size}"
+        );
+    }
+    let (last, rest) = out.split_last().unwrap();
+    assert_eq!(last.removed_resources, ["gone"]);
+    assert!(rest.iter().all(|r| r.removed_resources.is_empty()));
+    // Only the last nonce is current: ACKing it syncs the stream.
+    s.on_request(&mk_req(&[], &[], &last.nonce), None).unwrap();
+    assert_eq!(s.status()[T].state(), "SYNCED");
+}
