@@ -11,6 +11,11 @@ pub use envoy_types::pb as envoy;
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/dromon_descriptor.bin"));
 
+/// Descriptor set of the Envoy services Dromon serves (ADS and what it references),
+/// for gRPC server reflection.
+pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
+
 /// Mesh Configuration Protocol: the resources galley distributes.
 pub mod mcp {
     /// Version 1 of the MCP resource envelope.

@@ -26,7 +26,8 @@ impl GrpcSupport {
         let (reporter, health) = tonic_health::server::health_reporter();
         let mut reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(mesh_api::FILE_DESCRIPTOR_SET);
+            .register_encoded_file_descriptor_set(mesh_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(mesh_api::ENVOY_FILE_DESCRIPTOR_SET);
         for fds in extra_descriptors {
             reflection = reflection.register_encoded_file_descriptor_set(fds);
         }

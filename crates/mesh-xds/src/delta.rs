@@ -17,7 +17,7 @@ use crate::{
     encode::{self, Encoded},
     resource::SetDelta,
     resource::set_version,
-    sotw::{ProtocolError, RequestKind},
+    sotw::{ProtocolError, RequestKind, push_order},
     status::{Nack, TypeStatus},
 };
 
@@ -217,17 +217,7 @@ impl DeltaStream {
     /// Handles a new snapshot: the changes for every subscribed type, types listed in
     /// `order` first.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<DeltaResponse> {
-        let mut type_urls: Vec<String> = Vec::with_capacity(self.types.len());
-        for t in order {
-            if self.types.contains_key(*t) {
-                type_urls.push((*t).to_string());
-            }
-        }
-        for t in self.types.keys() {
-            if !order.contains(&t.as_str()) {
-                type_urls.push(t.clone());
-            }
-        }
+        let type_urls = push_order(self.types.keys(), order);
         type_urls
             .iter()
             .flat_map(|t| {
@@ -242,17 +232,15 @@ impl DeltaStream {
         self.types
             .iter()
             .map(|(t, s)| {
-                (
-                    t.clone(),
-                    TypeStatus {
-                        wildcard: s.wildcard,
-                        names: s.names.iter().cloned().collect(),
-                        sent_version: s.sent_version.clone(),
-                        sent_nonce: s.nonce.clone(),
-                        acked_version: s.acked_version.clone(),
-                        nack: s.nack.clone(),
-                    },
-                )
+                let status = TypeStatus::new(
+                    s.wildcard,
+                    &s.names,
+                    &s.sent_version,
+                    &s.nonce,
+                    &s.acked_version,
+                    &s.nack,
+                );
+                (t.clone(), status)
             })
             .collect()
     }

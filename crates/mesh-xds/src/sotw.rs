@@ -83,6 +83,21 @@ impl SotwResponse {
     }
 }
 
+/// The subscribed type URLs in push order: those listed in `order` first, in that
+/// order, then the rest.
+pub(crate) fn push_order<'a>(
+    subscribed: impl Iterator<Item = &'a String> + Clone,
+    order: &[&str],
+) -> Vec<String> {
+    let mut out: Vec<String> = order
+        .iter()
+        .filter(|t| subscribed.clone().any(|s| s == **t))
+        .map(|t| (*t).to_string())
+        .collect();
+    out.extend(subscribed.filter(|t| !order.contains(&t.as_str())).cloned());
+    out
+}
+
 /// How a request was classified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
@@ -218,17 +233,7 @@ impl SotwStream {
     /// Handles a new snapshot: the responses for every subscribed type whose content
     /// changed, types listed in `order` first (in that order), the rest after.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<SotwResponse> {
-        let mut type_urls: Vec<String> = Vec::with_capacity(self.types.len());
-        for t in order {
-            if self.types.contains_key(*t) {
-                type_urls.push((*t).to_string());
-            }
-        }
-        for t in self.types.keys() {
-            if !order.contains(&t.as_str()) {
-                type_urls.push(t.clone());
-            }
-        }
+        let type_urls = push_order(self.types.keys(), order);
         type_urls
             .iter()
             .filter_map(|t| {
@@ -243,17 +248,15 @@ impl SotwStream {
         self.types
             .iter()
             .map(|(t, s)| {
-                (
-                    t.clone(),
-                    TypeStatus {
-                        wildcard: s.wildcard,
-                        names: s.names.iter().cloned().collect(),
-                        sent_version: s.sent_version.clone(),
-                        sent_nonce: s.nonce.clone(),
-                        acked_version: s.acked_version.clone(),
-                        nack: s.nack.clone(),
-                    },
-                )
+                let status = TypeStatus::new(
+                    s.wildcard,
+                    &s.names,
+                    &s.sent_version,
+                    &s.nonce,
+                    &s.acked_version,
+                    &s.nack,
+                );
+                (t.clone(), status)
             })
             .collect()
     }

@@ -40,6 +40,25 @@ pub struct TypeStatus {
 }
 
 impl TypeStatus {
+    /// A status from a state machine's fields.
+    pub fn new(
+        wildcard: bool,
+        names: &std::collections::BTreeSet<String>,
+        sent_version: &Option<String>,
+        sent_nonce: &Option<String>,
+        acked_version: &Option<String>,
+        nack: &Option<Nack>,
+    ) -> Self {
+        Self {
+            wildcard,
+            names: names.iter().cloned().collect(),
+            sent_version: sent_version.clone(),
+            sent_nonce: sent_nonce.clone(),
+            acked_version: acked_version.clone(),
+            nack: nack.clone(),
+        }
+    }
+
     /// SYNCED, STALE (sent but not yet ACKed), NACKED or NOT SENT.
     pub fn state(&self) -> &'static str {
         if self.nack.is_some() {
