@@ -16,10 +16,15 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct LogArgs {
     /// Log format.
-    #[arg(long = "log-format", env = "DROMON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long = "log-format", env = "DROMON_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
     /// Log filter, in tracing's EnvFilter syntax (e.g. `info,galley=debug`).
-    #[arg(long = "log-level", env = "DROMON_LOG", default_value = "info")]
+    #[arg(
+        long = "log-level",
+        env = "DROMON_LOG",
+        default_value = "info",
+        global = true
+    )]
     pub log_level: String,
 }
 

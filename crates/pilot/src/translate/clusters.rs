@@ -1,0 +1,347 @@
+//! CDS: one cluster per service port, plus one per DestinationRule subset.
+
+use std::collections::BTreeMap;
+
+use mesh_api::envoy::{
+    envoy::{
+        config::{
+            cluster::v3::{
+                CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
+                circuit_breakers::Thresholds,
+                cluster::{
+                    ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig,
+                    LbConfig, LbPolicy, MaglevLbConfig, RingHashLbConfig,
+                },
+            },
+            core::v3::{
+                Http1ProtocolOptions, Http2ProtocolOptions,
+                HttpProtocolOptions as CommonHttpOptions, RoutingPriority,
+            },
+        },
+        extensions::upstreams::http::v3::{
+            HttpProtocolOptions,
+            http_protocol_options::{
+                ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+            },
+        },
+        r#type::v3::Percent as EnvoyPercent,
+    },
+    google::protobuf::{Any, Duration as PbDuration, UInt32Value, UInt64Value},
+};
+use mesh_model::{
+    networking::{
+        ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings,
+        OutlierDetection, Resolution, SimpleLb, Subset, TrafficPolicy,
+    },
+    protocol::Protocol,
+};
+
+use super::{
+    MeshContext, NamedResource, ads_config_source, cluster_name, endpoints, into_sorted, pack,
+    pack_named, parse_pb_duration, type_url,
+};
+use crate::model::{Service, ServicePort};
+
+/// Key of a cluster's upstream HTTP protocol options.
+pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Connect timeout when no DestinationRule sets one.
+pub const DEFAULT_CONNECT_TIMEOUT: PbDuration = PbDuration {
+    seconds: 10,
+    nanos: 0,
+};
+
+/// Builds every cluster, sorted by name.
+pub fn build_clusters(ctx: &MeshContext) -> Vec<NamedResource> {
+    let mut out: BTreeMap<String, Any> = BTreeMap::new();
+    for service in ctx.services.values() {
+        let rule = ctx.destination_rules.get(&service.host);
+        for port in &service.ports {
+            let policy = effective_policy(rule, None, port.number);
+            let cluster = build_cluster(service, port, None, &policy);
+            out.insert(cluster.name.clone(), pack(type_url::CLUSTER, &cluster));
+            for subset in rule.map(|r| r.subsets.as_slice()).unwrap_or(&[]) {
+                if subset.name.is_empty() {
+                    continue;
+                }
+                let policy = effective_policy(rule, Some(subset), port.number);
+                let cluster = build_cluster(service, port, Some(subset), &policy);
+                out.insert(cluster.name.clone(), pack(type_url::CLUSTER, &cluster));
+            }
+        }
+    }
+    into_sorted(out)
+}
+
+/// Whether clusters of `service` get their endpoints over EDS.
+pub fn uses_eds(service: &Service) -> bool {
+    matches!(service.resolution, Resolution::Static | Resolution::None)
+}
+
+/// The policies in force for one cluster: the rule's, then its port-level settings,
+/// then the subset's, then the subset's port-level settings, each field overriding.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EffectivePolicy {
+    /// Load balancing.
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Connection pool limits.
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Outlier detection.
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+impl EffectivePolicy {
+    fn apply(&mut self, tp: &TrafficPolicy, port: u32) {
+        if tp.load_balancer.is_some() {
+            self.load_balancer.clone_from(&tp.load_balancer);
+        }
+        if tp.connection_pool.is_some() {
+            self.connection_pool.clone_from(&tp.connection_pool);
+        }
+        if tp.outlier_detection.is_some() {
+            self.outlier_detection.clone_from(&tp.outlier_detection);
+        }
+        let port_level = tp
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.as_ref().is_some_and(|s| s.number == port));
+        if let Some(p) = port_level {
+            if p.load_balancer.is_some() {
+                self.load_balancer.clone_from(&p.load_balancer);
+            }
+            if p.connection_pool.is_some() {
+                self.connection_pool.clone_from(&p.connection_pool);
+            }
+            if p.outlier_detection.is_some() {
+                self.outlier_detection.clone_from(&p.outlier_detection);
+            }
+        }
+    }
+}
+
+/// The effective policy of a host's (or subset's) cluster on `port`.
+pub fn effective_policy(
+    rule: Option<&DestinationRule>,
+    subset: Option<&Subset>,
+    port: u32,
+) -> EffectivePolicy {
+    let mut policy = EffectivePolicy::default();
+    if let Some(tp) = rule.and_then(|r| r.traffic_policy.as_deref()) {
+        policy.apply(tp, port);
+    }
+    if let Some(tp) = subset.and_then(|s| s.traffic_policy.as_deref()) {
+        policy.apply(tp, port);
+    }
+    policy
+}
+
+fn build_cluster(
+    service: &Service,
+    port: &ServicePort,
+    subset: Option<&Subset>,
+    policy: &EffectivePolicy,
+) -> Cluster {
+    let subset_name = subset.map(|s| s.name.as_str()).unwrap_or("");
+    let name = cluster_name(port.number, subset_name, &service.host);
+    let connect_timeout = policy
+        .connection_pool
+        .as_ref()
+        .and_then(|cp| cp.tcp.as_ref())
+        .and_then(|tcp| tcp.connect_timeout.as_deref())
+        .and_then(parse_pb_duration)
+        .filter(|d| d.seconds > 0 || d.nanos > 0)
+        .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    let mut cluster = Cluster {
+        name: name.clone(),
+        connect_timeout: Some(connect_timeout),
+        ..Default::default()
+    };
+    match service.resolution {
+        Resolution::Static | Resolution::None => {
+            cluster.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            cluster.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads_config_source()),
+                service_name: name.clone(),
+            });
+        }
+        Resolution::Dns | Resolution::DnsRoundRobin => {
+            let labels = subset.map(|s| s.labels.clone()).unwrap_or_default();
+            let round_robin = service.resolution == Resolution::DnsRoundRobin;
+            let assignment =
+                endpoints::dns_load_assignment(&name, service, port, &labels, round_robin);
+            // Envoy needs exactly one endpoint in a logical DNS cluster; with none
+            // (a wildcard host without endpoints) the cluster stays strict and empty.
+            let count: usize = assignment
+                .endpoints
+                .iter()
+                .map(|l| l.lb_endpoints.len())
+                .sum();
+            let kind = if round_robin && count == 1 {
+                DiscoveryType::LogicalDns
+            } else {
+                DiscoveryType::StrictDns
+            };
+            cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
+            cluster.load_assignment = Some(assignment);
+        }
+    }
+    apply_load_balancer(&mut cluster, policy.load_balancer.as_ref());
+    if let Some(cp) = &policy.connection_pool {
+        cluster.circuit_breakers = circuit_breakers(cp);
+    }
+    if let Some(od) = &policy.outlier_detection {
+        apply_outlier_detection(&mut cluster, od);
+    }
+    if let Some(options) = http_protocol_options(port, policy.connection_pool.as_ref()) {
+        // A single entry, so the map encodes deterministically.
+        cluster
+            .typed_extension_protocol_options
+            .insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack_named(&options));
+    }
+    cluster
+}
+
+/// Upstream HTTP settings for HTTP ports: HTTP/2 for gRPC and HTTP2 ports (or when
+/// the pool asks to upgrade), and the pool's per-connection limits.
+fn http_protocol_options(
+    port: &ServicePort,
+    pool: Option<&ConnectionPoolSettings>,
+) -> Option<HttpProtocolOptions> {
+    let protocol = port.protocol.filter(|p| p.is_http())?;
+    let http = pool.and_then(|p| p.http.as_ref());
+    let h2 = matches!(protocol, Protocol::Http2 | Protocol::Grpc)
+        || http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
+    let common = CommonHttpOptions {
+        idle_timeout: http
+            .and_then(|h| h.idle_timeout.as_deref())
+            .and_then(parse_pb_duration),
+        max_requests_per_connection: http
+            .and_then(|h| h.max_requests_per_connection)
+            .filter(|n| *n > 0)
+            .map(|value| UInt32Value { value }),
+        ..Default::default()
+    };
+    let has_common = common != CommonHttpOptions::default();
+    if !h2 && !has_common {
+        return None;
+    }
+    let protocol_config = if h2 {
+        ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions {
+            max_concurrent_streams: http
+                .and_then(|h| h.max_concurrent_streams)
+                .filter(|n| *n > 0)
+                .map(|value| UInt32Value { value }),
+            ..Default::default()
+        })
+    } else {
+        ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())
+    };
+    Some(HttpProtocolOptions {
+        common_http_protocol_options: has_common.then_some(common),
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(protocol_config),
+            },
+        )),
+        ..Default::default()
+    })
+}
+
+fn apply_load_balancer(cluster: &mut Cluster, lb: Option<&LoadBalancerSettings>) {
+    let Some(lb) = lb else {
+        cluster.lb_policy = LbPolicy::RoundRobin as i32;
+        return;
+    };
+    if let Some(ch) = &lb.consistent_hash {
+        if let Some(maglev) = &ch.maglev {
+            cluster.lb_policy = LbPolicy::Maglev as i32;
+            cluster.lb_config = Some(LbConfig::MaglevLbConfig(MaglevLbConfig {
+                table_size: (maglev.table_size > 0).then_some(UInt64Value {
+                    value: maglev.table_size,
+                }),
+            }));
+        } else {
+            cluster.lb_policy = LbPolicy::RingHash as i32;
+            let ring = ch
+                .ring_hash
+                .as_ref()
+                .map(|r| r.minimum_ring_size)
+                .or(ch.minimum_ring_size)
+                .filter(|n| *n > 0);
+            cluster.lb_config = Some(LbConfig::RingHashLbConfig(RingHashLbConfig {
+                minimum_ring_size: ring.map(|value| UInt64Value { value }),
+                ..Default::default()
+            }));
+        }
+        return;
+    }
+    cluster.lb_policy = match lb.simple {
+        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => LbPolicy::LeastRequest,
+        Some(SimpleLb::Random) => LbPolicy::Random,
+        _ => LbPolicy::RoundRobin,
+    } as i32;
+}
+
+fn circuit_breakers(cp: &ConnectionPoolSettings) -> Option<CircuitBreakers> {
+    let u32v = |v: Option<u32>| v.filter(|n| *n > 0).map(|value| UInt32Value { value });
+    let tcp = cp.tcp.as_ref();
+    let http = cp.http.as_ref();
+    let thresholds = Thresholds {
+        priority: RoutingPriority::Default as i32,
+        max_connections: u32v(tcp.and_then(|t| t.max_connections)),
+        max_pending_requests: u32v(http.and_then(|h| h.http1_max_pending_requests)),
+        max_requests: u32v(http.and_then(|h| h.http2_max_requests)),
+        max_retries: u32v(http.and_then(|h| h.max_retries)),
+        ..Default::default()
+    };
+    let empty = thresholds.max_connections.is_none()
+        && thresholds.max_pending_requests.is_none()
+        && thresholds.max_requests.is_none()
+        && thresholds.max_retries.is_none();
+    (!empty).then(|| CircuitBreakers {
+        thresholds: vec![thresholds],
+        ..Default::default()
+    })
+}
+
+fn apply_outlier_detection(cluster: &mut Cluster, od: &OutlierDetection) {
+    let u32v = |value: u32| UInt32Value { value };
+    let mut out = EnvoyOutlier {
+        interval: od.interval.as_deref().and_then(parse_pb_duration),
+        base_ejection_time: od.base_ejection_time.as_deref().and_then(parse_pb_duration),
+        max_ejection_percent: od.max_ejection_percent.map(|p| u32v(p.min(100))),
+        // Istio turns success-rate ejection off; only consecutive errors eject.
+        enforcing_success_rate: Some(u32v(0)),
+        split_external_local_origin_errors: od.split_external_local_origin_errors,
+        ..Default::default()
+    };
+    let five_xx = od.consecutive_5xx_errors.or(od.consecutive_errors);
+    match five_xx {
+        Some(n) if n > 0 => {
+            out.consecutive_5xx = Some(u32v(n));
+            out.enforcing_consecutive_5xx = Some(u32v(100));
+        }
+        _ => out.enforcing_consecutive_5xx = Some(u32v(0)),
+    }
+    if let Some(n) = od.consecutive_gateway_errors.filter(|n| *n > 0) {
+        out.consecutive_gateway_failure = Some(u32v(n));
+        out.enforcing_consecutive_gateway_failure = Some(u32v(100));
+    }
+    if let Some(n) = od
+        .consecutive_local_origin_failures
+        .filter(|n| *n > 0 && od.split_external_local_origin_errors)
+    {
+        out.consecutive_local_origin_failure = Some(u32v(n));
+        out.enforcing_consecutive_local_origin_failure = Some(u32v(100));
+    }
+    cluster.outlier_detection = Some(out);
+    if let Some(p) = od.min_health_percent {
+        cluster.common_lb_config = Some(CommonLbConfig {
+            healthy_panic_threshold: Some(EnvoyPercent {
+                value: f64::from(p.min(100)),
+            }),
+            ..Default::default()
+        });
+    }
+}

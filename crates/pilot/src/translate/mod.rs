@@ -1,0 +1,187 @@
+//! Pure translation of the service model and traffic rules into Envoy v3 resources.
+//!
+//! [`translate`] takes configuration resources (ServiceEntry, VirtualService,
+//! DestinationRule) and returns clusters (CDS), cluster load assignments (EDS), route
+//! configurations (RDS) and listeners (LDS), each as `(name, Any)` sorted by name.
+//! The same input always yields the same bytes. Invalid pieces of input (a duration
+//! that does not parse, an endpoint that is not an IP) are left out rather than
+//! failing the whole translation.
+
+pub mod clusters;
+pub mod endpoints;
+pub mod listeners;
+mod route_match;
+mod route_policies;
+pub mod routes;
+pub mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+
+use mesh_api::envoy::{
+    envoy::config::core::v3::{
+        AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
+    },
+    google::protobuf::{Any, Duration as PbDuration},
+};
+use mesh_model::{
+    Resource, Spec,
+    host::{fqdn, host_covered_by},
+    networking::{DestinationRule, VirtualService},
+};
+
+use crate::model::{Service, ServiceEntryRegistry, ServiceRegistry};
+
+/// Envoy type URLs of the four resource types pilot produces (as in `mesh-xds`).
+pub mod type_url {
+    /// CDS.
+    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+    /// EDS.
+    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    /// LDS.
+    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+    /// RDS.
+    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+}
+
+/// A resource name and the resource packed into `Any`.
+pub type NamedResource = (String, Any);
+
+/// Everything pilot sends to a proxy, by xDS type, each list sorted by name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnvoyResources {
+    /// CDS: `Cluster`s.
+    pub clusters: Vec<NamedResource>,
+    /// EDS: `ClusterLoadAssignment`s.
+    pub endpoints: Vec<NamedResource>,
+    /// LDS: `Listener`s.
+    pub listeners: Vec<NamedResource>,
+    /// RDS: `RouteConfiguration`s.
+    pub routes: Vec<NamedResource>,
+}
+
+/// Translates configuration resources, with services from their ServiceEntries.
+pub fn translate(resources: &[&Resource]) -> EnvoyResources {
+    let registry = ServiceEntryRegistry::from_resources(resources);
+    translate_registry(&registry, resources)
+}
+
+/// Translates with services from `registry` and traffic rules from `resources`.
+pub fn translate_registry(
+    registry: &dyn ServiceRegistry,
+    resources: &[&Resource],
+) -> EnvoyResources {
+    let ctx = MeshContext::new(registry.services(), resources);
+    EnvoyResources {
+        clusters: clusters::build_clusters(&ctx),
+        endpoints: endpoints::build_endpoints(&ctx),
+        listeners: listeners::build_listeners(&ctx),
+        routes: routes::build_routes(&ctx),
+    }
+}
+
+/// The inputs of translation, indexed: services by host and the rules that apply.
+#[derive(Debug, Clone, Default)]
+pub struct MeshContext {
+    /// Services by host.
+    pub services: BTreeMap<String, Service>,
+    /// The DestinationRule in force for each host (first in key order).
+    pub destination_rules: BTreeMap<String, DestinationRule>,
+    /// VirtualServices bound to the mesh, in key order, with their namespace.
+    pub virtual_services: Vec<(String, VirtualService)>,
+}
+
+impl MeshContext {
+    /// Indexes `services` and the DestinationRules and VirtualServices in `resources`.
+    pub fn new(services: Vec<Service>, resources: &[&Resource]) -> Self {
+        let mut sorted: Vec<&Resource> = resources.to_vec();
+        sorted.sort_by(|a, b| {
+            (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name))
+        });
+        let mut destination_rules = BTreeMap::new();
+        let mut virtual_services = Vec::new();
+        for r in sorted {
+            match &r.spec {
+                Spec::DestinationRule(dr) => {
+                    let host = fqdn(&dr.host, &r.meta.namespace).into_owned();
+                    destination_rules.entry(host).or_insert_with(|| dr.clone());
+                }
+                Spec::VirtualService(vs) if vs.bound_gateways().any(|g| g == "mesh") => {
+                    virtual_services.push((r.meta.namespace.clone(), vs.clone()));
+                }
+                _ => {}
+            }
+        }
+        let services = services.into_iter().map(|s| (s.host.clone(), s)).collect();
+        Self {
+            services,
+            destination_rules,
+            virtual_services,
+        }
+    }
+
+    /// The first mesh VirtualService (in key order) with a host covering `host`,
+    /// with its namespace; an exact host match is preferred over a wildcard.
+    pub fn virtual_service_for(&self, host: &str) -> Option<(&str, &VirtualService)> {
+        let mut wildcard = None;
+        for (ns, vs) in &self.virtual_services {
+            for h in &vs.hosts {
+                let h = fqdn(h, ns);
+                if h == host {
+                    return Some((ns.as_str(), vs));
+                }
+                if wildcard.is_none() && host_covered_by(host, &h) {
+                    wildcard = Some((ns.as_str(), vs));
+                }
+            }
+        }
+        wildcard
+    }
+}
+
+/// `outbound|<port>|<subset>|<host>`, Istio's outbound cluster name.
+pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// Packs a message into `Any` with the given type URL.
+pub(crate) fn pack<M: prost::Message>(type_url: &str, message: &M) -> Any {
+    Any {
+        type_url: type_url.to_string(),
+        value: message.encode_to_vec(),
+    }
+}
+
+/// Packs a message into `Any` with its own type URL.
+pub(crate) fn pack_named<M: prost::Message + prost::Name>(message: &M) -> Any {
+    pack(&M::type_url(), message)
+}
+
+/// A config source that says "over the same ADS stream, v3".
+pub(crate) fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        resource_api_version: ApiVersion::V3 as i32,
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        ..Default::default()
+    }
+}
+
+/// Converts a std duration to protobuf's, saturating.
+pub(crate) fn pb_duration(d: std::time::Duration) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Parses an Istio duration string into protobuf's, `None` when it does not parse.
+pub(crate) fn parse_pb_duration(text: &str) -> Option<PbDuration> {
+    mesh_model::parse_duration(text).ok().map(pb_duration)
+}
+
+/// Turns a map into a name-sorted list.
+pub(crate) fn into_sorted(map: BTreeMap<String, Any>) -> Vec<NamedResource> {
+    map.into_iter().collect()
+}
