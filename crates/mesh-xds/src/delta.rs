@@ -310,9 +310,15 @@ impl DeltaStream {
             self.nonces += 1;
             let nonce = self.nonces.to_string();
             state.nonce = Some(nonce.clone());
+            // Only the last part of a split update carries the version: a client can
+            // tell when it holds the whole set.
             out.push(DeltaResponse {
                 type_url: type_url.to_string(),
-                system_version_info: version.clone(),
+                system_version_info: if i == last_chunk {
+                    version.clone()
+                } else {
+                    String::new()
+                },
                 nonce,
                 resources: chunk,
                 removed_resources: if i == last_chunk {

@@ -16,6 +16,7 @@
 //!   `/debug/syncz`; [`metrics::XdsMetrics`]: the Prometheus side of it.
 
 pub mod cache;
+pub mod client;
 pub mod delta;
 pub mod encode;
 pub mod metrics;

@@ -39,7 +39,20 @@ async fn serve(
     Arc<SyncStatus>,
     CancellationToken,
 ) {
-    let cache = SnapshotCache::new();
+    serve_on("127.0.0.1:0".parse().unwrap(), ready, SnapshotCache::new()).await
+}
+
+async fn serve_on(
+    at: std::net::SocketAddr,
+    ready: bool,
+    cache: SnapshotCache,
+) -> (
+    String,
+    SnapshotCache,
+    watch::Sender<bool>,
+    Arc<SyncStatus>,
+    CancellationToken,
+) {
     let (ready_tx, ready_rx) = watch::channel(ready);
     let status = SyncStatus::new();
     let shutdown = CancellationToken::new();
@@ -52,7 +65,7 @@ async fn serve(
         ServerOptions::default(),
         shutdown.clone(),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = tokio::net::TcpListener::bind(at).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let sd = shutdown.clone();
     tokio::spawn(async move {
@@ -164,4 +177,147 @@ async fn snapshot_changes_are_pushed_and_status_tracks_acks() {
     shutdown.cancel();
     let end = next(&mut stream).await;
     assert_eq!(end.unwrap_err().code(), tonic::Code::Unavailable);
+}
+
+mod client {
+    use super::*;
+    use mesh_xds::client::{DeltaClient, DeltaClientConfig, DeltaHandler, DeltaUpdate};
+    use std::collections::BTreeMap;
+
+    /// What the handler holds (name -> body) and the names it was sent, in order.
+    type Held = (BTreeMap<String, Vec<u8>>, Vec<String>);
+
+    /// Holds what it was sent; refuses any resource named "bad".
+    #[derive(Clone, Default)]
+    struct Store(Arc<parking_lot::Mutex<Held>>);
+
+    impl DeltaHandler for Store {
+        fn apply(&mut self, update: DeltaUpdate) -> Result<(), String> {
+            if update.upserts.iter().any(|(n, _, _)| n == "bad") {
+                return Err("resource bad is not acceptable".into());
+            }
+            let mut s = self.0.lock();
+            for (name, _, body) in update.upserts {
+                s.1.push(name.clone());
+                s.0.insert(name, body.value);
+            }
+            for name in update.removals {
+                s.0.remove(&name);
+            }
+            Ok(())
+        }
+    }
+
+    impl Store {
+        fn held(&self) -> Vec<(String, String)> {
+            self.0
+                .lock()
+                .0
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect()
+        }
+        fn take_received(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.lock().1)
+        }
+    }
+
+    fn snap(items: &[(&str, &str)]) -> Snapshot {
+        Snapshot::new().with(
+            T,
+            TypedResources::new(items.iter().map(|(n, b)| {
+                XdsResource::new(
+                    *n,
+                    Any {
+                        type_url: T.into(),
+                        value: b.as_bytes().to_vec(),
+                    },
+                )
+            })),
+        )
+    }
+
+    async fn until(what: &str, mut f: impl FnMut() -> bool) {
+        for _ in 0..250 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn follows_changes_nacks_and_resumes_after_a_server_restart() {
+        let (endpoint, cache, _ready, status, server_stop) = serve(true).await;
+        let addr: std::net::SocketAddr = endpoint.trim_start_matches("http://").parse().unwrap();
+        cache.set("", snap(&[("a", "A"), ("b", "B")]));
+        let store = Store::default();
+        let client = DeltaClient::new(
+            DeltaClientConfig {
+                endpoint,
+                node_id: "follower".into(),
+                type_urls: vec![T.into()],
+                backoff_min: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(200),
+            },
+            store.clone(),
+        );
+        let mut synced = client.synced();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(client.run(stop.clone()));
+        tokio::time::timeout(Duration::from_secs(5), synced.wait_for(|s| *s))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.held(), pairs(&[("a", "A"), ("b", "B")]));
+        store.take_received();
+
+        cache.set("", snap(&[("a", "A"), ("b", "B2"), ("c", "C")]));
+        until("the change", || {
+            store.held() == pairs(&[("a", "A"), ("b", "B2"), ("c", "C")])
+        })
+        .await;
+        assert_eq!(store.take_received(), ["b", "c"], "only what changed");
+
+        // A refused update is NACKed; the last good state stays.
+        cache.set(
+            "",
+            snap(&[("a", "A"), ("b", "B2"), ("c", "C"), ("bad", "X")]),
+        );
+        until("the NACK", || {
+            status
+                .streams()
+                .first()
+                .is_some_and(|s| s.types[T].nack.is_some())
+        })
+        .await;
+        assert_eq!(store.held(), pairs(&[("a", "A"), ("b", "B2"), ("c", "C")]));
+
+        // The server goes away and comes back on the same port with one more
+        // resource: the client resumes and is sent only that one.
+        server_stop.cancel();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let cache2 = SnapshotCache::new();
+        cache2.set("", snap(&[("a", "A"), ("b", "B2"), ("c", "C"), ("d", "D")]));
+        store.take_received();
+        let (_endpoint, _cache, _ready2, _status2, stop2) = serve_on(addr, true, cache2).await;
+        until("the resumed stream", || store.held().len() == 4).await;
+        assert_eq!(
+            store.take_received(),
+            ["d"],
+            "unchanged resources are not resent after a restart"
+        );
+
+        stop.cancel();
+        stop2.cancel();
+        task.await.unwrap();
+    }
 }

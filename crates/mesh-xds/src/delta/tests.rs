@@ -271,7 +271,14 @@ fn large_updates_are_split_into_bounded_responses() {
     }
     let (last, rest) = out.split_last().unwrap();
     assert_eq!(last.removed_resources, ["gone"]);
-    assert!(rest.iter().all(|r| r.removed_resources.is_empty()));
+    assert!(
+        !last.system_version_info.is_empty(),
+        "the last part carries the version"
+    );
+    assert!(
+        rest.iter()
+            .all(|r| r.removed_resources.is_empty() && r.system_version_info.is_empty())
+    );
     // Only the last nonce is current: ACKing it syncs the stream.
     s.on_request(&mk_req(&[], &[], &last.nonce), None).unwrap();
     assert_eq!(s.status()[T].state(), "SYNCED");

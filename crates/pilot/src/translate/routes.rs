@@ -410,7 +410,8 @@ fn destination_port(ctx: &MeshContext, host: &str, d: &Destination, port: u32) -
             ctx.services
                 .get(host)
                 .filter(|s| s.ports.len() == 1 && s.port(port).is_none())
-                .map(|s| s.ports[0].number)
+                .and_then(|s| s.ports.first())
+                .map(|p| p.number)
         })
         .unwrap_or(port)
 }
