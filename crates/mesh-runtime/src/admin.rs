@@ -11,6 +11,8 @@ use axum::{
     routing::get,
 };
 use prometheus_client::registry::Registry;
+use std::future::IntoFuture;
+
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -100,7 +102,15 @@ pub async fn serve_admin(
 ) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::debug!(?addr, "monitoring server listening");
-    axum::serve(listener, server.router())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let graceful = axum::serve(listener, server.router())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let deadline = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(crate::grpc::DRAIN_TIMEOUT).await;
+    };
+    // Connections still open after the drain timeout are closed.
+    tokio::select! {
+        result = graceful.into_future() => result,
+        _ = deadline => Ok(()),
+    }
 }

@@ -4,3 +4,7 @@
 pub const GALLEY_MCP: u16 = 9901;
 /// galley monitoring.
 pub const GALLEY_MONITORING: u16 = 15014;
+/// pilot xDS (plaintext ADS).
+pub const PILOT_XDS: u16 = 15010;
+/// pilot monitoring.
+pub const PILOT_MONITORING: u16 = 15015;

@@ -59,9 +59,27 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     )
     .await?;
 
-    let ready = tokio::time::timeout(Duration::from_secs(30), galley.readiness.wait()).await;
-    if ready.is_err() {
-        eprintln!("warning: galley is not ready after 30s; see the logs");
+    let pilot = pilot::server::start(
+        pilot::server::PilotConfig {
+            from: pilot::server::ConfigFrom::Galley(format!("http://{}", galley.mcp_addr)),
+            xds_addr: at(ports::PILOT_XDS),
+            monitoring_addr: at(ports::PILOT_MONITORING),
+            debounce: Duration::from_millis(100),
+            debounce_max: Duration::from_secs(10),
+        },
+        shutdown.clone(),
+    )
+    .await?;
+
+    for (name, readiness) in [("galley", &galley.readiness), ("pilot", &pilot.readiness)] {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ready = tokio::time::timeout(Duration::from_secs(30), readiness.wait()) => {
+                if ready.is_err() {
+                    eprintln!("warning: {name} is not ready after 30s; see the logs");
+                }
+            }
+        }
     }
     let endpoints: Vec<(&str, String, &str)> = vec![
         (
@@ -73,6 +91,16 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             "galley",
             format!("http://{}", galley.monitoring_addr),
             "/metrics /ready /debug/configz /debug/syncz /debug/analyze /debug/errors",
+        ),
+        (
+            "pilot",
+            pilot.xds_addr.to_string(),
+            "Envoy xDS v3 (ADS: SotW and delta), proxyless gRPC",
+        ),
+        (
+            "pilot",
+            format!("http://{}", pilot.monitoring_addr),
+            "/metrics /ready /debug/syncz /debug/configz /debug/registryz /debug/config_dump",
         ),
     ];
     println!("Dromon control plane is up.");
@@ -91,7 +119,15 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
         config_dir.display()
     );
 
-    let result = galley.wait().await;
-    shutdown.cancel();
-    result.map_err(|e| anyhow::anyhow!(e))
+    // Any component stopping (on error, or on shutdown) stops the others.
+    let stop_all = |result| {
+        shutdown.cancel();
+        result
+    };
+    let (g, p) = tokio::join!(
+        async { stop_all(galley.wait().await.map_err(|e| e.to_string())) },
+        async { stop_all(pilot.wait().await.map_err(|e| e.to_string())) }
+    );
+    g.map_err(|e| anyhow::anyhow!("galley: {e}"))?;
+    p.map_err(|e| anyhow::anyhow!("pilot: {e}"))
 }

@@ -9,7 +9,9 @@
 
 #![warn(missing_docs)]
 
+pub mod args;
 pub mod model;
+pub mod server;
 pub mod translate;
 
 pub use model::{Endpoint, Service, ServiceEntryRegistry, ServicePort, ServiceRegistry};

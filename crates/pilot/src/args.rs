@@ -1,0 +1,67 @@
+//! pilot's command line.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::Parser;
+use mesh_runtime::LogArgs;
+
+use crate::server::{ConfigFrom, PilotConfig};
+
+/// pilot: service discovery and Envoy configuration over xDS v3 (ADS).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "pilot", version, about)]
+pub struct Args {
+    /// galley's MCP endpoint to follow, e.g. `http://galley:9901`.
+    #[arg(
+        long,
+        env = "PILOT_GALLEY",
+        conflicts_with = "config_dir",
+        required_unless_present = "config_dir"
+    )]
+    pub galley: Option<String>,
+    /// Read configuration YAML from this directory instead (pilot run alone).
+    #[arg(long, env = "PILOT_CONFIG_DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// xDS (ADS) plaintext listen address.
+    #[arg(long, env = "PILOT_XDS_ADDR", default_value = "0.0.0.0:15010")]
+    pub xds_addr: SocketAddr,
+    /// Monitoring HTTP listen address (/metrics, /healthz, /ready, /debug/*).
+    #[arg(long, env = "PILOT_MONITORING_ADDR", default_value = "0.0.0.0:15014")]
+    pub monitoring_addr: SocketAddr,
+    /// Quiet period that ends a burst of configuration changes before a push.
+    #[arg(long, env = "PILOT_DEBOUNCE", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub debounce: Duration,
+    /// Longest a burst of changes is held before a push.
+    #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub debounce_max: Duration,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Args {
+    /// The library configuration these flags describe.
+    pub fn config(&self) -> PilotConfig {
+        let from = match (&self.galley, &self.config_dir) {
+            (_, Some(dir)) => ConfigFrom::Directory(dir.clone()),
+            (Some(endpoint), None) => ConfigFrom::Galley(endpoint.clone()),
+            (None, None) => ConfigFrom::Galley("http://127.0.0.1:9901".into()),
+        };
+        PilotConfig {
+            from,
+            xds_addr: self.xds_addr,
+            monitoring_addr: self.monitoring_addr,
+            debounce: self.debounce,
+            debounce_max: self.debounce_max,
+        }
+    }
+
+    /// Parses the command line and runs pilot until SIGTERM or Ctrl-C.
+    pub fn parse_and_run() -> ExitCode {
+        let args = Args::parse();
+        let config = args.config();
+        mesh_runtime::run_main(&args.log, "pilot", |shutdown| {
+            crate::server::run(config, shutdown)
+        })
+    }
+}

@@ -1,0 +1,413 @@
+//! pilot's process: follow galley, translate, serve xDS.
+//!
+//! Configuration arrives from galley over MCP (delta), or from a directory through
+//! an in-process galley when pilot runs alone. Each burst of changes (debounced:
+//! 100 ms quiet, 10 s at most) is translated into Envoy resources and published as
+//! one snapshot; the ADS server pushes to every connected proxy what changed for
+//! it, clusters before endpoints before listeners before routes. Pilot serves
+//! nothing, and refuses streams with `Unavailable`, until galley's configuration has
+//! been received whole and translated once.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use axum::{Json, Router, extract::State, routing::get};
+use mesh_mcp::{McpStore, McpView, collections};
+use mesh_runtime::{AdminServer, GrpcSupport, Readiness};
+use mesh_xds::{
+    AdsServer, ServerOptions, SingleGroup, Snapshot, SnapshotCache, SyncStatus, TypedResources,
+    XdsMetrics, XdsResource,
+    client::{DeltaClient, DeltaClientConfig},
+    type_url,
+};
+use parking_lot::RwLock;
+use prometheus_client::{
+    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+use serde_json::{Value, json};
+use tokio::{sync::watch, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{EnvoyResources, NamedResource, ServiceEntryRegistry, ServiceRegistry};
+
+/// Where pilot's configuration comes from.
+#[derive(Debug, Clone)]
+pub enum ConfigFrom {
+    /// galley's MCP endpoint.
+    Galley(String),
+    /// A directory read by an in-process galley.
+    Directory(PathBuf),
+}
+
+/// Everything pilot needs to run.
+#[derive(Debug, Clone)]
+pub struct PilotConfig {
+    /// Configuration source.
+    pub from: ConfigFrom,
+    /// xDS listen address.
+    pub xds_addr: SocketAddr,
+    /// Monitoring listen address.
+    pub monitoring_addr: SocketAddr,
+    /// Quiet period ending a burst of changes.
+    pub debounce: Duration,
+    /// Longest a burst is held.
+    pub debounce_max: Duration,
+}
+
+/// pilot failed to start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PilotError {
+    /// A port could not be bound.
+    #[error(transparent)]
+    Bind(#[from] mesh_runtime::BindError),
+    /// The in-process galley failed.
+    #[error("in-process galley: {0}")]
+    Galley(#[from] galley::GalleyError),
+    /// The xDS server failed.
+    #[error("xDS server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// Server reflection could not be built.
+    #[error("gRPC reflection: {0}")]
+    Reflection(String),
+    /// The monitoring server failed.
+    #[error("monitoring server failed: {0}")]
+    Monitoring(std::io::Error),
+    /// A task failed.
+    #[error("pilot task failed: {0}")]
+    Task(String),
+}
+
+/// A running pilot.
+pub struct Running {
+    /// The bound xDS address.
+    pub xds_addr: SocketAddr,
+    /// The bound monitoring address.
+    pub monitoring_addr: SocketAddr,
+    /// Ready once the first snapshot is published.
+    pub readiness: Readiness,
+    tasks: JoinSet<Result<(), PilotError>>,
+}
+
+impl Running {
+    /// Waits until every task stopped, returning the first error.
+    pub async fn wait(mut self) -> Result<(), PilotError> {
+        let mut result = Ok(());
+        while let Some(joined) = self.tasks.join_next().await {
+            let r = joined
+                .map_err(|e| PilotError::Task(e.to_string()))
+                .and_then(|r| r);
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+/// Runs pilot until `shutdown` fires.
+pub async fn run(config: PilotConfig, shutdown: CancellationToken) -> Result<(), PilotError> {
+    let running = start(config, shutdown.clone()).await?;
+    tracing::info!(xds = %running.xds_addr, monitoring = %running.monitoring_addr, "pilot started");
+    let result = running.wait().await;
+    shutdown.cancel();
+    result
+}
+
+/// What the debug endpoints read.
+#[derive(Default)]
+struct PilotState {
+    view: Arc<McpView>,
+    envoy: EnvoyResources,
+    services: Vec<crate::Service>,
+}
+
+struct Metrics {
+    translations: Counter,
+    translate_seconds: Histogram,
+    services: Gauge,
+}
+
+impl Metrics {
+    fn register(registry: &mut Registry) -> Arc<Self> {
+        let m = Arc::new(Self {
+            translations: Counter::default(),
+            translate_seconds: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
+            ),
+            services: Gauge::default(),
+        });
+        let r = registry.sub_registry_with_prefix("pilot");
+        r.register(
+            "translations",
+            "Configuration versions translated and published",
+            m.translations.clone(),
+        );
+        r.register(
+            "translate_duration_seconds",
+            "Time to translate the configuration into Envoy resources",
+            m.translate_seconds.clone(),
+        );
+        r.register(
+            "services",
+            "Services in the merged registry",
+            m.services.clone(),
+        );
+        m
+    }
+}
+
+/// Binds pilot's ports and starts its tasks.
+pub async fn start(
+    config: PilotConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, PilotError> {
+    let mut tasks = JoinSet::new();
+    let endpoint = match &config.from {
+        ConfigFrom::Galley(endpoint) => endpoint.clone(),
+        ConfigFrom::Directory(path) => {
+            let embedded = galley::start(
+                galley::GalleyConfig {
+                    source: galley::SourceConfig::Directory {
+                        path: path.clone(),
+                        debounce: galley::source::dir::Debounce::default(),
+                    },
+                    mcp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    monitoring_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    default_namespace: "default".into(),
+                },
+                shutdown.clone(),
+            )
+            .await?;
+            let endpoint = format!("http://{}", embedded.mcp_addr);
+            tasks.spawn(async move { embedded.wait().await.map_err(PilotError::from) });
+            endpoint
+        }
+    };
+
+    let mut registry = Registry::default();
+    let xds_metrics = XdsMetrics::register(&mut registry);
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::new();
+    let cache = SnapshotCache::new();
+    let status = SyncStatus::new();
+    let state = Arc::new(RwLock::new(PilotState::default()));
+
+    let ads = AdsServer::new(
+        cache.clone(),
+        Arc::new(SingleGroup),
+        readiness.subscribe(),
+        status.clone(),
+        xds_metrics,
+        ServerOptions {
+            control_plane_id: Some("pilot".into()),
+            ..ServerOptions::default()
+        },
+        shutdown.clone(),
+    );
+    let xds_listener = mesh_runtime::bind(config.xds_addr, "pilot xDS").await?;
+    let monitoring_listener =
+        mesh_runtime::bind(config.monitoring_addr, "pilot monitoring").await?;
+    let xds_addr = xds_listener.local_addr().map_err(PilotError::Monitoring)?;
+    let monitoring_addr = monitoring_listener
+        .local_addr()
+        .map_err(PilotError::Monitoring)?;
+    let (_support, router) = GrpcSupport::router(
+        &[mesh_xds::server::SERVICE_NAME],
+        &[],
+        &readiness,
+        shutdown.clone(),
+    )
+    .map_err(|e| PilotError::Reflection(e.to_string()))?;
+    let router = router.add_service(ads.into_service());
+    let admin = AdminServer::new(Arc::new(registry), readiness.clone())
+        .with_routes(debug_routes(state.clone(), status));
+
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        mesh_runtime::grpc::serve(xds_listener, router, sd)
+            .await
+            .map_err(PilotError::from)
+    });
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        mesh_runtime::serve_admin(monitoring_listener, admin, sd)
+            .await
+            .map_err(PilotError::Monitoring)
+    });
+
+    let store = McpStore::new();
+    let views = store.subscribe();
+    let client = DeltaClient::new(
+        DeltaClientConfig {
+            endpoint: endpoint.clone(),
+            node_id: "pilot".into(),
+            type_urls: collections(),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        },
+        store,
+    );
+    let synced = client.synced();
+    tracing::info!(%endpoint, "following galley");
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        client.run(sd).await;
+        Ok(())
+    });
+    let translator = Translator {
+        cache,
+        readiness: readiness.clone(),
+        state,
+        metrics,
+        debounce: config.debounce,
+        debounce_max: config.debounce_max,
+    };
+    tasks.spawn(translator.run(views, synced, shutdown));
+    Ok(Running {
+        xds_addr,
+        monitoring_addr,
+        readiness,
+        tasks,
+    })
+}
+
+struct Translator {
+    cache: SnapshotCache,
+    readiness: Readiness,
+    state: Arc<RwLock<PilotState>>,
+    metrics: Arc<Metrics>,
+    debounce: Duration,
+    debounce_max: Duration,
+}
+
+impl Translator {
+    async fn run(
+        self,
+        mut views: watch::Receiver<Arc<McpView>>,
+        mut synced: watch::Receiver<bool>,
+        shutdown: CancellationToken,
+    ) -> Result<(), PilotError> {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            r = synced.wait_for(|s| *s) => if r.is_err() { return Ok(()) },
+        }
+        let view = views.borrow_and_update().clone();
+        self.publish(view);
+        self.readiness.set(true);
+        tracing::info!("configuration received from galley and translated; serving xDS");
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                changed = views.changed() => if changed.is_err() { return Ok(()) },
+            }
+            // Debounce: wait for quiet, but never longer than the maximum.
+            let deadline = tokio::time::Instant::now() + self.debounce_max;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(self.debounce) => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    changed = views.changed() => if changed.is_err() { return Ok(()) },
+                }
+            }
+            let view = views.borrow_and_update().clone();
+            self.publish(view);
+        }
+    }
+
+    fn publish(&self, view: Arc<McpView>) {
+        let started = std::time::Instant::now();
+        let resources: Vec<&mesh_model::Resource> =
+            view.resources.values().map(|r| r.as_ref()).collect();
+        let registry = ServiceEntryRegistry::from_resources(&resources);
+        let envoy = crate::translate_registry(&registry, &resources);
+        let snapshot = Snapshot::new()
+            .with(type_url::CLUSTER, typed(&envoy.clusters))
+            .with(type_url::ENDPOINT, typed(&envoy.endpoints))
+            .with(type_url::LISTENER, typed(&envoy.listeners))
+            .with(type_url::ROUTE, typed(&envoy.routes));
+        self.cache.set("", snapshot);
+        self.metrics.translations.inc();
+        self.metrics
+            .translate_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let services = registry.services();
+        self.metrics.services.set(services.len() as i64);
+        tracing::debug!(
+            clusters = envoy.clusters.len(),
+            listeners = envoy.listeners.len(),
+            took = ?started.elapsed(),
+            "configuration translated"
+        );
+        let mut state = self.state.write();
+        state.view = view;
+        state.envoy = envoy;
+        state.services = services;
+    }
+}
+
+fn typed(items: &[NamedResource]) -> TypedResources {
+    TypedResources::new(
+        items
+            .iter()
+            .map(|(name, any)| XdsResource::new(name.clone(), any.clone())),
+    )
+}
+
+#[derive(Clone)]
+struct DebugState {
+    pilot: Arc<RwLock<PilotState>>,
+    status: Arc<SyncStatus>,
+}
+
+fn debug_routes(pilot: Arc<RwLock<PilotState>>, status: Arc<SyncStatus>) -> Router {
+    Router::new()
+        .route("/debug/syncz", get(syncz))
+        .route("/debug/configz", get(configz))
+        .route("/debug/registryz", get(registryz))
+        .route("/debug/config_dump", get(config_dump))
+        .with_state(DebugState { pilot, status })
+}
+
+async fn syncz(State(s): State<DebugState>) -> Json<Value> {
+    Json(json!({ "proxies": s.status.streams() }))
+}
+
+async fn configz(State(s): State<DebugState>) -> Json<Value> {
+    let p = s.pilot.read();
+    let resources: Vec<Value> = p
+        .view
+        .resources
+        .values()
+        .map(|r| json!({"kind": r.kind().as_str(), "metadata": r.meta, "spec": r.spec.to_value()}))
+        .collect();
+    Json(json!({"generation": p.view.generation, "resources": resources}))
+}
+
+async fn registryz(State(s): State<DebugState>) -> Json<Value> {
+    let p = s.pilot.read();
+    let services: Vec<Value> = p
+        .services
+        .iter()
+        .map(|svc| {
+            json!({
+                "host": svc.host,
+                "namespace": svc.namespace,
+                "ports": svc.ports.iter().map(|p| json!({"number": p.number, "name": p.name})).collect::<Vec<_>>(),
+                "endpoints": svc.endpoints.len(),
+            })
+        })
+        .collect();
+    Json(json!({ "services": services }))
+}
+
+async fn config_dump(State(s): State<DebugState>) -> Json<Value> {
+    let p = s.pilot.read();
+    let names = |items: &[NamedResource]| items.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    Json(json!({
+        "clusters": names(&p.envoy.clusters),
+        "endpoints": names(&p.envoy.endpoints),
+        "listeners": names(&p.envoy.listeners),
+        "routes": names(&p.envoy.routes),
+    }))
+}
