@@ -15,3 +15,11 @@ fi
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add rustfmt clippy
 fi
+
+# Python clients used by the end-to-end tests (gRPC's own xDS client), in .venv.
+GRPCIO_VERSION=1.85.1
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import grpc, sys; sys.exit(grpc.__version__ != '$GRPCIO_VERSION')" 2>/dev/null; then
+    echo "==> installing Python test clients into .venv"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet "grpcio==$GRPCIO_VERSION"
+fi
