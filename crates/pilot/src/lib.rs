@@ -11,8 +11,10 @@
 
 pub mod args;
 pub mod model;
+pub mod proxy;
 pub mod server;
 pub mod translate;
 
 pub use model::{Endpoint, Service, ServiceEntryRegistry, ServicePort, ServiceRegistry};
+pub use proxy::{Proxy, ProxyKind};
 pub use translate::{EnvoyResources, NamedResource, translate, translate_registry};
