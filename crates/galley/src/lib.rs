@@ -174,7 +174,7 @@ pub async fn start(
                 .iter()
                 .map(|k| k.collection())
                 .collect(),
-            response_buffer: 16,
+            ..ServerOptions::default()
         },
         shutdown.clone(),
     );

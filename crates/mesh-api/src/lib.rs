@@ -16,6 +16,12 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
 
+/// Descriptor set of the Envoy resources and extensions pilot sends (clusters,
+/// endpoints, listeners, routes and the filters and transport sockets inside them),
+/// for decoding them into JSON.
+pub const ENVOY_CONFIG_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_config_descriptor.bin"));
+
 /// Mesh Configuration Protocol: the resources galley distributes.
 pub mod mcp {
     /// Version 1 of the MCP resource envelope.

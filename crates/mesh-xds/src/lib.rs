@@ -25,7 +25,7 @@ pub mod server;
 pub mod sotw;
 pub mod status;
 
-pub use cache::{NodeGrouper, SingleGroup, SnapshotCache};
+pub use cache::{NodeGrouper, Published, SingleGroup, SnapshotCache};
 pub use metrics::XdsMetrics;
 pub use resource::{Snapshot, TypedResources, XdsResource};
 pub use server::{AdsServer, ServerOptions};

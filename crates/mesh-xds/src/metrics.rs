@@ -4,7 +4,12 @@ use std::sync::Arc;
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 
@@ -25,7 +30,7 @@ pub struct RequestLabels {
 }
 
 /// The metrics of one xDS server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct XdsMetrics {
     /// Streams connected now.
     pub connected: Gauge,
@@ -37,6 +42,26 @@ pub struct XdsMetrics {
     pub nacks: Family<TypeLabels, Counter>,
     /// Streams refused because the server was not ready.
     pub refused_not_ready: Counter,
+    /// Time to compute and queue one stream's responses to a snapshot change or a
+    /// request, waiting for a push slot included.
+    pub push_seconds: Histogram,
+    /// Time from a snapshot's publication until the stream's client ACKed every
+    /// type it was sent.
+    pub convergence_seconds: Histogram,
+}
+
+impl Default for XdsMetrics {
+    fn default() -> Self {
+        Self {
+            connected: Gauge::default(),
+            pushes: Family::default(),
+            requests: Family::default(),
+            nacks: Family::default(),
+            refused_not_ready: Counter::default(),
+            push_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
+            convergence_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
+        }
+    }
 }
 
 impl XdsMetrics {
@@ -64,6 +89,16 @@ impl XdsMetrics {
             "refused_not_ready",
             "xDS streams refused before the server's sources were loaded",
             m.refused_not_ready.clone(),
+        );
+        r.register(
+            "push_duration_seconds",
+            "Time to compute and queue one stream's push, waiting for a push slot included",
+            m.push_seconds.clone(),
+        );
+        r.register(
+            "convergence_duration_seconds",
+            "Time from a snapshot's publication until a client ACKed all of it",
+            m.convergence_seconds.clone(),
         );
         m
     }

@@ -11,11 +11,12 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use bytes::BufMut;
 use futures::Stream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
@@ -27,7 +28,7 @@ use tonic::{
 
 use crate::{
     NodeGrouper, Snapshot, SnapshotCache, XdsMetrics,
-    cache::node_id,
+    cache::{Published, node_id},
     delta::{DeltaResponse, DeltaStream},
     discovery::{DeltaDiscoveryRequest, DiscoveryRequest},
     encode::Encoded,
@@ -53,6 +54,9 @@ pub struct ServerOptions {
     pub push_order: Vec<&'static str>,
     /// Responses buffered per stream before the server waits for the client.
     pub response_buffer: usize,
+    /// Streams computing a push at the same time; the rest wait their turn, so a
+    /// storm of reconnecting clients cannot starve everything else of CPU.
+    pub max_concurrent_pushes: usize,
 }
 
 impl Default for ServerOptions {
@@ -61,6 +65,7 @@ impl Default for ServerOptions {
             control_plane_id: None,
             push_order: crate::type_url::ENVOY_ORDER.to_vec(),
             response_buffer: 16,
+            max_concurrent_pushes: 100,
         }
     }
 }
@@ -79,6 +84,7 @@ struct Inner {
     metrics: Arc<XdsMetrics>,
     opts: ServerOptions,
     shutdown: CancellationToken,
+    push_slots: Semaphore,
 }
 
 impl AdsServer {
@@ -99,6 +105,7 @@ impl AdsServer {
                 ready,
                 status,
                 metrics,
+                push_slots: Semaphore::new(opts.max_concurrent_pushes.max(1)),
                 opts,
                 shutdown,
             }),
@@ -319,7 +326,7 @@ impl Protocol for DeltaStream {
     }
 }
 
-type SnapshotRx = watch::Receiver<Option<Arc<Snapshot>>>;
+type SnapshotRx = watch::Receiver<Option<Published>>;
 
 async fn snapshot_changed(rx: &mut Option<SnapshotRx>) -> bool {
     match rx {
@@ -340,6 +347,9 @@ async fn run_stream<P: Protocol>(
     let mut snapshots: Option<SnapshotRx> = None;
     let mut node = String::from("<no node>");
     let order: Vec<&str> = inner.opts.push_order.clone();
+    // When the snapshot this stream was last pushed was published, until the
+    // client has ACKed all of it.
+    let mut converging: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = inner.shutdown.cancelled() => {
@@ -372,7 +382,10 @@ async fn run_stream<P: Protocol>(
                 // subscribed types must still wake the snapshot branch.
                 let current = snapshots.as_ref().and_then(|rx| rx.borrow().clone());
                 let type_url = P::type_url(&req).to_string();
-                match machine.on_request(&req, current.as_deref()) {
+                let started = Instant::now();
+                let Ok(_slot) = inner.push_slots.acquire().await else { break };
+                let handled = machine.on_request(&req, current.as_ref().map(|p| &*p.snapshot));
+                match handled {
                     Ok((kind, responses, nack)) => {
                         inner.metrics.requests
                             .get_or_create(&RequestLabels { type_url: type_url.clone(), kind: kind.as_str().into() })
@@ -381,7 +394,16 @@ async fn run_stream<P: Protocol>(
                             inner.metrics.nacks.get_or_create(&TypeLabels { type_url: type_url.clone() }).inc();
                             tracing::warn!(%node, %type_url, version = %nack.version, error = %nack.error, "xDS client rejected a response");
                         }
-                        if !send_all::<P>(&inner, &tx, responses).await {
+                        let pushing = !responses.is_empty();
+                        let encoded = encode_all::<P>(&inner, responses);
+                        drop(_slot);
+                        if pushing {
+                            inner.metrics.push_seconds.observe(started.elapsed().as_secs_f64());
+                            if converging.is_none() {
+                                converging = current.as_ref().map(|p| p.at);
+                            }
+                        }
+                        if !send_all(&tx, encoded).await {
                             break;
                         }
                     }
@@ -390,16 +412,32 @@ async fn run_stream<P: Protocol>(
                         break;
                     }
                 }
-                guard.update(|s| s.types = machine.status());
+                let types = machine.status();
+                if let Some(since) = converging
+                    && types.values().all(|t| t.sent_version.is_none() || t.sent_version == t.acked_version)
+                {
+                    inner.metrics.convergence_seconds.observe(since.elapsed().as_secs_f64());
+                    converging = None;
+                }
+                guard.update(|s| s.types = types);
             }
             alive = snapshot_changed(&mut snapshots) => {
                 if !alive {
                     break;
                 }
                 let current = snapshots.as_mut().and_then(|rx| rx.borrow_and_update().clone());
-                if let Some(snapshot) = current {
-                    let responses = machine.on_snapshot(&snapshot, &order);
-                    if !send_all::<P>(&inner, &tx, responses).await {
+                if let Some(published) = current {
+                    let started = Instant::now();
+                    let Ok(slot) = inner.push_slots.acquire().await else { break };
+                    let responses = machine.on_snapshot(&published.snapshot, &order);
+                    let pushing = !responses.is_empty();
+                    let encoded = encode_all::<P>(&inner, responses);
+                    drop(slot);
+                    if pushing {
+                        inner.metrics.push_seconds.observe(started.elapsed().as_secs_f64());
+                        converging = Some(published.at);
+                    }
+                    if !send_all(&tx, encoded).await {
                         break;
                     }
                     guard.update(|s| s.types = machine.status());
@@ -411,21 +449,28 @@ async fn run_stream<P: Protocol>(
     tracing::info!(%node, protocol = P::NAME, "xDS client disconnected");
 }
 
-async fn send_all<P: Protocol>(
-    inner: &Inner,
-    tx: &mpsc::Sender<Result<Encoded, Status>>,
-    responses: Vec<P::Resp>,
-) -> bool {
+/// Encodes responses (counting them) so they can be sent after the push slot is
+/// released: a slow client then holds up only its own stream.
+fn encode_all<P: Protocol>(inner: &Inner, responses: Vec<P::Resp>) -> Vec<Encoded> {
     let control_plane = inner.opts.control_plane_id.as_deref();
-    for resp in responses {
-        inner
-            .metrics
-            .pushes
-            .get_or_create(&TypeLabels {
-                type_url: P::resp_type_url(&resp).to_string(),
-            })
-            .inc();
-        if tx.send(Ok(P::encode(&resp, control_plane))).await.is_err() {
+    responses
+        .iter()
+        .map(|resp| {
+            inner
+                .metrics
+                .pushes
+                .get_or_create(&TypeLabels {
+                    type_url: P::resp_type_url(resp).to_string(),
+                })
+                .inc();
+            P::encode(resp, control_plane)
+        })
+        .collect()
+}
+
+async fn send_all(tx: &mpsc::Sender<Result<Encoded, Status>>, encoded: Vec<Encoded>) -> bool {
+    for e in encoded {
+        if tx.send(Ok(e)).await.is_err() {
             return false;
         }
     }

@@ -10,8 +10,11 @@
 #![warn(missing_docs)]
 
 pub mod args;
+pub mod dump;
 pub mod model;
 pub mod proxy;
+pub mod push;
+pub mod scope;
 pub mod server;
 pub mod translate;
 

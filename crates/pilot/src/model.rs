@@ -28,6 +28,9 @@ pub struct Service {
     pub location: Location,
     /// Endpoints, in declaration order.
     pub endpoints: Vec<Endpoint>,
+    /// Namespaces the service is visible to (`*` all, `.` its own, `~` none); empty
+    /// means all.
+    pub export_to: Vec<String>,
 }
 
 impl Service {
@@ -166,6 +169,7 @@ fn service_from_entry(host: String, namespace: &str, se: &ServiceEntry) -> Servi
                 weight: e.weight,
             })
             .collect(),
+        export_to: se.export_to.clone(),
     }
 }
 
@@ -222,6 +226,7 @@ mod tests {
             resolution: Resolution::Dns,
             location: Location::MeshExternal,
             endpoints: vec![],
+            export_to: vec![],
         };
         let a = Fixed(vec![mk("a")]);
         let b = Fixed(vec![mk("b")]);

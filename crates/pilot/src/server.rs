@@ -14,21 +14,33 @@ use axum::{Json, Router, extract::State, routing::get};
 use mesh_mcp::{McpStore, McpView, collections};
 use mesh_runtime::{AdminServer, GrpcSupport, Readiness};
 use mesh_xds::{
-    AdsServer, ServerOptions, SingleGroup, Snapshot, SnapshotCache, SyncStatus, TypedResources,
-    XdsMetrics, XdsResource,
+    AdsServer, NodeGrouper, ServerOptions, SnapshotCache, SyncStatus, XdsMetrics,
     client::{DeltaClient, DeltaClientConfig},
-    type_url,
 };
 use parking_lot::RwLock;
 use prometheus_client::{
-    metrics::{counter::Counter, gauge::Gauge, histogram::Histogram},
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
 use serde_json::{Value, json};
 use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::{EnvoyResources, NamedResource, ServiceEntryRegistry, ServiceRegistry};
+use crate::{
+    proxy::Proxy,
+    push::{Inputs, PushEngine},
+};
+
+/// Groups streams by the proxy behind them ([`Proxy::group_key`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyGrouper;
+
+impl NodeGrouper for ProxyGrouper {
+    fn group(&self, node: Option<&mesh_api::envoy::envoy::config::core::v3::Node>) -> String {
+        Proxy::from_node(node).group_key()
+    }
+}
 
 /// Where pilot's configuration comes from.
 #[derive(Debug, Clone)]
@@ -114,23 +126,31 @@ pub async fn run(config: PilotConfig, shutdown: CancellationToken) -> Result<(),
 }
 
 /// What the debug endpoints read.
-#[derive(Default)]
 struct PilotState {
-    view: Arc<McpView>,
-    envoy: EnvoyResources,
-    services: Vec<crate::Service>,
+    inputs: Arc<Inputs>,
+    cache: SnapshotCache,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PushLabels {
+    /// `full` or `eds`.
+    kind: &'static str,
 }
 
 struct Metrics {
-    translations: Counter,
+    translations: Family<PushLabels, Counter>,
     translate_seconds: Histogram,
     services: Gauge,
+    groups: Gauge,
+    scopes: Gauge,
 }
 
 impl Metrics {
     fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Arc::new(Self {
-            translations: Counter::default(),
+            translations: Family::default(),
+            groups: Gauge::default(),
+            scopes: Gauge::default(),
             translate_seconds: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
             ),
@@ -139,13 +159,23 @@ impl Metrics {
         let r = registry.sub_registry_with_prefix("pilot");
         r.register(
             "translations",
-            "Configuration versions translated and published",
+            "Configuration versions translated and published, by kind (full, or eds when only endpoints moved)",
             m.translations.clone(),
         );
         r.register(
             "translate_duration_seconds",
-            "Time to translate the configuration into Envoy resources",
+            "Time to translate a configuration version into every watched group's snapshot",
             m.translate_seconds.clone(),
+        );
+        r.register(
+            "proxy_groups",
+            "Proxy groups (kind, namespace, locality, labels) served a snapshot",
+            m.groups.clone(),
+        );
+        r.register(
+            "scopes",
+            "Distinct views of the mesh translated (namespace, Sidecar, kind, locality)",
+            m.scopes.clone(),
         );
         r.register(
             "services",
@@ -190,11 +220,14 @@ pub async fn start(
     let readiness = Readiness::new();
     let cache = SnapshotCache::new();
     let status = SyncStatus::new();
-    let state = Arc::new(RwLock::new(PilotState::default()));
+    let state = Arc::new(RwLock::new(PilotState {
+        inputs: Arc::new(Inputs::default()),
+        cache: cache.clone(),
+    }));
 
     let ads = AdsServer::new(
         cache.clone(),
-        Arc::new(SingleGroup),
+        Arc::new(ProxyGrouper),
         readiness.subscribe(),
         status.clone(),
         xds_metrics,
@@ -255,7 +288,8 @@ pub async fn start(
         Ok(())
     });
     let translator = Translator {
-        cache,
+        engine: PushEngine::new(cache.clone()),
+        demand: cache.demand(),
         readiness: readiness.clone(),
         state,
         metrics,
@@ -272,7 +306,8 @@ pub async fn start(
 }
 
 struct Translator {
-    cache: SnapshotCache,
+    engine: PushEngine,
+    demand: watch::Receiver<u64>,
     readiness: Readiness,
     state: Arc<RwLock<PilotState>>,
     metrics: Arc<Metrics>,
@@ -282,7 +317,7 @@ struct Translator {
 
 impl Translator {
     async fn run(
-        self,
+        mut self,
         mut views: watch::Receiver<Arc<McpView>>,
         mut synced: watch::Receiver<bool>,
         shutdown: CancellationToken,
@@ -298,15 +333,25 @@ impl Translator {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
+                changed = self.demand.changed() => {
+                    if changed.is_err() { return Ok(()) }
+                    self.serve_new_groups();
+                    continue;
+                }
                 changed = views.changed() => if changed.is_err() { return Ok(()) },
             }
-            // Debounce: wait for quiet, but never longer than the maximum.
+            // Debounce: wait for quiet, but never longer than the maximum. Proxies
+            // connecting meanwhile are served the current configuration at once.
             let deadline = tokio::time::Instant::now() + self.debounce_max;
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(self.debounce) => break,
                     _ = tokio::time::sleep_until(deadline) => break,
+                    changed = self.demand.changed() => {
+                        if changed.is_err() { return Ok(()) }
+                        self.serve_new_groups();
+                    }
                     changed = views.changed() => if changed.is_err() { return Ok(()) },
                 }
             }
@@ -315,43 +360,42 @@ impl Translator {
         }
     }
 
-    fn publish(&self, view: Arc<McpView>) {
+    fn serve_new_groups(&mut self) {
+        self.demand.borrow_and_update();
+        let built = self.engine.serve_new_groups();
+        if built > 0 {
+            self.metrics.groups.set(self.engine.group_count() as i64);
+            self.metrics.scopes.set(self.engine.scope_count() as i64);
+            tracing::debug!(built, "new proxy groups served");
+        }
+    }
+
+    fn publish(&mut self, view: Arc<McpView>) {
         let started = std::time::Instant::now();
-        let resources: Vec<&mesh_model::Resource> =
-            view.resources.values().map(|r| r.as_ref()).collect();
-        let registry = ServiceEntryRegistry::from_resources(&resources);
-        let envoy = crate::translate_registry(&registry, &resources);
-        let snapshot = Snapshot::new()
-            .with(type_url::CLUSTER, typed(&envoy.clusters))
-            .with(type_url::ENDPOINT, typed(&envoy.endpoints))
-            .with(type_url::LISTENER, typed(&envoy.listeners))
-            .with(type_url::ROUTE, typed(&envoy.routes));
-        self.cache.set("", snapshot);
-        self.metrics.translations.inc();
+        // Groups arriving from here on are built by this push.
+        self.demand.borrow_and_update();
+        let stats = self.engine.update(view);
+        let kind = if stats.endpoints_only { "eds" } else { "full" };
+        self.metrics
+            .translations
+            .get_or_create(&PushLabels { kind })
+            .inc();
         self.metrics
             .translate_seconds
             .observe(started.elapsed().as_secs_f64());
-        let services = registry.services();
-        self.metrics.services.set(services.len() as i64);
+        let inputs = self.engine.inputs();
+        self.metrics.services.set(inputs.services.len() as i64);
+        self.metrics.groups.set(self.engine.group_count() as i64);
+        self.metrics.scopes.set(self.engine.scope_count() as i64);
         tracing::debug!(
-            clusters = envoy.clusters.len(),
-            listeners = envoy.listeners.len(),
+            kind,
+            groups = stats.groups,
+            scopes = stats.scopes,
             took = ?started.elapsed(),
             "configuration translated"
         );
-        let mut state = self.state.write();
-        state.view = view;
-        state.envoy = envoy;
-        state.services = services;
+        self.state.write().inputs = inputs;
     }
-}
-
-fn typed(items: &[NamedResource]) -> TypedResources {
-    TypedResources::new(
-        items
-            .iter()
-            .map(|(name, any)| XdsResource::new(name.clone(), any.clone())),
-    )
 }
 
 #[derive(Clone)]
@@ -374,19 +418,18 @@ async fn syncz(State(s): State<DebugState>) -> Json<Value> {
 }
 
 async fn configz(State(s): State<DebugState>) -> Json<Value> {
-    let p = s.pilot.read();
-    let resources: Vec<Value> = p
-        .view
+    let inputs = s.pilot.read().inputs.clone();
+    let resources: Vec<Value> = inputs
         .resources
-        .values()
+        .iter()
         .map(|r| json!({"kind": r.kind().as_str(), "metadata": r.meta, "spec": r.spec.to_value()}))
         .collect();
-    Json(json!({"generation": p.view.generation, "resources": resources}))
+    Json(json!({"generation": inputs.view.generation, "resources": resources}))
 }
 
 async fn registryz(State(s): State<DebugState>) -> Json<Value> {
-    let p = s.pilot.read();
-    let services: Vec<Value> = p
+    let inputs = s.pilot.read().inputs.clone();
+    let services: Vec<Value> = inputs
         .services
         .iter()
         .map(|svc| {
@@ -395,19 +438,76 @@ async fn registryz(State(s): State<DebugState>) -> Json<Value> {
                 "namespace": svc.namespace,
                 "ports": svc.ports.iter().map(|p| json!({"number": p.number, "name": p.name})).collect::<Vec<_>>(),
                 "endpoints": svc.endpoints.len(),
+                "exportTo": svc.export_to,
             })
         })
         .collect();
     Json(json!({ "services": services }))
 }
 
-async fn config_dump(State(s): State<DebugState>) -> Json<Value> {
-    let p = s.pilot.read();
-    let names = |items: &[NamedResource]| items.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+#[derive(Debug, serde::Deserialize)]
+struct DumpQuery {
+    #[serde(rename = "proxyID")]
+    proxy_id: Option<String>,
+}
+
+/// Without `proxyID`: every served group with its resource names by type. With it:
+/// the full configuration that proxy is served, each resource as Envoy's JSON. The
+/// id is a node id, or the `<pod>.<namespace>` part of one.
+async fn config_dump(
+    State(s): State<DebugState>,
+    axum::extract::Query(q): axum::extract::Query<DumpQuery>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let cache = s.pilot.read().cache.clone();
+    let Some(id) = q.proxy_id else {
+        let groups: Vec<Value> = cache
+            .groups()
+            .into_iter()
+            .filter_map(|g| cache.get(&g).map(|snap| (g, snap)))
+            .map(|(g, snap)| {
+                let types: serde_json::Map<String, Value> = snap
+                    .type_urls()
+                    .filter_map(|t| snap.get(t).map(|set| (t, set)))
+                    .map(|(t, set)| (t.to_string(), json!(set.items.keys().collect::<Vec<_>>())))
+                    .collect();
+                json!({"group": g, "types": types})
+            })
+            .collect();
+        return Json(json!({ "groups": groups })).into_response();
+    };
+    let stream =
+        s.status.streams().into_iter().find(|st| {
+            st.node_id == id || st.node_id.split('~').nth(2).is_some_and(|part| part == id)
+        });
+    let Some(stream) = stream else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no connected proxy with id {id:?}")})),
+        )
+            .into_response();
+    };
+    let Some(snapshot) = cache.get(&stream.group) else {
+        return (
+            axum::http::StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("proxy {id:?} has not been served yet")})),
+        )
+            .into_response();
+    };
+    let mut configs = Vec::new();
+    for t in snapshot.type_urls() {
+        let Some(set) = snapshot.get(t) else { continue };
+        let resources: Vec<Value> = set
+            .items
+            .values()
+            .map(|r| crate::dump::resource_json(&r.body))
+            .collect();
+        configs.push(json!({"typeUrl": t, "version": set.version, "resources": resources}));
+    }
     Json(json!({
-        "clusters": names(&p.envoy.clusters),
-        "endpoints": names(&p.envoy.endpoints),
-        "listeners": names(&p.envoy.listeners),
-        "routes": names(&p.envoy.routes),
+        "proxy": stream.node_id,
+        "group": stream.group,
+        "configs": configs,
     }))
+    .into_response()
 }

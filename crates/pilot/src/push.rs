@@ -1,0 +1,450 @@
+//! From configuration to per-proxy snapshots, computing as little as possible.
+//!
+//! Streams are grouped by [`Proxy::group_key`] (kind, namespace, locality, labels).
+//! Each group belongs to a [`ScopeKey`]: the proxies of a scope see the same
+//! services and rules, so the scope's translation (clusters, endpoints, routes,
+//! proxyless listeners) is computed once and its sets are shared by every group of
+//! the scope. Groups add what is theirs alone (a sidecar's inbound listener and
+//! clusters, a gateway's listeners); groups whose additions are equal share one
+//! snapshot. Only groups some stream watches are built: a new group is built when
+//! its first stream arrives, and groups nobody watches are forgotten.
+//!
+//! A change that moves only endpoints (the services' shape and every rule are as
+//! before) recomputes only EDS: the other sets of every snapshot are kept as they
+//! are, so nothing else is re-sent or even re-encoded.
+//!
+//! Resources are interned by name and content across scopes and pushes: an unchanged
+//! cluster is the same shared, already-encoded resource in every snapshot.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use mesh_mcp::McpView;
+use mesh_model::{Kind, Resource};
+use mesh_xds::{Snapshot, SnapshotCache, TypedResources, XdsResource, type_url};
+
+use crate::{
+    NamedResource, ServiceEntryRegistry, ServiceRegistry,
+    model::Service,
+    proxy::{Proxy, ProxyKind},
+    scope::{ScopeKey, scope_key, visible},
+    translate::{self, MeshContext},
+};
+
+/// What a push did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PushStats {
+    /// True when only endpoints changed and only EDS was recomputed.
+    pub endpoints_only: bool,
+    /// Scopes translated.
+    pub scopes: usize,
+    /// Groups whose snapshot was published.
+    pub groups: usize,
+}
+
+/// The configuration being served, as translation reads it.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// The configuration view it came from.
+    pub view: Arc<McpView>,
+    /// Every resource, in key order.
+    pub resources: Vec<Arc<Resource>>,
+    /// Every service of the merged registries, by host.
+    pub services: Vec<Service>,
+}
+
+impl Inputs {
+    /// Reads a view: resources in key order and services from its ServiceEntries.
+    pub fn from_view(view: Arc<McpView>) -> Self {
+        let resources: Vec<Arc<Resource>> = view.resources.values().cloned().collect();
+        let refs: Vec<&Resource> = resources.iter().map(|r| r.as_ref()).collect();
+        let services = ServiceEntryRegistry::from_resources(&refs).services();
+        Self {
+            view,
+            resources,
+            services,
+        }
+    }
+
+    /// Whether `self` differs from `before` in endpoints of EDS services only.
+    fn endpoints_only_change(&self, before: &Inputs) -> bool {
+        let rules = |inputs: &Inputs| {
+            inputs
+                .resources
+                .iter()
+                .filter(|r| !matches!(r.kind(), Kind::ServiceEntry))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (rules(self), rules(before));
+        let same_rules =
+            a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| Arc::ptr_eq(x, y) || x == y);
+        same_rules && shape(&self.services) == shape(&before.services)
+    }
+}
+
+/// Services with the endpoints of EDS services left out: what clusters, routes and
+/// listeners depend on.
+fn shape(services: &[Service]) -> Vec<Service> {
+    services
+        .iter()
+        .map(|s| {
+            let mut s = s.clone();
+            if translate::clusters::uses_eds(&s) {
+                s.endpoints.clear();
+            }
+            s
+        })
+        .collect()
+}
+
+/// A scope's translation.
+struct ScopeOutput {
+    ctx: MeshContext,
+    sets: BTreeMap<&'static str, Arc<TypedResources>>,
+}
+
+/// A snapshot shared by the groups of a scope whose additions are equal.
+struct Variant {
+    snapshot: Arc<Snapshot>,
+}
+
+struct GroupEntry {
+    scope: ScopeKey,
+    variant: String,
+}
+
+/// Builds and publishes the snapshot of every watched group.
+pub struct PushEngine {
+    cache: SnapshotCache,
+    inputs: Arc<Inputs>,
+    scopes: HashMap<ScopeKey, ScopeOutput>,
+    variants: HashMap<(ScopeKey, String), Variant>,
+    groups: HashMap<String, GroupEntry>,
+    interner: Interner,
+}
+
+impl PushEngine {
+    /// An engine publishing to `cache`, with no configuration yet.
+    pub fn new(cache: SnapshotCache) -> Self {
+        Self {
+            cache,
+            inputs: Arc::new(Inputs::default()),
+            scopes: HashMap::new(),
+            variants: HashMap::new(),
+            groups: HashMap::new(),
+            interner: Interner::default(),
+        }
+    }
+
+    /// The configuration served now.
+    pub fn inputs(&self) -> Arc<Inputs> {
+        self.inputs.clone()
+    }
+
+    /// Scopes translated for the current configuration.
+    pub fn scope_count(&self) -> usize {
+        self.scopes.len()
+    }
+
+    /// Groups with a published snapshot.
+    pub fn group_count(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// Serves `view` to every watched group.
+    pub fn update(&mut self, view: Arc<McpView>) -> PushStats {
+        let inputs = Arc::new(Inputs::from_view(view));
+        let endpoints_only = !self.groups.is_empty() && inputs.endpoints_only_change(&self.inputs);
+        self.inputs = inputs;
+        self.cache.prune();
+        if endpoints_only {
+            return self.update_endpoints();
+        }
+        self.scopes.clear();
+        self.variants.clear();
+        self.groups.clear();
+        self.interner.start_generation();
+        let watched: Vec<String> = self.cache.watched().into_iter().map(|(g, _)| g).collect();
+        let mut stats = PushStats::default();
+        for group in watched {
+            if self.build_group(&group) {
+                stats.groups += 1;
+            }
+        }
+        self.interner.end_generation();
+        stats.scopes = self.scopes.len();
+        stats
+    }
+
+    /// Builds the groups streams started watching since the last call.
+    pub fn serve_new_groups(&mut self) -> usize {
+        let mut built = 0;
+        for (group, has_snapshot) in self.cache.watched() {
+            if !has_snapshot && self.build_group(&group) {
+                built += 1;
+            }
+        }
+        built
+    }
+
+    /// Recomputes EDS of every scope and swaps it into every snapshot.
+    fn update_endpoints(&mut self) -> PushStats {
+        let inputs = self.inputs.clone();
+        self.interner.start_type(type_url::ENDPOINT);
+        for (key, scope) in &mut self.scopes {
+            let proxy = scope_proxy(key);
+            let (services, resources) = visible(&proxy, &inputs.services, &inputs.resources);
+            scope.ctx = MeshContext::new(services, &resources);
+            let endpoints = translate::endpoints::build_endpoints(&scope.ctx);
+            let set = Arc::new(self.interner.set(type_url::ENDPOINT, endpoints));
+            scope.sets.insert(type_url::ENDPOINT, set);
+        }
+        self.interner.end_generation();
+        for ((key, _), variant) in &mut self.variants {
+            let Some(scope) = self.scopes.get(key) else {
+                continue;
+            };
+            let mut snapshot = (*variant.snapshot).clone();
+            if let Some(set) = scope.sets.get(type_url::ENDPOINT) {
+                snapshot.insert(type_url::ENDPOINT, set.clone());
+            }
+            variant.snapshot = Arc::new(snapshot);
+        }
+        let mut stats = PushStats {
+            endpoints_only: true,
+            scopes: self.scopes.len(),
+            groups: 0,
+        };
+        let watched: Vec<String> = self.cache.watched().into_iter().map(|(g, _)| g).collect();
+        self.groups.retain(|g, _| watched.contains(g));
+        for (group, entry) in &self.groups {
+            if let Some(v) = self
+                .variants
+                .get(&(entry.scope.clone(), entry.variant.clone()))
+            {
+                self.cache.set_shared(group, v.snapshot.clone());
+                stats.groups += 1;
+            }
+        }
+        // Groups that arrived meanwhile get a full build.
+        for group in watched {
+            if !self.groups.contains_key(&group) && self.build_group(&group) {
+                stats.groups += 1;
+            }
+        }
+        stats
+    }
+
+    /// Builds and publishes one group's snapshot; false when the key is not a group.
+    fn build_group(&mut self, group: &str) -> bool {
+        let Some(proxy) = Proxy::from_group_key(group) else {
+            tracing::warn!(%group, "not a proxy group key; serving it nothing");
+            self.cache.set(group, Snapshot::new());
+            return false;
+        };
+        let key = scope_key(&proxy, &self.inputs.resources);
+        if !self.scopes.contains_key(&key) {
+            let scope = self.translate_scope(&key);
+            self.scopes.insert(key.clone(), scope);
+        }
+        let Some(scope) = self.scopes.get(&key) else {
+            return false;
+        };
+        let extras = proxy_extras(&scope.ctx, &proxy);
+        let extras: BTreeMap<&'static str, Vec<Arc<XdsResource>>> = extras
+            .into_iter()
+            .map(|(t, items)| (t, self.interner.resources(t, items)))
+            .collect();
+        let variant_id = variant_id(&extras);
+        let variant_key = (key.clone(), variant_id.clone());
+        let snapshot = match self.variants.get(&variant_key) {
+            Some(v) => v.snapshot.clone(),
+            None => {
+                let snapshot = Arc::new(compose(&scope.sets, &extras));
+                self.variants.insert(
+                    variant_key,
+                    Variant {
+                        snapshot: snapshot.clone(),
+                    },
+                );
+                snapshot
+            }
+        };
+        self.cache.set_shared(group, snapshot);
+        self.groups.insert(
+            group.to_string(),
+            GroupEntry {
+                scope: key,
+                variant: variant_id,
+            },
+        );
+        true
+    }
+
+    fn translate_scope(&mut self, key: &ScopeKey) -> ScopeOutput {
+        let proxy = scope_proxy(key);
+        let (services, resources) = visible(&proxy, &self.inputs.services, &self.inputs.resources);
+        let ctx = MeshContext::new(services, &resources);
+        let mut sets = BTreeMap::new();
+        let clusters = translate::clusters::build_clusters(&ctx);
+        let endpoints = translate::endpoints::build_endpoints(&ctx);
+        let routes = translate::routes::build_routes(&ctx);
+        let listeners = if key.kind == ProxyKind::Proxyless {
+            translate::listeners::build_listeners(&ctx)
+        } else {
+            Vec::new()
+        };
+        for (t, items) in [
+            (type_url::CLUSTER, clusters),
+            (type_url::ENDPOINT, endpoints),
+            (type_url::LISTENER, listeners),
+            (type_url::ROUTE, routes),
+        ] {
+            sets.insert(t, Arc::new(self.interner.set(t, items)));
+        }
+        ScopeOutput { ctx, sets }
+    }
+
+    /// Every published group with its proxy and the snapshot it is served.
+    pub fn group_snapshots(&self) -> Vec<(String, Arc<Snapshot>)> {
+        let mut out: Vec<(String, Arc<Snapshot>)> = self
+            .groups
+            .keys()
+            .filter_map(|g| self.cache.get(g).map(|s| (g.clone(), s)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// A proxy standing for a scope (what translation of the scope needs of it).
+fn scope_proxy(key: &ScopeKey) -> Proxy {
+    Proxy::new(key.kind, key.namespace.clone(), Default::default()).with_locality(&key.locality)
+}
+
+/// What a proxy gets beyond its scope's shared sets, by type URL.
+fn proxy_extras(_ctx: &MeshContext, proxy: &Proxy) -> Vec<(&'static str, Vec<NamedResource>)> {
+    match proxy.kind {
+        ProxyKind::Proxyless | ProxyKind::Sidecar | ProxyKind::Router => Vec::new(),
+    }
+}
+
+/// Identifies a group's additions by content, so equal additions share a snapshot.
+fn variant_id(extras: &BTreeMap<&'static str, Vec<Arc<XdsResource>>>) -> String {
+    let pairs: Vec<(String, String)> = extras
+        .iter()
+        .flat_map(|(t, items)| {
+            items
+                .iter()
+                .map(move |r| (format!("{t}\u{0}{}", r.name), r.version.clone()))
+        })
+        .collect();
+    mesh_xds::resource::set_version(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+}
+
+/// The scope's sets with a group's additions.
+fn compose(
+    sets: &BTreeMap<&'static str, Arc<TypedResources>>,
+    extras: &BTreeMap<&'static str, Vec<Arc<XdsResource>>>,
+) -> Snapshot {
+    let mut snapshot = Snapshot::new();
+    for (t, set) in sets {
+        match extras.get(t).filter(|e| !e.is_empty()) {
+            None => snapshot.insert(*t, set.clone()),
+            Some(extra) => {
+                let items = set.items.values().cloned().chain(extra.iter().cloned());
+                snapshot.insert(*t, Arc::new(TypedResources::from_shared(items)));
+            }
+        }
+    }
+    for (t, extra) in extras {
+        if !sets.contains_key(t) && !extra.is_empty() {
+            snapshot.insert(
+                *t,
+                Arc::new(TypedResources::from_shared(extra.iter().cloned())),
+            );
+        }
+    }
+    snapshot
+}
+
+/// Shares resources equal by type, name and content across scopes and pushes.
+#[derive(Default)]
+struct Interner {
+    current: HashMap<(&'static str, String), Vec<Arc<XdsResource>>>,
+    previous: HashMap<(&'static str, String), Vec<Arc<XdsResource>>>,
+}
+
+impl Interner {
+    /// Starts a full push: resources of the last push stay reusable until it ends.
+    fn start_generation(&mut self) {
+        let current = std::mem::take(&mut self.current);
+        self.previous.extend(current);
+    }
+
+    /// Starts recomputing one type only: its resources of the last push stay
+    /// reusable until the push ends.
+    fn start_type(&mut self, type_url: &'static str) {
+        let keys: Vec<(&'static str, String)> = self
+            .current
+            .keys()
+            .filter(|(t, _)| *t == type_url)
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(v) = self.current.remove(&key) {
+                self.previous.insert(key, v);
+            }
+        }
+    }
+
+    /// Ends a push: what it did not use is forgotten.
+    fn end_generation(&mut self) {
+        self.previous.clear();
+    }
+
+    fn intern(
+        &mut self,
+        type_url: &'static str,
+        name: String,
+        body: mesh_xds::Any,
+    ) -> Arc<XdsResource> {
+        let key = (type_url, name);
+        if let Some(found) = self
+            .current
+            .get(&key)
+            .and_then(|v| v.iter().find(|r| r.body == body))
+        {
+            return found.clone();
+        }
+        let reused = self
+            .previous
+            .get(&key)
+            .and_then(|v| v.iter().find(|r| r.body == body))
+            .cloned();
+        let resource = reused.unwrap_or_else(|| Arc::new(XdsResource::new(key.1.clone(), body)));
+        self.current.entry(key).or_default().push(resource.clone());
+        resource
+    }
+
+    fn resources(
+        &mut self,
+        type_url: &'static str,
+        items: Vec<NamedResource>,
+    ) -> Vec<Arc<XdsResource>> {
+        items
+            .into_iter()
+            .map(|(name, body)| self.intern(type_url, name, body))
+            .collect()
+    }
+
+    fn set(&mut self, type_url: &'static str, items: Vec<NamedResource>) -> TypedResources {
+        TypedResources::from_shared(self.resources(type_url, items))
+    }
+}
+
+#[cfg(test)]
+mod tests;

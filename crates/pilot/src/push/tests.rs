@@ -1,0 +1,165 @@
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use mesh_mcp::McpView;
+use mesh_model::{ParseOptions, parse_document_set};
+use mesh_xds::{Snapshot, SnapshotCache, type_url};
+
+use super::PushEngine;
+use crate::proxy::{Proxy, ProxyKind};
+
+fn view(yaml: &str, generation: u64) -> Arc<McpView> {
+    let set = parse_document_set("t.yaml", yaml, &ParseOptions::default());
+    let errors: Vec<_> = set.errors().collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    Arc::new(McpView {
+        resources: set
+            .accepted
+            .into_iter()
+            .map(|r| (r.key(), Arc::new(r)))
+            .collect(),
+        generation,
+    })
+}
+
+fn service(name: &str, ns: &str, export_to: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [{name}.{ns}.svc.cluster.local]\n  exportTo: [{export_to}]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: {ip}}}]\n---\n"
+    )
+}
+
+const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: a}\nspec:\n  hosts: [a.a.svc.cluster.local]\n  http: [{timeout: 3s, route: [{destination: {host: a.a.svc.cluster.local}}]}]\n---\n";
+
+fn group(kind: ProxyKind, ns: &str, app: &str) -> String {
+    Proxy::new(kind, ns, [("app".to_string(), app.to_string())].into()).group_key()
+}
+
+fn names(snapshot: &Snapshot, t: &str) -> Vec<String> {
+    snapshot
+        .get(t)
+        .map(|s| s.items.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn groups_see_what_their_namespace_sees_and_share_scopes() {
+    let cache = SnapshotCache::new();
+    let mut engine = PushEngine::new(cache.clone());
+    let ga1 = group(ProxyKind::Proxyless, "a", "one");
+    let ga2 = group(ProxyKind::Proxyless, "a", "two");
+    let gb = group(ProxyKind::Proxyless, "b", "one");
+    let _watchers = [cache.watch(&ga1), cache.watch(&ga2), cache.watch(&gb)];
+    let yaml = [
+        service("a", "a", "\".\"", "10.0.0.1"),
+        service("b", "b", "\"*\"", "10.0.0.2"),
+    ]
+    .concat();
+    let stats = engine.update(view(&yaml, 1));
+    assert_eq!((stats.groups, stats.scopes), (3, 2));
+    let a1 = cache.get(&ga1).unwrap();
+    let b = cache.get(&gb).unwrap();
+    assert_eq!(
+        names(&a1, type_url::CLUSTER),
+        [
+            "outbound|80||a.a.svc.cluster.local",
+            "outbound|80||b.b.svc.cluster.local"
+        ]
+    );
+    assert_eq!(
+        names(&b, type_url::CLUSTER),
+        ["outbound|80||b.b.svc.cluster.local"]
+    );
+    assert!(
+        Arc::ptr_eq(&a1, &cache.get(&ga2).unwrap()),
+        "groups of one scope with no additions share a snapshot"
+    );
+    let shared_a =
+        a1.get(type_url::CLUSTER).unwrap().items["outbound|80||b.b.svc.cluster.local"].clone();
+    let shared_b =
+        b.get(type_url::CLUSTER).unwrap().items["outbound|80||b.b.svc.cluster.local"].clone();
+    assert!(
+        Arc::ptr_eq(&shared_a, &shared_b),
+        "equal resources are interned across scopes"
+    );
+}
+
+#[test]
+fn endpoint_changes_recompute_eds_only_and_rule_changes_recompute_all() {
+    let cache = SnapshotCache::new();
+    let mut engine = PushEngine::new(cache.clone());
+    let g = group(ProxyKind::Proxyless, "a", "x");
+    let _w = cache.watch(&g);
+    let base = [service("a", "a", "\"*\"", "10.0.0.1"), VS.to_string()].concat();
+    assert!(!engine.update(view(&base, 1)).endpoints_only);
+    let before = cache.get(&g).unwrap();
+
+    let moved = [service("a", "a", "\"*\"", "10.0.0.9"), VS.to_string()].concat();
+    let stats = engine.update(view(&moved, 2));
+    assert!(stats.endpoints_only, "{stats:?}");
+    let after = cache.get(&g).unwrap();
+    for t in [type_url::CLUSTER, type_url::LISTENER, type_url::ROUTE] {
+        assert!(
+            Arc::ptr_eq(before.get(t).unwrap(), after.get(t).unwrap()),
+            "{t} kept as it was"
+        );
+    }
+    assert_ne!(
+        before.get(type_url::ENDPOINT).unwrap().version,
+        after.get(type_url::ENDPOINT).unwrap().version
+    );
+
+    let retimed = moved.replace("timeout: 3s", "timeout: 4s");
+    let stats = engine.update(view(&retimed, 3));
+    assert!(!stats.endpoints_only);
+    let last = cache.get(&g).unwrap();
+    assert_ne!(
+        after.get(type_url::ROUTE).unwrap().version,
+        last.get(type_url::ROUTE).unwrap().version
+    );
+    assert!(
+        Arc::ptr_eq(
+            &after.get(type_url::CLUSTER).unwrap().items["outbound|80||a.a.svc.cluster.local"],
+            &last.get(type_url::CLUSTER).unwrap().items["outbound|80||a.a.svc.cluster.local"],
+        ),
+        "an unchanged cluster is the same shared resource after a full push"
+    );
+}
+
+#[test]
+fn new_groups_are_built_on_demand_and_unwatched_ones_forgotten() {
+    let cache = SnapshotCache::new();
+    let mut engine = PushEngine::new(cache.clone());
+    engine.update(view(&service("a", "a", "\"*\"", "10.0.0.1"), 1));
+    assert_eq!(engine.group_count(), 0, "nothing is built for nobody");
+    let g = group(ProxyKind::Proxyless, "z", "late");
+    let w = cache.watch(&g);
+    assert!(w.borrow().is_none());
+    assert_eq!(engine.serve_new_groups(), 1);
+    assert!(w.borrow().is_some());
+    assert_eq!(engine.serve_new_groups(), 0, "built once");
+    drop(w);
+    engine.update(view(&service("a", "a", "\"*\"", "10.0.0.2"), 2));
+    assert_eq!(engine.group_count(), 0);
+    assert!(cache.groups().is_empty());
+}
+
+#[test]
+fn sidecars_get_no_proxyless_listeners() {
+    let cache = SnapshotCache::new();
+    let mut engine = PushEngine::new(cache.clone());
+    let sidecar = group(ProxyKind::Sidecar, "a", "x");
+    let grpc = group(ProxyKind::Proxyless, "a", "x");
+    let _w = [cache.watch(&sidecar), cache.watch(&grpc)];
+    engine.update(view(&service("a", "a", "\"*\"", "10.0.0.1"), 1));
+    assert_eq!(
+        names(&cache.get(&grpc).unwrap(), type_url::LISTENER),
+        ["a.a.svc.cluster.local:80"]
+    );
+    assert!(
+        !names(&cache.get(&sidecar).unwrap(), type_url::LISTENER)
+            .iter()
+            .any(|l| l.ends_with(":80")),
+        "API listeners are for proxyless clients only"
+    );
+}
