@@ -36,6 +36,11 @@ pub fn node(id: &str) -> Node {
 impl SotwClient {
     /// Opens a stream to `endpoint` (e.g. `http://127.0.0.1:9901`).
     pub async fn connect(endpoint: String, node_id: &str) -> anyhow::Result<Self> {
+        Self::connect_node(endpoint, node(node_id)).await
+    }
+
+    /// Opens a stream presenting `node` in its requests.
+    pub async fn connect_node(endpoint: String, node: Node) -> anyhow::Result<Self> {
         let mut client = AggregatedDiscoveryServiceClient::connect(endpoint).await?;
         let (tx, rx) = mpsc::channel(16);
         let resp = client
@@ -44,7 +49,7 @@ impl SotwClient {
         Ok(Self {
             tx,
             rx: resp.into_inner(),
-            node: node(node_id),
+            node,
         })
     }
 

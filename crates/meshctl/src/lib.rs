@@ -4,11 +4,14 @@
 //!   still talking to each other over loopback gRPC, configuration from a directory
 //!   (by default the sample application in `examples/`), state under a data dir;
 //! - `meshctl validate PATH...`: galley's validation, offline;
-//! - `meshctl analyze PATH...`: validation plus cross-resource analysis, offline.
+//! - `meshctl analyze PATH...`: validation plus cross-resource analysis, offline;
+//! - `meshctl proxy-status [PROXY]`: each connected proxy SYNCED / STALE / NACKED per
+//!   xDS type, from pilot.
 
 pub mod check;
 pub mod ports;
 pub mod sample;
+pub mod status;
 pub mod up;
 
 use std::process::ExitCode;
@@ -37,6 +40,8 @@ pub enum Command {
     Validate(check::ValidateArgs),
     /// Validate and analyse configuration offline (exit 1 on errors or warnings).
     Analyze(check::AnalyzeArgs),
+    /// Show each proxy connected to pilot: SYNCED, STALE or NACKED per xDS type.
+    ProxyStatus(status::ProxyStatusArgs),
 }
 
 impl Cli {
@@ -46,6 +51,7 @@ impl Cli {
         match cli.command {
             Command::Validate(args) => check::validate(&args),
             Command::Analyze(args) => check::analyze(&args),
+            Command::ProxyStatus(args) => status::proxy_status(&args),
             Command::Up(args) => {
                 mesh_runtime::run_main(&cli.log, "meshctl", |shutdown| up::up(args, shutdown))
             }
