@@ -490,7 +490,7 @@ fn cors_policies_go_to_envoy_only() {
 #[test]
 fn proxyless_clients_get_only_lb_policies_and_cluster_types_grpc_knows() {
     let rule = mk_rule(
-        "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n        maglev: {tableSize: 65537}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy:\n      loadBalancer: {simple: RANDOM}\n",
+        "  trafficPolicy:\n    loadBalancer:\n      consistentHash:\n        httpHeaderName: x-user\n        maglev: {tableSize: 65537}\n  subsets:\n  - name: v1\n    labels: {version: v1}\n    trafficPolicy:\n      loadBalancer: {simple: RANDOM}\n  - name: v2\n    labels: {version: v2}\n    trafficPolicy:\n      loadBalancer: {simple: LEAST_REQUEST}\n",
     );
     let resources = mk_yaml(&(mk_service("STATIC", ONE_ENDPOINT) + &rule));
     let out = mk_translate(&resources, &mk_proxyless());
@@ -502,12 +502,17 @@ fn proxyless_clients_get_only_lb_policies_and_cluster_types_grpc_knows() {
     assert_eq!(ring.minimum_ring_size.map(|v| v.value), Some(65537));
     let c: Cluster = decode(&out.clusters, &cluster_name(80, "v1", HOST));
     assert_eq!(c.lb_policy, LbPolicy::RoundRobin as i32);
+    // C-core refuses LEAST_REQUEST.
+    let c: Cluster = decode(&out.clusters, &cluster_name(80, "v2", HOST));
+    assert_eq!(c.lb_policy, LbPolicy::RoundRobin as i32);
     // Envoy keeps what the rule says.
     let out = mk_translate(&resources, &mk_sidecar());
     let c: Cluster = decode(&out.clusters, &cluster_name(80, "", HOST));
     assert_eq!(c.lb_policy, LbPolicy::Maglev as i32);
     let c: Cluster = decode(&out.clusters, &cluster_name(80, "v1", HOST));
     assert_eq!(c.lb_policy, LbPolicy::Random as i32);
+    let c: Cluster = decode(&out.clusters, &cluster_name(80, "v2", HOST));
+    assert_eq!(c.lb_policy, LbPolicy::LeastRequest as i32);
 
     // DNS: Envoy resolves every name, gRPC the first one only.
     let dns = mk_yaml(&mk_service(
@@ -835,7 +840,7 @@ proptest! {
                 "{}: {:?}", name, kind
             );
             prop_assert!(
-                [LbPolicy::RoundRobin, LbPolicy::RingHash, LbPolicy::LeastRequest]
+                [LbPolicy::RoundRobin, LbPolicy::RingHash]
                     .iter()
                     .any(|p| *p as i32 == c.lb_policy),
                 "{}: lb policy {}", name, c.lb_policy
@@ -846,6 +851,27 @@ proptest! {
                 prop_assert!(common.tls_certificates.is_empty());
                 prop_assert!(common.tls_certificate_provider_instance.is_some());
             }
+        }
+    }
+}
+
+#[test]
+fn full_translations_pass_validation_for_every_proxy_kind() {
+    let files = [
+        include_str!("../../../../examples/bookinfo/services.yaml"),
+        include_str!("../../../../examples/bookinfo/traffic.yaml"),
+        include_str!("../../../../examples/bookinfo/security.yaml"),
+        include_str!("../../../../examples/bookinfo/policy.yaml"),
+    ];
+    let mut resources: Vec<Resource> = files.iter().flat_map(|f| mk_yaml(f)).collect();
+    resources.extend(mk_istio_mutual());
+    resources.extend(mk_cors());
+    for kind in [ProxyKind::Sidecar, ProxyKind::Router, ProxyKind::Proxyless] {
+        for locality in ["", "us-east/zone-a/", "eu-west/zone-c/x"] {
+            let proxy = Proxy::new(kind, "bookinfo", Labels::new()).with_locality(locality);
+            // `mk_translate` checks Envoy's rules.
+            let out = mk_translate(&resources, &proxy);
+            assert!(out.clusters.len() > 5);
         }
     }
 }

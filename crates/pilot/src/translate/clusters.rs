@@ -3,10 +3,12 @@
 //! Clusters depend on the proxy that receives them. Envoy (sidecars, gateways) gets
 //! every discovery type and load balancer Envoy has. A proxyless gRPC client accepts
 //! far less (gRFC A27, A42, A48): EDS, LOGICAL_DNS and aggregate clusters only, and
-//! the ROUND_ROBIN, RING_HASH and LEAST_REQUEST policies; anything else makes it NACK
-//! the whole CDS response. For proxyless clients pilot therefore maps:
+//! the ROUND_ROBIN and RING_HASH policies everywhere; anything else makes it NACK the
+//! whole CDS response. LEAST_REQUEST (A48) is known to Java and Go but refused by
+//! C-core, which Python and C++ clients use. For proxyless clients pilot therefore
+//! maps:
 //!
-//! - RANDOM, PASSTHROUGH and unset simple policies to ROUND_ROBIN;
+//! - RANDOM, PASSTHROUGH, LEAST_REQUEST and unset simple policies to ROUND_ROBIN;
 //! - MAGLEV to RING_HASH, the table size becoming the minimum ring size;
 //! - DNS services to LOGICAL_DNS on their first endpoint (a wildcard host without
 //!   endpoints, which no gRPC client can dial, gets no cluster);
@@ -337,8 +339,8 @@ fn http_protocol_options(
     })
 }
 
-/// The load balancer of a cluster. For proxyless clients only the policies gRPC
-/// knows are used: MAGLEV becomes RING_HASH and RANDOM becomes ROUND_ROBIN.
+/// The load balancer of a cluster. For proxyless clients only the policies every
+/// gRPC client knows are used: MAGLEV becomes RING_HASH, the rest ROUND_ROBIN.
 fn apply_load_balancer(cluster: &mut Cluster, lb: Option<&LoadBalancerSettings>, proxyless: bool) {
     let Some(lb) = lb else {
         cluster.lb_policy = LbPolicy::RoundRobin as i32;
@@ -373,7 +375,7 @@ fn apply_load_balancer(cluster: &mut Cluster, lb: Option<&LoadBalancerSettings>,
         return;
     }
     cluster.lb_policy = match lb.simple {
-        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => LbPolicy::LeastRequest,
+        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) if !proxyless => LbPolicy::LeastRequest,
         Some(SimpleLb::Random) if !proxyless => LbPolicy::Random,
         _ => LbPolicy::RoundRobin,
     } as i32;

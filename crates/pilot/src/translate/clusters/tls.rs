@@ -11,7 +11,8 @@
 //!   A29). They load certificates through *certificate provider instances* declared in
 //!   their bootstrap file; pilot can only name an instance. The mesh convention is one
 //!   instance called `default` serving the workload certificate (`default`) and the
-//!   root (`ROOTCA`), which is exactly what `ISTIO_MUTUAL` needs. `SIMPLE` and
+//!   root (`ROOTCA`), which is exactly what `ISTIO_MUTUAL` needs (a client whose
+//!   bootstrap lacks that instance refuses such clusters). `SIMPLE` and
 //!   `MUTUAL` point at files or secrets that no bootstrap instance is known to serve,
 //!   so they cannot be expressed for gRPC: such clusters stay plaintext for proxyless
 //!   clients and the translation warns. gRPC reads server identities from the untyped
