@@ -596,7 +596,7 @@ fn arb_mesh() -> impl Strategy<Value = (Vec<Resource>, Proxy)> {
         Resolution, ServiceEntry, SimpleLb, Subset, TrafficPolicy, WorkloadEntry,
     };
     let locality = prop::sample::select(vec![
-        "", "r1", "r1/z1", "r1/z1/s1", "r1/z2", "r2/z1", "r3/z3/s3", "*", "r1/*",
+        "", "r1", "r1/z1", "r1/z1/", "r1/z1/s1", "r1/z2", "r2/z1", "r3/z3/s3", "*", "r1/*",
     ]);
     let host = prop::sample::select(vec!["a", "b", "*.ext.io"]);
     let resolution = prop::sample::select(vec![
@@ -795,12 +795,20 @@ fn arb_mesh() -> impl Strategy<Value = (Vec<Resource>, Proxy)> {
         })
 }
 
-/// Whether an assignment's priorities are exactly 0..n, each used.
+/// Whether an assignment's priorities are exactly 0..n, each used, and no locality
+/// appears twice in one priority (gRPC refuses that).
 fn contiguous(cla: &ClusterLoadAssignment) -> bool {
     let used: std::collections::BTreeSet<u32> = cla.endpoints.iter().map(|l| l.priority).collect();
-    used.iter()
-        .copied()
-        .eq(0..u32::try_from(used.len()).unwrap_or(u32::MAX))
+    let mut seen = std::collections::BTreeSet::new();
+    let unique = cla.endpoints.iter().all(|l| {
+        let loc = l.locality.clone().unwrap_or_default();
+        seen.insert((l.priority, loc.region, loc.zone, loc.sub_zone))
+    });
+    unique
+        && used
+            .iter()
+            .copied()
+            .eq(0..u32::try_from(used.len()).unwrap_or(u32::MAX))
 }
 
 proptest! {

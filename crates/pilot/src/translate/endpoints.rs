@@ -120,21 +120,25 @@ pub fn dns_load_assignment(
     assignment(cluster, chosen.into_iter(), plan)
 }
 
+/// A priority rank and a locality's parts.
+type GroupKey<'a> = (Rank, [&'a str; 3]);
+
 /// The endpoints of one (rank, locality) with their summed weight.
-type Group<'a> = ((Rank, &'a str), (u32, Vec<LbEndpoint>));
+type Group<'a> = (GroupKey<'a>, (u32, Vec<LbEndpoint>));
 
 /// Groups endpoints by (rank, locality), renumbers ranks into contiguous priorities
-/// and applies `distribute` weights.
+/// and applies `distribute` weights. Localities are compared by their parts, so
+/// `r/z` and `r/z/` are one locality (gRPC refuses a locality twice in a priority).
 fn assignment<'a>(
     cluster: &str,
     chosen: impl Iterator<Item = (&'a Endpoint, Address)>,
     plan: &LocalityPlan<'_>,
 ) -> ClusterLoadAssignment {
-    let mut by_locality: BTreeMap<(Rank, &str), (u32, Vec<LbEndpoint>)> = BTreeMap::new();
+    let mut by_locality: BTreeMap<GroupKey<'_>, (u32, Vec<LbEndpoint>)> = BTreeMap::new();
     for (endpoint, address) in chosen {
         let weight = endpoint.weight.filter(|w| *w > 0).unwrap_or(1);
         let entry = by_locality
-            .entry((plan.rank(endpoint), endpoint.locality.as_str()))
+            .entry((plan.rank(endpoint), locality::split(&endpoint.locality)))
             .or_insert((0, Vec::new()));
         entry.0 = entry.0.saturating_add(weight);
         entry.1.push(LbEndpoint {
@@ -147,7 +151,7 @@ fn assignment<'a>(
         });
     }
     let mut groups: Vec<Group<'_>> = by_locality.into_iter().collect();
-    let summary: Vec<(&str, u32)> = groups.iter().map(|((_, l), (w, _))| (*l, *w)).collect();
+    let summary: Vec<([&str; 3], u32)> = groups.iter().map(|((_, l), (w, _))| (*l, *w)).collect();
     if let Some(weights) = plan.distribute(&summary) {
         // Localities the distribution leaves out get no traffic: drop them.
         groups = groups
@@ -162,7 +166,11 @@ fn assignment<'a>(
         .into_iter()
         .map(
             |((rank, locality), (weight, lb_endpoints))| LocalityLbEndpoints {
-                locality: Some(parse_locality(locality)),
+                locality: Some(Locality {
+                    region: locality[0].to_string(),
+                    zone: locality[1].to_string(),
+                    sub_zone: locality[2].to_string(),
+                }),
                 load_balancing_weight: Some(UInt32Value {
                     value: weight.max(1),
                 }),

@@ -157,7 +157,7 @@ impl<'a> LocalityPlan<'a> {
     /// endpoint weights of one LocalityLbEndpoints), its new weight, or `None` when
     /// the locality gets no traffic. `None` overall when the plan does not
     /// redistribute, or when no locality would be left.
-    pub(super) fn distribute(&self, localities: &[(&str, u32)]) -> Option<Vec<Option<u32>>> {
+    pub(super) fn distribute(&self, localities: &[([&str; 3], u32)]) -> Option<Vec<Option<u32>>> {
         let Mode::Distribute(entry) = &self.mode else {
             return None;
         };
@@ -168,7 +168,7 @@ impl<'a> LocalityPlan<'a> {
         let mut claimed = vec![false; localities.len()];
         for (pattern, percent) in targets {
             let members: Vec<usize> = (0..localities.len())
-                .filter(|i| !claimed[*i] && pattern_covers(pattern, split(localities[*i].0)))
+                .filter(|i| !claimed[*i] && pattern_covers(pattern, localities[*i].0))
                 .collect();
             let total: u64 = members
                 .iter()
@@ -236,7 +236,7 @@ fn label_value<'a>(key: &str, locality: [&'a str; 3], labels: &'a Labels) -> Opt
 }
 
 /// `region/zone/subzone` as three parts, missing ones empty.
-pub(super) fn split(text: &str) -> [&str; 3] {
+pub fn split(text: &str) -> [&str; 3] {
     let mut parts = text.splitn(3, '/');
     [
         parts.next().unwrap_or(""),
