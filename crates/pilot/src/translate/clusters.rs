@@ -15,7 +15,8 @@
 //! - upstream TLS to certificate provider instances (see [`tls`]).
 //!
 //! Fields gRPC merely ignores (connect timeout, upstream HTTP protocol options,
-//! consecutive-error outlier detection) are kept. Ring sizes are capped at 8M entries, which both Envoy and gRPC require.
+//! consecutive-error outlier detection) are kept. Ring sizes are capped at 8M
+//! entries, which both Envoy and gRPC require.
 
 use std::collections::BTreeMap;
 
