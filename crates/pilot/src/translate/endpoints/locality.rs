@@ -19,7 +19,7 @@
 //!   endpoint stays at priority 0.
 //!
 //! Envoy and gRPC both require priorities to be contiguous from 0: the ranks computed
-//! here are sparse, and [`LocalityPlan::contiguous`] renumbers them.
+//! here are sparse, and `LocalityPlan::contiguous` renumbers them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -103,7 +103,7 @@ impl<'a> LocalityPlan<'a> {
         matches!(self.mode, Mode::Distribute(_))
     }
 
-    /// The raw (sparse) rank of an endpoint; see [`LocalityPlan::contiguous`].
+    /// The raw (sparse) rank of an endpoint; see `LocalityPlan::contiguous`.
     pub(super) fn rank(&self, endpoint: &Endpoint) -> Rank {
         let Mode::Failover {
             proxy,
