@@ -1,4 +1,22 @@
 //! CDS: one cluster per service port, plus one per DestinationRule subset.
+//!
+//! Clusters depend on the proxy that receives them. Envoy (sidecars, gateways) gets
+//! every discovery type and load balancer Envoy has. A proxyless gRPC client accepts
+//! far less (gRFC A27, A42, A48): EDS, LOGICAL_DNS and aggregate clusters only, and
+//! the ROUND_ROBIN and RING_HASH policies everywhere; anything else makes it NACK the
+//! whole CDS response. LEAST_REQUEST (A48) is known to Java and Go but refused by
+//! C-core, which Python and C++ clients use. For proxyless clients pilot therefore
+//! maps:
+//!
+//! - RANDOM, PASSTHROUGH, LEAST_REQUEST and unset simple policies to ROUND_ROBIN;
+//! - MAGLEV to RING_HASH, the table size becoming the minimum ring size;
+//! - DNS services to LOGICAL_DNS on their first endpoint (a wildcard host without
+//!   endpoints, which no gRPC client can dial, gets no cluster);
+//! - upstream TLS to certificate provider instances (see [`tls`]).
+//!
+//! Fields gRPC merely ignores (connect timeout, upstream HTTP protocol options,
+//! consecutive-error outlier detection) are kept. Ring sizes are capped at 8M
+//! entries, which both Envoy and gRPC require.
 
 use std::collections::BTreeMap;
 
@@ -11,6 +29,7 @@ use mesh_api::envoy::{
                 cluster::{
                     ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig,
                     LbConfig, LbPolicy, MaglevLbConfig, RingHashLbConfig,
+                    common_lb_config::{LocalityConfigSpecifier, LocalityWeightedLbConfig},
                 },
             },
             core::v3::{
@@ -30,17 +49,21 @@ use mesh_api::envoy::{
 };
 use mesh_model::{
     networking::{
-        ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings,
-        OutlierDetection, Resolution, SimpleLb, Subset, TrafficPolicy,
+        ClientTlsSettings, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy,
+        LoadBalancerSettings, OutlierDetection, Resolution, SimpleLb, Subset, TrafficPolicy,
     },
     protocol::Protocol,
 };
 
 use super::{
-    MeshContext, NamedResource, ads_config_source, cluster_name, endpoints, into_sorted, pack,
-    pack_named, parse_pb_duration, type_url,
+    MeshContext, NamedResource, ads_config_source, cluster_name,
+    endpoints::{self, locality::LocalityPlan},
+    into_sorted, pack, pack_named, parse_pb_duration, type_url,
 };
 use crate::model::{Service, ServicePort};
+use crate::proxy::{Proxy, ProxyKind};
+
+pub mod tls;
 
 /// Key of a cluster's upstream HTTP protocol options.
 pub const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -51,26 +74,54 @@ pub const DEFAULT_CONNECT_TIMEOUT: PbDuration = PbDuration {
     nanos: 0,
 };
 
-/// Builds every cluster, sorted by name.
-pub fn build_clusters(ctx: &MeshContext) -> Vec<NamedResource> {
+/// The largest ring (Envoy and gRPC both refuse more than 8M entries).
+pub const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
+
+/// Builds every cluster `proxy` receives, sorted by name.
+pub fn build_clusters(ctx: &MeshContext, proxy: &Proxy) -> Vec<NamedResource> {
     let mut out: BTreeMap<String, Any> = BTreeMap::new();
+    let mut notes = Notes::default();
     for service in ctx.services.values() {
         let rule = ctx.destination_rules.get(&service.host);
         for port in &service.ports {
-            let policy = effective_policy(rule, None, port.number);
-            let cluster = build_cluster(service, port, None, &policy);
-            out.insert(cluster.name.clone(), pack(type_url::CLUSTER, &cluster));
-            for subset in rule.map(|r| r.subsets.as_slice()).unwrap_or(&[]) {
-                if subset.name.is_empty() {
-                    continue;
+            let subsets = rule.map(|r| r.subsets.as_slice()).unwrap_or(&[]);
+            let subsets = std::iter::once(None)
+                .chain(subsets.iter().filter(|s| !s.name.is_empty()).map(Some));
+            for subset in subsets {
+                let policy = effective_policy(rule, subset, port.number);
+                if let Some(cluster) =
+                    build_cluster(service, port, subset, &policy, proxy, &mut notes)
+                {
+                    out.insert(cluster.name.clone(), pack(type_url::CLUSTER, &cluster));
                 }
-                let policy = effective_policy(rule, Some(subset), port.number);
-                let cluster = build_cluster(service, port, Some(subset), &policy);
-                out.insert(cluster.name.clone(), pack(type_url::CLUSTER, &cluster));
             }
         }
     }
+    notes.emit(proxy);
     into_sorted(out)
+}
+
+/// Problems met during one translation, by message, so each is logged once with the
+/// clusters it concerns rather than once per cluster.
+#[derive(Debug, Default)]
+pub(crate) struct Notes {
+    by_message: BTreeMap<&'static str, Vec<String>>,
+}
+
+impl Notes {
+    /// Records that `message` applies to `cluster`.
+    pub(crate) fn add(&mut self, message: &'static str, cluster: &str) {
+        self.by_message
+            .entry(message)
+            .or_default()
+            .push(cluster.to_string());
+    }
+
+    fn emit(self, proxy: &Proxy) {
+        for (message, clusters) in self.by_message {
+            tracing::warn!(proxy = %proxy.group_key(), ?clusters, "{message}");
+        }
+    }
 }
 
 /// Whether clusters of `service` get their endpoints over EDS.
@@ -88,6 +139,8 @@ pub struct EffectivePolicy {
     pub connection_pool: Option<ConnectionPoolSettings>,
     /// Outlier detection.
     pub outlier_detection: Option<OutlierDetection>,
+    /// TLS towards the upstream.
+    pub tls: Option<ClientTlsSettings>,
 }
 
 impl EffectivePolicy {
@@ -100,6 +153,9 @@ impl EffectivePolicy {
         }
         if tp.outlier_detection.is_some() {
             self.outlier_detection.clone_from(&tp.outlier_detection);
+        }
+        if tp.tls.is_some() {
+            self.tls.clone_from(&tp.tls);
         }
         let port_level = tp
             .port_level_settings
@@ -114,6 +170,9 @@ impl EffectivePolicy {
             }
             if p.outlier_detection.is_some() {
                 self.outlier_detection.clone_from(&p.outlier_detection);
+            }
+            if p.tls.is_some() {
+                self.tls.clone_from(&p.tls);
             }
         }
     }
@@ -140,7 +199,10 @@ fn build_cluster(
     port: &ServicePort,
     subset: Option<&Subset>,
     policy: &EffectivePolicy,
-) -> Cluster {
+    proxy: &Proxy,
+    notes: &mut Notes,
+) -> Option<Cluster> {
+    let proxyless = proxy.kind == ProxyKind::Proxyless;
     let subset_name = subset.map(|s| s.name.as_str()).unwrap_or("");
     let name = cluster_name(port.number, subset_name, &service.host);
     let connect_timeout = policy
@@ -156,6 +218,11 @@ fn build_cluster(
         connect_timeout: Some(connect_timeout),
         ..Default::default()
     };
+    let plan = LocalityPlan::new(
+        policy.load_balancer.as_ref(),
+        policy.outlier_detection.as_ref(),
+        proxy,
+    );
     match service.resolution {
         Resolution::Static | Resolution::None => {
             cluster.cluster_discovery_type =
@@ -168,16 +235,26 @@ fn build_cluster(
         Resolution::Dns | Resolution::DnsRoundRobin => {
             let labels = subset.map(|s| s.labels.clone()).unwrap_or_default();
             let round_robin = service.resolution == Resolution::DnsRoundRobin;
+            // gRPC has no STRICT_DNS: proxyless clients resolve one name.
+            let logical = round_robin || proxyless;
             let assignment =
-                endpoints::dns_load_assignment(&name, service, port, &labels, round_robin);
-            // Envoy needs exactly one endpoint in a logical DNS cluster; with none
-            // (a wildcard host without endpoints) the cluster stays strict and empty.
+                endpoints::dns_load_assignment(&name, service, port, &labels, logical, &plan);
+            // A logical DNS cluster needs exactly one endpoint; with none (a wildcard
+            // host without endpoints) Envoy gets a strict, empty cluster and gRPC,
+            // which cannot dial a wildcard anyway, none at all.
             let count: usize = assignment
                 .endpoints
                 .iter()
                 .map(|l| l.lb_endpoints.len())
                 .sum();
-            let kind = if round_robin && count == 1 {
+            if proxyless && count != 1 {
+                notes.add(
+                    "DNS service without a resolvable endpoint; no cluster for proxyless gRPC",
+                    &name,
+                );
+                return None;
+            }
+            let kind = if logical && count == 1 {
                 DiscoveryType::LogicalDns
             } else {
                 DiscoveryType::StrictDns
@@ -186,20 +263,35 @@ fn build_cluster(
             cluster.load_assignment = Some(assignment);
         }
     }
-    apply_load_balancer(&mut cluster, policy.load_balancer.as_ref());
+    apply_load_balancer(&mut cluster, policy.load_balancer.as_ref(), proxyless);
     if let Some(cp) = &policy.connection_pool {
         cluster.circuit_breakers = circuit_breakers(cp);
     }
     if let Some(od) = &policy.outlier_detection {
         apply_outlier_detection(&mut cluster, od);
     }
+    if plan.weighted() {
+        cluster
+            .common_lb_config
+            .get_or_insert_with(CommonLbConfig::default)
+            .locality_config_specifier = Some(LocalityConfigSpecifier::LocalityWeightedLbConfig(
+            LocalityWeightedLbConfig {},
+        ));
+    }
+    let identity = tls::ClusterIdentity {
+        host: &service.host,
+        port: port.number,
+        subset: subset_name,
+    };
+    cluster.transport_socket =
+        tls::transport_socket(policy.tls.as_ref(), identity, proxy.kind, &name, notes);
     if let Some(options) = http_protocol_options(port, policy.connection_pool.as_ref()) {
         // A single entry, so the map encodes deterministically.
         cluster
             .typed_extension_protocol_options
             .insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack_named(&options));
     }
-    cluster
+    Some(cluster)
 }
 
 /// Upstream HTTP settings for HTTP ports: HTTP/2 for gRPC and HTTP2 ports (or when
@@ -248,37 +340,44 @@ fn http_protocol_options(
     })
 }
 
-fn apply_load_balancer(cluster: &mut Cluster, lb: Option<&LoadBalancerSettings>) {
+/// The load balancer of a cluster. For proxyless clients only the policies every
+/// gRPC client knows are used: MAGLEV becomes RING_HASH, the rest ROUND_ROBIN.
+fn apply_load_balancer(cluster: &mut Cluster, lb: Option<&LoadBalancerSettings>, proxyless: bool) {
     let Some(lb) = lb else {
         cluster.lb_policy = LbPolicy::RoundRobin as i32;
         return;
     };
     if let Some(ch) = &lb.consistent_hash {
-        if let Some(maglev) = &ch.maglev {
-            cluster.lb_policy = LbPolicy::Maglev as i32;
-            cluster.lb_config = Some(LbConfig::MaglevLbConfig(MaglevLbConfig {
-                table_size: (maglev.table_size > 0).then_some(UInt64Value {
-                    value: maglev.table_size,
-                }),
-            }));
-        } else {
-            cluster.lb_policy = LbPolicy::RingHash as i32;
-            let ring = ch
+        let ring = match &ch.maglev {
+            Some(maglev) if !proxyless => {
+                cluster.lb_policy = LbPolicy::Maglev as i32;
+                cluster.lb_config = Some(LbConfig::MaglevLbConfig(MaglevLbConfig {
+                    table_size: (maglev.table_size > 0).then_some(UInt64Value {
+                        value: maglev.table_size,
+                    }),
+                }));
+                return;
+            }
+            // A Maglev table of N entries spreads load like a ring of N entries.
+            Some(maglev) => Some(maglev.table_size),
+            None => ch
                 .ring_hash
                 .as_ref()
                 .map(|r| r.minimum_ring_size)
-                .or(ch.minimum_ring_size)
-                .filter(|n| *n > 0);
-            cluster.lb_config = Some(LbConfig::RingHashLbConfig(RingHashLbConfig {
-                minimum_ring_size: ring.map(|value| UInt64Value { value }),
-                ..Default::default()
-            }));
-        }
+                .or(ch.minimum_ring_size),
+        };
+        cluster.lb_policy = LbPolicy::RingHash as i32;
+        cluster.lb_config = Some(LbConfig::RingHashLbConfig(RingHashLbConfig {
+            minimum_ring_size: ring.filter(|n| *n > 0).map(|n| UInt64Value {
+                value: n.min(MAX_RING_SIZE),
+            }),
+            ..Default::default()
+        }));
         return;
     }
     cluster.lb_policy = match lb.simple {
-        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => LbPolicy::LeastRequest,
-        Some(SimpleLb::Random) => LbPolicy::Random,
+        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) if !proxyless => LbPolicy::LeastRequest,
+        Some(SimpleLb::Random) if !proxyless => LbPolicy::Random,
         _ => LbPolicy::RoundRobin,
     } as i32;
 }
@@ -337,11 +436,11 @@ fn apply_outlier_detection(cluster: &mut Cluster, od: &OutlierDetection) {
     }
     cluster.outlier_detection = Some(out);
     if let Some(p) = od.min_health_percent {
-        cluster.common_lb_config = Some(CommonLbConfig {
-            healthy_panic_threshold: Some(EnvoyPercent {
-                value: f64::from(p.min(100)),
-            }),
-            ..Default::default()
+        cluster
+            .common_lb_config
+            .get_or_insert_with(CommonLbConfig::default)
+            .healthy_panic_threshold = Some(EnvoyPercent {
+            value: f64::from(p.min(100)),
         });
     }
 }

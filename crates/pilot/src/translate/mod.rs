@@ -16,6 +16,8 @@ pub mod routes;
 pub mod validate;
 
 #[cfg(test)]
+mod cds_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
@@ -29,10 +31,11 @@ use mesh_api::envoy::{
 use mesh_model::{
     Resource, Spec,
     host::{fqdn, host_covered_by},
-    networking::{DestinationRule, VirtualService},
+    networking::{DestinationRule, Labels, VirtualService},
 };
 
 use crate::model::{Service, ServiceEntryRegistry, ServiceRegistry};
+use crate::proxy::{DEFAULT_NAMESPACE, Proxy, ProxyKind};
 
 /// Envoy type URLs of the four resource types pilot produces (as in `mesh-xds`).
 pub mod type_url {
@@ -62,23 +65,37 @@ pub struct EnvoyResources {
     pub routes: Vec<NamedResource>,
 }
 
-/// Translates configuration resources, with services from their ServiceEntries.
+/// Translates configuration resources, with services from their ServiceEntries, for
+/// a proxyless gRPC client in namespace `default`.
 pub fn translate(resources: &[&Resource]) -> EnvoyResources {
     let registry = ServiceEntryRegistry::from_resources(resources);
     translate_registry(&registry, resources)
 }
 
-/// Translates with services from `registry` and traffic rules from `resources`.
+/// Translates with services from `registry` and traffic rules from `resources`, for
+/// a proxyless gRPC client in namespace `default`.
 pub fn translate_registry(
     registry: &dyn ServiceRegistry,
     resources: &[&Resource],
 ) -> EnvoyResources {
+    let proxy = Proxy::new(ProxyKind::Proxyless, DEFAULT_NAMESPACE, Labels::new());
+    translate_for(registry, resources, &proxy)
+}
+
+/// Translates with services from `registry` and traffic rules from `resources`, for
+/// `proxy`: its kind decides what the output may use, its locality the endpoint
+/// priorities and weights, its labels and namespace which routes apply.
+pub fn translate_for(
+    registry: &dyn ServiceRegistry,
+    resources: &[&Resource],
+    proxy: &Proxy,
+) -> EnvoyResources {
     let ctx = MeshContext::new(registry.services(), resources);
     EnvoyResources {
-        clusters: clusters::build_clusters(&ctx),
-        endpoints: endpoints::build_endpoints(&ctx),
+        clusters: clusters::build_clusters(&ctx, proxy),
+        endpoints: endpoints::build_endpoints(&ctx, proxy),
         listeners: listeners::build_listeners(&ctx),
-        routes: routes::build_routes(&ctx),
+        routes: routes::build_routes(&ctx, proxy),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Per-route policies: redirects, retries, fault injection, header manipulation.
+//! Per-route policies: redirects, retries, fault injection, CORS, header manipulation.
 
 use mesh_api::envoy::{
     envoy::{
@@ -14,17 +14,24 @@ use mesh_api::envoy::{
         },
         extensions::filters::{
             common::fault::v3::{FaultDelay, fault_delay::FaultDelaySecifier},
-            http::fault::v3::{FaultAbort, HttpFault, fault_abort::ErrorType},
+            http::{
+                cors::v3::CorsPolicy as EnvoyCors,
+                fault::v3::{FaultAbort, HttpFault, fault_abort::ErrorType},
+            },
         },
-        r#type::v3::{FractionalPercent, fractional_percent::DenominatorType},
+        r#type::{
+            matcher::v3::{StringMatcher, string_matcher::MatchPattern},
+            v3::{FractionalPercent, fractional_percent::DenominatorType},
+        },
     },
-    google::protobuf::{Any, UInt32Value},
+    google::protobuf::{Any, BoolValue, UInt32Value},
 };
 use mesh_model::networking::{
-    HeaderOperations, Headers, HttpFaultInjection, HttpRedirect, HttpRetry, Percent,
+    CorsPolicy, HeaderOperations, Headers, HttpFaultInjection, HttpRedirect, HttpRetry, Percent,
+    UnmatchedPreflights,
 };
 
-use super::{pack_named, parse_pb_duration};
+use super::{pack_named, parse_pb_duration, route_match::string_matcher};
 
 /// Istio's retry conditions when a VirtualService gives none.
 const DEFAULT_RETRY_ON: &str =
@@ -141,6 +148,54 @@ pub(super) fn fault_config(f: &HttpFaultInjection) -> Option<Any> {
     Some(pack_named(&HttpFault {
         delay,
         abort,
+        ..Default::default()
+    }))
+}
+
+/// The per-route CORS policy, `None` when no origin is allowed (the policy would
+/// then allow nothing, so the filter is left out).
+pub(super) fn cors_config(c: &CorsPolicy) -> Option<Any> {
+    let mut origins: Vec<StringMatcher> = c
+        .allow_origin
+        .iter()
+        .filter(|o| !o.is_empty())
+        .map(|o| StringMatcher {
+            // `*` in the legacy list means any origin.
+            match_pattern: Some(if o == "*" {
+                MatchPattern::Prefix(String::new())
+            } else {
+                MatchPattern::Exact(o.clone())
+            }),
+            ignore_case: false,
+        })
+        .collect();
+    origins.extend(c.allow_origins.iter().filter_map(string_matcher));
+    if origins.is_empty() {
+        return None;
+    }
+    let max_age = match c.max_age.as_deref() {
+        None => String::new(),
+        Some(text) => match mesh_model::parse_duration(text) {
+            Ok(d) => d.as_secs().to_string(),
+            Err(_) => {
+                tracing::warn!(max_age = text, "CORS maxAge does not parse; left out");
+                String::new()
+            }
+        },
+    };
+    let forward_not_matching_preflights = match c.unmatched_preflights {
+        Some(UnmatchedPreflights::Forward) => Some(BoolValue { value: true }),
+        Some(UnmatchedPreflights::Ignore) => Some(BoolValue { value: false }),
+        Some(UnmatchedPreflights::Unspecified) | None => None,
+    };
+    Some(pack_named(&EnvoyCors {
+        allow_origin_string_match: origins,
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age,
+        allow_credentials: c.allow_credentials.map(|value| BoolValue { value }),
+        forward_not_matching_preflights,
         ..Default::default()
     }))
 }

@@ -2,6 +2,12 @@
 //!
 //! Each holds a virtual host per service with that port; its routes come from the
 //! mesh VirtualService for the host, or send everything to the service's cluster.
+//!
+//! Routes depend on the receiving proxy: match conditions on the calling workload
+//! (`sourceLabels`, `sourceNamespace`) are evaluated against it, and per-route CORS
+//! policies go only to Envoy. A proxyless gRPC client refuses a route whose
+//! per-filter configuration has a type it does not know (gRFC A39), and it has no
+//! CORS filter, so it gets none.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -34,21 +40,28 @@ use mesh_model::{
 use super::{
     MeshContext, NamedResource, cluster_name, into_sorted, pack, parse_pb_duration,
     route_match::{regex_matcher, route_match},
-    route_policies::{apply_headers, fault_config, fractional, header_ops, redirect, retry_policy},
+    route_policies::{
+        apply_headers, cors_config, fault_config, fractional, header_ops, redirect, retry_policy,
+    },
     type_url,
 };
 use crate::model::Service;
+use crate::proxy::{Proxy, ProxyKind};
 
 /// Name of the HTTP fault filter, the key of per-route fault configuration.
 pub const FAULT_FILTER: &str = "envoy.filters.http.fault";
+
+/// Name of the HTTP CORS filter, the key of per-route CORS policies (Envoy only; its
+/// HTTP connection managers need the filter for the policies to take effect).
+pub const CORS_FILTER: &str = "envoy.filters.http.cors";
 
 /// The name of the RouteConfiguration for a port.
 pub fn route_config_name(port: u32) -> String {
     port.to_string()
 }
 
-/// Builds every RouteConfiguration, sorted by name.
-pub fn build_routes(ctx: &MeshContext) -> Vec<NamedResource> {
+/// Builds every RouteConfiguration `proxy` receives, sorted by name.
+pub fn build_routes(ctx: &MeshContext, proxy: &Proxy) -> Vec<NamedResource> {
     let ports: BTreeSet<u32> = ctx
         .services
         .values()
@@ -56,14 +69,15 @@ pub fn build_routes(ctx: &MeshContext) -> Vec<NamedResource> {
         .collect();
     let mut out: BTreeMap<String, Any> = BTreeMap::new();
     for port in ports {
-        let rc = build_route_config(ctx, port);
+        let rc = build_route_config(ctx, port, proxy);
         out.insert(rc.name.clone(), pack(type_url::ROUTE, &rc));
     }
     into_sorted(out)
 }
 
-/// The RouteConfiguration for `port`: one virtual host per service with that port.
-pub fn build_route_config(ctx: &MeshContext, port: u32) -> RouteConfiguration {
+/// The RouteConfiguration for `port` as `proxy` sees it: one virtual host per service
+/// with that port.
+pub fn build_route_config(ctx: &MeshContext, port: u32, proxy: &Proxy) -> RouteConfiguration {
     let services: Vec<&Service> = ctx
         .services
         .values()
@@ -93,7 +107,7 @@ pub fn build_route_config(ctx: &MeshContext, port: u32) -> RouteConfiguration {
                     .into_iter()
                     .filter(|d| is_own(d) || (claims.get(d) == Some(&1) && !own.contains(d)))
                     .collect(),
-                routes: service_routes(ctx, service, port),
+                routes: service_routes(ctx, service, port, proxy),
                 ..Default::default()
             }
         })
@@ -129,11 +143,11 @@ pub fn domains(service: &Service, port: u32) -> Vec<String> {
     out
 }
 
-fn service_routes(ctx: &MeshContext, service: &Service, port: u32) -> Vec<Route> {
+fn service_routes(ctx: &MeshContext, service: &Service, port: u32, proxy: &Proxy) -> Vec<Route> {
     let mut routes = Vec::new();
     if let Some((ns, vs)) = ctx.virtual_service_for(&service.host) {
         for http in &vs.http {
-            routes.extend(translate_http_route(ctx, ns, http, port));
+            routes.extend(translate_http_route(ctx, ns, http, port, proxy));
         }
     }
     if routes.is_empty() {
@@ -164,14 +178,20 @@ pub fn default_route(host: &str, port: u32) -> Route {
 }
 
 /// The Envoy routes for one VirtualService HTTP route on `port`: one per match
-/// condition that applies to sidecars on that port (none if none applies).
-fn translate_http_route(ctx: &MeshContext, ns: &str, http: &HttpRoute, port: u32) -> Vec<Route> {
+/// condition that applies to `proxy` on that port (none if none applies).
+fn translate_http_route(
+    ctx: &MeshContext,
+    ns: &str,
+    http: &HttpRoute,
+    port: u32,
+    proxy: &Proxy,
+) -> Vec<Route> {
     let matches: Vec<Option<&HttpMatchRequest>> = if http.matches.is_empty() {
         vec![None]
     } else {
         http.matches
             .iter()
-            .filter(|m| applies(m, port))
+            .filter(|m| applies(m, port, proxy))
             .map(Some)
             .collect()
     };
@@ -179,6 +199,11 @@ fn translate_http_route(ctx: &MeshContext, ns: &str, http: &HttpRoute, port: u32
         return Vec::new();
     };
     let per_filter = http.fault.as_ref().and_then(fault_config);
+    let cors = http
+        .cors_policy
+        .as_ref()
+        .filter(|_| proxy.kind != ProxyKind::Proxyless)
+        .and_then(cors_config);
     matches
         .into_iter()
         .map(|m| {
@@ -196,18 +221,23 @@ fn translate_http_route(ctx: &MeshContext, ns: &str, http: &HttpRoute, port: u32
                     .typed_per_filter_config
                     .insert(FAULT_FILTER.to_string(), fault.clone());
             }
+            if let Some(cors) = &cors {
+                route
+                    .typed_per_filter_config
+                    .insert(CORS_FILTER.to_string(), cors.clone());
+            }
             route
         })
         .collect()
 }
 
-/// Whether a match condition applies to sidecars on `port`. Conditions on the calling
-/// workload cannot be evaluated without a proxy, so they do not apply yet.
-fn applies(m: &HttpMatchRequest, port: u32) -> bool {
+/// Whether a match condition applies to `proxy` (as a mesh client) on `port`,
+/// including its conditions on the calling workload's labels and namespace.
+fn applies(m: &HttpMatchRequest, port: u32, proxy: &Proxy) -> bool {
     m.port.is_none_or(|p| p == port)
         && (m.gateways.is_empty() || m.gateways.iter().any(|g| g == "mesh"))
-        && m.source_labels.is_empty()
-        && m.source_namespace.is_empty()
+        && proxy.matches(&m.source_labels)
+        && (m.source_namespace.is_empty() || m.source_namespace == proxy.namespace)
 }
 
 fn route_name(http: &HttpRoute, m: Option<&HttpMatchRequest>) -> String {

@@ -62,6 +62,14 @@ fn mk_translate(resources: &[Resource]) -> EnvoyResources {
     translate(&refs)
 }
 
+/// Translates for a sidecar in `default` (Envoy accepts every cluster type and policy).
+fn mk_translate_sidecar(resources: &[Resource]) -> EnvoyResources {
+    let refs: Vec<&Resource> = resources.iter().collect();
+    let registry = ServiceEntryRegistry::from_resources(&refs);
+    let proxy = Proxy::new(ProxyKind::Sidecar, DEFAULT_NAMESPACE, Labels::new());
+    translate_for(&registry, &refs, &proxy)
+}
+
 fn mk_bookinfo() -> Vec<Resource> {
     mk_resources(&BOOKINFO)
 }
@@ -426,7 +434,7 @@ fn dns_resolutions_use_inline_endpoints() {
             se.endpoints.push(second);
         }
     }
-    let out = mk_translate(&resources);
+    let out = mk_translate_sidecar(&resources);
     let rr2: Cluster = decode(&out.clusters, "outbound|80||rr2.example.com");
     assert_eq!(
         rr2.load_assignment.expect("one").endpoints[0]
@@ -592,7 +600,7 @@ spec:
 
 #[test]
 fn destination_rule_subset_policy_overrides_top_level() {
-    let out = mk_translate(&mk_features());
+    let out = mk_translate_sidecar(&mk_features());
     let host = "cart.shop.svc.cluster.local";
     let top: Cluster = decode(&out.clusters, &cluster_name(80, "", host));
     assert_eq!(top.lb_policy, LbPolicy::Random as i32);
