@@ -62,7 +62,9 @@ spec:
 }
 
 fn view(timeout: u32, ip_base: u32) -> Arc<McpView> {
-    let yaml: String = (0..SERVICES).map(|i| service(i, timeout, ip_base)).collect();
+    let yaml: String = (0..SERVICES)
+        .map(|i| service(i, timeout, ip_base))
+        .collect();
     let set = parse_document_set("bench.yaml", &yaml, &ParseOptions::default());
     Arc::new(McpView {
         resources: set

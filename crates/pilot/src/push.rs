@@ -104,6 +104,9 @@ fn shape(services: &[Service]) -> Vec<Service> {
 struct ScopeOutput {
     ctx: MeshContext,
     sets: BTreeMap<&'static str, Arc<TypedResources>>,
+    /// Some VirtualService matches on `sourceLabels`: routes differ by proxy labels
+    /// and are built per group.
+    routes_by_labels: bool,
 }
 
 /// A snapshot shared by the groups of a scope whose additions are equal.
@@ -198,7 +201,7 @@ impl PushEngine {
             let proxy = scope_proxy(key);
             let (services, resources) = visible(&proxy, &inputs.services, &inputs.resources);
             scope.ctx = MeshContext::new(services, &resources);
-            let endpoints = translate::endpoints::build_endpoints(&scope.ctx);
+            let endpoints = translate::endpoints::build_endpoints(&scope.ctx, &proxy);
             let set = Arc::new(self.interner.set(type_url::ENDPOINT, endpoints));
             scope.sets.insert(type_url::ENDPOINT, set);
         }
@@ -253,17 +256,25 @@ impl PushEngine {
         let Some(scope) = self.scopes.get(&key) else {
             return false;
         };
-        let extras = proxy_extras(&scope.ctx, &proxy);
-        let extras: BTreeMap<&'static str, Vec<Arc<XdsResource>>> = extras
-            .into_iter()
-            .map(|(t, items)| (t, self.interner.resources(t, items)))
-            .collect();
+        let mut extras = proxy_extras(&scope.ctx, &proxy);
+        if scope.routes_by_labels {
+            extras.push((
+                type_url::ROUTE,
+                translate::routes::build_routes(&scope.ctx, &proxy),
+            ));
+        }
+        let mut merged: BTreeMap<&'static str, Vec<Arc<XdsResource>>> = BTreeMap::new();
+        for (t, items) in extras {
+            let items = self.interner.resources(t, items);
+            merged.entry(t).or_default().extend(items);
+        }
+        let extras = merged;
         let variant_id = variant_id(&extras);
         let variant_key = (key.clone(), variant_id.clone());
         let snapshot = match self.variants.get(&variant_key) {
             Some(v) => v.snapshot.clone(),
             None => {
-                let snapshot = Arc::new(compose(&scope.sets, &extras));
+                let snapshot = Arc::new(compose(&scope.sets, &extras, scope.routes_by_labels));
                 self.variants.insert(
                     variant_key,
                     Variant {
@@ -287,11 +298,23 @@ impl PushEngine {
     fn translate_scope(&mut self, key: &ScopeKey) -> ScopeOutput {
         let proxy = scope_proxy(key);
         let (services, resources) = visible(&proxy, &self.inputs.services, &self.inputs.resources);
+        let routes_by_labels = resources.iter().any(|r| match &r.spec {
+            mesh_model::Spec::VirtualService(vs) => vs
+                .http
+                .iter()
+                .flat_map(|h| &h.matches)
+                .any(|m| !m.source_labels.is_empty()),
+            _ => false,
+        });
         let ctx = MeshContext::new(services, &resources);
         let mut sets = BTreeMap::new();
-        let clusters = translate::clusters::build_clusters(&ctx);
-        let endpoints = translate::endpoints::build_endpoints(&ctx);
-        let routes = translate::routes::build_routes(&ctx);
+        let clusters = translate::clusters::build_clusters(&ctx, &proxy);
+        let endpoints = translate::endpoints::build_endpoints(&ctx, &proxy);
+        let routes = if routes_by_labels {
+            Vec::new()
+        } else {
+            translate::routes::build_routes(&ctx, &proxy)
+        };
         let listeners = if key.kind == ProxyKind::Proxyless {
             translate::listeners::build_listeners(&ctx)
         } else {
@@ -305,7 +328,11 @@ impl PushEngine {
         ] {
             sets.insert(t, Arc::new(self.interner.set(t, items)));
         }
-        ScopeOutput { ctx, sets }
+        ScopeOutput {
+            ctx,
+            sets,
+            routes_by_labels,
+        }
     }
 
     /// Every published group with its proxy and the snapshot it is served.
@@ -345,13 +372,20 @@ fn variant_id(extras: &BTreeMap<&'static str, Vec<Arc<XdsResource>>>) -> String 
     mesh_xds::resource::set_version(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())))
 }
 
-/// The scope's sets with a group's additions.
+/// The scope's sets with a group's additions (routes replaced rather than added
+/// when they are built per group).
 fn compose(
     sets: &BTreeMap<&'static str, Arc<TypedResources>>,
     extras: &BTreeMap<&'static str, Vec<Arc<XdsResource>>>,
+    own_routes: bool,
 ) -> Snapshot {
     let mut snapshot = Snapshot::new();
     for (t, set) in sets {
+        if own_routes && *t == type_url::ROUTE {
+            let items = extras.get(t).cloned().unwrap_or_default();
+            snapshot.insert(*t, Arc::new(TypedResources::from_shared(items)));
+            continue;
+        }
         match extras.get(t).filter(|e| !e.is_empty()) {
             None => snapshot.insert(*t, set.clone()),
             Some(extra) => {

@@ -163,3 +163,29 @@ fn sidecars_get_no_proxyless_listeners() {
         "API listeners are for proxyless clients only"
     );
 }
+
+#[test]
+fn source_label_matches_give_each_label_set_its_own_routes() {
+    let cache = SnapshotCache::new();
+    let mut engine = PushEngine::new(cache.clone());
+    let canary = group(ProxyKind::Sidecar, "a", "canary");
+    let other = group(ProxyKind::Sidecar, "a", "other");
+    let _w = [cache.watch(&canary), cache.watch(&other)];
+    let yaml = [
+        service("a", "a", "\"*\"", "10.0.0.1"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: a, namespace: a}\nspec:\n  hosts: [a.a.svc.cluster.local]\n  http:\n  - match: [{sourceLabels: {app: canary}}]\n    timeout: 9s\n    route: [{destination: {host: a.a.svc.cluster.local}}]\n  - route: [{destination: {host: a.a.svc.cluster.local}}]\n".to_string(),
+    ]
+    .concat();
+    engine.update(view(&yaml, 1));
+    let routes = |g: &str| cache.get(g).unwrap().get(type_url::ROUTE).unwrap().clone();
+    let (c, o) = (routes(&canary), routes(&other));
+    assert_eq!(c.items.keys().collect::<Vec<_>>(), ["80"]);
+    assert_ne!(c.version, o.version, "the canary's own route differs");
+    assert!(
+        Arc::ptr_eq(
+            cache.get(&canary).unwrap().get(type_url::CLUSTER).unwrap(),
+            cache.get(&other).unwrap().get(type_url::CLUSTER).unwrap()
+        ),
+        "clusters are still shared"
+    );
+}

@@ -185,10 +185,20 @@ pub(crate) fn ads_config_source() -> ConfigSource {
     }
 }
 
-/// Converts a std duration to protobuf's, saturating.
+/// The largest duration protobuf allows (10,000 years); Envoy and gRPC refuse more.
+pub const MAX_PB_DURATION_SECONDS: i64 = 315_576_000_000;
+
+/// Converts a std duration to protobuf's, saturating at protobuf's maximum.
 pub(crate) fn pb_duration(d: std::time::Duration) -> PbDuration {
+    let seconds = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if seconds >= MAX_PB_DURATION_SECONDS {
+        return PbDuration {
+            seconds: MAX_PB_DURATION_SECONDS,
+            nanos: 0,
+        };
+    }
     PbDuration {
-        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        seconds,
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
 }
@@ -196,6 +206,15 @@ pub(crate) fn pb_duration(d: std::time::Duration) -> PbDuration {
 /// Parses an Istio duration string into protobuf's, `None` when it does not parse.
 pub(crate) fn parse_pb_duration(text: &str) -> Option<PbDuration> {
     mesh_model::parse_duration(text).ok().map(pb_duration)
+}
+
+#[cfg(test)]
+#[test]
+fn durations_saturate_at_protobufs_limit() {
+    let huge = pb_duration(std::time::Duration::from_secs(u64::MAX));
+    assert_eq!((huge.seconds, huge.nanos), (MAX_PB_DURATION_SECONDS, 0));
+    let d = pb_duration(std::time::Duration::from_millis(1500));
+    assert_eq!((d.seconds, d.nanos), (1, 500_000_000));
 }
 
 /// Turns a map into a name-sorted list.
