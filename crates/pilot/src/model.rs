@@ -28,6 +28,12 @@ pub struct Service {
     pub location: Location,
     /// Endpoints, in declaration order.
     pub endpoints: Vec<Endpoint>,
+    /// Virtual IPs or CIDR blocks clients reach the service at (ServiceEntry
+    /// `addresses`); outbound TCP listeners tell services on one port apart by them.
+    pub addresses: Vec<String>,
+    /// Labels of the workloads that serve the service (ServiceEntry
+    /// `workloadSelector`); a sidecar carrying them gets the service's inbound ports.
+    pub workload_selector: Option<Labels>,
 }
 
 impl Service {
@@ -166,6 +172,8 @@ fn service_from_entry(host: String, namespace: &str, se: &ServiceEntry) -> Servi
                 weight: e.weight,
             })
             .collect(),
+        addresses: se.addresses.clone(),
+        workload_selector: se.workload_selector.as_ref().map(|w| w.labels.clone()),
     }
 }
 
@@ -222,6 +230,8 @@ mod tests {
             resolution: Resolution::Dns,
             location: Location::MeshExternal,
             endpoints: vec![],
+            addresses: vec![],
+            workload_selector: None,
         };
         let a = Fixed(vec![mk("a")]);
         let b = Fixed(vec![mk("b")]);

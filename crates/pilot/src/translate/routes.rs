@@ -452,3 +452,26 @@ fn hash_policy(ctx: &MeshContext, host: &str, subset: &str, port: u32) -> Vec<Ha
         policy_specifier: Some(specifier),
     }]
 }
+
+/// The Envoy routes for one VirtualService HTTP route as bound to a gateway listening
+/// on `port`: the match conditions `for_gateway` accepts are translated like mesh
+/// routes (a route whose conditions are all for other gateways gives none).
+pub(crate) fn gateway_http_route(
+    ctx: &MeshContext,
+    ns: &str,
+    http: &HttpRoute,
+    port: u32,
+    for_gateway: &dyn Fn(&HttpMatchRequest) -> bool,
+) -> Vec<Route> {
+    let mut http = http.clone();
+    if !http.matches.is_empty() {
+        http.matches.retain(|m| for_gateway(m));
+        if http.matches.is_empty() {
+            return Vec::new();
+        }
+        for m in &mut http.matches {
+            m.gateways.clear();
+        }
+    }
+    translate_http_route(ctx, ns, &http, port)
+}
