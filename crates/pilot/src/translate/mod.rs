@@ -17,6 +17,7 @@ mod listener_rules;
 pub mod listeners;
 pub mod mtls;
 pub mod proxy_resources;
+mod rbac_matchers;
 mod route_match;
 mod route_policies;
 pub mod routes;
