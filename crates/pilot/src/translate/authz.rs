@@ -409,8 +409,13 @@ impl RuleTranslator<'_> {
             .filter(|h| !h.is_empty())
         {
             let header = header.to_ascii_lowercase();
+            // Envoy refuses header names that are not HTTP tokens.
+            let token = header
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
             let perms = match self.layer {
-                Layer::Http => with_not_p(&|v| Ok(Some(header_permission(&header, v)))),
+                Layer::Http if token => with_not_p(&|v| Ok(Some(header_permission(&header, v)))),
+                Layer::Http => Err(format!("{key}: not a valid header name")),
                 Layer::Tcp => Err(format!("{key} needs HTTP, the port is TCP")),
             };
             return (perms, Ok(None));

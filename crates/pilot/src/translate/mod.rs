@@ -31,6 +31,8 @@ mod authz_tests;
 #[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]
+mod lds_props;
+#[cfg(test)]
 mod lds_tests;
 #[cfg(test)]
 mod tests;
