@@ -6,6 +6,12 @@
 //! The same input always yields the same bytes. Invalid pieces of input (a duration
 //! that does not parse, an endpoint that is not an IP) are left out rather than
 //! failing the whole translation.
+//!
+//! That mesh-wide part is what every proxy shares. [`proxy_resources()`] adds what
+//! depends on the proxy asking (see [`proxy_resources`](mod@proxy_resources) for what
+//! each kind gets): Envoy sidecars' outbound and inbound listeners (with
+//! PeerAuthentication mutual TLS and AuthorizationPolicy RBAC) and ingress gateways'
+//! listeners and route configurations.
 
 pub mod authz;
 mod chains;
