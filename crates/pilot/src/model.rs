@@ -31,6 +31,12 @@ pub struct Service {
     /// Namespaces the service is visible to (`*` all, `.` its own, `~` none); empty
     /// means all.
     pub export_to: Vec<String>,
+    /// Virtual IPs or CIDR blocks clients reach the service at (ServiceEntry
+    /// `addresses`); outbound TCP listeners tell services on one port apart by them.
+    pub addresses: Vec<String>,
+    /// Labels of the workloads that serve the service (ServiceEntry
+    /// `workloadSelector`); a sidecar carrying them gets the service's inbound ports.
+    pub workload_selector: Option<Labels>,
 }
 
 impl Service {
@@ -170,6 +176,8 @@ fn service_from_entry(host: String, namespace: &str, se: &ServiceEntry) -> Servi
             })
             .collect(),
         export_to: se.export_to.clone(),
+        addresses: se.addresses.clone(),
+        workload_selector: se.workload_selector.as_ref().map(|w| w.labels.clone()),
     }
 }
 
@@ -227,6 +235,8 @@ mod tests {
             location: Location::MeshExternal,
             endpoints: vec![],
             export_to: vec![],
+            addresses: vec![],
+            workload_selector: None,
         };
         let a = Fixed(vec![mk("a")]);
         let b = Fixed(vec![mk("b")]);

@@ -352,11 +352,18 @@ fn scope_proxy(key: &ScopeKey) -> Proxy {
     Proxy::new(key.kind, key.namespace.clone(), Default::default()).with_locality(&key.locality)
 }
 
-/// What a proxy gets beyond its scope's shared sets, by type URL.
-fn proxy_extras(_ctx: &MeshContext, proxy: &Proxy) -> Vec<(&'static str, Vec<NamedResource>)> {
-    match proxy.kind {
-        ProxyKind::Proxyless | ProxyKind::Sidecar | ProxyKind::Router => Vec::new(),
+/// What a proxy gets beyond its scope's shared sets, by type URL: a sidecar's
+/// listeners and inbound clusters, a gateway's listeners and route configurations.
+fn proxy_extras(ctx: &MeshContext, proxy: &Proxy) -> Vec<(&'static str, Vec<NamedResource>)> {
+    if proxy.kind == ProxyKind::Proxyless {
+        return Vec::new();
     }
+    let own = translate::proxy_resources(ctx, proxy);
+    vec![
+        (type_url::CLUSTER, own.clusters),
+        (type_url::LISTENER, own.listeners),
+        (type_url::ROUTE, own.routes),
+    ]
 }
 
 /// Identifies a group's additions by content, so equal additions share a snapshot.

@@ -6,17 +6,43 @@
 //! The same input always yields the same bytes. Invalid pieces of input (a duration
 //! that does not parse, an endpoint that is not an IP) are left out rather than
 //! failing the whole translation.
+//!
+//! That mesh-wide part is what every proxy shares. [`proxy_resources()`] adds what
+//! depends on the proxy asking (see [`proxy_resources`](mod@proxy_resources) for what
+//! each kind gets): Envoy sidecars' outbound and inbound listeners (with
+//! PeerAuthentication mutual TLS and AuthorizationPolicy RBAC) and ingress gateways'
+//! listeners and route configurations.
 
+pub mod authz;
+pub mod canonical;
+mod chains;
 pub mod clusters;
 pub mod endpoints;
+pub mod gateway;
+pub mod inbound;
+mod listener_rules;
 pub mod listeners;
+pub mod mtls;
+pub mod proxy_resources;
+mod rbac_matchers;
 mod route_match;
 mod route_policies;
 pub mod routes;
+pub mod sidecar;
 pub mod validate;
 
+pub use proxy_resources::{ProxyResources, proxy_resources};
+
+#[cfg(test)]
+mod authz_tests;
 #[cfg(test)]
 mod cds_tests;
+#[cfg(test)]
+mod gateway_tests;
+#[cfg(test)]
+mod lds_props;
+#[cfg(test)]
+mod lds_tests;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +57,8 @@ use mesh_api::envoy::{
 use mesh_model::{
     Resource, Spec,
     host::{fqdn, host_covered_by},
-    networking::{DestinationRule, Labels, VirtualService},
+    networking::{DestinationRule, Gateway, Labels, Sidecar, VirtualService},
+    security::{AuthorizationPolicy, PeerAuthentication},
 };
 
 use crate::model::{Service, ServiceEntryRegistry, ServiceRegistry};
@@ -108,6 +135,40 @@ pub struct MeshContext {
     pub destination_rules: BTreeMap<String, DestinationRule>,
     /// VirtualServices bound to the mesh, in key order, with their namespace.
     pub virtual_services: Vec<(String, VirtualService)>,
+    /// VirtualServices bound to at least one Gateway, in key order.
+    pub gateway_virtual_services: Vec<NamedSpec<VirtualService>>,
+    /// Gateways, in key order.
+    pub gateways: Vec<NamedSpec<Gateway>>,
+    /// Sidecar resources, in key order.
+    pub sidecars: Vec<NamedSpec<Sidecar>>,
+    /// PeerAuthentications, in key order.
+    pub peer_authentications: Vec<NamedSpec<PeerAuthentication>>,
+    /// AuthorizationPolicies, in key order.
+    pub authorization_policies: Vec<NamedSpec<AuthorizationPolicy>>,
+}
+
+/// The mesh's root namespace: policies there apply to every namespace.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// A resource's spec with the namespace and name it was declared under.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedSpec<T> {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The spec.
+    pub spec: T,
+}
+
+impl<T: Clone> NamedSpec<T> {
+    fn of(r: &Resource, spec: &T) -> Self {
+        Self {
+            namespace: r.meta.namespace.clone(),
+            name: r.meta.name.clone(),
+            spec: spec.clone(),
+        }
+    }
 }
 
 impl MeshContext {
@@ -117,26 +178,35 @@ impl MeshContext {
         sorted.sort_by(|a, b| {
             (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name))
         });
-        let mut destination_rules = BTreeMap::new();
-        let mut virtual_services = Vec::new();
+        let mut ctx = Self::default();
         for r in sorted {
             match &r.spec {
                 Spec::DestinationRule(dr) => {
                     let host = fqdn(&dr.host, &r.meta.namespace).into_owned();
-                    destination_rules.entry(host).or_insert_with(|| dr.clone());
+                    ctx.destination_rules
+                        .entry(host)
+                        .or_insert_with(|| dr.clone());
                 }
-                Spec::VirtualService(vs) if vs.bound_gateways().any(|g| g == "mesh") => {
-                    virtual_services.push((r.meta.namespace.clone(), vs.clone()));
+                Spec::VirtualService(vs) => {
+                    if vs.bound_gateways().any(|g| g == "mesh") {
+                        ctx.virtual_services
+                            .push((r.meta.namespace.clone(), vs.clone()));
+                    }
+                    if vs.bound_gateways().any(|g| g != "mesh") {
+                        ctx.gateway_virtual_services.push(NamedSpec::of(r, vs));
+                    }
+                }
+                Spec::Gateway(g) => ctx.gateways.push(NamedSpec::of(r, g)),
+                Spec::Sidecar(s) => ctx.sidecars.push(NamedSpec::of(r, s)),
+                Spec::PeerAuthentication(p) => ctx.peer_authentications.push(NamedSpec::of(r, p)),
+                Spec::AuthorizationPolicy(p) => {
+                    ctx.authorization_policies.push(NamedSpec::of(r, p));
                 }
                 _ => {}
             }
         }
-        let services = services.into_iter().map(|s| (s.host.clone(), s)).collect();
-        Self {
-            services,
-            destination_rules,
-            virtual_services,
-        }
+        ctx.services = services.into_iter().map(|s| (s.host.clone(), s)).collect();
+        ctx
     }
 
     /// The first mesh VirtualService (in key order) with a host covering `host`,

@@ -38,12 +38,11 @@ use mesh_model::{
 };
 
 use super::{
-    MeshContext, NamedResource, cluster_name, into_sorted, pack, parse_pb_duration,
+    MeshContext, NamedResource, cluster_name, into_sorted, parse_pb_duration,
     route_match::{regex_matcher, route_match},
     route_policies::{
         apply_headers, cors_config, fault_config, fractional, header_ops, redirect, retry_policy,
     },
-    type_url,
 };
 use crate::model::Service;
 use crate::proxy::{Proxy, ProxyKind};
@@ -70,7 +69,7 @@ pub fn build_routes(ctx: &MeshContext, proxy: &Proxy) -> Vec<NamedResource> {
     let mut out: BTreeMap<String, Any> = BTreeMap::new();
     for port in ports {
         let rc = build_route_config(ctx, port, proxy);
-        out.insert(rc.name.clone(), pack(type_url::ROUTE, &rc));
+        out.insert(rc.name.clone(), super::canonical::pack_route_config(&rc));
     }
     into_sorted(out)
 }
@@ -481,4 +480,28 @@ fn hash_policy(ctx: &MeshContext, host: &str, subset: &str, port: u32) -> Vec<Ha
         terminal: false,
         policy_specifier: Some(specifier),
     }]
+}
+
+/// The Envoy routes for one VirtualService HTTP route as bound to a gateway listening
+/// on `port`: the match conditions `for_gateway` accepts are translated like mesh
+/// routes (a route whose conditions are all for other gateways gives none).
+pub(crate) fn gateway_http_route(
+    ctx: &MeshContext,
+    ns: &str,
+    http: &HttpRoute,
+    port: u32,
+    for_gateway: &dyn Fn(&HttpMatchRequest) -> bool,
+    proxy: &Proxy,
+) -> Vec<Route> {
+    let mut http = http.clone();
+    if !http.matches.is_empty() {
+        http.matches.retain(|m| for_gateway(m));
+        if http.matches.is_empty() {
+            return Vec::new();
+        }
+        for m in &mut http.matches {
+            m.gateways.clear();
+        }
+    }
+    translate_http_route(ctx, ns, &http, port, proxy)
 }

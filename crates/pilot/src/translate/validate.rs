@@ -3,6 +3,16 @@
 //! A snapshot that breaks one of these would be NACKed by Envoy or refused by gRPC's
 //! xDS client; pilot checks them so a translation bug shows up as an error here
 //! rather than as a rejected push.
+//!
+//! [`check`] holds the rules Envoy enforces when it loads a snapshot: for API
+//! listeners (proxyless gRPC) and for listeners bound to addresses (sidecars and
+//! gateways: address set, no two filter chains matching the same connections, a
+//! terminal filter last, the router last in every HttpConnectionManager, RDS names
+//! that exist, TLS contexts with SDS secrets that have names and sources).
+//! [`check_references`] adds a rule Envoy does not enforce (it answers 503 or closes
+//! the connection at run time instead): every cluster a route or TCP proxy names
+//! exists. User configuration can break it (a route to an undeclared host), so it
+//! is kept apart and used where the input is known to be complete.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,7 +30,7 @@ use mesh_api::envoy::envoy::extensions::filters::network::http_connection_manage
 };
 use prost::Message;
 
-use super::{EnvoyResources, NamedResource, listeners::ROUTER_FILTER, type_url};
+use super::{EnvoyResources, NamedResource, listener_rules, listeners::ROUTER_FILTER, type_url};
 
 /// A broken Envoy validation rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +104,42 @@ pub enum Violation {
     RouterNotLast {
         /// Listener name.
         listener: String,
+    },
+    /// Two filter chains of a listener match the same connections.
+    #[error("{listener}: filter chain {chain} overlaps an earlier chain")]
+    OverlappingFilterChains {
+        /// Listener name.
+        listener: String,
+        /// The later chain's name.
+        chain: String,
+    },
+    /// A network or HTTP filter is malformed.
+    #[error("{listener}: filter chain {chain}: {reason}")]
+    InvalidFilter {
+        /// Listener name.
+        listener: String,
+        /// Filter chain name.
+        chain: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A downstream TLS context is incomplete.
+    #[error("{listener}: filter chain {chain}: TLS {reason}")]
+    InvalidTls {
+        /// Listener name.
+        listener: String,
+        /// Filter chain name.
+        chain: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A route or TCP proxy names a cluster that does not exist.
+    #[error("{resource}: cluster {cluster} does not exist")]
+    MissingCluster {
+        /// The listener or route configuration naming it.
+        resource: String,
+        /// The cluster.
+        cluster: String,
     },
     /// A logical DNS cluster does not have exactly one endpoint.
     #[error("{cluster}: LOGICAL_DNS cluster needs exactly one endpoint")]
@@ -273,6 +319,10 @@ pub fn check(resources: &EnvoyResources) -> Vec<Violation> {
     }
     for (name, l) in &listeners {
         check_name(name, &l.name, &mut out);
+        if l.api_listener.is_none() && l.address.is_some() {
+            listener_rules::check_listener(name, l, &route_names, &mut out);
+            continue;
+        }
         let hcm = l
             .api_listener
             .as_ref()
@@ -310,4 +360,21 @@ pub fn check(resources: &EnvoyResources) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// Every route, inline route and TCP proxy target that names a cluster missing from
+/// `resources.clusters` (resources that do not decode are skipped: [`check`] reports
+/// them).
+pub fn check_references(resources: &EnvoyResources) -> Vec<Violation> {
+    let mut ignored = Vec::new();
+    let clusters: BTreeSet<&str> = resources.clusters.iter().map(|(n, _)| n.as_str()).collect();
+    let listeners: Vec<(String, Listener)> =
+        decode_all(&resources.listeners, type_url::LISTENER, &mut ignored);
+    let routes: Vec<(String, RouteConfiguration)> =
+        decode_all(&resources.routes, type_url::ROUTE, &mut ignored);
+    listener_rules::cluster_references(&listeners, &routes)
+        .into_iter()
+        .filter(|(_, c)| !clusters.contains(c.as_str()))
+        .map(|(resource, cluster)| Violation::MissingCluster { resource, cluster })
+        .collect()
 }
