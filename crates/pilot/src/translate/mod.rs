@@ -145,6 +145,10 @@ pub struct MeshContext {
     pub peer_authentications: Vec<NamedSpec<PeerAuthentication>>,
     /// AuthorizationPolicies, in key order.
     pub authorization_policies: Vec<NamedSpec<AuthorizationPolicy>>,
+    /// Index of `virtual_services` by exact (qualified) host: the first in key order.
+    vs_exact: std::collections::HashMap<String, usize>,
+    /// Wildcard hosts of `virtual_services`, in key order.
+    vs_wildcard: Vec<(String, usize)>,
 }
 
 /// The mesh's root namespace: policies there apply to every namespace.
@@ -206,25 +210,32 @@ impl MeshContext {
             }
         }
         ctx.services = services.into_iter().map(|s| (s.host.clone(), s)).collect();
+        for (i, (ns, vs)) in ctx.virtual_services.iter().enumerate() {
+            for h in &vs.hosts {
+                let h = fqdn(h, ns).into_owned();
+                if mesh_model::host::is_wildcard(&h) {
+                    ctx.vs_wildcard.push((h, i));
+                } else {
+                    ctx.vs_exact.entry(h).or_insert(i);
+                }
+            }
+        }
         ctx
     }
 
     /// The first mesh VirtualService (in key order) with a host covering `host`,
     /// with its namespace; an exact host match is preferred over a wildcard.
     pub fn virtual_service_for(&self, host: &str) -> Option<(&str, &VirtualService)> {
-        let mut wildcard = None;
-        for (ns, vs) in &self.virtual_services {
-            for h in &vs.hosts {
-                let h = fqdn(h, ns);
-                if h == host {
-                    return Some((ns.as_str(), vs));
-                }
-                if wildcard.is_none() && host_covered_by(host, &h) {
-                    wildcard = Some((ns.as_str(), vs));
-                }
-            }
-        }
-        wildcard
+        let index = self.vs_exact.get(host).copied().or_else(|| {
+            self.vs_wildcard
+                .iter()
+                .filter(|(pattern, _)| host_covered_by(host, pattern))
+                .map(|(_, i)| *i)
+                .min()
+        })?;
+        self.virtual_services
+            .get(index)
+            .map(|(ns, vs)| (ns.as_str(), vs))
     }
 }
 
