@@ -102,6 +102,8 @@ fn shape(services: &[Service]) -> Vec<Service> {
 
 /// A scope's translation.
 struct ScopeOutput {
+    /// The first proxy seen in the scope (its labels chose the scope's Sidecar).
+    proxy: Proxy,
     ctx: MeshContext,
     sets: BTreeMap<&'static str, Arc<TypedResources>>,
     /// Some VirtualService matches on `sourceLabels`: routes differ by proxy labels
@@ -197,11 +199,11 @@ impl PushEngine {
     fn update_endpoints(&mut self) -> PushStats {
         let inputs = self.inputs.clone();
         self.interner.start_type(type_url::ENDPOINT);
-        for (key, scope) in &mut self.scopes {
-            let proxy = scope_proxy(key);
-            let (services, resources) = visible(&proxy, &inputs.services, &inputs.resources);
+        for scope in self.scopes.values_mut() {
+            let proxy = &scope.proxy;
+            let (services, resources) = visible(proxy, &inputs.services, &inputs.resources);
             scope.ctx = MeshContext::new(services, &resources);
-            let endpoints = translate::endpoints::build_endpoints(&scope.ctx, &proxy);
+            let endpoints = translate::endpoints::build_endpoints(&scope.ctx, proxy);
             let set = Arc::new(self.interner.set(type_url::ENDPOINT, endpoints));
             scope.sets.insert(type_url::ENDPOINT, set);
         }
@@ -250,7 +252,7 @@ impl PushEngine {
         };
         let key = scope_key(&proxy, &self.inputs.resources);
         if !self.scopes.contains_key(&key) {
-            let scope = self.translate_scope(&key);
+            let scope = self.translate_scope(&proxy);
             self.scopes.insert(key.clone(), scope);
         }
         let Some(scope) = self.scopes.get(&key) else {
@@ -295,9 +297,9 @@ impl PushEngine {
         true
     }
 
-    fn translate_scope(&mut self, key: &ScopeKey) -> ScopeOutput {
-        let proxy = scope_proxy(key);
-        let (services, resources) = visible(&proxy, &self.inputs.services, &self.inputs.resources);
+    /// Translates the scope of `proxy`: what every proxy of the scope shares.
+    fn translate_scope(&mut self, proxy: &Proxy) -> ScopeOutput {
+        let (services, resources) = visible(proxy, &self.inputs.services, &self.inputs.resources);
         let routes_by_labels = resources.iter().any(|r| match &r.spec {
             mesh_model::Spec::VirtualService(vs) => vs
                 .http
@@ -308,17 +310,22 @@ impl PushEngine {
         });
         let ctx = MeshContext::new(services, &resources);
         let mut sets = BTreeMap::new();
-        let clusters = translate::clusters::build_clusters(&ctx, &proxy);
-        let endpoints = translate::endpoints::build_endpoints(&ctx, &proxy);
+        let mut clusters = translate::clusters::build_clusters(&ctx, proxy);
+        let endpoints = translate::endpoints::build_endpoints(&ctx, proxy);
         let routes = if routes_by_labels {
             Vec::new()
         } else {
-            translate::routes::build_routes(&ctx, &proxy)
+            translate::routes::build_routes(&ctx, proxy)
         };
-        let listeners = if key.kind == ProxyKind::Proxyless {
-            translate::listeners::build_listeners(&ctx)
-        } else {
-            Vec::new()
+        let listeners = match proxy.kind {
+            ProxyKind::Proxyless => translate::listeners::build_listeners(&ctx),
+            // Outbound listeners depend on the services seen and the Sidecar only.
+            ProxyKind::Sidecar => {
+                clusters.extend(translate::sidecar::passthrough_clusters());
+                clusters.sort_by(|a, b| a.0.cmp(&b.0));
+                translate::sidecar::outbound_listeners(&ctx, proxy)
+            }
+            ProxyKind::Router => Vec::new(),
         };
         for (t, items) in [
             (type_url::CLUSTER, clusters),
@@ -329,6 +336,7 @@ impl PushEngine {
             sets.insert(t, Arc::new(self.interner.set(t, items)));
         }
         ScopeOutput {
+            proxy: proxy.clone(),
             ctx,
             sets,
             routes_by_labels,
@@ -347,23 +355,29 @@ impl PushEngine {
     }
 }
 
-/// A proxy standing for a scope (what translation of the scope needs of it).
-fn scope_proxy(key: &ScopeKey) -> Proxy {
-    Proxy::new(key.kind, key.namespace.clone(), Default::default()).with_locality(&key.locality)
-}
-
 /// What a proxy gets beyond its scope's shared sets, by type URL: a sidecar's
-/// listeners and inbound clusters, a gateway's listeners and route configurations.
+/// inbound listener and clusters, a gateway's listeners and route configurations.
 fn proxy_extras(ctx: &MeshContext, proxy: &Proxy) -> Vec<(&'static str, Vec<NamedResource>)> {
-    if proxy.kind == ProxyKind::Proxyless {
-        return Vec::new();
+    match proxy.kind {
+        ProxyKind::Proxyless => Vec::new(),
+        ProxyKind::Sidecar => {
+            let inbound = translate::inbound::inbound_listener(ctx, proxy);
+            vec![
+                (
+                    type_url::CLUSTER,
+                    translate::inbound::inbound_clusters(ctx, proxy),
+                ),
+                (
+                    type_url::LISTENER,
+                    vec![(inbound.name.clone(), translate::pack_listener(&inbound))],
+                ),
+            ]
+        }
+        ProxyKind::Router => {
+            let (listeners, routes) = translate::gateway::gateway_resources(ctx, proxy);
+            vec![(type_url::LISTENER, listeners), (type_url::ROUTE, routes)]
+        }
     }
-    let own = translate::proxy_resources(ctx, proxy);
-    vec![
-        (type_url::CLUSTER, own.clusters),
-        (type_url::LISTENER, own.listeners),
-        (type_url::ROUTE, own.routes),
-    ]
 }
 
 /// Identifies a group's additions by content, so equal additions share a snapshot.

@@ -306,3 +306,45 @@ fn every_kind_of_proxy_gets_a_valid_and_stable_snapshot_of_bookinfo() {
         }
     }
 }
+
+#[test]
+fn a_workload_selected_sidecar_scopes_only_its_workloads() {
+    let cache = SnapshotCache::new();
+    let mut engine = PushEngine::new(cache.clone());
+    let locked = group(ProxyKind::Sidecar, "a", "locked");
+    let open = group(ProxyKind::Sidecar, "a", "open");
+    let _w = [cache.watch(&locked), cache.watch(&open)];
+    let yaml = [
+        service("a", "a", "\"*\"", "10.0.0.1"),
+        service("b", "b", "\"*\"", "10.0.0.2"),
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: locked, namespace: a}\nspec:\n  workloadSelector: {labels: {app: locked}}\n  egress: [{hosts: [\"./*\"]}]\n  outboundTrafficPolicy: {mode: REGISTRY_ONLY}\n".to_string(),
+    ]
+    .concat();
+    let stats = engine.update(view(&yaml, 1));
+    assert_eq!(stats.scopes, 2);
+    let outbound = |g: &str| {
+        names(&cache.get(g).unwrap(), type_url::CLUSTER)
+            .into_iter()
+            .filter(|n| n.starts_with("outbound|"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(outbound(&locked), ["outbound|80||a.a.svc.cluster.local"]);
+    assert_eq!(
+        outbound(&open),
+        [
+            "outbound|80||a.a.svc.cluster.local",
+            "outbound|80||b.b.svc.cluster.local"
+        ]
+    );
+    // The EDS-only path keeps each scope's own Sidecar.
+    let moved = yaml.replace("10.0.0.2", "10.0.0.3");
+    assert!(engine.update(view(&moved, 2)).endpoints_only);
+    assert_eq!(
+        names(&cache.get(&locked).unwrap(), type_url::ENDPOINT),
+        ["outbound|80||a.a.svc.cluster.local"]
+    );
+    assert_eq!(
+        names(&cache.get(&open).unwrap(), type_url::ENDPOINT).len(),
+        2
+    );
+}

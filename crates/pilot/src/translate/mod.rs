@@ -244,6 +244,11 @@ pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
 }
 
+/// Packs a listener into `Any`.
+pub fn pack_listener(listener: &mesh_api::envoy::envoy::config::listener::v3::Listener) -> Any {
+    pack(type_url::LISTENER, listener)
+}
+
 /// Packs a message into `Any` with the given type URL.
 pub(crate) fn pack<M: prost::Message>(type_url: &str, message: &M) -> Any {
     Any {
