@@ -195,10 +195,16 @@ impl DeltaStream {
         } else if !req.response_nonce.is_empty() {
             // Answers come in order: anything older than the answered response was
             // answered already or skipped.
+            // Nonces are sent as decimal numbers: any other spelling is none of ours.
+            let nonce = req
+                .response_nonce
+                .parse::<u64>()
+                .ok()
+                .filter(|n| n.to_string() == req.response_nonce);
             let answered = state
                 .pending
                 .iter()
-                .position(|p| p.nonce.to_string() == req.response_nonce)
+                .position(|p| Some(p.nonce) == nonce)
                 .and_then(|pos| state.pending.drain(..=pos).next_back());
             match answered {
                 Some(p) => {
@@ -255,8 +261,7 @@ impl DeltaStream {
         if let (true, Some(snapshot)) = (changed, snapshot) {
             let force = kind == RequestKind::Initial;
             if let Some(p) = self.plan(&req.type_url, snapshot, force) {
-                let names: Vec<String> = p.resources.iter().map(|r| r.name.clone()).collect();
-                responses = self.emit(&p, p.resources.clone(), p.removed.clone(), true, &names);
+                responses = self.emit(&p, p.resources.clone(), p.removed.clone(), true);
             }
         }
         Ok(DeltaOutcome {
@@ -290,18 +295,17 @@ impl DeltaStream {
         let mut out = Vec::new();
         let mut deferred = Vec::new();
         for (i, p) in plans.iter().enumerate() {
-            let names: Vec<String> = p.resources.iter().map(|r| r.name.clone()).collect();
             if Some(i) == whole || p.removed.is_empty() {
-                out.extend(self.emit(p, p.resources.clone(), p.removed.clone(), true, &names));
+                out.extend(self.emit(p, p.resources.clone(), p.removed.clone(), true));
                 continue;
             }
             if !p.resources.is_empty() {
-                out.extend(self.emit(p, p.resources.clone(), Vec::new(), false, &names));
+                out.extend(self.emit(p, p.resources.clone(), Vec::new(), false));
             }
             deferred.push(p);
         }
         for p in deferred.into_iter().rev() {
-            out.extend(self.emit(p, Vec::new(), p.removed.clone(), true, &[]));
+            out.extend(self.emit(p, Vec::new(), p.removed.clone(), true));
         }
         out
     }
@@ -391,19 +395,16 @@ impl DeltaStream {
 
     /// Sends part of a planned update: `resources` in responses of bounded size, the
     /// last carrying `removed` and, when `last`, the version of the whole update.
-    /// `names` are the names of `resources`.
     fn emit(
         &mut self,
         plan: &Planned,
         resources: Vec<Arc<XdsResource>>,
         mut removed: Vec<String>,
         last: bool,
-        names: &[String],
     ) -> Vec<DeltaResponse> {
         let Some(state) = self.types.get_mut(&plan.type_url) else {
             return Vec::new();
         };
-        debug_assert_eq!(names.len(), resources.len());
         // Large updates go out as several responses of bounded size, so a client
         // (re)connecting to a big set never makes the server hold it all at once.
         let mut chunks: Vec<Vec<Arc<XdsResource>>> = vec![Vec::new()];
