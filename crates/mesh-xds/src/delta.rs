@@ -5,9 +5,15 @@
 //! are applied from every request, even one with a stale nonce (dropping them would
 //! lose them: the client never repeats a delta subscription); only the ACK/NACK part
 //! of a stale request is ignored.
+//!
+//! Every response in flight is remembered with the versions the client held before
+//! it, so the ACK or NACK of any of them (not only the latest) is understood, and a
+//! NACK puts the server's view of the client back exactly: what was refused is sent
+//! again only once the type's content or the subscription changes. Within a push,
+//! removals go out after every type's additions and changes (make before break).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::Arc,
 };
 
@@ -37,11 +43,34 @@ struct TypeState {
     absent: BTreeSet<String>,
     /// The subscription moved since `held`: the next response compares in full.
     resubscribed: bool,
+    /// What the server knows the client holds where it differs from `held`: the
+    /// version (or absence) a NACK left in place. Empty unless a NACK happened.
+    overrides: BTreeMap<String, Option<String>>,
+    /// Responses sent and not yet answered, oldest first.
+    pending: VecDeque<Pending>,
+    /// The last nonce sent when the current NACK was received: only the ACK of a
+    /// later response clears it.
+    nacked_at: u64,
     nonce: Option<String>,
     sent_version: Option<String>,
     acked_version: Option<String>,
     nack: Option<Nack>,
 }
+
+/// A response awaiting its ACK or NACK, with what the client held before it, so a
+/// NACK can be undone exactly.
+#[derive(Debug, Clone)]
+struct Pending {
+    nonce: u64,
+    /// The version the response carried (only the last part of an update has one).
+    version: Option<String>,
+    /// Every name the response touched, with the version the client held before.
+    priors: Vec<(String, Option<String>)>,
+}
+
+/// Responses per type remembered for their ACK; a client that answers none loses
+/// the oldest (their NACKs are then taken as stale).
+const MAX_PENDING: usize = 64;
 
 /// Which names a subscription covers.
 #[derive(Debug, Default, Clone)]
@@ -164,21 +193,45 @@ impl DeltaStream {
             kind = RequestKind::Initial;
             changed = true;
         } else if !req.response_nonce.is_empty() {
-            if state.nonce.as_deref() == Some(req.response_nonce.as_str()) {
-                if let Some(status) = &req.error_detail {
-                    let n = Nack {
-                        version: state.sent_version.clone().unwrap_or_default(),
-                        error: status.message.clone(),
-                    };
-                    state.nack = Some(n.clone());
-                    nack = Some(n);
-                    kind = RequestKind::Nack;
-                } else {
-                    state.acked_version = state.sent_version.clone();
-                    state.nack = None;
+            // Answers come in order: anything older than the answered response was
+            // answered already or skipped.
+            // Nonces are sent as decimal numbers: any other spelling is none of ours.
+            let nonce = req
+                .response_nonce
+                .parse::<u64>()
+                .ok()
+                .filter(|n| n.to_string() == req.response_nonce);
+            let answered = state
+                .pending
+                .iter()
+                .position(|p| Some(p.nonce) == nonce)
+                .and_then(|pos| state.pending.drain(..=pos).next_back());
+            match answered {
+                Some(p) => {
+                    if let Some(status) = &req.error_detail {
+                        let n = Nack {
+                            version: p
+                                .version
+                                .clone()
+                                .or_else(|| state.sent_version.clone())
+                                .unwrap_or_default(),
+                            error: status.message.clone(),
+                        };
+                        state.rollback(p);
+                        state.nack = Some(n.clone());
+                        state.nacked_at = self.nonces;
+                        nack = Some(n);
+                        kind = RequestKind::Nack;
+                    } else {
+                        if p.version.is_some() {
+                            state.acked_version = p.version;
+                        }
+                        if p.nonce > state.nacked_at {
+                            state.nack = None;
+                        }
+                    }
                 }
-            } else {
-                kind = RequestKind::Stale;
+                None => kind = RequestKind::Stale,
             }
         }
         for name in &req.resource_names_subscribe {
@@ -198,14 +251,18 @@ impl DeltaStream {
             }
         }
         if changed {
-            // The subscription moved: the next response compares in full.
+            // The subscription moved: the next response compares in full, and what
+            // the client no longer subscribes to it has forgotten.
             state.resubscribed = true;
+            let (wildcard, names) = (state.wildcard, &state.names);
+            state.overrides.retain(|n, _| wildcard || names.contains(n));
         }
         let mut responses = Vec::new();
         if let (true, Some(snapshot)) = (changed, snapshot) {
-            let type_url = req.type_url.clone();
             let force = kind == RequestKind::Initial;
-            responses.extend(self.respond(&type_url, snapshot, force));
+            if let Some(p) = self.plan(&req.type_url, snapshot, force) {
+                responses = self.emit(&p, p.resources.clone(), p.removed.clone(), true);
+            }
         }
         Ok(DeltaOutcome {
             kind,
@@ -216,15 +273,41 @@ impl DeltaStream {
 
     /// Handles a new snapshot: the changes for every subscribed type, types listed in
     /// `order` first.
+    ///
+    /// Make before break: every type's added and changed resources go out first, in
+    /// that order; the removals follow in a second pass, in reverse order (routes,
+    /// listeners, endpoints, clusters), so nothing is removed while a resource sent
+    /// before may still refer to it. The type sent last in the first pass carries
+    /// its own removals when no other type's removals would have to follow them.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<DeltaResponse> {
-        let type_urls = push_order(self.types.keys(), order);
-        type_urls
-            .iter()
-            .flat_map(|t| {
-                let first = self.types.get(t).is_some_and(|s| s.sent_version.is_none());
-                self.respond(t, snapshot, first)
-            })
-            .collect()
+        let mut plans = Vec::new();
+        for type_url in push_order(self.types.keys(), order) {
+            let first = self
+                .types
+                .get(&type_url)
+                .is_some_and(|s| s.sent_version.is_none());
+            plans.extend(self.plan(&type_url, snapshot, first));
+        }
+        let upserting = |p: &Planned| !p.resources.is_empty() || p.removed.is_empty();
+        let last_upsert = plans.iter().rposition(upserting);
+        let last_removal = plans.iter().rposition(|p| !p.removed.is_empty());
+        let whole = last_upsert.filter(|i| Some(*i) == last_removal);
+        let mut out = Vec::new();
+        let mut deferred = Vec::new();
+        for (i, p) in plans.iter().enumerate() {
+            if Some(i) == whole || p.removed.is_empty() {
+                out.extend(self.emit(p, p.resources.clone(), p.removed.clone(), true));
+                continue;
+            }
+            if !p.resources.is_empty() {
+                out.extend(self.emit(p, p.resources.clone(), Vec::new(), false));
+            }
+            deferred.push(p);
+        }
+        for p in deferred.into_iter().rev() {
+            out.extend(self.emit(p, Vec::new(), p.removed.clone(), true));
+        }
+        out
     }
 
     /// The status of every type, for `/debug/syncz`.
@@ -245,33 +328,47 @@ impl DeltaStream {
             .collect()
     }
 
-    /// Computes what the client lacks; None when nothing changed (unless `force`,
-    /// which answers a first request even with nothing to send, so the client knows
-    /// it is synced).
-    fn respond(&mut self, type_url: &str, snapshot: &Snapshot, force: bool) -> Vec<DeltaResponse> {
-        let Some(state) = self.types.get_mut(type_url) else {
-            return Vec::new();
-        };
+    /// Computes what the client lacks (and the versions it held before); None when
+    /// nothing changed, unless `force`, which answers a first request even with
+    /// nothing to send, so the client knows it is synced.
+    fn plan(&mut self, type_url: &str, snapshot: &Snapshot, force: bool) -> Option<Planned> {
+        let state = self.types.get_mut(type_url)?;
         let set = snapshot.get(type_url).cloned().unwrap_or_default();
         let (resources, mut removed) = match &state.held {
             Some(prev) if !force && !state.resubscribed => {
                 if Arc::ptr_eq(prev, &set) || prev.version == set.version {
-                    return Vec::new();
+                    return None;
                 }
-                // The usual push: apply the difference between two versions of the
-                // set, computed once and shared by every stream.
-                state.apply(&set.delta_from(prev))
+                if state.overrides.is_empty() {
+                    // The usual push: apply the difference between two versions of
+                    // the set, computed once and shared by every stream.
+                    state.apply(&set.delta_from(prev))
+                } else {
+                    // After a NACK the client's copy differs from `held`: compare.
+                    state.compare(&set)
+                }
             }
             _ => state.compare(&set),
         };
+        removed.sort();
+        removed.dedup();
+        let priors: HashMap<String, Option<String>> = resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .chain(removed.iter().map(String::as_str))
+            .map(|n| (n.to_string(), state.holds(n).map(str::to_string)))
+            .collect();
         state.held = Some(set.clone());
         state.held_cover = Cover {
             wildcard: state.wildcard,
             names: state.names.clone(),
         };
         state.resubscribed = false;
+        state.initial.clear();
+        // Either path leaves the server's view of the client exact again.
+        state.overrides.clear();
         if resources.is_empty() && removed.is_empty() && !force {
-            return Vec::new();
+            return None;
         }
         let version = if state.names.is_empty() {
             set.version.clone()
@@ -287,8 +384,27 @@ impl DeltaStream {
                     .map(|r| (r.name.as_str(), r.version.as_str())),
             )
         };
-        removed.sort();
-        removed.dedup();
+        Some(Planned {
+            type_url: type_url.to_string(),
+            version,
+            resources,
+            removed,
+            priors,
+        })
+    }
+
+    /// Sends part of a planned update: `resources` in responses of bounded size, the
+    /// last carrying `removed` and, when `last`, the version of the whole update.
+    fn emit(
+        &mut self,
+        plan: &Planned,
+        resources: Vec<Arc<XdsResource>>,
+        mut removed: Vec<String>,
+        last: bool,
+    ) -> Vec<DeltaResponse> {
+        let Some(state) = self.types.get_mut(&plan.type_url) else {
+            return Vec::new();
+        };
         // Large updates go out as several responses of bounded size, so a client
         // (re)connecting to a big set never makes the server hold it all at once.
         let mut chunks: Vec<Vec<Arc<XdsResource>>> = vec![Vec::new()];
@@ -304,33 +420,58 @@ impl DeltaStream {
                 last.push(r);
             }
         }
+        let prior = |n: &str| (n.to_string(), plan.priors.get(n).cloned().flatten());
         let last_chunk = chunks.len() - 1;
         let mut out = Vec::with_capacity(chunks.len());
         for (i, chunk) in chunks.into_iter().enumerate() {
             self.nonces += 1;
-            let nonce = self.nonces.to_string();
-            state.nonce = Some(nonce.clone());
-            // Only the last part of a split update carries the version: a client can
-            // tell when it holds the whole set.
-            out.push(DeltaResponse {
-                type_url: type_url.to_string(),
-                system_version_info: if i == last_chunk {
-                    version.clone()
-                } else {
-                    String::new()
-                },
+            let nonce = self.nonces;
+            state.nonce = Some(nonce.to_string());
+            // Only the last part of an update carries the version: a client can tell
+            // when it holds the whole set.
+            let version = (last && i == last_chunk).then(|| plan.version.clone());
+            let removed = if i == last_chunk {
+                std::mem::take(&mut removed)
+            } else {
+                Vec::new()
+            };
+            let priors = chunk
+                .iter()
+                .map(|r| prior(&r.name))
+                .chain(removed.iter().map(|n| prior(n)))
+                .collect();
+            if state.pending.len() >= MAX_PENDING {
+                state.pending.pop_front();
+            }
+            state.pending.push_back(Pending {
                 nonce,
+                version: version.clone(),
+                priors,
+            });
+            if let Some(v) = &version {
+                state.sent_version = Some(v.clone());
+            }
+            out.push(DeltaResponse {
+                type_url: plan.type_url.clone(),
+                system_version_info: version.unwrap_or_default(),
+                nonce: nonce.to_string(),
                 resources: chunk,
-                removed_resources: if i == last_chunk {
-                    std::mem::take(&mut removed)
-                } else {
-                    Vec::new()
-                },
+                removed_resources: removed,
             });
         }
-        state.sent_version = Some(version);
         out
     }
+}
+
+/// One type's share of a push, computed but not yet sent.
+#[derive(Debug)]
+struct Planned {
+    type_url: String,
+    version: String,
+    resources: Vec<Arc<XdsResource>>,
+    removed: Vec<String>,
+    /// For every name touched, the version the client held before.
+    priors: HashMap<String, Option<String>>,
 }
 
 impl TypeState {
@@ -340,6 +481,9 @@ impl TypeState {
 
     /// The version of `name` the client holds, if any.
     fn holds(&self, name: &str) -> Option<&str> {
+        if let Some(version) = self.overrides.get(name) {
+            return version.as_deref();
+        }
         match &self.held {
             Some(held) if self.held_cover.covers(name) => {
                 held.items.get(name).map(|r| r.version.as_str())
@@ -369,6 +513,24 @@ impl TypeState {
             }
         }
         (resources, removed)
+    }
+
+    /// Undoes a NACKed response in the server's view of the client: each name it
+    /// touched is back at its prior version, or, when a later response still in
+    /// flight touches it too, that response's prior becomes this one.
+    fn rollback(&mut self, nacked: Pending) {
+        for (name, prior) in nacked.priors {
+            let later = self
+                .pending
+                .iter_mut()
+                .find_map(|p| p.priors.iter_mut().find(|(n, _)| *n == name));
+            match later {
+                Some((_, later_prior)) => *later_prior = prior,
+                None => {
+                    self.overrides.insert(name, prior);
+                }
+            }
+        }
     }
 
     /// Compares the whole set with what the client holds: the first response, or
@@ -402,6 +564,12 @@ impl TypeState {
                 removed.push(name);
             }
         }
+        // What a NACK left with the client that is gone now.
+        for (name, version) in &self.overrides {
+            if version.is_some() && self.covers(name) && !set.items.contains_key(name) {
+                removed.push(name.clone());
+            }
+        }
         // Explicit names that do not exist, told once.
         self.absent
             .retain(|n| self.names.contains(n) && !set.items.contains_key(n));
@@ -410,7 +578,6 @@ impl TypeState {
                 removed.push(name.clone());
             }
         }
-        self.initial.clear();
         (resources, removed)
     }
 }

@@ -8,7 +8,12 @@
 //!   a pure ACK gets no response, a changed subscription gets the new set;
 //! - a response is only sent when the set's content hash differs from the last sent
 //!   one, so an unchanged (or NACKed and unchanged) set is never re-sent;
-//! - names requested before they exist are remembered and sent when they appear.
+//! - names requested before they exist are remembered and sent when they appear;
+//! - make before break: a push that removes resources of a type while adding or
+//!   changing some first sends that type as the union of both, and its final set
+//!   after every other type (see [`SotwStream::on_snapshot`]);
+//! - a request still naming an older version than the one sent (Envoy after a
+//!   NACK) does not ACK it: the NACK stays recorded.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -150,6 +155,80 @@ struct TypeState {
     sent_version: Option<String>,
     acked_version: Option<String>,
     nack: Option<Nack>,
+    /// The resources of the last response sent.
+    sent: Option<Held>,
+    /// The resources of the last response the client ACKed.
+    acked: Option<Held>,
+    /// The client answered the last response without taking it (a NACK, or a
+    /// request still naming an older version).
+    refused: bool,
+}
+
+impl TypeState {
+    /// What the client holds as far as the server knows: the last set sent (taken,
+    /// or not answered yet), or the last one ACKed when it refused what followed.
+    /// A client that refused everything sent on this stream holds what it had
+    /// before it, which a SotW server cannot know: the last set sent stands in.
+    fn client_view(&self) -> Option<&Held> {
+        if self.refused {
+            self.acked.as_ref().or(self.sent.as_ref())
+        } else {
+            self.sent.as_ref()
+        }
+    }
+}
+
+/// The resources of one SotW response: a whole set (shared), or a list in name order.
+#[derive(Debug, Clone, PartialEq)]
+enum Held {
+    Whole(Arc<TypedResources>),
+    Subset(Vec<Arc<XdsResource>>),
+}
+
+impl Held {
+    fn get(&self, name: &str) -> Option<&Arc<XdsResource>> {
+        match self {
+            Held::Whole(set) => set.items.get(name),
+            Held::Subset(list) => list
+                .binary_search_by(|r| r.name.as_str().cmp(name))
+                .ok()
+                .and_then(|i| list.get(i)),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &Arc<XdsResource>> + '_> {
+        match self {
+            Held::Whole(set) => Box::new(set.items.values()),
+            Held::Subset(list) => Box::new(list.iter()),
+        }
+    }
+
+    /// Whether going from `self` to `next` adds or changes any resource, and the
+    /// names it removes.
+    fn diff(&self, next: &Held) -> (bool, Vec<String>) {
+        if let (Held::Whole(prev), Held::Whole(next)) = (self, next) {
+            // Two versions of a whole set: the difference computed once and shared.
+            let d = next.delta_from(prev);
+            return (!d.changed.is_empty(), d.removed.clone());
+        }
+        let upserts = next
+            .iter()
+            .any(|r| self.get(&r.name).is_none_or(|h| h.version != r.version));
+        let removed = self
+            .iter()
+            .filter(|r| next.get(&r.name).is_none())
+            .map(|r| r.name.clone())
+            .collect();
+        (upserts, removed)
+    }
+}
+
+/// A response decided on but not yet given a nonce.
+#[derive(Debug)]
+struct Planned {
+    type_url: String,
+    version: String,
+    held: Held,
 }
 
 /// Protocol state of one state-of-the-world stream.
@@ -205,11 +284,20 @@ impl SotwStream {
                         error: status.message.clone(),
                     };
                     state.nack = Some(nack.clone());
+                    state.refused = true;
                     (RequestKind::Nack, changed, Some(nack))
                 }
                 None => {
                     state.acked_version = Some(req.version_info.clone());
-                    state.nack = None;
+                    if state.sent_version.as_deref() == Some(req.version_info.as_str()) {
+                        state.acked = state.sent.clone();
+                        state.refused = false;
+                        state.nack = None;
+                    } else {
+                        // After a NACK, Envoy's next requests carry the nonce with
+                        // the last version it accepted: not an ACK of what was sent.
+                        state.refused = true;
+                    }
                     (RequestKind::Ack, changed, None)
                 }
             }
@@ -217,10 +305,9 @@ impl SotwStream {
 
         let mut responses = Vec::new();
         if let (true, Some(snapshot)) = (changed || kind == RequestKind::Initial, snapshot) {
-            let type_url = req.type_url.clone();
             let initial = kind == RequestKind::Initial;
-            if let Some(r) = self.respond(&type_url, snapshot, initial) {
-                responses.push(r);
+            if let Some(planned) = self.plan(&req.type_url, snapshot, initial) {
+                responses.extend(self.emit(planned));
             }
         }
         Ok(Outcome {
@@ -232,14 +319,57 @@ impl SotwStream {
 
     /// Handles a new snapshot: the responses for every subscribed type whose content
     /// changed, types listed in `order` first (in that order), the rest after.
+    ///
+    /// Make before break: a SotW set is complete, so a response leaving out a
+    /// resource the client holds removes it. When a type loses resources and also
+    /// gains or changes some, it is first sent as the union of the new set and the
+    /// removed resources (its own version), and its final set goes out only after
+    /// every other type, in reverse order: a cluster still referenced by the old
+    /// listeners and routes stays until the new ones no longer need it.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<SotwResponse> {
-        let type_urls = push_order(self.types.keys(), order);
-        type_urls
-            .iter()
-            .filter_map(|t| {
-                let first = self.types.get(t).is_some_and(|s| s.sent_version.is_none());
-                self.respond(t, snapshot, first)
-            })
+        let mut upserts: Vec<Planned> = Vec::new();
+        let mut removals: Vec<Planned> = Vec::new();
+        for type_url in push_order(self.types.keys(), order) {
+            let first = self
+                .types
+                .get(&type_url)
+                .is_some_and(|s| s.sent_version.is_none());
+            let Some(target) = self.plan(&type_url, snapshot, first) else {
+                continue;
+            };
+            let base = self.types.get(&type_url).and_then(TypeState::client_view);
+            let (changes, removed) = match base {
+                Some(base) => base.diff(&target.held),
+                None => (true, Vec::new()),
+            };
+            match base {
+                Some(base) if !removed.is_empty() => {
+                    let union = union(&type_url, &target.held, base, &removed);
+                    // Unless nothing is added or changed, or the union is exactly the
+                    // set last sent (and refused).
+                    let sent = self
+                        .types
+                        .get(&type_url)
+                        .and_then(|s| s.sent_version.as_ref());
+                    if changes && sent != Some(&union.version) {
+                        upserts.push(union);
+                    }
+                    removals.push(target);
+                }
+                _ => upserts.push(target),
+            }
+        }
+        removals.reverse();
+        // A union immediately followed by its own final set is pointless.
+        if let (Some(u), Some(r)) = (upserts.last(), removals.first())
+            && u.type_url == r.type_url
+        {
+            upserts.pop();
+        }
+        upserts
+            .into_iter()
+            .chain(removals)
+            .filter_map(|p| self.emit(p))
             .collect()
     }
 
@@ -261,20 +391,16 @@ impl SotwStream {
             .collect()
     }
 
-    /// Builds the response for one type if its content differs from what was sent.
-    /// `force` sends even an unchanged set (the first response of a stream).
-    fn respond(
-        &mut self,
-        type_url: &str,
-        snapshot: &Snapshot,
-        force: bool,
-    ) -> Option<SotwResponse> {
+    /// The set one type's subscription selects from `snapshot`, if its content differs
+    /// from what was sent. `force` plans even an unchanged set (the first response of
+    /// a stream).
+    fn plan(&self, type_url: &str, snapshot: &Snapshot, force: bool) -> Option<Planned> {
         let state = self.types.get(type_url)?;
         let set = snapshot.get(type_url);
-        let (version, whole, subset) = if state.wildcard {
+        let (version, held) = if state.wildcard {
             match set {
-                Some(set) => (set.version.clone(), Some(set.clone()), Vec::new()),
-                None => (set_version(std::iter::empty()), None, Vec::new()),
+                Some(set) => (set.version.clone(), Held::Whole(set.clone())),
+                None => (set_version(std::iter::empty()), Held::Subset(Vec::new())),
             }
         } else {
             let found: Vec<Arc<XdsResource>> = state
@@ -283,23 +409,54 @@ impl SotwStream {
                 .filter_map(|n| set.and_then(|s| s.items.get(n)).cloned())
                 .collect();
             let version = set_version(found.iter().map(|r| (r.name.as_str(), r.version.as_str())));
-            (version, None, found)
+            (version, Held::Subset(found))
         };
         if !force && state.sent_version.as_deref() == Some(version.as_str()) {
             return None;
         }
+        Some(Planned {
+            type_url: type_url.to_string(),
+            version,
+            held,
+        })
+    }
+
+    /// Gives a planned response this stream's next nonce and records it as sent.
+    fn emit(&mut self, planned: Planned) -> Option<SotwResponse> {
+        let state = self.types.get_mut(&planned.type_url)?;
         self.nonces += 1;
         let nonce = self.nonces.to_string();
-        let state = self.types.get_mut(type_url)?;
         state.nonce = Some(nonce.clone());
-        state.sent_version = Some(version.clone());
+        state.sent_version = Some(planned.version.clone());
+        state.sent = Some(planned.held.clone());
+        state.refused = false;
+        let (whole, subset) = match planned.held {
+            Held::Whole(set) => (Some(set), Vec::new()),
+            Held::Subset(list) => (None, list),
+        };
         Some(SotwResponse {
-            type_url: type_url.to_string(),
-            version_info: version,
+            type_url: planned.type_url,
+            version_info: planned.version,
             nonce,
             whole,
             subset,
         })
+    }
+}
+
+/// The new set plus the resources it removes from `base`, versioned as its own set.
+fn union(type_url: &str, next: &Held, base: &Held, removed: &[String]) -> Planned {
+    let mut items: Vec<Arc<XdsResource>> = next
+        .iter()
+        .cloned()
+        .chain(removed.iter().filter_map(|n| base.get(n).cloned()))
+        .collect();
+    items.sort_by(|a, b| a.name.cmp(&b.name));
+    let version = set_version(items.iter().map(|r| (r.name.as_str(), r.version.as_str())));
+    Planned {
+        type_url: type_url.to_string(),
+        version,
+        held: Held::Subset(items),
     }
 }
 

@@ -283,3 +283,126 @@ fn large_updates_are_split_into_bounded_responses() {
     s.on_request(&mk_req(&[], &[], &last.nonce), None).unwrap();
     assert_eq!(s.status()[T].state(), "SYNCED");
 }
+
+mod make_before_break {
+    use super::*;
+
+    const C: &str = crate::type_url::CLUSTER;
+    const E: &str = crate::type_url::ENDPOINT;
+    const L: &str = crate::type_url::LISTENER;
+    const ORDER: [&str; 3] = [C, E, L];
+
+    fn mk(t: &str, items: &[(&str, &str)]) -> TypedResources {
+        TypedResources::new(items.iter().map(|(n, b)| {
+            XdsResource::new(
+                *n,
+                Any {
+                    type_url: t.into(),
+                    value: b.as_bytes().to_vec(),
+                },
+            )
+        }))
+    }
+
+    fn snap3(c: &[(&str, &str)], e: &[(&str, &str)], l: &[(&str, &str)]) -> Snapshot {
+        Snapshot::new()
+            .with(C, mk(C, c))
+            .with(E, mk(E, e))
+            .with(L, mk(L, l))
+    }
+
+    fn req(t: &str, nonce: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: t.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn synced(snap: &Snapshot) -> DeltaStream {
+        let mut s = DeltaStream::new();
+        for t in ORDER {
+            let out = s.on_request(&req(t, ""), Some(snap)).unwrap();
+            for r in out.responses {
+                s.on_request(&req(t, &r.nonce), None).unwrap();
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn removals_follow_every_upsert_in_reverse_type_order() {
+        let before = snap3(&[("a", "A"), ("b", "B")], &[("a", "1")], &[("x", "X")]);
+        let mut s = synced(&before);
+        let after = snap3(&[("a", "A"), ("c", "C")], &[], &[("y", "Y")]);
+        let out = s.on_snapshot(&after, &ORDER);
+        let got: Vec<(&str, Vec<&str>, Vec<&str>)> = out
+            .iter()
+            .map(|r| {
+                (
+                    r.type_url.as_str(),
+                    sent(r),
+                    r.removed_resources.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (C, vec!["c"], vec![]),
+                // The last type carries its own removals: nothing follows them.
+                (L, vec!["y"], vec!["x"]),
+                (E, vec![], vec!["a"]),
+                (C, vec![], vec!["b"]),
+            ]
+        );
+        // Only the part that completes a type carries its version.
+        assert!(out[0].system_version_info.is_empty());
+        assert_eq!(out[3].system_version_info, after.get(C).unwrap().version);
+        for r in &out {
+            s.on_request(&req(&r.type_url, &r.nonce), None).unwrap();
+        }
+        for t in ORDER {
+            assert_eq!(s.status()[t].state(), "SYNCED", "{t}");
+        }
+    }
+
+    #[test]
+    fn nack_of_a_response_that_is_not_the_latest_is_recorded_and_undone() {
+        let before = snap3(&[("a", "A"), ("b", "B")], &[], &[("x", "X")]);
+        let mut s = synced(&before);
+        let bad = snap3(&[("a", "BAD")], &[], &[("x", "X2")]);
+        let out = s.on_snapshot(&bad, &ORDER);
+        // Clusters: a (refused by the client), then listeners, then b's removal.
+        assert_eq!(out.len(), 3);
+        let mut nack = req(C, &out[0].nonce);
+        nack.error_detail = Some(RpcStatus {
+            code: 3,
+            message: "bad a".into(),
+            details: vec![],
+        });
+        assert_eq!(s.on_request(&nack, None).unwrap().kind, RequestKind::Nack);
+        s.on_request(&req(L, &out[1].nonce), None).unwrap();
+        let ack = s.on_request(&req(C, &out[2].nonce), None).unwrap();
+        assert_eq!(ack.kind, RequestKind::Ack);
+        assert_eq!(
+            s.status()[C].state(),
+            "NACKED",
+            "an ACK of the same push does not clear it"
+        );
+        // Nothing changed for clusters: nothing is sent.
+        let other = snap3(&[("a", "BAD")], &[], &[("x", "X3")]);
+        assert!(
+            s.on_snapshot(&other, &ORDER)
+                .iter()
+                .all(|r| r.type_url != C)
+        );
+        // Clusters change: the client still holds the old a, so a comes again.
+        let fixed = snap3(&[("a", "BAD"), ("d", "D")], &[], &[("x", "X3")]);
+        let out = s.on_snapshot(&fixed, &ORDER);
+        assert_eq!(out.len(), 1);
+        assert_eq!(sent(&out[0]), ["a", "d"]);
+        s.on_request(&req(C, &out[0].nonce), None).unwrap();
+        assert_eq!(s.status()[C].state(), "SYNCED");
+    }
+}

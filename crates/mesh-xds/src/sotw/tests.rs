@@ -270,3 +270,144 @@ fn shared_encoding_decodes_as_the_response() {
         }
     }
 }
+
+mod make_before_break {
+    use super::*;
+
+    const C: &str = crate::type_url::CLUSTER;
+    const L: &str = crate::type_url::LISTENER;
+    const ORDER: [&str; 2] = [C, L];
+
+    fn mk(t: &str, items: &[(&str, &str)]) -> TypedResources {
+        TypedResources::new(items.iter().map(|(n, b)| {
+            XdsResource::new(
+                *n,
+                Any {
+                    type_url: t.into(),
+                    value: b.as_bytes().to_vec(),
+                },
+            )
+        }))
+    }
+
+    fn mk_two(clusters: &[(&str, &str)], listeners: &[(&str, &str)]) -> Snapshot {
+        Snapshot::new()
+            .with(C, mk(C, clusters))
+            .with(L, mk(L, listeners))
+    }
+
+    fn req(t: &str, version: &str, nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: t.into(),
+            version_info: version.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    fn names(r: &SotwResponse) -> Vec<&str> {
+        r.resources().iter().map(|r| r.name.as_str()).collect()
+    }
+
+    /// A stream holding clusters a, b and listener l (ACKed).
+    fn synced() -> (SotwStream, Snapshot) {
+        let snap = mk_two(&[("a", "A"), ("b", "B")], &[("l", "to a and b")]);
+        let mut s = SotwStream::new();
+        for t in ORDER {
+            let r = s.on_request(&req(t, "", ""), Some(&snap)).unwrap();
+            let r = &r.responses[0];
+            s.on_request(&req(t, &r.version_info, &r.nonce), Some(&snap))
+                .unwrap();
+        }
+        (s, snap)
+    }
+
+    #[test]
+    fn removed_cluster_stays_until_the_listeners_no_longer_need_it() {
+        let (mut s, _) = synced();
+        let next = mk_two(&[("a", "A"), ("c", "C")], &[("l", "to a and c")]);
+        let out = s.on_snapshot(&next, &ORDER);
+        let got: Vec<(&str, Vec<&str>)> = out
+            .iter()
+            .map(|r| (r.type_url.as_str(), names(r)))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (C, vec!["a", "b", "c"]),
+                (L, vec!["l"]),
+                (C, vec!["a", "c"])
+            ]
+        );
+        let (union, fin) = (&out[0], &out[2]);
+        assert_eq!(fin.version_info, next.get(C).unwrap().version);
+        assert_ne!(
+            union.version_info, fin.version_info,
+            "the union is its own set"
+        );
+        assert_ne!(union.nonce, fin.nonce);
+        // The status follows the final set: the union's ACK is stale, the final's
+        // syncs the stream.
+        assert_eq!(s.status()[C].sent_version.as_ref(), Some(&fin.version_info));
+        let stale = s
+            .on_request(&req(C, &union.version_info, &union.nonce), Some(&next))
+            .unwrap();
+        assert_eq!(stale.kind, RequestKind::Stale);
+        s.on_request(&req(C, &fin.version_info, &fin.nonce), Some(&next))
+            .unwrap();
+        assert_eq!(s.status()[C].state(), "SYNCED");
+    }
+
+    #[test]
+    fn pure_removal_needs_no_union_and_goes_last() {
+        let (mut s, _) = synced();
+        let next = mk_two(&[("a", "A")], &[("l", "to a")]);
+        let out = s.on_snapshot(&next, &ORDER);
+        let got: Vec<(&str, Vec<&str>)> = out
+            .iter()
+            .map(|r| (r.type_url.as_str(), names(r)))
+            .collect();
+        assert_eq!(got, [(L, vec!["l"]), (C, vec!["a"])]);
+    }
+
+    #[test]
+    fn a_push_touching_only_the_shrinking_type_sends_its_final_set_alone() {
+        let (mut s, _) = synced();
+        let next = mk_two(&[("a", "A2"), ("c", "C")], &[("l", "to a and b")]);
+        let out = s.on_snapshot(&next, &ORDER);
+        assert_eq!(out.len(), 1);
+        assert_eq!(names(&out[0]), ["a", "c"]);
+    }
+
+    #[test]
+    fn a_request_naming_the_older_version_after_a_nack_keeps_the_nack() {
+        let (mut s, _) = synced();
+        let good = s.status()[C].acked_version.clone().unwrap();
+        let bad = mk_two(&[("a", "BAD"), ("b", "B")], &[("l", "to a and b")]);
+        let r = s.on_snapshot(&bad, &ORDER).remove(0);
+        let mut nack = req(C, &good, &r.nonce);
+        nack.error_detail = Some(RpcStatus {
+            code: 3,
+            message: "bad a".into(),
+            details: vec![],
+        });
+        s.on_request(&nack, Some(&bad)).unwrap();
+        // Envoy's next request (a new subscription, say) carries the nonce and the
+        // version it still holds: it does not take the refused set.
+        let mut again = req(C, &good, &r.nonce);
+        again.resource_names = vec!["*".into()];
+        let out = s.on_request(&again, Some(&bad)).unwrap();
+        assert_eq!(out.kind, RequestKind::Ack);
+        assert!(out.responses.is_empty());
+        assert_eq!(s.status()[C].state(), "NACKED");
+        // A push dropping b now compares with what the client holds (a, b): b goes
+        // after the listener, the union carrying it with the new a.
+        let next = mk_two(&[("a", "A3")], &[("l", "to a")]);
+        let out = s.on_snapshot(&next, &ORDER);
+        let got: Vec<(&str, Vec<&str>)> = out
+            .iter()
+            .map(|r| (r.type_url.as_str(), names(r)))
+            .collect();
+        assert_eq!(got, [(C, vec!["a", "b"]), (L, vec!["l"]), (C, vec!["a"])]);
+    }
+}
