@@ -8,6 +8,7 @@
 pub mod configgen;
 pub mod galley;
 pub mod proc;
+pub mod proxy_sim;
 pub mod stats;
 
 use std::process::ExitCode;
