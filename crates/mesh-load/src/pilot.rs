@@ -436,6 +436,14 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         slowest.as_secs_f64() * 1000.0,
         reports.iter().map(|r| r.failures).sum::<u32>()
     );
+    print_errors(&reports);
+    let bytes: u64 = reports.iter().map(|r| r.bytes).sum();
+    println!(
+        "    received {:.1} MiB in {} responses ({:.2} MiB per proxy)",
+        mib(bytes / 1024),
+        reports.iter().map(|r| r.responses).sum::<u64>(),
+        mib(bytes / 1024) / reports.len() as f64
+    );
     println!(
         "    pilot RSS after connect: {:.1} MiB (peak {:.1} MiB)",
         mib(rss_connected),
@@ -443,6 +451,7 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
     );
 
     // 2. Endpoint changes.
+    let bytes_before = received(&fleet);
     let mut endpoint_samples = Vec::new();
     let mut endpoint_rounds = Vec::new();
     let cpu0 = proc::cpu_seconds(pid).unwrap_or_default();
@@ -482,6 +491,7 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         0.0
     };
     let endpoint = stats::summarize(&endpoint_samples);
+    let endpoint_bytes = received(&fleet) - bytes_before;
     let endpoint_round_summary = stats::summarize(&endpoint_rounds);
     if let (Some(per_proxy), Some(per_round)) = (&endpoint, &endpoint_round_summary) {
         println!("  endpoint change: write -> EDS ACK, per proxy: {per_proxy}");
@@ -496,9 +506,11 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
             minus(per_round, args.debounce),
             cpu_per_endpoint_push
         );
+        per_push_bytes(endpoint_bytes, args.rounds, args.proxies);
     }
 
     // 3. Full changes.
+    let bytes_before = received(&fleet);
     let mut full_samples = Vec::new();
     let mut full_rounds = Vec::new();
     let cpu0 = proc::cpu_seconds(pid).unwrap_or_default();
@@ -538,6 +550,7 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         0.0
     };
     let full = stats::summarize(&full_samples);
+    let full_bytes = received(&fleet) - bytes_before;
     let full_round_summary = stats::summarize(&full_rounds);
     if let (Some(per_proxy), Some(per_round)) = (&full, &full_round_summary) {
         println!("  full change: write -> whole new config ACKed, per proxy: {per_proxy}");
@@ -548,8 +561,10 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
             minus(per_round, args.debounce),
             cpu_per_full_push
         );
+        per_push_bytes(full_bytes, args.rounds, args.proxies);
     }
 
+    print_errors(&fleet.reports());
     let rss_kib = proc::memory_kib(pid).unwrap_or_default();
     let own = proc::memory_kib(std::process::id()).unwrap_or_default();
     println!(
@@ -576,6 +591,32 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         cpu_per_full_push,
         rss_kib,
     })
+}
+
+fn received(fleet: &Fleet) -> u64 {
+    fleet.reports().iter().map(|r| r.bytes).sum()
+}
+
+fn per_push_bytes(bytes: u64, rounds: usize, proxies: usize) {
+    let pushes = (rounds * proxies).max(1) as f64;
+    println!(
+        "    received {:.1} MiB in all, {:.1} KiB per proxy per push",
+        mib(bytes / 1024),
+        bytes as f64 / 1024.0 / pushes
+    );
+}
+
+/// Prints how many proxies lost a stream, by error.
+fn print_errors(reports: &[ProxyReport]) {
+    let mut by_error: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for r in reports.iter().filter(|r| r.failures > 0) {
+        *by_error
+            .entry(r.last_error.as_deref().unwrap_or("?"))
+            .or_default() += 1;
+    }
+    for (error, n) in by_error {
+        println!("    {n} proxies lost a stream; last error: {error}");
+    }
 }
 
 /// A pause between rounds, so one round's pushes never overlap the next write.

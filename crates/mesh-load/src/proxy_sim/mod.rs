@@ -194,6 +194,8 @@ pub struct ProxyReport {
     pub types: [TypeView; 4],
     /// Responses received.
     pub responses: u64,
+    /// Bytes of responses received.
+    pub bytes: u64,
 }
 
 impl ProxyReport {
@@ -213,6 +215,7 @@ struct Shared {
     failures: u32,
     last_error: Option<String>,
     responses: u64,
+    bytes: u64,
 }
 
 impl Shared {
@@ -228,6 +231,7 @@ impl Shared {
             last_error: self.last_error.clone(),
             types: Kind::ALL.map(|k| self.state.view(k)),
             responses: self.responses,
+            bytes: self.bytes,
         }
     }
 }
@@ -278,6 +282,7 @@ impl Fleet {
                 failures: 0,
                 last_error: None,
                 responses: 0,
+                bytes: 0,
             }),
         });
         self.proxies.push(handle.clone());
@@ -456,6 +461,7 @@ async fn drive<Req: prost::Message + Default + Send + 'static>(
                 s.stream_started = Some(now);
             }
             s.responses += 1;
+            s.bytes += body.len() as u64;
             let requests = s
                 .state
                 .on_response(body, now)
