@@ -4,10 +4,18 @@
 //! connects many ADS subscribers, then rewrites a file round after round and times
 //! how long it takes until the last subscriber has received and ACKed the change.
 //! It reports latency percentiles and the server's memory and CPU.
+//!
+//! `mesh-load pilot` starts a pilot binary on a generated mesh and connects thousands
+//! of simulated Envoy sidecars (or proxyless gRPC clients), each on its own HTTP/2
+//! connection ([`proxy_sim`]); it times their initial sync, endpoint changes and full
+//! configuration changes ([`pilot`]).
 
 pub mod configgen;
 pub mod galley;
+pub mod pilot;
+pub mod pilotgen;
 pub mod proc;
+pub mod proxy_sim;
 pub mod stats;
 
 use std::process::ExitCode;
@@ -28,6 +36,8 @@ pub struct Cli {
 pub enum Scenario {
     /// Fan a configuration change out from galley to many MCP subscribers.
     Galley(galley::GalleyArgs),
+    /// Run a real pilot and connect thousands of simulated ADS proxies to it.
+    Pilot(pilot::PilotArgs),
     /// Write a generated configuration directory.
     Gen(configgen::GenArgs),
 }
@@ -49,6 +59,7 @@ impl Cli {
         let result = runtime.block_on(async move {
             match cli.scenario {
                 Scenario::Galley(args) => galley::run(args).await,
+                Scenario::Pilot(args) => pilot::run(args).await,
                 Scenario::Gen(args) => configgen::run(&args),
             }
         });

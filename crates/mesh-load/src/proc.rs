@@ -23,3 +23,24 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stime: f64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
 }
+
+/// Raises this process's open-file limit (RLIMIT_NOFILE) to its hard limit, which
+/// children such as pilot inherit; returns the new soft limit.
+pub fn raise_nofile_limit() -> std::io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn reads_this_process() {
+        let (rss, hwm) = memory_kib(std::process::id()).unwrap();
+        assert!(rss > 0 && hwm >= rss);
+        assert!(cpu_seconds(std::process::id()).unwrap() >= 0.0);
+        assert!(memory_kib(u32::MAX).is_none());
+        assert!(raise_nofile_limit().unwrap() >= 1024);
+    }
+}
