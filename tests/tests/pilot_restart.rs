@@ -94,7 +94,9 @@ async fn proxies_reconnect_with_jitter_and_converge_after_pilot_is_killed() {
     let before: Vec<Vec<[String; 4]>> = fleets.iter().map(|f| versions(&f.reports())).collect();
     for (f, v) in fleets.iter().zip(&before) {
         assert!(v.iter().flatten().all(|version| !version.is_empty()));
-        assert_eq!(f.reports()[0].of(Kind::Cds).resources, 51 + 10 * 2);
+        // Outbound clusters (services, subsets of the routed ones) and, for
+        // sidecars, passthrough, black hole and inbound passthrough.
+        assert_eq!(f.reports()[0].of(Kind::Cds).resources, 51 + 10 * 2 + 3);
     }
     let delta_cds = fleets[1].resource_versions(0, Kind::Cds);
     assert!(delta_cds.values().all(|v| !v.is_empty()));
