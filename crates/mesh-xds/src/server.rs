@@ -7,23 +7,22 @@
 
 use std::{
     convert::Infallible,
-    marker::PhantomData,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
     time::Instant,
 };
 
-use bytes::BufMut;
-use futures::Stream;
+use bytes::Bytes;
+use http_body::Frame;
+use std::collections::VecDeque;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
-    Request, Response, Status, Streaming,
-    codec::{BufferSettings, Codec, EncodeBuf, Encoder},
+    Status, Streaming,
+    codec::BufferSettings,
     codegen::{Body, BoxFuture, StdError, http},
-    server::{Grpc, NamedService, StreamingService},
+    server::NamedService,
 };
 
 use crate::{
@@ -128,13 +127,28 @@ impl AdsServer {
         }
     }
 
-    fn open<P: Protocol>(
-        &self,
-        request: Request<Streaming<P::Req>>,
-    ) -> Result<Response<EncodedStream>, Status> {
-        self.check_ready()?;
-        let peer = request.remote_addr().map(|a| a.to_string());
-        let inbound = request.into_inner();
+    /// Serves one ADS stream: requests are decoded by tonic, responses are written
+    /// as they are (see the module docs).
+    fn serve_stream<P: Protocol, B>(&self, req: http::Request<B>) -> http::Response<tonic::body::Body>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        if let Err(status) = self.check_ready() {
+            return status.into_http();
+        }
+        let (parts, body) = req.into_parts();
+        let peer = parts
+            .extensions
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr())
+            .map(|a| a.to_string());
+        let inbound = Streaming::new_request(
+            tonic_prost::ProstDecoder::<P::Req>::new(BufferSettings::default()),
+            body,
+            None,
+            Some(MAX_REQUEST_BYTES),
+        );
         let (tx, rx) = mpsc::channel(self.inner.opts.response_buffer.max(1));
         tokio::spawn(run_stream(
             self.inner.clone(),
@@ -143,11 +157,18 @@ impl AdsServer {
             tx,
             peer,
         ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
+            rx,
+            queued: VecDeque::new(),
+            finished: false,
+        }));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/grpc"),
+        );
+        response
     }
 }
-
-type EncodedStream = Pin<Box<dyn Stream<Item = Result<Encoded, Status>> + Send + 'static>>;
 
 /// The tonic service for [`AdsServer`]: both ADS methods.
 #[derive(Clone)]
@@ -161,7 +182,7 @@ impl NamedService for AdsService {
 
 impl<B> tonic::codegen::Service<http::Request<B>> for AdsService
 where
-    B: Body + Send + 'static,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
     type Response = http::Response<tonic::body::Body>;
@@ -173,86 +194,75 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let server = self.server.clone();
-        match req.uri().path() {
-            SOTW_PATH => Box::pin(async move {
-                let mut grpc = Grpc::new(AdsCodec::<DiscoveryRequest>::default())
-                    .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), Some(usize::MAX));
-                Ok(grpc.streaming(Method::<SotwStream>::new(server), req).await)
-            }),
-            DELTA_PATH => Box::pin(async move {
-                let mut grpc = Grpc::new(AdsCodec::<DeltaDiscoveryRequest>::default())
-                    .apply_max_message_size_config(Some(MAX_REQUEST_BYTES), Some(usize::MAX));
-                Ok(grpc
-                    .streaming(Method::<DeltaStream>::new(server), req)
-                    .await)
-            }),
-            _ => Box::pin(async move { Ok(Status::unimplemented("unknown method").into_http()) }),
-        }
+        let response = match req.uri().path() {
+            SOTW_PATH => self.server.serve_stream::<SotwStream, B>(req),
+            DELTA_PATH => self.server.serve_stream::<DeltaStream, B>(req),
+            _ => Status::unimplemented("unknown method").into_http(),
+        };
+        Box::pin(async move { Ok(response) })
     }
 }
 
-struct Method<P> {
-    server: AdsServer,
-    _protocol: PhantomData<fn() -> P>,
+/// A gRPC response body made of shared buffers: each message is its 5-byte frame
+/// header followed by the encoded chunks, handed to HTTP/2 without being copied.
+/// A set pushed to thousands of streams stays one allocation, and no stream keeps a
+/// buffer the size of the largest response it ever sent.
+struct ResponseBody {
+    rx: mpsc::Receiver<Result<Encoded, Status>>,
+    queued: VecDeque<Bytes>,
+    finished: bool,
 }
 
-impl<P> Method<P> {
-    fn new(server: AdsServer) -> Self {
-        Self {
-            server,
-            _protocol: PhantomData,
-        }
-    }
-}
-
-impl<P: Protocol> StreamingService<P::Req> for Method<P> {
-    type Response = Encoded;
-    type ResponseStream = EncodedStream;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<P::Req>>) -> Self::Future {
-        let result = self.server.open::<P>(request);
-        Box::pin(async move { result })
-    }
-}
-
-/// Decodes requests with prost; writes pre-encoded responses as they are.
-struct AdsCodec<Req>(PhantomData<fn() -> Req>);
-
-impl<Req> Default for AdsCodec<Req> {
-    fn default() -> Self {
-        Self(PhantomData)
-    }
-}
-
-impl<Req: prost::Message + Default + Send + 'static> Codec for AdsCodec<Req> {
-    type Encode = Encoded;
-    type Decode = Req;
-    type Encoder = EncodedEncoder;
-    type Decoder = tonic_prost::ProstDecoder<Req>;
-
-    fn encoder(&mut self) -> Self::Encoder {
-        EncodedEncoder
-    }
-
-    fn decoder(&mut self) -> Self::Decoder {
-        tonic_prost::ProstDecoder::new(BufferSettings::default())
-    }
-}
-
-struct EncodedEncoder;
-
-impl Encoder for EncodedEncoder {
-    type Item = Encoded;
+impl Body for ResponseBody {
+    type Data = Bytes;
     type Error = Status;
 
-    fn encode(&mut self, item: Encoded, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        for chunk in &item.chunks {
-            dst.put_slice(chunk);
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if let Some(chunk) = self.queued.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }
-        Ok(())
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(encoded))) => {
+                let len = u32::try_from(encoded.len()).unwrap_or(u32::MAX);
+                let mut header = Vec::with_capacity(5);
+                header.push(0u8);
+                header.extend_from_slice(&len.to_be_bytes());
+                let mut parts = std::iter::once(Bytes::from(header))
+                    .chain(encoded.chunks.into_iter().filter(|c| !c.is_empty()));
+                let first = parts.next().unwrap_or_default();
+                self.queued.extend(parts);
+                Poll::Ready(Some(Ok(Frame::data(first))))
+            }
+            Poll::Ready(Some(Err(status))) => {
+                self.finished = true;
+                Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
+            }
+            Poll::Ready(None) => {
+                self.finished = true;
+                Poll::Ready(Some(Ok(Frame::trailers(trailers(&Status::ok(""))))))
+            }
+        }
     }
+
+    fn is_end_stream(&self) -> bool {
+        self.finished && self.queued.is_empty()
+    }
+}
+
+fn trailers(status: &Status) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    if status.add_header(&mut map).is_err() {
+        map.clear();
+        map.insert("grpc-status", http::HeaderValue::from_static("13"));
+    }
+    map
 }
 
 /// How a state machine classified a request, what to send, and any NACK.
