@@ -26,14 +26,26 @@ pub async fn bind(
     addr: std::net::SocketAddr,
     what: &str,
 ) -> Result<tokio::net::TcpListener, BindError> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| BindError {
-            what: what.to_string(),
-            addr,
-            source,
-        })
+    let listen = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| BindError {
+        what: what.to_string(),
+        addr,
+        source,
+    })
 }
+
+/// Pending connections a listener queues: thousands of proxies reconnecting at once
+/// after a restart must not be refused (the kernel caps it at `somaxconn`).
+pub const LISTEN_BACKLOG: u32 = 8192;
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]

@@ -37,6 +37,8 @@ struct TypeState {
     /// kept per client, so a stream costs the same whatever the size of the set.
     held: Option<Arc<TypedResources>>,
     held_cover: Cover,
+    /// Hash of `held_cover`, computed on first use after it changes.
+    cover_version: Option<String>,
     /// Versions the client declared on connecting, until the first comparison.
     initial: HashMap<String, String>,
     /// Explicitly subscribed names the client was told do not exist.
@@ -334,11 +336,14 @@ impl DeltaStream {
     fn plan(&mut self, type_url: &str, snapshot: &Snapshot, force: bool) -> Option<Planned> {
         let state = self.types.get_mut(type_url)?;
         let set = snapshot.get(type_url).cloned().unwrap_or_default();
+        let mut same_cover = false;
         let (resources, mut removed) = match &state.held {
             Some(prev) if !force && !state.resubscribed => {
                 if Arc::ptr_eq(prev, &set) || prev.version == set.version {
                     return None;
                 }
+                // The subscription is the one `held_cover` recorded.
+                same_cover = true;
                 if state.overrides.is_empty() {
                     // The usual push: apply the difference between two versions of
                     // the set, computed once and shared by every stream.
@@ -359,10 +364,13 @@ impl DeltaStream {
             .map(|n| (n.to_string(), state.holds(n).map(str::to_string)))
             .collect();
         state.held = Some(set.clone());
-        state.held_cover = Cover {
-            wildcard: state.wildcard,
-            names: state.names.clone(),
-        };
+        if !same_cover {
+            state.held_cover = Cover {
+                wildcard: state.wildcard,
+                names: state.names.clone(),
+            };
+            state.cover_version = None;
+        }
         state.resubscribed = false;
         state.initial.clear();
         // Either path leaves the server's view of the client exact again.
@@ -370,19 +378,24 @@ impl DeltaStream {
         if resources.is_empty() && removed.is_empty() && !force {
             return None;
         }
+        // The version names the set and the subscription it was seen through: a
+        // pure wildcard sees the whole set; otherwise the subscription's own hash
+        // (computed once per subscription) is combined with the set's.
         let version = if state.names.is_empty() {
             set.version.clone()
         } else {
-            let mut names: BTreeSet<&str> = state.names.iter().map(String::as_str).collect();
-            if state.wildcard {
-                names.extend(set.items.keys().map(String::as_str));
-            }
-            set_version(
-                names
-                    .into_iter()
-                    .filter_map(|n| set.items.get(n))
-                    .map(|r| (r.name.as_str(), r.version.as_str())),
-            )
+            let cover = state
+                .cover_version
+                .get_or_insert_with(|| {
+                    let mut pairs: Vec<(&str, &str)> = vec![(
+                        "*",
+                        if state.held_cover.wildcard { "1" } else { "0" },
+                    )];
+                    pairs.extend(state.held_cover.names.iter().map(|n| (n.as_str(), "")));
+                    set_version(pairs.into_iter())
+                })
+                .clone();
+            set_version([("set", set.version.as_str()), ("cover", cover.as_str())].into_iter())
         };
         Some(Planned {
             type_url: type_url.to_string(),

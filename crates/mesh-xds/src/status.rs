@@ -27,8 +27,9 @@ pub struct Nack {
 pub struct TypeStatus {
     /// Subscribed to every resource of the type.
     pub wildcard: bool,
-    /// Explicitly subscribed names.
-    pub names: Vec<String>,
+    /// How many names the client subscribed to explicitly (the names themselves
+    /// are not copied: status is refreshed on every message).
+    pub names: usize,
     /// Version of the last response sent.
     pub sent_version: Option<String>,
     /// Nonce of the last response sent.
@@ -51,7 +52,7 @@ impl TypeStatus {
     ) -> Self {
         Self {
             wildcard,
-            names: names.iter().cloned().collect(),
+            names: names.len(),
             sent_version: sent_version.clone(),
             sent_nonce: sent_nonce.clone(),
             acked_version: acked_version.clone(),
