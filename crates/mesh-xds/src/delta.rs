@@ -31,7 +31,8 @@ use crate::{
 struct TypeState {
     initialized: bool,
     wildcard: bool,
-    names: BTreeSet<String>,
+    /// Shared with `held_cover` until the subscription changes.
+    names: Arc<BTreeSet<String>>,
     /// The set the client was last brought in line with: it holds exactly the
     /// resources of this set that `held_cover` covered. No per-resource state is
     /// kept per client, so a stream costs the same whatever the size of the set.
@@ -78,7 +79,7 @@ const MAX_PENDING: usize = 64;
 #[derive(Debug, Default, Clone)]
 struct Cover {
     wildcard: bool,
-    names: BTreeSet<String>,
+    names: Arc<BTreeSet<String>>,
 }
 
 impl Cover {
@@ -241,7 +242,10 @@ impl DeltaStream {
                 changed |= !state.wildcard;
                 state.wildcard = true;
             } else {
-                changed |= state.names.insert(name.clone());
+                if !state.names.contains(name) {
+                    Arc::make_mut(&mut state.names).insert(name.clone());
+                    changed = true;
+                }
             }
         }
         for name in &req.resource_names_unsubscribe {
@@ -249,7 +253,10 @@ impl DeltaStream {
                 changed |= state.wildcard;
                 state.wildcard = false;
             } else {
-                changed |= state.names.remove(name);
+                if state.names.contains(name) {
+                    Arc::make_mut(&mut state.names).remove(name);
+                    changed = true;
+                }
             }
         }
         if changed {
@@ -586,7 +593,7 @@ impl TypeState {
         // Explicit names that do not exist, told once.
         self.absent
             .retain(|n| self.names.contains(n) && !set.items.contains_key(n));
-        for name in &self.names {
+        for name in self.names.iter() {
             if !set.items.contains_key(name) && self.absent.insert(name.clone()) {
                 removed.push(name.clone());
             }
