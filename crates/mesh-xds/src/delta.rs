@@ -394,10 +394,8 @@ impl DeltaStream {
             let cover = state
                 .cover_version
                 .get_or_insert_with(|| {
-                    let mut pairs: Vec<(&str, &str)> = vec![(
-                        "*",
-                        if state.held_cover.wildcard { "1" } else { "0" },
-                    )];
+                    let mut pairs: Vec<(&str, &str)> =
+                        vec![("*", if state.held_cover.wildcard { "1" } else { "0" })];
                     pairs.extend(state.held_cover.names.iter().map(|n| (n.as_str(), "")));
                     set_version(pairs.into_iter())
                 })

@@ -129,7 +129,10 @@ impl AdsServer {
 
     /// Serves one ADS stream: requests are decoded by tonic, responses are written
     /// as they are (see the module docs).
-    fn serve_stream<P: Protocol, B>(&self, req: http::Request<B>) -> http::Response<tonic::body::Body>
+    fn serve_stream<P: Protocol, B>(
+        &self,
+        req: http::Request<B>,
+    ) -> http::Response<tonic::body::Body>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
@@ -536,7 +539,11 @@ mod body_tests {
             .collect();
         assert_eq!(joined, expected, "same bytes in the same order");
         assert!(frames.len() <= 5, "{} frames", frames.len());
-        assert!(frames.iter().all(|f| f.len() <= COALESCE_UP_TO || f.len() == big.len()));
+        assert!(
+            frames
+                .iter()
+                .all(|f| f.len() <= COALESCE_UP_TO || f.len() == big.len())
+        );
         assert!(
             frames.iter().any(|f| f.as_ptr() == big.as_ptr()),
             "the large chunk is not copied"
