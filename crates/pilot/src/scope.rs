@@ -30,9 +30,7 @@ use crate::{
     proxy::{Proxy, ProxyKind},
 };
 
-/// The namespace whose Sidecar, PeerAuthentication and AuthorizationPolicy apply to
-/// the whole mesh.
-pub const ROOT_NAMESPACE: &str = "istio-system";
+pub use crate::translate::ROOT_NAMESPACE;
 
 /// What decides a proxy's view of the mesh; proxies with equal keys share one
 /// translation.

@@ -24,27 +24,6 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// gRPC status names accepted for fault aborts.
-const GRPC_STATUS: &[&str] = &[
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 /// Methods a CORS policy may allow.
 const CORS_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE", "*",
@@ -107,7 +86,7 @@ pub(super) fn fault(c: &mut Checker<'_>, f: &HttpFaultInjection) {
                 }
             }
             (None, Some(g), None) => {
-                if !GRPC_STATUS.contains(&g.as_str()) {
+                if !crate::protocol::GRPC_STATUS_NAMES.contains(&g.as_str()) {
                     c.error_at(
                         "grpcStatus",
                         format!("{g:?} is not a gRPC status name such as UNAVAILABLE"),

@@ -369,40 +369,11 @@ impl RuleTranslator<'_> {
     /// A `when` condition: its permission-side and principal-side constraints.
     fn condition(&self, c: &Condition) -> (Field<Permission>, Field<Principal>) {
         let key = c.key.as_str();
-        let with_not_p = |f: &dyn Fn(&str) -> Field<Permission>| -> Field<Permission> {
-            let mut and = Vec::new();
-            for (values, negate) in [(&c.values, false), (&c.not_values, true)] {
-                if values.is_empty() {
-                    continue;
-                }
-                let mut or = Vec::new();
-                for v in values {
-                    if let Some(p) = f(v)? {
-                        or.push(p);
-                    }
-                }
-                let p = perm_or(or);
-                and.push(if negate { perm_not(p) } else { p });
-            }
-            Ok((!and.is_empty()).then(|| perm_and(and)))
+        let with_not_p = |f: &dyn Fn(&str) -> Field<Permission>| {
+            values_with_not(c, f, perm_or, perm_not, perm_and)
         };
-        let with_not_i = |f: &dyn Fn(&str) -> Field<Principal>| -> Field<Principal> {
-            let mut and = Vec::new();
-            for (values, negate) in [(&c.values, false), (&c.not_values, true)] {
-                if values.is_empty() {
-                    continue;
-                }
-                let mut or = Vec::new();
-                for v in values {
-                    if let Some(p) = f(v)? {
-                        or.push(p);
-                    }
-                }
-                let p = id_or(or);
-                and.push(if negate { id_not(p) } else { p });
-            }
-            Ok((!and.is_empty()).then(|| id_and(and)))
-        };
+        let with_not_i =
+            |f: &dyn Fn(&str) -> Field<Principal>| values_with_not(c, f, id_or, id_not, id_and);
         if let Some(header) = key
             .strip_prefix("request.headers[")
             .and_then(|k| k.strip_suffix(']'))
@@ -453,4 +424,30 @@ impl RuleTranslator<'_> {
             ),
         }
     }
+}
+
+/// A condition's `values` (any of them) and `notValues` (none of them), each value
+/// mapped by `f`, combined with the matcher type's `or`, `not` and `and`.
+fn values_with_not<T>(
+    c: &Condition,
+    f: &dyn Fn(&str) -> Field<T>,
+    or: fn(Vec<T>) -> T,
+    not: fn(T) -> T,
+    and: fn(Vec<T>) -> T,
+) -> Field<T> {
+    let mut all = Vec::new();
+    for (values, negate) in [(&c.values, false), (&c.not_values, true)] {
+        if values.is_empty() {
+            continue;
+        }
+        let mut any = Vec::new();
+        for v in values {
+            if let Some(p) = f(v)? {
+                any.push(p);
+            }
+        }
+        let p = or(any);
+        all.push(if negate { not(p) } else { p });
+    }
+    Ok((!all.is_empty()).then(|| and(all)))
 }

@@ -202,29 +202,10 @@ pub(super) fn cors_config(c: &CorsPolicy) -> Option<Any> {
 
 /// A gRPC status code from its name (`UNAVAILABLE`) or number.
 pub(super) fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
     if let Ok(n) = name.parse::<u32>() {
         return (n < 17).then_some(n);
     }
-    NAMES
+    mesh_model::protocol::GRPC_STATUS_NAMES
         .iter()
         .position(|n| n.eq_ignore_ascii_case(name))
         .and_then(|i| u32::try_from(i).ok())
