@@ -10,10 +10,13 @@ use std::{
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["dromon/mcp/v1/mcp.proto"];
+const PROTOS: &[&str] = &["dromon/mcp/v1/mcp.proto", "istio/v1/auth/ca.proto"];
 
 /// Envoy services served by Dromon components, described by reflection.
-const ENVOY_SERVICES: &[&str] = &["envoy/service/discovery/v3/ads.proto"];
+const ENVOY_SERVICES: &[&str] = &[
+    "envoy/service/discovery/v3/ads.proto",
+    "envoy/service/secret/v3/sds.proto",
+];
 
 /// The Envoy resources and extensions pilot sends, for decoding them into JSON
 /// (`/debug/config_dump`). Files absent from Envoy's set are skipped.

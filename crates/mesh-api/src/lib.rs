@@ -1,6 +1,6 @@
 //! Wire contracts of the Dromon control plane.
 //!
-//! Our own protocols (MCP resources today; the CA and Mixer APIs as they land) are
+//! Our own protocols (MCP resources, the CA API; the Mixer APIs as they land) are
 //! generated here from `proto/` at build time, and Envoy's xDS types are re-exported
 //! from `envoy-types` so every crate names one copy of them.
 
@@ -31,5 +31,17 @@ pub mod mcp {
 
         /// The `Any` type URL of every MCP resource element.
         pub const RESOURCE_TYPE_URL: &str = "type.googleapis.com/dromon.mcp.v1.Resource";
+    }
+}
+
+/// The CA API citadel serves: Istio's `IstioCertificateService`, wire-compatible.
+pub mod ca {
+    /// Package `istio.v1.auth`.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("istio.v1.auth");
+
+        /// Full gRPC name of the certificate service.
+        pub const SERVICE_NAME: &str = "istio.v1.auth.IstioCertificateService";
     }
 }

@@ -1,0 +1,8 @@
+//! citadel: the mesh's certificate authority.
+//!
+//! Issues X.509 certificates naming SPIFFE workload identities over gRPC
+//! (`istio.v1.auth.IstioCertificateService` on 8060), records every issued
+//! certificate in a ledger (SQLite or PostgreSQL), and delivers certificates to
+//! workloads over SDS or as files.
+
+pub mod ledger;
