@@ -5,4 +5,5 @@
 //! certificate in a ledger (SQLite or PostgreSQL), and delivers certificates to
 //! workloads over SDS or as files.
 
+pub mod ca;
 pub mod ledger;
