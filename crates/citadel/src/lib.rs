@@ -5,5 +5,6 @@
 //! certificate in a ledger (SQLite or PostgreSQL), and delivers certificates to
 //! workloads over SDS or as files.
 
+pub mod authn;
 pub mod ca;
 pub mod ledger;

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod args;
 pub mod grpc;
+pub mod http_client;
 pub mod readiness;
 pub mod shutdown;
 pub mod telemetry;

@@ -7,8 +7,6 @@
 
 use std::{net::SocketAddr, process::ExitCode, time::Duration};
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 use serde_json::Value;
 
 /// Arguments of `meshctl proxy-status`.
@@ -172,35 +170,12 @@ pub fn render(proxies: &[Value]) -> String {
 }
 
 async fn get_json(addr: SocketAddr, path: &str) -> Result<Value, String> {
-    let fetch = async {
-        let stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let req = hyper::Request::get(path)
-            .header(hyper::header::HOST, addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!("{path} answered {status}"));
-        }
-        serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
-    };
-    tokio::time::timeout(Duration::from_secs(10), fetch)
-        .await
-        .map_err(|_| "timed out".to_string())?
+    let (status, body) =
+        mesh_runtime::http_client::get(&addr.to_string(), path, Duration::from_secs(10)).await?;
+    if !(200..300).contains(&status) {
+        return Err(format!("{path} answered {status}"));
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("{path}: {e}"))
 }
 
 #[cfg(test)]
