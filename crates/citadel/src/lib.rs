@@ -8,3 +8,5 @@
 pub mod authn;
 pub mod ca;
 pub mod ledger;
+pub mod metrics;
+pub mod service;

@@ -1,0 +1,250 @@
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rcgen::{CertificateParams, KeyPair, SanType, string::Ia5String};
+use tonic::Code;
+
+use super::*;
+use crate::{
+    authn::local::{CA_AUDIENCE, LOCAL_ISSUER},
+    authn::{
+        JwksSource, JwtAuthenticator, JwtConfig, LocalIssuer, MtlsAuthenticator, RevokedSerials,
+    },
+    ca::{CaPolicy, CaSource},
+};
+
+#[derive(Default)]
+struct Recorded(Mutex<Vec<String>>, Mutex<bool>);
+
+impl Recorder for Recorded {
+    fn record<'a>(&'a self, cert: &'a IssuedCert) -> BoxFuture<'a, Result<(), String>> {
+        let fail = *self.1.lock();
+        if !fail {
+            self.0.lock().push(cert.serial.clone());
+        }
+        Box::pin(async move {
+            if fail {
+                Err("disk full".into())
+            } else {
+                Ok(())
+            }
+        })
+    }
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    issuer: LocalIssuer,
+    service: CaService,
+    recorded: Arc<Recorded>,
+    metrics: Arc<CaMetrics>,
+    revoked: RevokedSerials,
+}
+
+async fn fixture() -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let authority = Arc::new(
+        Authority::open(
+            CaSource::SelfSigned(tmp.path().join("ca")),
+            CaPolicy::default(),
+            OffsetDateTime::now_utc(),
+        )
+        .unwrap(),
+    );
+    let issuer = LocalIssuer::load_or_create(&tmp.path().join("tokens")).unwrap();
+    let jwt = JwtAuthenticator::new(JwtConfig {
+        issuer: LOCAL_ISSUER.into(),
+        audiences: vec![CA_AUDIENCE.into()],
+        jwks: JwksSource::File(issuer.jwks_path()),
+        trust_domain: "cluster.local".into(),
+    })
+    .await
+    .unwrap();
+    let revoked = RevokedSerials::default();
+    let authenticators = Authenticators::new()
+        .with(Arc::new(MtlsAuthenticator::new(
+            "cluster.local",
+            revoked.clone(),
+        )))
+        .with(jwt);
+    let recorded = Arc::new(Recorded::default());
+    let metrics = CaMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let service = CaService::new(
+        authority,
+        authenticators,
+        recorded.clone(),
+        metrics.clone(),
+        Arc::new(|_, _| CallerContext::default()),
+    );
+    Fixture {
+        _tmp: tmp,
+        issuer,
+        service,
+        recorded,
+        metrics,
+        revoked,
+    }
+}
+
+fn csr(sans: Vec<SanType>) -> String {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = sans;
+    p.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+fn uri(s: &str) -> SanType {
+    SanType::URI(Ia5String::try_from(s).unwrap())
+}
+
+fn with_token(token: &str) -> CallerContext {
+    CallerContext {
+        bearer: Some(Secret::new(token)),
+        ..CallerContext::default()
+    }
+}
+
+fn request(csr: String, ttl: i64) -> IstioCertificateRequest {
+    IstioCertificateRequest {
+        csr,
+        validity_duration: ttl,
+        metadata: None,
+    }
+}
+
+fn refused(f: &Fixture, reason: &str) -> u64 {
+    f.metrics
+        .refused
+        .get_or_create(&crate::metrics::ReasonLabels {
+            reason: reason.into(),
+        })
+        .get()
+}
+
+#[tokio::test]
+async fn a_token_holder_gets_a_recorded_certificate_for_its_own_identity() {
+    let f = fixture().await;
+    let token = f
+        .issuer
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap();
+    let resp = f
+        .service
+        .create(with_token(&token), request(csr(vec![]), 3600))
+        .await
+        .unwrap();
+    assert_eq!(resp.cert_chain.len(), 2);
+    assert_eq!(f.recorded.0.lock().len(), 1);
+}
+
+#[tokio::test]
+async fn impersonation_and_bad_requests_are_refused_with_their_codes() {
+    let f = fixture().await;
+    let token = f
+        .issuer
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap();
+    let cases = [
+        // No credentials at all.
+        (
+            CallerContext::default(),
+            request(csr(vec![]), 0),
+            Code::Unauthenticated,
+            "unauthenticated",
+        ),
+        // A forged token.
+        (
+            with_token("e30.e30.sig"),
+            request(csr(vec![]), 0),
+            Code::Unauthenticated,
+            "unauthenticated",
+        ),
+        // Asking for someone else's identity.
+        (
+            with_token(&token),
+            request(
+                csr(vec![uri("spiffe://cluster.local/ns/default/sa/admin")]),
+                0,
+            ),
+            Code::InvalidArgument,
+            "forbidden_san",
+        ),
+        // Too long a lifetime.
+        (
+            with_token(&token),
+            request(csr(vec![]), 365 * 24 * 3600),
+            Code::InvalidArgument,
+            "ttl_too_long",
+        ),
+        // Not a CSR.
+        (
+            with_token(&token),
+            request("hello".into(), 0),
+            Code::InvalidArgument,
+            "malformed_csr",
+        ),
+    ];
+    for (ctx, req, code, reason) in cases {
+        let before = refused(&f, reason);
+        let err = f.service.create(ctx, req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{reason}: {err:?}");
+        assert_eq!(refused(&f, reason), before + 1, "{reason}");
+    }
+    // Unauthenticated callers learn nothing about why.
+    let err = f
+        .service
+        .create(with_token("e30.e30.sig"), request(csr(vec![]), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "authentication failed");
+    assert!(f.recorded.0.lock().is_empty());
+}
+
+#[tokio::test]
+async fn a_revoked_client_certificate_cannot_renew() {
+    let f = fixture().await;
+    let ctx = CallerContext {
+        bearer: None,
+        peer_identity: Some("spiffe://cluster.local/ns/default/sa/web".parse().unwrap()),
+        peer_serial: Some("0abc".into()),
+    };
+    f.service
+        .create(ctx.clone(), request(csr(vec![]), 0))
+        .await
+        .unwrap();
+    f.revoked.insert("0abc".into());
+    let err = f
+        .service
+        .create(ctx, request(csr(vec![]), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn an_unrecorded_certificate_is_never_returned() {
+    let f = fixture().await;
+    *f.recorded.1.lock() = true;
+    let token = f
+        .issuer
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap();
+    let err = f
+        .service
+        .create(with_token(&token), request(csr(vec![]), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+}
+
+#[test]
+fn bearer_tokens_are_read_from_the_authorization_header() {
+    let mut md = tonic::metadata::MetadataMap::new();
+    assert!(bearer(&md).is_none());
+    md.insert("authorization", "Bearer abc.def.ghi".parse().unwrap());
+    assert_eq!(bearer(&md).unwrap().expose(), "abc.def.ghi");
+    md.insert("authorization", "Basic xyz".parse().unwrap());
+    assert!(bearer(&md).is_none());
+}
