@@ -5,6 +5,7 @@
 //! certificate in a ledger (SQLite or PostgreSQL), and delivers certificates to
 //! workloads over SDS or as files.
 
+pub mod agent;
 pub mod authn;
 pub mod ca;
 pub mod ledger;

@@ -116,8 +116,14 @@ impl CaService {
             .issue_seconds
             .observe(started.elapsed().as_secs_f64());
         tracing::debug!(%identity, serial = %issued.serial, not_after = %issued.not_after, "issued");
+        let trusted_roots = self
+            .authority
+            .material()
+            .map(|m| m.roots.iter().map(|r| r.pem.clone()).collect())
+            .unwrap_or_default();
         Ok(IstioCertificateResponse {
             cert_chain: issued.chain_pem,
+            trusted_roots,
         })
     }
 }

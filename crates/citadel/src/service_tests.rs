@@ -136,6 +136,7 @@ async fn a_token_holder_gets_a_recorded_certificate_for_its_own_identity() {
         .await
         .unwrap();
     assert_eq!(resp.cert_chain.len(), 2);
+    assert_eq!(resp.trusted_roots, vec![resp.cert_chain[1].clone()]);
     assert_eq!(f.recorded.0.lock().len(), 1);
 }
 
