@@ -11,3 +11,6 @@ pub mod ca;
 pub mod ledger;
 pub mod metrics;
 pub mod service;
+pub mod args;
+pub mod crl;
+pub mod server;

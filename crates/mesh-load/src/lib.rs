@@ -9,7 +9,12 @@
 //! of simulated Envoy sidecars (or proxyless gRPC clients), each on its own HTTP/2
 //! connection ([`proxy_sim`]); it times their initial sync, endpoint changes and full
 //! configuration changes ([`pilot`]).
+//!
+//! `mesh-load citadel` drives CreateCertificate over gRPC + TLS against a real
+//! citadel and measures certificates per second and latency at a fixed rate,
+//! beside the raw signing rate of the crypto it uses ([`citadel`]).
 
+pub mod citadel;
 pub mod configgen;
 pub mod galley;
 pub mod pilot;
@@ -38,6 +43,8 @@ pub enum Scenario {
     Galley(galley::GalleyArgs),
     /// Run a real pilot and connect thousands of simulated ADS proxies to it.
     Pilot(pilot::PilotArgs),
+    /// CreateCertificate load against a real citadel, beside the raw sign rate.
+    Citadel(citadel::CitadelArgs),
     /// Write a generated configuration directory.
     Gen(configgen::GenArgs),
 }
@@ -61,6 +68,7 @@ impl Cli {
                 Scenario::Galley(args) => galley::run(args).await,
                 Scenario::Pilot(args) => pilot::run(args).await,
                 Scenario::Gen(args) => configgen::run(&args),
+                Scenario::Citadel(args) => citadel::run(args).await,
             }
         });
         match result {

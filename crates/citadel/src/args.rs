@@ -1,0 +1,226 @@
+//! citadel's command line: `citadel` serves the CA; `citadel token` mints a
+//! local token; `citadel revoke` revokes a certificate in the ledger.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use mesh_runtime::LogArgs;
+
+use crate::{
+    authn::{JwksSource, LocalIssuer},
+    ca::CaPolicy,
+    ledger::{Ledger, RevocationReason},
+    server::{CitadelConfig, JwtIssuerConfig},
+};
+
+/// citadel: the mesh's certificate authority (SPIFFE identities over gRPC, SDS, files).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "citadel", version, about, args_conflicts_with_subcommands = true)]
+pub struct Args {
+    /// What to do; serving the CA when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The CA server's flags.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// citadel's subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print a token for a namespace and service account, signed by the local issuer.
+    Token(TokenArgs),
+    /// Revoke an issued certificate (recorded in the ledger; listed on /crl).
+    Revoke(RevokeArgs),
+}
+
+/// Flags of the CA server.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct ServeArgs {
+    /// CA gRPC (TLS) listen address.
+    #[arg(long, env = "CITADEL_GRPC_ADDR", default_value = "0.0.0.0:8060")]
+    pub grpc_addr: SocketAddr,
+    /// Monitoring HTTP listen address (/metrics, /healthz, /ready, /debug/ca, /crl).
+    #[arg(long, env = "CITADEL_MONITORING_ADDR", default_value = "0.0.0.0:15014")]
+    pub monitoring_addr: SocketAddr,
+    /// State directory: the self-signed CA (`ca/`), the local token key (`tokens/`)
+    /// and the SQLite ledger.
+    #[arg(long, env = "CITADEL_DATA_DIR", default_value = "/var/lib/dromon/citadel")]
+    pub data_dir: PathBuf,
+    /// A plugged-in CA: a directory with ca-cert.pem, ca-key.pem, cert-chain.pem and
+    /// root-cert.pem (Istio's `cacerts`). Without it citadel keeps a self-signed root.
+    #[arg(long, env = "CITADEL_CACERTS")]
+    pub cacerts: Option<PathBuf>,
+    /// Trust domain of the identities issued.
+    #[arg(long, env = "CITADEL_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// Certificate lifetime when a request asks for none.
+    #[arg(long, env = "CITADEL_DEFAULT_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub default_ttl: Duration,
+    /// Longest certificate lifetime a request may ask for.
+    #[arg(long, env = "CITADEL_MAX_TTL", default_value = "90days", value_parser = humantime::parse_duration)]
+    pub max_ttl: Duration,
+    /// Renew a self-signed root when less than this is left of it.
+    #[arg(long, env = "CITADEL_ROOT_RENEW_BEFORE", default_value = "730days", value_parser = humantime::parse_duration)]
+    pub root_renew_before: Duration,
+    /// Ledger: `sqlite://PATH` or `postgres://...` (shared by replicas). Default: SQLite
+    /// under the data directory.
+    #[arg(long, env = "CITADEL_LEDGER")]
+    pub ledger: Option<String>,
+    /// Trust tokens minted by `citadel token` / `meshctl token` (key under the data dir).
+    #[arg(long, env = "CITADEL_LOCAL_ISSUER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub local_issuer: bool,
+    /// Another JWT issuer to trust (`iss`); needs --jwks-file or --jwks-url.
+    #[arg(long, env = "CITADEL_JWT_ISSUER", requires = "jwks")]
+    pub jwt_issuer: Option<String>,
+    /// Audience that issuer's tokens must carry.
+    #[arg(long, env = "CITADEL_JWT_AUDIENCE", default_value = "dromon-ca")]
+    pub jwt_audience: String,
+    /// That issuer's keys, a JWKS file.
+    #[arg(long, env = "CITADEL_JWKS_FILE", group = "jwks")]
+    pub jwks_file: Option<PathBuf>,
+    /// That issuer's keys, at an http:// URL.
+    #[arg(long, env = "CITADEL_JWKS_URL", group = "jwks")]
+    pub jwks_url: Option<String>,
+    /// DNS names in citadel's serving certificate (comma-separated).
+    #[arg(long, env = "CITADEL_DNS_NAMES", value_delimiter = ',', default_value = "localhost,citadel,istio-citadel.istio-system.svc")]
+    pub dns_names: Vec<String>,
+    /// citadel's own namespace.
+    #[arg(long, env = "CITADEL_NAMESPACE", default_value = "istio-system")]
+    pub namespace: String,
+    /// citadel's own service account.
+    #[arg(long, env = "CITADEL_SERVICE_ACCOUNT", default_value = "citadel")]
+    pub service_account: String,
+}
+
+impl ServeArgs {
+    /// The configuration these flags describe.
+    pub fn config(&self) -> CitadelConfig {
+        let jwks = match (&self.jwks_file, &self.jwks_url) {
+            (Some(f), _) => Some(JwksSource::File(f.clone())),
+            (None, Some(u)) => Some(JwksSource::Url(u.clone())),
+            _ => None,
+        };
+        let jwt_issuers = match (&self.jwt_issuer, jwks) {
+            (Some(issuer), Some(jwks)) => vec![JwtIssuerConfig {
+                issuer: issuer.clone(),
+                audiences: vec![self.jwt_audience.clone()],
+                jwks,
+            }],
+            _ => Vec::new(),
+        };
+        CitadelConfig {
+            grpc_addr: self.grpc_addr,
+            monitoring_addr: self.monitoring_addr,
+            data_dir: self.data_dir.clone(),
+            cacerts: self.cacerts.clone(),
+            policy: CaPolicy {
+                trust_domain: self.trust_domain.clone(),
+                default_ttl: self.default_ttl,
+                max_ttl: self.max_ttl,
+                root_renew_before: self.root_renew_before,
+            },
+            ledger_url: self.ledger.clone(),
+            local_issuer: self.local_issuer,
+            jwt_issuers,
+            serving_dns_names: self.dns_names.clone(),
+            identity: (self.namespace.clone(), self.service_account.clone()),
+        }
+    }
+}
+
+/// `citadel token`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct TokenArgs {
+    /// citadel's data directory (the key is under `tokens/`).
+    #[arg(long, env = "CITADEL_DATA_DIR", default_value = "/var/lib/dromon/citadel")]
+    pub data_dir: PathBuf,
+    /// Namespace the token names.
+    #[arg(long)]
+    pub namespace: String,
+    /// Service account the token names.
+    #[arg(long)]
+    pub service_account: String,
+    /// Token lifetime.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+}
+
+/// `citadel revoke`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct RevokeArgs {
+    /// citadel's data directory (for the default SQLite ledger).
+    #[arg(long, env = "CITADEL_DATA_DIR", default_value = "/var/lib/dromon/citadel")]
+    pub data_dir: PathBuf,
+    /// Ledger URL, when not the default SQLite one.
+    #[arg(long, env = "CITADEL_LEDGER")]
+    pub ledger: Option<String>,
+    /// Serial number of the certificate, hex.
+    #[arg(long)]
+    pub serial: String,
+    /// Reason: unspecified, key-compromise, ca-compromise, affiliation-changed,
+    /// superseded, cessation-of-operation.
+    #[arg(long, default_value = "unspecified")]
+    pub reason: RevocationReason,
+}
+
+/// Mints a token with the local issuer under `data_dir`.
+pub fn mint_token(
+    data_dir: &std::path::Path,
+    namespace: &str,
+    service_account: &str,
+    ttl: Duration,
+) -> Result<String, String> {
+    mesh_tls::SpiffeId::new("cluster.local", namespace, service_account)
+        .map_err(|e| e.to_string())?;
+    let issuer = LocalIssuer::load_or_create(&data_dir.join("tokens")).map_err(|e| e.to_string())?;
+    issuer
+        .mint(namespace, service_account, ttl)
+        .map_err(|e| e.to_string())
+}
+
+impl Args {
+    /// Parses the command line and runs.
+    pub fn parse_and_run() -> ExitCode {
+        let args = Args::parse();
+        match args.command {
+            None => {
+                let config = args.serve.config();
+                mesh_runtime::run_main(&args.log, "citadel", |shutdown| {
+                    crate::server::run(config, shutdown)
+                })
+            }
+            Some(Command::Token(t)) => {
+                match mint_token(&t.data_dir, &t.namespace, &t.service_account, t.ttl) {
+                    Ok(token) => {
+                        println!("{token}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("citadel token: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            Some(Command::Revoke(r)) => mesh_runtime::run_main(&args.log, "citadel", |_| async move {
+                let url = r
+                    .ledger
+                    .clone()
+                    .unwrap_or_else(|| format!("sqlite://{}", r.data_dir.join("ledger.db").display()));
+                let ledger = Ledger::open(&url).await.map_err(|e| e.to_string())?;
+                let revocation = ledger
+                    .revoke(&r.serial.to_ascii_lowercase(), r.reason)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                println!(
+                    "revoked {} ({}) at {}",
+                    revocation.serial, revocation.reason, revocation.revoked_at
+                );
+                Ok::<(), String>(())
+            }),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! citadel end to end: the real binary, OpenSSL making keys and CSRs and checking
+//! what comes back, a gRPC client over TLS, and a real PostgreSQL ledger.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use dromon_e2e::{ChildGuard, bin_path, free_port, http_get, wait_http_ok};
+use mesh_api::ca::v1::{
+    IstioCertificateRequest, IstioCertificateResponse,
+    istio_certificate_service_client::IstioCertificateServiceClient,
+};
+use mesh_tls::{ClientCredentials, FileIdentity, ServerIdentity};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+use tonic::{Code, transport::Channel};
+
+const CITADEL_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/citadel";
+
+struct Citadel {
+    _child: ChildGuard,
+    grpc: SocketAddr,
+    monitoring: SocketAddr,
+    data: PathBuf,
+}
+
+impl Citadel {
+    async fn start(data: &Path, extra: &[&str]) -> anyhow::Result<Self> {
+        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        let mut args = vec![
+            "--grpc-addr".to_string(),
+            grpc.to_string(),
+            "--monitoring-addr".into(),
+            monitoring.to_string(),
+            "--data-dir".into(),
+            data.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = ChildGuard::spawn("citadel", &argv)?;
+        wait_http_ok(monitoring, "/ready", Duration::from_secs(30)).await?;
+        Ok(Self {
+            _child: child,
+            grpc,
+            monitoring,
+            data: data.to_path_buf(),
+        })
+    }
+
+    fn root(&self) -> PathBuf {
+        self.data.join("ca/root-cert.pem")
+    }
+
+    fn roots(&self) -> Vec<CertificateDer<'static>> {
+        let pem = std::fs::read(self.root()).unwrap();
+        CertificateDer::pem_slice_iter(&pem).map(|c| c.unwrap()).collect()
+    }
+
+    fn client(&self, credentials: ClientCredentials) -> IstioCertificateServiceClient<Channel> {
+        let channel = mesh_tls::channel_with(
+            &format!("https://127.0.0.1:{}", self.grpc.port()),
+            credentials,
+            ServerIdentity::Exact(CITADEL_ID.parse().unwrap()),
+        )
+        .unwrap();
+        IstioCertificateServiceClient::new(channel)
+    }
+
+    fn anonymous(&self) -> IstioCertificateServiceClient<Channel> {
+        self.client(ClientCredentials::RootsOnly(self.roots()))
+    }
+}
+
+/// `citadel token` for a service account, with the local issuer under `data`.
+fn token(data: &Path, ns: &str, sa: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin_path("citadel")?)
+        .args(["token", "--data-dir"])
+        .arg(data)
+        .args(["--namespace", ns, "--service-account", sa])
+        .output()?;
+    if !out.status.success() {
+        bail!("citadel token: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+fn openssl(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("openssl").args(args).output().context("openssl")?;
+    if !out.status.success() {
+        bail!(
+            "openssl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A new key (OpenSSL's `-newkey` spec) and a CSR, optionally asking for a SAN.
+fn key_and_csr(dir: &Path, name: &str, newkey: &str, san: Option<&str>) -> anyhow::Result<(PathBuf, String)> {
+    let key = dir.join(format!("{name}.key"));
+    let csr = dir.join(format!("{name}.csr"));
+    let mut args = vec!["req", "-new", "-newkey", newkey];
+    if newkey == "ec" {
+        args.extend(["-pkeyopt", "ec_paramgen_curve:prime256v1"]);
+    }
+    let key_s = key.display().to_string();
+    let csr_s = csr.display().to_string();
+    args.extend(["-nodes", "-keyout", &key_s, "-subj", "/O=dromon-e2e", "-out", &csr_s]);
+    let ext;
+    if let Some(san) = san {
+        ext = format!("subjectAltName={san}");
+        args.extend(["-addext", &ext]);
+    }
+    openssl(&args)?;
+    Ok((key, std::fs::read_to_string(&csr)?))
+}
+
+async fn create(
+    client: &mut IstioCertificateServiceClient<Channel>,
+    token: Option<&str>,
+    csr: &str,
+    ttl: i64,
+) -> Result<IstioCertificateResponse, tonic::Status> {
+    let mut req = tonic::Request::new(IstioCertificateRequest {
+        csr: csr.to_string(),
+        validity_duration: ttl,
+        metadata: None,
+    });
+    if let Some(t) = token {
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {t}").parse().unwrap());
+    }
+    client.create_certificate(req).await.map(|r| r.into_inner())
+}
+
+/// Writes Istio's three files for an issued certificate.
+fn write_cert_dir(dir: &Path, key: &Path, resp: &IstioCertificateResponse) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let n = resp.cert_chain.len();
+    std::fs::write(dir.join("cert-chain.pem"), resp.cert_chain[..n - 1].concat()).unwrap();
+    std::fs::copy(key, dir.join("key.pem")).unwrap();
+    std::fs::write(dir.join("root-cert.pem"), resp.trusted_roots.concat()).unwrap();
+    dir.to_path_buf()
+}
+
+fn serial_of(pem: &str) -> String {
+    let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+    hex::encode(cert.raw_serial())
+}
+
+#[tokio::test]
+async fn an_openssl_csr_becomes_a_chain_that_openssl_verifies_naming_only_the_caller() {
+    let tmp = tempfile::tempdir().unwrap();
+    let citadel = Citadel::start(&tmp.path().join("citadel"), &[]).await.unwrap();
+    let token = token(&citadel.data, "default", "productpage").unwrap();
+    // The CSR asks for nothing: the identity comes from the token.
+    let (_key, csr) = key_and_csr(tmp.path(), "pp", "ec", None).unwrap();
+    let resp = create(&mut citadel.anonymous(), Some(&token), &csr, 3600)
+        .await
+        .unwrap();
+    assert_eq!(resp.cert_chain.len(), 2);
+    let leaf = tmp.path().join("leaf.pem");
+    std::fs::write(&leaf, &resp.cert_chain[0]).unwrap();
+    let verified = openssl(&[
+        "verify",
+        "-CAfile",
+        &citadel.root().display().to_string(),
+        &leaf.display().to_string(),
+    ])
+    .unwrap();
+    assert!(verified.contains(": OK"), "{verified}");
+    let san = openssl(&["x509", "-in", &leaf.display().to_string(), "-noout", "-ext", "subjectAltName"]).unwrap();
+    let names: Vec<&str> = san.lines().skip(1).flat_map(|l| l.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect();
+    assert_eq!(names, vec!["URI:spiffe://cluster.local/ns/default/sa/productpage"], "{san}");
+    let dates = openssl(&["x509", "-in", &leaf.display().to_string(), "-noout", "-checkend", "3500"]).unwrap();
+    assert!(dates.contains("will not expire"), "{dates}");
+    assert!(openssl(&["x509", "-in", &leaf.display().to_string(), "-noout", "-checkend", "3700"]).is_err());
+}
+
+#[tokio::test]
+async fn two_processes_complete_an_mtls_handshake_with_issued_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let citadel = Citadel::start(&tmp.path().join("citadel"), &[]).await.unwrap();
+    let mut client = citadel.anonymous();
+    let mut files = Vec::new();
+    for sa in ["productpage", "reviews"] {
+        let t = token(&citadel.data, "default", sa).unwrap();
+        let (key, csr) = key_and_csr(tmp.path(), sa, "ec", None).unwrap();
+        let resp = create(&mut client, Some(&t), &csr, 0).await.unwrap();
+        let cert = tmp.path().join(format!("{sa}.pem"));
+        std::fs::write(&cert, &resp.cert_chain[0]).unwrap();
+        files.push((cert, key));
+    }
+    let port = free_port();
+    let root = citadel.root().display().to_string();
+    let (server_cert, server_key) = &files[1];
+    let mut server = std::process::Command::new("openssl")
+        .args(["s_server", "-accept", &port.to_string(), "-naccept", "1", "-Verify", "1", "-verify_return_error"])
+        .args(["-cert", &server_cert.display().to_string(), "-key", &server_key.display().to_string()])
+        .args(["-CAfile", &root, "-tls1_3", "-quiet"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (client_cert, client_key) = &files[0];
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-verify_return_error", "-brief"])
+        .args(["-cert", &client_cert.display().to_string(), "-key", &client_key.display().to_string()])
+        .args(["-CAfile", &root, "-tls1_3"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let client_log = String::from_utf8_lossy(&out.stderr).to_string();
+    let server_out = server.wait_with_output().unwrap();
+    let server_log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&server_out.stdout),
+        String::from_utf8_lossy(&server_out.stderr)
+    );
+    assert!(out.status.success(), "client: {client_log}\nserver: {server_log}");
+    assert!(client_log.contains("Verification: OK"), "{client_log}");
+    assert!(!server_log.to_lowercase().contains("error"), "server: {server_log}");
+}
+
+fn status_code(r: Result<IstioCertificateResponse, tonic::Status>) -> (Code, String) {
+    match r {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(s) => (s.code(), s.message().to_string()),
+    }
+}
+
+#[tokio::test]
+async fn impersonation_and_bad_csrs_are_refused_each_with_its_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let citadel = Citadel::start(&tmp.path().join("citadel"), &[]).await.unwrap();
+    let mut client = citadel.anonymous();
+    let good = token(&citadel.data, "default", "productpage").unwrap();
+    let stranger = token(&tmp.path().join("elsewhere"), "default", "productpage").unwrap();
+    let (_k, plain_csr) = key_and_csr(tmp.path(), "plain", "ec", None).unwrap();
+    let dir = tmp.path();
+    let cases: Vec<(&str, Option<&str>, String, i64, Code, &str)> = vec![
+        ("no credentials", None, plain_csr.clone(), 0, Code::Unauthenticated, "authentication failed"),
+        ("token from an unknown issuer key", Some(&stranger), plain_csr.clone(), 0, Code::Unauthenticated, "authentication failed"),
+        ("garbage token", Some("abc.def.ghi"), plain_csr.clone(), 0, Code::Unauthenticated, "authentication failed"),
+        (
+            "another service account's identity",
+            Some(&good),
+            key_and_csr(dir, "other", "ec", Some("URI:spiffe://cluster.local/ns/default/sa/admin")).unwrap().1,
+            0,
+            Code::InvalidArgument,
+            "spiffe://cluster.local/ns/default/sa/admin",
+        ),
+        ("an email SAN", Some(&good), key_and_csr(dir, "email", "ec", Some("email:root@example.com")).unwrap().1, 0, Code::InvalidArgument, "email"),
+        ("an IP SAN", Some(&good), key_and_csr(dir, "ip", "ec", Some("IP:10.1.2.3")).unwrap().1, 0, Code::InvalidArgument, "IP"),
+        ("a DNS SAN", Some(&good), key_and_csr(dir, "dns", "ec", Some("DNS:productpage.default.svc")).unwrap().1, 0, Code::InvalidArgument, "DNS"),
+        ("an RSA-1024 key", Some(&good), key_and_csr(dir, "weak", "rsa:1024", None).unwrap().1, 0, Code::InvalidArgument, "1024"),
+        ("a TTL above the maximum", Some(&good), plain_csr.clone(), 200 * 24 * 3600, Code::InvalidArgument, "maximum"),
+        ("not a CSR", Some(&good), "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(), 0, Code::InvalidArgument, "cannot be parsed"),
+    ];
+    for (what, token, csr, ttl, code, needle) in cases {
+        let (got, message) = status_code(create(&mut client, token, &csr, ttl).await);
+        assert_eq!(got, code, "{what}: {message}");
+        assert!(message.contains(needle), "{what}: {message:?} lacks {needle:?}");
+        if code == Code::Unauthenticated {
+            assert_eq!(message, "authentication failed", "{what}: unauthenticated callers learn nothing more");
+        }
+    }
+    let (_, metrics) = http_get(citadel.monitoring, "/metrics").await.unwrap();
+    for (reason, n) in [("unauthenticated", 3), ("forbidden_san", 4), ("weak_key", 1), ("ttl_too_long", 1), ("malformed_csr", 1)] {
+        let line = format!("citadel_csr_refused_total{{reason=\"{reason}\"}} {n}");
+        assert!(metrics.contains(&line), "missing {line}");
+    }
+    // Refusals were not issued: the RSA-2048 key of a well-formed request still is.
+    let (_k, rsa) = key_and_csr(dir, "rsa2048", "rsa:2048", None).unwrap();
+    create(&mut client, Some(&good), &rsa, 0).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_certificate_renews_until_it_is_revoked_and_then_shows_on_the_crl() {
+    let tmp = tempfile::tempdir().unwrap();
+    let citadel = Citadel::start(&tmp.path().join("citadel"), &[]).await.unwrap();
+    let t = token(&citadel.data, "default", "ratings").unwrap();
+    let (key, csr) = key_and_csr(tmp.path(), "first", "ec", None).unwrap();
+    let first = create(&mut citadel.anonymous(), Some(&t), &csr, 0).await.unwrap();
+    let dir = write_cert_dir(&tmp.path().join("ratings"), &key, &first);
+
+    // Renewal with the certificate alone, no token.
+    let identity = Arc::new(FileIdentity::new(&dir).unwrap());
+    let mut renewing = citadel.client(ClientCredentials::Identity(identity));
+    let (_k2, csr2) = key_and_csr(tmp.path(), "second", "ec", None).unwrap();
+    let second = create(&mut renewing, None, &csr2, 0).await.unwrap();
+    let leaf = tmp.path().join("second.pem");
+    std::fs::write(&leaf, &second.cert_chain[0]).unwrap();
+    let san = openssl(&["x509", "-in", &leaf.display().to_string(), "-noout", "-ext", "subjectAltName"]).unwrap();
+    assert!(san.contains("URI:spiffe://cluster.local/ns/default/sa/ratings"), "{san}");
+
+    // Revoke the first certificate: renewing with it is refused.
+    let serial = serial_of(&first.cert_chain[0]);
+    let out = Command::new(bin_path("citadel").unwrap())
+        .args(["revoke", "--data-dir"])
+        .arg(&citadel.data)
+        .args(["--serial", &serial, "--reason", "key-compromise"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut refused = false;
+    for _ in 0..50 {
+        let (_k3, csr3) = key_and_csr(tmp.path(), "third", "ec", None).unwrap();
+        if let Err(s) = create(&mut renewing, None, &csr3, 0).await {
+            assert_eq!(s.code(), Code::Unauthenticated);
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(refused, "a revoked certificate kept renewing");
+
+    // The CRL, signed by the CA, lists it.
+    let crl = fetch_bytes(citadel.monitoring, "/crl.pem").await;
+    let crl_file = tmp.path().join("crl.pem");
+    std::fs::write(&crl_file, crl).unwrap();
+    let text = openssl(&["crl", "-in", &crl_file.display().to_string(), "-noout", "-text", "-CAfile", &citadel.root().display().to_string()]).unwrap();
+    assert!(text.to_ascii_lowercase().contains(&serial.trim_start_matches('0').to_ascii_lowercase()), "{text}");
+    assert!(text.contains("Key Compromise"), "{text}");
+}
+
+async fn fetch_bytes(addr: SocketAddr, path: &str) -> String {
+    let (status, body) = http_get(addr, path).await.unwrap();
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+#[tokio::test]
+async fn two_replicas_share_a_postgres_ledger_and_a_plugged_ca() {
+    let pg = mesh_testkit::postgres::PostgresServer::start().unwrap();
+    let url = pg.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let a = Citadel::start(&tmp.path().join("a"), &["--ledger", &url]).await.unwrap();
+    // Replica b signs with a's CA files (a plugged CA) and trusts the same tokens.
+    let cacerts = a.data.join("ca").display().to_string();
+    std::fs::create_dir_all(tmp.path().join("b")).unwrap();
+    copy_dir(&a.data.join("tokens"), &tmp.path().join("b/tokens"));
+    let b = Citadel::start(&tmp.path().join("b"), &["--ledger", &url, "--cacerts", &cacerts]).await.unwrap();
+    let t = token(&a.data, "default", "details").unwrap();
+    let (_k, csr) = key_and_csr(tmp.path(), "d1", "ec", None).unwrap();
+    let from_a = create(&mut a.anonymous(), Some(&t), &csr, 0).await.unwrap();
+    let from_b = create(&mut b.client(ClientCredentials::RootsOnly(a.roots())), Some(&t), &csr, 0)
+        .await
+        .unwrap();
+    assert_eq!(from_a.trusted_roots, from_b.trusted_roots);
+    // Revoking b's certificate in the shared ledger shows on a's CRL.
+    let serial = serial_of(&from_b.cert_chain[0]);
+    let out = Command::new(bin_path("citadel").unwrap())
+        .args(["revoke", "--ledger", &url, "--serial", &serial])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let crl = fetch_bytes(a.monitoring, "/crl.pem").await;
+    let crl_file = tmp.path().join("crl.pem");
+    std::fs::write(&crl_file, crl).unwrap();
+    let text = openssl(&["crl", "-in", &crl_file.display().to_string(), "-noout", "-text"]).unwrap();
+    assert!(text.to_ascii_lowercase().contains(&serial.trim_start_matches('0').to_ascii_lowercase()), "{text}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
