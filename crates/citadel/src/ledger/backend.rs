@@ -143,7 +143,9 @@ async fn open_postgres(url: &str, connect_timeout: Duration) -> Result<Pool, Led
             url: redact_url(url),
             reason: scrub(&error.to_string(), url),
         })?
-        .application_name("citadel");
+        .application_name("citadel")
+        // `record` promises durability, whatever the server's or database's default.
+        .options([("synchronous_commit", "on")]);
     // One connection first, bounded in time: the pool would retry a refused
     // connection until its timeout and then report only "timed out".
     let mut conn = tokio::time::timeout(connect_timeout, PgConnection::connect_with(&options))

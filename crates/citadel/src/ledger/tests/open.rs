@@ -148,3 +148,23 @@ async fn sqlite_files_are_durable_wal_databases() {
     assert_eq!(journal_mode, "wal");
     assert_eq!(synchronous, 2, "synchronous is not FULL");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_commits_are_synchronous_whatever_the_database_default() {
+    let server = PostgresServer::start().unwrap();
+    server
+        .psql(
+            "postgres",
+            "ALTER DATABASE test SET synchronous_commit = off",
+        )
+        .unwrap();
+    let ledger = Ledger::open(&server.url()).await.unwrap();
+    let Pool::Postgres(pool) = &ledger.inner.pool else {
+        panic!("{ledger:?} is not PostgreSQL");
+    };
+    let setting: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(setting, "on");
+}
