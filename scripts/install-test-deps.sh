@@ -23,3 +23,34 @@ if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import grpc, sys; sys.e
     python3 -m venv .venv
     .venv/bin/pip install --quiet "grpcio==$GRPCIO_VERSION"
 fi
+
+# PostgreSQL server binaries, for mesh-testkit's PostgresServer (citadel's ledger tests).
+# Only the binaries: each test runs its own server on a temporary directory, so Debian's
+# default cluster is neither created nor started.
+have_postgres_server() {
+    have initdb || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
+}
+install_postgres_server() {
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if ! have sudo; then
+            echo "PostgreSQL is required by the tests: install Debian's postgresql package as root" >&2
+            return 1
+        fi
+        sudo=(sudo)
+    fi
+    local apt_get=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0)
+    "${apt_get[@]}" update >/dev/null
+    "${apt_get[@]}" install --no-install-recommends postgresql-common >/dev/null
+    "${sudo[@]}" sed -i -E 's/^#?[[:space:]]*create_main_cluster[[:space:]]*=.*/create_main_cluster = false/' \
+        /etc/postgresql-common/createcluster.conf
+    "${apt_get[@]}" install --no-install-recommends postgresql >/dev/null
+}
+if ! have_postgres_server; then
+    echo "==> installing PostgreSQL server binaries"
+    install_postgres_server
+    if ! have_postgres_server; then
+        echo "PostgreSQL server binaries still missing after installing postgresql" >&2
+        exit 1
+    fi
+fi
