@@ -135,6 +135,7 @@ fn check_segment(part: &'static str, value: &str) -> Result<(), SpiffeIdError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
