@@ -60,7 +60,9 @@ impl Citadel {
 
     fn roots(&self) -> Vec<CertificateDer<'static>> {
         let pem = std::fs::read(self.root()).unwrap();
-        CertificateDer::pem_slice_iter(&pem).map(|c| c.unwrap()).collect()
+        CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.unwrap())
+            .collect()
     }
 
     fn client(&self, credentials: ClientCredentials) -> IstioCertificateServiceClient<Channel> {
@@ -92,7 +94,10 @@ fn token(data: &Path, ns: &str, sa: &str) -> anyhow::Result<String> {
 }
 
 fn openssl(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("openssl").args(args).output().context("openssl")?;
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .context("openssl")?;
     if !out.status.success() {
         bail!(
             "openssl {}: {}{}",
@@ -105,7 +110,12 @@ fn openssl(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// A new key (OpenSSL's `-newkey` spec) and a CSR, optionally asking for a SAN.
-fn key_and_csr(dir: &Path, name: &str, newkey: &str, san: Option<&str>) -> anyhow::Result<(PathBuf, String)> {
+fn key_and_csr(
+    dir: &Path,
+    name: &str,
+    newkey: &str,
+    san: Option<&str>,
+) -> anyhow::Result<(PathBuf, String)> {
     let key = dir.join(format!("{name}.key"));
     let csr = dir.join(format!("{name}.csr"));
     let mut args = vec!["req", "-new", "-newkey", newkey];
@@ -114,7 +124,15 @@ fn key_and_csr(dir: &Path, name: &str, newkey: &str, san: Option<&str>) -> anyho
     }
     let key_s = key.display().to_string();
     let csr_s = csr.display().to_string();
-    args.extend(["-nodes", "-keyout", &key_s, "-subj", "/O=dromon-e2e", "-out", &csr_s]);
+    args.extend([
+        "-nodes",
+        "-keyout",
+        &key_s,
+        "-subj",
+        "/O=dromon-e2e",
+        "-out",
+        &csr_s,
+    ]);
     let ext;
     if let Some(san) = san {
         ext = format!("subjectAltName={san}");
@@ -146,7 +164,11 @@ async fn create(
 fn write_cert_dir(dir: &Path, key: &Path, resp: &IstioCertificateResponse) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let n = resp.cert_chain.len();
-    std::fs::write(dir.join("cert-chain.pem"), resp.cert_chain[..n - 1].concat()).unwrap();
+    std::fs::write(
+        dir.join("cert-chain.pem"),
+        resp.cert_chain[..n - 1].concat(),
+    )
+    .unwrap();
     std::fs::copy(key, dir.join("key.pem")).unwrap();
     std::fs::write(dir.join("root-cert.pem"), resp.trusted_roots.concat()).unwrap();
     dir.to_path_buf()
@@ -161,7 +183,9 @@ fn serial_of(pem: &str) -> String {
 #[tokio::test]
 async fn an_openssl_csr_becomes_a_chain_that_openssl_verifies_naming_only_the_caller() {
     let tmp = tempfile::tempdir().unwrap();
-    let citadel = Citadel::start(&tmp.path().join("citadel"), &[]).await.unwrap();
+    let citadel = Citadel::start(&tmp.path().join("citadel"), &[])
+        .await
+        .unwrap();
     let token = token(&citadel.data, "default", "productpage").unwrap();
     // The CSR asks for nothing: the identity comes from the token.
     let (_key, csr) = key_and_csr(tmp.path(), "pp", "ec", None).unwrap();
@@ -179,18 +203,56 @@ async fn an_openssl_csr_becomes_a_chain_that_openssl_verifies_naming_only_the_ca
     ])
     .unwrap();
     assert!(verified.contains(": OK"), "{verified}");
-    let san = openssl(&["x509", "-in", &leaf.display().to_string(), "-noout", "-ext", "subjectAltName"]).unwrap();
-    let names: Vec<&str> = san.lines().skip(1).flat_map(|l| l.split(',')).map(str::trim).filter(|s| !s.is_empty()).collect();
-    assert_eq!(names, vec!["URI:spiffe://cluster.local/ns/default/sa/productpage"], "{san}");
-    let dates = openssl(&["x509", "-in", &leaf.display().to_string(), "-noout", "-checkend", "3500"]).unwrap();
+    let san = openssl(&[
+        "x509",
+        "-in",
+        &leaf.display().to_string(),
+        "-noout",
+        "-ext",
+        "subjectAltName",
+    ])
+    .unwrap();
+    let names: Vec<&str> = san
+        .lines()
+        .skip(1)
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["URI:spiffe://cluster.local/ns/default/sa/productpage"],
+        "{san}"
+    );
+    let dates = openssl(&[
+        "x509",
+        "-in",
+        &leaf.display().to_string(),
+        "-noout",
+        "-checkend",
+        "3500",
+    ])
+    .unwrap();
     assert!(dates.contains("will not expire"), "{dates}");
-    assert!(openssl(&["x509", "-in", &leaf.display().to_string(), "-noout", "-checkend", "3700"]).is_err());
+    assert!(
+        openssl(&[
+            "x509",
+            "-in",
+            &leaf.display().to_string(),
+            "-noout",
+            "-checkend",
+            "3700"
+        ])
+        .is_err()
+    );
 }
 
 #[tokio::test]
 async fn two_processes_complete_an_mtls_handshake_with_issued_certificates() {
     let tmp = tempfile::tempdir().unwrap();
-    let citadel = Citadel::start(&tmp.path().join("citadel"), &[]).await.unwrap();
+    let citadel = Citadel::start(&tmp.path().join("citadel"), &[])
+        .await
+        .unwrap();
     let mut client = citadel.anonymous();
     let mut files = Vec::new();
     for sa in ["productpage", "reviews"] {
@@ -201,37 +263,87 @@ async fn two_processes_complete_an_mtls_handshake_with_issued_certificates() {
         std::fs::write(&cert, &resp.cert_chain[0]).unwrap();
         files.push((cert, key));
     }
+    let root = citadel.root();
+    let (ok, log) = handshake(&root, &files[1], Some(&files[0])).await;
+    assert!(ok, "{log}");
+    assert!(log.contains("Verification: OK"), "{log}");
+    // The server requires a client certificate: without one the handshake fails.
+    let (ok, log) = handshake(&root, &files[1], None).await;
+    assert!(!ok, "a client without a certificate got through: {log}");
+    assert!(
+        log.contains("certificate required") || log.contains("did not return a certificate"),
+        "{log}"
+    );
+}
+
+/// An `openssl s_server` requiring a client certificate signed by `root`, and an
+/// `openssl s_client` connecting to it: whether both ends completed, and their logs.
+async fn handshake(
+    root: &Path,
+    server: &(PathBuf, PathBuf),
+    client: Option<&(PathBuf, PathBuf)>,
+) -> (bool, String) {
     let port = free_port();
-    let root = citadel.root().display().to_string();
-    let (server_cert, server_key) = &files[1];
-    let mut server = std::process::Command::new("openssl")
-        .args(["s_server", "-accept", &port.to_string(), "-naccept", "1", "-Verify", "1", "-verify_return_error"])
-        .args(["-cert", &server_cert.display().to_string(), "-key", &server_key.display().to_string()])
+    let root = root.display().to_string();
+    let server = std::process::Command::new("openssl")
+        .args([
+            "s_server",
+            "-accept",
+            &port.to_string(),
+            "-naccept",
+            "1",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+        ])
+        .args([
+            "-cert",
+            &server.0.display().to_string(),
+            "-key",
+            &server.1.display().to_string(),
+        ])
         .args(["-CAfile", &root, "-tls1_3", "-quiet"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (client_cert, client_key) = &files[0];
-    let out = std::process::Command::new("openssl")
-        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-verify_return_error", "-brief"])
-        .args(["-cert", &client_cert.display().to_string(), "-key", &client_key.display().to_string()])
-        .args(["-CAfile", &root, "-tls1_3"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let client_log = String::from_utf8_lossy(&out.stderr).to_string();
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &format!("127.0.0.1:{port}"),
+        "-verify_return_error",
+        "-brief",
+    ])
+    .args(["-CAfile", &root, "-tls1_3"]);
+    if let Some((cert, key)) = client {
+        cmd.args([
+            "-cert",
+            &cert.display().to_string(),
+            "-key",
+            &key.display().to_string(),
+        ]);
+    }
+    let out = cmd.stdin(std::process::Stdio::null()).output().unwrap();
     let server_out = server.wait_with_output().unwrap();
     let server_log = format!(
         "{}{}",
         String::from_utf8_lossy(&server_out.stdout),
         String::from_utf8_lossy(&server_out.stderr)
     );
-    assert!(out.status.success(), "client: {client_log}\nserver: {server_log}");
-    assert!(client_log.contains("Verification: OK"), "{client_log}");
-    assert!(!server_log.to_lowercase().contains("error"), "server: {server_log}");
+    let ok = out.status.success() && !server_log.to_lowercase().contains("error");
+    (
+        ok,
+        format!(
+            "client: {}\nserver: {server_log}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
+
+/// What is sent, and the code and message part expected.
+type Case<'a> = (&'a str, Option<&'a str>, String, i64, Code, &'a str);
 
 fn status_code(r: Result<IstioCertificateResponse, tonic::Status>) -> (Code, String) {
     match r {
@@ -243,41 +355,129 @@ fn status_code(r: Result<IstioCertificateResponse, tonic::Status>) -> (Code, Str
 #[tokio::test]
 async fn impersonation_and_bad_csrs_are_refused_each_with_its_reason() {
     let tmp = tempfile::tempdir().unwrap();
-    let citadel = Citadel::start(&tmp.path().join("citadel"), &[]).await.unwrap();
+    let citadel = Citadel::start(&tmp.path().join("citadel"), &[])
+        .await
+        .unwrap();
     let mut client = citadel.anonymous();
     let good = token(&citadel.data, "default", "productpage").unwrap();
     let stranger = token(&tmp.path().join("elsewhere"), "default", "productpage").unwrap();
     let (_k, plain_csr) = key_and_csr(tmp.path(), "plain", "ec", None).unwrap();
     let dir = tmp.path();
-    let cases: Vec<(&str, Option<&str>, String, i64, Code, &str)> = vec![
-        ("no credentials", None, plain_csr.clone(), 0, Code::Unauthenticated, "authentication failed"),
-        ("token from an unknown issuer key", Some(&stranger), plain_csr.clone(), 0, Code::Unauthenticated, "authentication failed"),
-        ("garbage token", Some("abc.def.ghi"), plain_csr.clone(), 0, Code::Unauthenticated, "authentication failed"),
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "no credentials",
+            None,
+            plain_csr.clone(),
+            0,
+            Code::Unauthenticated,
+            "authentication failed",
+        ),
+        (
+            "token from an unknown issuer key",
+            Some(&stranger),
+            plain_csr.clone(),
+            0,
+            Code::Unauthenticated,
+            "authentication failed",
+        ),
+        (
+            "garbage token",
+            Some("abc.def.ghi"),
+            plain_csr.clone(),
+            0,
+            Code::Unauthenticated,
+            "authentication failed",
+        ),
         (
             "another service account's identity",
             Some(&good),
-            key_and_csr(dir, "other", "ec", Some("URI:spiffe://cluster.local/ns/default/sa/admin")).unwrap().1,
+            key_and_csr(
+                dir,
+                "other",
+                "ec",
+                Some("URI:spiffe://cluster.local/ns/default/sa/admin"),
+            )
+            .unwrap()
+            .1,
             0,
             Code::InvalidArgument,
             "spiffe://cluster.local/ns/default/sa/admin",
         ),
-        ("an email SAN", Some(&good), key_and_csr(dir, "email", "ec", Some("email:root@example.com")).unwrap().1, 0, Code::InvalidArgument, "email"),
-        ("an IP SAN", Some(&good), key_and_csr(dir, "ip", "ec", Some("IP:10.1.2.3")).unwrap().1, 0, Code::InvalidArgument, "IP"),
-        ("a DNS SAN", Some(&good), key_and_csr(dir, "dns", "ec", Some("DNS:productpage.default.svc")).unwrap().1, 0, Code::InvalidArgument, "DNS"),
-        ("an RSA-1024 key", Some(&good), key_and_csr(dir, "weak", "rsa:1024", None).unwrap().1, 0, Code::InvalidArgument, "1024"),
-        ("a TTL above the maximum", Some(&good), plain_csr.clone(), 200 * 24 * 3600, Code::InvalidArgument, "maximum"),
-        ("not a CSR", Some(&good), "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(), 0, Code::InvalidArgument, "cannot be parsed"),
+        (
+            "an email SAN",
+            Some(&good),
+            key_and_csr(dir, "email", "ec", Some("email:root@example.com"))
+                .unwrap()
+                .1,
+            0,
+            Code::InvalidArgument,
+            "email",
+        ),
+        (
+            "an IP SAN",
+            Some(&good),
+            key_and_csr(dir, "ip", "ec", Some("IP:10.1.2.3")).unwrap().1,
+            0,
+            Code::InvalidArgument,
+            "IP",
+        ),
+        (
+            "a DNS SAN",
+            Some(&good),
+            key_and_csr(dir, "dns", "ec", Some("DNS:productpage.default.svc"))
+                .unwrap()
+                .1,
+            0,
+            Code::InvalidArgument,
+            "DNS",
+        ),
+        (
+            "an RSA-1024 key",
+            Some(&good),
+            key_and_csr(dir, "weak", "rsa:1024", None).unwrap().1,
+            0,
+            Code::InvalidArgument,
+            "1024",
+        ),
+        (
+            "a TTL above the maximum",
+            Some(&good),
+            plain_csr.clone(),
+            200 * 24 * 3600,
+            Code::InvalidArgument,
+            "maximum",
+        ),
+        (
+            "not a CSR",
+            Some(&good),
+            "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n".into(),
+            0,
+            Code::InvalidArgument,
+            "cannot be parsed",
+        ),
     ];
     for (what, token, csr, ttl, code, needle) in cases {
         let (got, message) = status_code(create(&mut client, token, &csr, ttl).await);
         assert_eq!(got, code, "{what}: {message}");
-        assert!(message.contains(needle), "{what}: {message:?} lacks {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{what}: {message:?} lacks {needle:?}"
+        );
         if code == Code::Unauthenticated {
-            assert_eq!(message, "authentication failed", "{what}: unauthenticated callers learn nothing more");
+            assert_eq!(
+                message, "authentication failed",
+                "{what}: unauthenticated callers learn nothing more"
+            );
         }
     }
     let (_, metrics) = http_get(citadel.monitoring, "/metrics").await.unwrap();
-    for (reason, n) in [("unauthenticated", 3), ("forbidden_san", 4), ("weak_key", 1), ("ttl_too_long", 1), ("malformed_csr", 1)] {
+    for (reason, n) in [
+        ("unauthenticated", 3),
+        ("forbidden_san", 4),
+        ("weak_key", 1),
+        ("ttl_too_long", 1),
+        ("malformed_csr", 1),
+    ] {
         let line = format!("citadel_csr_refused_total{{reason=\"{reason}\"}} {n}");
         assert!(metrics.contains(&line), "missing {line}");
     }
@@ -289,21 +489,36 @@ async fn impersonation_and_bad_csrs_are_refused_each_with_its_reason() {
 #[tokio::test]
 async fn a_client_certificate_renews_until_it_is_revoked_and_then_shows_on_the_crl() {
     let tmp = tempfile::tempdir().unwrap();
-    let citadel = Citadel::start(&tmp.path().join("citadel"), &[]).await.unwrap();
+    let citadel = Citadel::start(&tmp.path().join("citadel"), &[])
+        .await
+        .unwrap();
     let t = token(&citadel.data, "default", "ratings").unwrap();
     let (key, csr) = key_and_csr(tmp.path(), "first", "ec", None).unwrap();
-    let first = create(&mut citadel.anonymous(), Some(&t), &csr, 0).await.unwrap();
+    let first = create(&mut citadel.anonymous(), Some(&t), &csr, 0)
+        .await
+        .unwrap();
     let dir = write_cert_dir(&tmp.path().join("ratings"), &key, &first);
 
     // Renewal with the certificate alone, no token.
-    let identity = Arc::new(FileIdentity::new(&dir).unwrap());
+    let identity = Arc::new(FileIdentity::open(&dir).unwrap());
     let mut renewing = citadel.client(ClientCredentials::Identity(identity));
     let (_k2, csr2) = key_and_csr(tmp.path(), "second", "ec", None).unwrap();
     let second = create(&mut renewing, None, &csr2, 0).await.unwrap();
     let leaf = tmp.path().join("second.pem");
     std::fs::write(&leaf, &second.cert_chain[0]).unwrap();
-    let san = openssl(&["x509", "-in", &leaf.display().to_string(), "-noout", "-ext", "subjectAltName"]).unwrap();
-    assert!(san.contains("URI:spiffe://cluster.local/ns/default/sa/ratings"), "{san}");
+    let san = openssl(&[
+        "x509",
+        "-in",
+        &leaf.display().to_string(),
+        "-noout",
+        "-ext",
+        "subjectAltName",
+    ])
+    .unwrap();
+    assert!(
+        san.contains("URI:spiffe://cluster.local/ns/default/sa/ratings"),
+        "{san}"
+    );
 
     // Revoke the first certificate: renewing with it is refused.
     let serial = serial_of(&first.cert_chain[0]);
@@ -313,7 +528,11 @@ async fn a_client_certificate_renews_until_it_is_revoked_and_then_shows_on_the_c
         .args(["--serial", &serial, "--reason", "key-compromise"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut refused = false;
     for _ in 0..50 {
         let (_k3, csr3) = key_and_csr(tmp.path(), "third", "ec", None).unwrap();
@@ -330,8 +549,21 @@ async fn a_client_certificate_renews_until_it_is_revoked_and_then_shows_on_the_c
     let crl = fetch_bytes(citadel.monitoring, "/crl.pem").await;
     let crl_file = tmp.path().join("crl.pem");
     std::fs::write(&crl_file, crl).unwrap();
-    let text = openssl(&["crl", "-in", &crl_file.display().to_string(), "-noout", "-text", "-CAfile", &citadel.root().display().to_string()]).unwrap();
-    assert!(text.to_ascii_lowercase().contains(&serial.trim_start_matches('0').to_ascii_lowercase()), "{text}");
+    let text = openssl(&[
+        "crl",
+        "-in",
+        &crl_file.display().to_string(),
+        "-noout",
+        "-text",
+        "-CAfile",
+        &citadel.root().display().to_string(),
+    ])
+    .unwrap();
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&serial.trim_start_matches('0').to_ascii_lowercase()),
+        "{text}"
+    );
     assert!(text.contains("Key Compromise"), "{text}");
 }
 
@@ -346,18 +578,30 @@ async fn two_replicas_share_a_postgres_ledger_and_a_plugged_ca() {
     let pg = mesh_testkit::postgres::PostgresServer::start().unwrap();
     let url = pg.url();
     let tmp = tempfile::tempdir().unwrap();
-    let a = Citadel::start(&tmp.path().join("a"), &["--ledger", &url]).await.unwrap();
+    let a = Citadel::start(&tmp.path().join("a"), &["--ledger", &url])
+        .await
+        .unwrap();
     // Replica b signs with a's CA files (a plugged CA) and trusts the same tokens.
     let cacerts = a.data.join("ca").display().to_string();
     std::fs::create_dir_all(tmp.path().join("b")).unwrap();
     copy_dir(&a.data.join("tokens"), &tmp.path().join("b/tokens"));
-    let b = Citadel::start(&tmp.path().join("b"), &["--ledger", &url, "--cacerts", &cacerts]).await.unwrap();
+    let b = Citadel::start(
+        &tmp.path().join("b"),
+        &["--ledger", &url, "--cacerts", &cacerts],
+    )
+    .await
+    .unwrap();
     let t = token(&a.data, "default", "details").unwrap();
     let (_k, csr) = key_and_csr(tmp.path(), "d1", "ec", None).unwrap();
     let from_a = create(&mut a.anonymous(), Some(&t), &csr, 0).await.unwrap();
-    let from_b = create(&mut b.client(ClientCredentials::RootsOnly(a.roots())), Some(&t), &csr, 0)
-        .await
-        .unwrap();
+    let from_b = create(
+        &mut b.client(ClientCredentials::RootsOnly(a.roots())),
+        Some(&t),
+        &csr,
+        0,
+    )
+    .await
+    .unwrap();
     assert_eq!(from_a.trusted_roots, from_b.trusted_roots);
     // Revoking b's certificate in the shared ledger shows on a's CRL.
     let serial = serial_of(&from_b.cert_chain[0]);
@@ -365,12 +609,27 @@ async fn two_replicas_share_a_postgres_ledger_and_a_plugged_ca() {
         .args(["revoke", "--ledger", &url, "--serial", &serial])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let crl = fetch_bytes(a.monitoring, "/crl.pem").await;
     let crl_file = tmp.path().join("crl.pem");
     std::fs::write(&crl_file, crl).unwrap();
-    let text = openssl(&["crl", "-in", &crl_file.display().to_string(), "-noout", "-text"]).unwrap();
-    assert!(text.to_ascii_lowercase().contains(&serial.trim_start_matches('0').to_ascii_lowercase()), "{text}");
+    let text = openssl(&[
+        "crl",
+        "-in",
+        &crl_file.display().to_string(),
+        "-noout",
+        "-text",
+    ])
+    .unwrap();
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&serial.trim_start_matches('0').to_ascii_lowercase()),
+        "{text}"
+    );
 }
 
 fn copy_dir(from: &Path, to: &Path) {

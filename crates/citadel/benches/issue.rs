@@ -12,16 +12,21 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use rcgen::{CertificateParams, KeyPair};
 use ring::{
     rand::SystemRandom,
-    signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _, UnparsedPublicKey},
+    signature::{
+        ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair, KeyPair as _,
+        UnparsedPublicKey,
+    },
 };
 
 fn bench(c: &mut Criterion) {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
-    let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
+    let key =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
     let tbs = vec![0x5a_u8; 400];
     let sig = key.sign(&rng, &tbs).unwrap();
-    let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
+    let public =
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, key.public_key().as_ref().to_vec());
 
     let mut raw = c.benchmark_group("raw");
     raw.bench_function("p256_sign", |b| b.iter(|| key.sign(&rng, &tbs).unwrap()));
@@ -37,7 +42,9 @@ fn bench(c: &mut Criterion) {
         time::OffsetDateTime::now_utc(),
     )
     .unwrap();
-    let caller = "spiffe://cluster.local/ns/default/sa/bench".parse().unwrap();
+    let caller = "spiffe://cluster.local/ns/default/sa/bench"
+        .parse()
+        .unwrap();
     let csr = CertificateParams::default()
         .serialize_request(&KeyPair::generate().unwrap())
         .unwrap()

@@ -15,7 +15,12 @@ use crate::{
 
 /// citadel: the mesh's certificate authority (SPIFFE identities over gRPC, SDS, files).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "citadel", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "citadel",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Args {
     /// What to do; serving the CA when omitted.
     #[command(subcommand)]
@@ -48,7 +53,11 @@ pub struct ServeArgs {
     pub monitoring_addr: SocketAddr,
     /// State directory: the self-signed CA (`ca/`), the local token key (`tokens/`)
     /// and the SQLite ledger.
-    #[arg(long, env = "CITADEL_DATA_DIR", default_value = "/var/lib/dromon/citadel")]
+    #[arg(
+        long,
+        env = "CITADEL_DATA_DIR",
+        default_value = "/var/lib/dromon/citadel"
+    )]
     pub data_dir: PathBuf,
     /// A plugged-in CA: a directory with ca-cert.pem, ca-key.pem, cert-chain.pem and
     /// root-cert.pem (Istio's `cacerts`). Without it citadel keeps a self-signed root.
@@ -86,7 +95,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CITADEL_JWKS_URL", group = "jwks")]
     pub jwks_url: Option<String>,
     /// DNS names in citadel's serving certificate (comma-separated).
-    #[arg(long, env = "CITADEL_DNS_NAMES", value_delimiter = ',', default_value = "localhost,citadel,istio-citadel.istio-system.svc")]
+    #[arg(
+        long,
+        env = "CITADEL_DNS_NAMES",
+        value_delimiter = ',',
+        default_value = "localhost,citadel,istio-citadel.istio-system.svc"
+    )]
     pub dns_names: Vec<String>,
     /// citadel's own namespace.
     #[arg(long, env = "CITADEL_NAMESPACE", default_value = "istio-system")]
@@ -136,7 +150,11 @@ impl ServeArgs {
 #[derive(Debug, Clone, ClapArgs)]
 pub struct TokenArgs {
     /// citadel's data directory (the key is under `tokens/`).
-    #[arg(long, env = "CITADEL_DATA_DIR", default_value = "/var/lib/dromon/citadel")]
+    #[arg(
+        long,
+        env = "CITADEL_DATA_DIR",
+        default_value = "/var/lib/dromon/citadel"
+    )]
     pub data_dir: PathBuf,
     /// Namespace the token names.
     #[arg(long)]
@@ -153,7 +171,11 @@ pub struct TokenArgs {
 #[derive(Debug, Clone, ClapArgs)]
 pub struct RevokeArgs {
     /// citadel's data directory (for the default SQLite ledger).
-    #[arg(long, env = "CITADEL_DATA_DIR", default_value = "/var/lib/dromon/citadel")]
+    #[arg(
+        long,
+        env = "CITADEL_DATA_DIR",
+        default_value = "/var/lib/dromon/citadel"
+    )]
     pub data_dir: PathBuf,
     /// Ledger URL, when not the default SQLite one.
     #[arg(long, env = "CITADEL_LEDGER")]
@@ -176,7 +198,8 @@ pub fn mint_token(
 ) -> Result<String, String> {
     mesh_tls::SpiffeId::new("cluster.local", namespace, service_account)
         .map_err(|e| e.to_string())?;
-    let issuer = LocalIssuer::load_or_create(&data_dir.join("tokens")).map_err(|e| e.to_string())?;
+    let issuer =
+        LocalIssuer::load_or_create(&data_dir.join("tokens")).map_err(|e| e.to_string())?;
     issuer
         .mint(namespace, service_account, ttl)
         .map_err(|e| e.to_string())
@@ -205,22 +228,23 @@ impl Args {
                     }
                 }
             }
-            Some(Command::Revoke(r)) => mesh_runtime::run_main(&args.log, "citadel", |_| async move {
-                let url = r
-                    .ledger
-                    .clone()
-                    .unwrap_or_else(|| format!("sqlite://{}", r.data_dir.join("ledger.db").display()));
-                let ledger = Ledger::open(&url).await.map_err(|e| e.to_string())?;
-                let revocation = ledger
-                    .revoke(&r.serial.to_ascii_lowercase(), r.reason)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                println!(
-                    "revoked {} ({}) at {}",
-                    revocation.serial, revocation.reason, revocation.revoked_at
-                );
-                Ok::<(), String>(())
-            }),
+            Some(Command::Revoke(r)) => {
+                mesh_runtime::run_main(&args.log, "citadel", |_| async move {
+                    let url = r.ledger.clone().unwrap_or_else(|| {
+                        format!("sqlite://{}", r.data_dir.join("ledger.db").display())
+                    });
+                    let ledger = Ledger::open(&url).await.map_err(|e| e.to_string())?;
+                    let revocation = ledger
+                        .revoke(&r.serial.to_ascii_lowercase(), r.reason)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    println!(
+                        "revoked {} ({}) at {}",
+                        revocation.serial, revocation.reason, revocation.revoked_at
+                    );
+                    Ok::<(), String>(())
+                })
+            }
         }
     }
 }

@@ -6,11 +6,11 @@
 //! workloads over SDS or as files.
 
 pub mod agent;
+pub mod args;
 pub mod authn;
 pub mod ca;
+pub mod crl;
 pub mod ledger;
 pub mod metrics;
-pub mod service;
-pub mod args;
-pub mod crl;
 pub mod server;
+pub mod service;

@@ -81,9 +81,9 @@ pub struct CitadelConfig {
 impl CitadelConfig {
     /// The ledger URL in force.
     pub fn ledger_url(&self) -> String {
-        self.ledger_url.clone().unwrap_or_else(|| {
-            format!("sqlite://{}", self.data_dir.join("ledger.db").display())
-        })
+        self.ledger_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("ledger.db").display()))
     }
 
     /// The CA files' source.
@@ -203,7 +203,10 @@ fn peer_context(_: &tonic::metadata::MetadataMap, ext: &tonic::Extensions) -> Ca
 }
 
 /// Binds citadel's ports and starts its tasks.
-pub async fn start(config: CitadelConfig, shutdown: CancellationToken) -> Result<Running, CitadelError> {
+pub async fn start(
+    config: CitadelConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, CitadelError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| MaterialError::Io {
         path: config.data_dir.clone(),
         source,
@@ -263,7 +266,8 @@ pub async fn start(config: CitadelConfig, shutdown: CancellationToken) -> Result
     )
     .map_err(|e| CitadelError::Identity(e.to_string()))?;
     let serving = Arc::new(SharedIdentity::new(None));
-    let serving_not_after = renew_serving(&authority, &identity, &config.serving_dns_names, &serving)?;
+    let serving_not_after =
+        renew_serving(&authority, &identity, &config.serving_dns_names, &serving)?;
 
     let service = CaService::new(
         authority.clone(),
@@ -273,8 +277,11 @@ pub async fn start(config: CitadelConfig, shutdown: CancellationToken) -> Result
         Arc::new(peer_context),
     );
     let grpc_listener = mesh_runtime::bind(config.grpc_addr, "citadel CA").await?;
-    let monitoring_listener = mesh_runtime::bind(config.monitoring_addr, "citadel monitoring").await?;
-    let grpc_addr = grpc_listener.local_addr().map_err(CitadelError::Monitoring)?;
+    let monitoring_listener =
+        mesh_runtime::bind(config.monitoring_addr, "citadel monitoring").await?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(CitadelError::Monitoring)?;
     let monitoring_addr = monitoring_listener
         .local_addr()
         .map_err(CitadelError::Monitoring)?;
@@ -282,12 +289,11 @@ pub async fn start(config: CitadelConfig, shutdown: CancellationToken) -> Result
         .map_err(|e| CitadelError::Task(e.to_string()))?;
     let router = router.add_service(IstioCertificateServiceServer::new(service));
     let acceptor = MtlsAcceptor::new(serving.clone(), ClientAuth::Optional);
-    let admin = AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(routes(
-        DebugState {
+    let admin =
+        AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(routes(DebugState {
             authority: authority.clone(),
             ledger: ledger.clone(),
-        },
-    ));
+        }));
 
     let mut tasks = JoinSet::new();
     let sd = shutdown.clone();
@@ -349,7 +355,8 @@ fn renew_serving(
         .collect();
     let roots = material.roots.iter().map(|r| r.der.clone()).collect();
     let key = PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let tls = TlsIdentity::new(chain, key, roots).map_err(|e| CitadelError::Identity(e.to_string()))?;
+    let tls =
+        TlsIdentity::new(chain, key, roots).map_err(|e| CitadelError::Identity(e.to_string()))?;
     serving.set(tls);
     Ok(issued.not_after)
 }
@@ -385,7 +392,8 @@ async fn refresh_loop(mut s: RefreshLoop) -> Result<(), CitadelError> {
             s.metrics
                 .observe_material(s.authority.material().as_deref().map_err(String::as_str));
         }
-        let half_life = (s.serving_not_after - now) < time::Duration::seconds(SERVING_TTL.as_secs() as i64 / 2);
+        let half_life =
+            (s.serving_not_after - now) < time::Duration::seconds(SERVING_TTL.as_secs() as i64 / 2);
         if changed || half_life {
             match renew_serving(&s.authority, &s.identity, &s.dns_names, &s.serving) {
                 Ok(not_after) => s.serving_not_after = not_after,

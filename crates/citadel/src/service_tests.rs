@@ -249,3 +249,70 @@ fn bearer_tokens_are_read_from_the_authorization_header() {
     md.insert("authorization", "Basic xyz".parse().unwrap());
     assert!(bearer(&md).is_none());
 }
+
+/// A writer collecting everything logged, for the test below.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn keys_and_tokens_never_reach_the_log() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let f = fixture().await;
+    let token = f
+        .issuer
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap();
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    f.service
+        .create(with_token(&token), request(csr(vec![]), 0))
+        .await
+        .unwrap();
+    for ctx in [with_token(&forged), CallerContext::default()] {
+        let _ = f.service.create(ctx, request(csr(vec![]), 0)).await;
+    }
+    let _ = f
+        .service
+        .create(
+            with_token(&token),
+            request(csr(vec![uri("spiffe://cluster.local/ns/x/sa/y")]), 0),
+        )
+        .await;
+    tracing::debug!(service = ?f.issuer, "state");
+
+    let log = String::from_utf8(captured.0.lock().clone()).unwrap();
+    assert!(
+        log.contains("CreateCertificate refused"),
+        "the refusals were logged: {log}"
+    );
+    let ca_key = std::fs::read_to_string(f._tmp.path().join("ca/ca-key.pem")).unwrap();
+    let token_key =
+        std::fs::read_to_string(f._tmp.path().join("tokens/token-signing-key.pem")).unwrap();
+    for secret in [&ca_key, &token_key] {
+        let body: String = secret.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!log.contains(&body[..32]), "key material in the log");
+    }
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "a token in the log");
+    assert!(
+        !log.contains(&forged[forged.len() - 20..]),
+        "a forged token in the log"
+    );
+    assert!(!log.contains("PRIVATE KEY"));
+}

@@ -143,8 +143,7 @@ pub async fn run(args: CitadelArgs) -> anyhow::Result<()> {
         );
     }
     let roots: Vec<CertificateDer<'static>> =
-        CertificateDer::pem_file_iter(data.join("ca/root-cert.pem"))?
-            .collect::<Result<_, _>>()?;
+        CertificateDer::pem_file_iter(data.join("ca/root-cert.pem"))?.collect::<Result<_, _>>()?;
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
         let channel = mesh_tls::channel_with(
@@ -178,7 +177,9 @@ pub async fn run(args: CitadelArgs) -> anyhow::Result<()> {
         "throughput: {ok} certificates in {:.2}s = {rate:.0}/s, {errors} errors, concurrency {}; latency {}",
         elapsed.as_secs_f64(),
         args.concurrency,
-        summarize(&samples).map(|s| s.to_string()).unwrap_or_default()
+        summarize(&samples)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
     );
     println!(
         "citadel CPU: {cpu:.2}s user+sys = {:.0} µs per certificate",
@@ -196,7 +197,11 @@ pub async fn run(args: CitadelArgs) -> anyhow::Result<()> {
         );
     }
     if let Some((rss, hwm)) = crate::proc::memory_kib(pid) {
-        println!("citadel memory: RSS {} MiB, peak {} MiB", rss / 1024, hwm / 1024);
+        println!(
+            "citadel memory: RSS {} MiB, peak {} MiB",
+            rss / 1024,
+            hwm / 1024
+        );
     }
     drop(child);
     Ok(())
@@ -245,7 +250,11 @@ async fn closed_loop(
     )
 }
 
-async fn open_loop(work: &Arc<Workload>, rate: u64, duration: Duration) -> (u64, u64, Vec<Duration>) {
+async fn open_loop(
+    work: &Arc<Workload>,
+    rate: u64,
+    duration: Duration,
+) -> (u64, u64, Vec<Duration>) {
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let start = Instant::now();
@@ -317,7 +326,12 @@ fn issue_rate(dir: &std::path::Path) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut n = 0usize;
     while start.elapsed() < Duration::from_secs(1) {
-        authority.issue(&caller, &csrs[n % csrs.len()], 0, time::OffsetDateTime::now_utc())?;
+        authority.issue(
+            &caller,
+            &csrs[n % csrs.len()],
+            0,
+            time::OffsetDateTime::now_utc(),
+        )?;
         n += 1;
     }
     if n == 0 {

@@ -206,10 +206,10 @@ impl JwtAuthenticator {
             .map(|d| d.as_secs())
             .unwrap_or_default();
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some((id, exp)) = self.verified.lock().get(&digest) {
-            if *exp > now {
-                return Ok(id.clone());
-            }
+        if let Some((id, exp)) = self.verified.lock().get(&digest)
+            && *exp > now
+        {
+            return Ok(id.clone());
         }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| invalid(format!("header: {e}")))?;

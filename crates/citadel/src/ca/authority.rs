@@ -192,10 +192,8 @@ impl Authority {
                 Ok(m) => m.signing.not_after - now <= seconds(self.policy.root_renew_before),
                 Err(_) => true,
             };
-            if due {
-                if let Err(e) = ensure_self_signed(dir, &self.policy, now) {
-                    tracing::error!(error = %e, "cannot renew the self-signed root");
-                }
+            if due && let Err(e) = ensure_self_signed(dir, &self.policy, now) {
+                tracing::error!(error = %e, "cannot renew the self-signed root");
             }
         }
         let current = stamps(self.source.dir());

@@ -223,13 +223,13 @@ impl CaMaterial {
                 "not a CA certificate (basicConstraints CA:FALSE)",
             ));
         }
-        if let Ok(Some(ku)) = parsed.key_usage() {
-            if !ku.value.key_cert_sign() {
-                return Err(invalid(
-                    CA_CERT,
-                    "key usage does not allow signing certificates",
-                ));
-            }
+        if let Ok(Some(ku)) = parsed.key_usage()
+            && !ku.value.key_cert_sign()
+        {
+            return Err(invalid(
+                CA_CERT,
+                "key usage does not allow signing certificates",
+            ));
         }
         // Each link is signed by the next; the last is a trusted root.
         for pair in chain.windows(2) {
@@ -247,10 +247,10 @@ impl CaMaterial {
                 "the signing certificate's chain does not lead to any root in root-cert.pem",
             ));
         }
-        if roots.iter().all(|r| r.fingerprint != top.fingerprint) {
-            if let Some(root) = roots.iter().find(|r| verify_signed_by(&top, r).is_ok()) {
-                chain.push(root.clone());
-            }
+        if roots.iter().all(|r| r.fingerprint != top.fingerprint)
+            && let Some(root) = roots.iter().find(|r| verify_signed_by(&top, r).is_ok())
+        {
+            chain.push(root.clone());
         }
         let issuer = Issuer::from_ca_cert_der(&signing.der, key)
             .map_err(|e| invalid(CA_CERT, format!("cannot sign with it: {e}")))?;
