@@ -1,0 +1,139 @@
+//! Keys and tokens never reach citadel's log, even at TRACE level. Its own test
+//! binary, so the captured subscriber is the process's global one.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{sync::Arc, time::Duration};
+
+use citadel::{
+    authn::{
+        Authenticators, CallerContext, JwksSource, JwtAuthenticator, JwtConfig, LocalIssuer,
+        Secret,
+        local::{CA_AUDIENCE, LOCAL_ISSUER},
+    },
+    ca::{Authority, CaPolicy, CaSource, IssuedCert},
+    metrics::CaMetrics,
+    service::{CaService, Recorder},
+};
+use futures::future::BoxFuture;
+use mesh_api::ca::v1::IstioCertificateRequest;
+use parking_lot::Mutex;
+use rcgen::{CertificateParams, KeyPair, SanType, string::Ia5String};
+
+/// A writer collecting everything logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct Accept;
+
+impl Recorder for Accept {
+    fn record<'a>(&'a self, _: &'a IssuedCert) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn request(sans: Vec<SanType>) -> IstioCertificateRequest {
+    let mut p = CertificateParams::default();
+    p.subject_alt_names = sans;
+    IstioCertificateRequest {
+        csr: p
+            .serialize_request(&KeyPair::generate().unwrap())
+            .unwrap()
+            .pem()
+            .unwrap(),
+        validity_duration: 0,
+        metadata: None,
+    }
+}
+
+fn with_token(token: &str) -> CallerContext {
+    CallerContext {
+        bearer: Some(Secret::new(token)),
+        ..CallerContext::default()
+    }
+}
+
+#[tokio::test]
+async fn keys_and_tokens_never_reach_the_log() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .init();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let authority = Arc::new(
+        Authority::open(
+            CaSource::SelfSigned(tmp.path().join("ca")),
+            CaPolicy::default(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap(),
+    );
+    let issuer = LocalIssuer::load_or_create(&tmp.path().join("tokens")).unwrap();
+    let jwt = JwtAuthenticator::new(JwtConfig {
+        issuer: LOCAL_ISSUER.into(),
+        audiences: vec![CA_AUDIENCE.into()],
+        jwks: JwksSource::File(issuer.jwks_path()),
+        trust_domain: "cluster.local".into(),
+    })
+    .await
+    .unwrap();
+    let metrics = CaMetrics::register(&mut prometheus_client::registry::Registry::default());
+    let service = CaService::new(
+        authority.clone(),
+        Authenticators::new().with(jwt),
+        Arc::new(Accept),
+        metrics,
+        Arc::new(|_, _| CallerContext::default()),
+    );
+
+    let token = issuer
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap();
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    service
+        .create(with_token(&token), request(vec![]))
+        .await
+        .unwrap();
+    for ctx in [with_token(&forged), CallerContext::default()] {
+        assert!(service.create(ctx, request(vec![])).await.is_err());
+    }
+    let other = SanType::URI(Ia5String::try_from("spiffe://cluster.local/ns/x/sa/y").unwrap());
+    assert!(
+        service
+            .create(with_token(&token), request(vec![other]))
+            .await
+            .is_err()
+    );
+    tracing::debug!(issuer = ?issuer, authority = ?authority, material = ?authority.material(), "state");
+
+    let log = String::from_utf8(captured.0.lock().clone()).unwrap();
+    assert!(
+        log.contains("CreateCertificate refused"),
+        "refusals are logged: {log}"
+    );
+    for file in ["ca/ca-key.pem", "tokens/token-signing-key.pem"] {
+        let pem = std::fs::read_to_string(tmp.path().join(file)).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!log.contains(&body[..32]), "{file} in the log");
+    }
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "a token in the log");
+    assert!(
+        !log.contains(&forged[forged.len() - 20..]),
+        "a forged token in the log"
+    );
+    assert!(!log.contains("PRIVATE KEY"));
+}
