@@ -42,6 +42,26 @@ pub enum Command {
     Analyze(check::AnalyzeArgs),
     /// Show each proxy connected to pilot: SYNCED, STALE or NACKED per xDS type.
     ProxyStatus(status::ProxyStatusArgs),
+    /// Print a token naming a namespace and service account, for citadel's
+    /// CreateCertificate (signed by the local issuer `meshctl up` runs).
+    Token(TokenArgs),
+}
+
+/// Flags of `meshctl token`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TokenArgs {
+    /// Namespace the token names.
+    #[arg(long)]
+    pub namespace: String,
+    /// Service account the token names.
+    #[arg(long)]
+    pub service_account: String,
+    /// `meshctl up`'s data directory (the key is under `citadel/tokens/`).
+    #[arg(long, default_value = ".dromon")]
+    pub data: std::path::PathBuf,
+    /// Token lifetime.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
 }
 
 impl Cli {
@@ -52,6 +72,21 @@ impl Cli {
             Command::Validate(args) => check::validate(&args),
             Command::Analyze(args) => check::analyze(&args),
             Command::ProxyStatus(args) => status::proxy_status(&args),
+            Command::Token(args) => match citadel::args::mint_token(
+                &args.data.join("citadel"),
+                &args.namespace,
+                &args.service_account,
+                args.ttl,
+            ) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meshctl token: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Command::Up(args) => {
                 mesh_runtime::run_main(&cli.log, "meshctl", |shutdown| up::up(args, shutdown))
             }
