@@ -41,7 +41,18 @@ impl SotwClient {
 
     /// Opens a stream presenting `node` in its requests.
     pub async fn connect_node(endpoint: String, node: Node) -> anyhow::Result<Self> {
-        let mut client = AggregatedDiscoveryServiceClient::connect(endpoint).await?;
+        let channel = tonic::transport::Endpoint::from_shared(endpoint)?
+            .connect()
+            .await?;
+        Self::connect_channel(channel, node).await
+    }
+
+    /// Opens a stream over `channel` (an mTLS channel, say), presenting `node`.
+    pub async fn connect_channel(
+        channel: tonic::transport::Channel,
+        node: Node,
+    ) -> anyhow::Result<Self> {
+        let mut client = AggregatedDiscoveryServiceClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
         let resp = client
             .stream_aggregated_resources(ReceiverStream::new(rx))

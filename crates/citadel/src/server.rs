@@ -288,7 +288,8 @@ pub async fn start(
     let (_support, router) = GrpcSupport::router(&[CA_SERVICE], &[], &readiness, shutdown.clone())
         .map_err(|e| CitadelError::Task(e.to_string()))?;
     let router = router.add_service(IstioCertificateServiceServer::new(service));
-    let acceptor = MtlsAcceptor::new(serving.clone(), ClientAuth::Optional);
+    let acceptor = MtlsAcceptor::new(serving.clone(), ClientAuth::Optional)
+        .with_metrics(mesh_tls::TlsMetrics::register(&mut registry));
     let admin =
         AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(routes(DebugState {
             authority: authority.clone(),
@@ -298,9 +299,7 @@ pub async fn start(
     let mut tasks = JoinSet::new();
     let sd = shutdown.clone();
     tasks.spawn(async move {
-        let incoming = mesh_tls::incoming(grpc_listener, acceptor, sd.clone());
-        router
-            .serve_with_incoming_shutdown(incoming, sd.cancelled_owned())
+        mesh_runtime::grpc::serve_mtls(grpc_listener, acceptor, router, sd)
             .await
             .map_err(CitadelError::from)
     });

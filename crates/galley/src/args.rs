@@ -29,6 +29,22 @@ pub struct Args {
     /// Longest a burst of file events is held before it is published.
     #[arg(long, env = "GALLEY_DEBOUNCE_MAX", default_value = "80ms", value_parser = humantime::parse_duration)]
     pub debounce_max: Duration,
+    /// Directory with this galley's certificate (`cert-chain.pem`, `key.pem`,
+    /// `root-cert.pem`, as citadel's agent writes them); enables the mTLS MCP port.
+    #[arg(long, env = "GALLEY_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// mTLS MCP listen address (with `--tls-dir`).
+    #[arg(long, env = "GALLEY_MCP_MTLS_ADDR", default_value = "0.0.0.0:9902")]
+    pub mcp_mtls_addr: SocketAddr,
+    /// Client identities allowed on the mTLS port, comma-separated SPIFFE IDs where
+    /// a namespace or service account may be `*`.
+    #[arg(
+        long,
+        env = "GALLEY_ALLOWED_CLIENTS",
+        value_delimiter = ',',
+        default_value = crate::DEFAULT_ALLOWED_CLIENTS
+    )]
+    pub allowed_clients: Vec<mesh_tls::IdentityPattern>,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -48,6 +64,11 @@ impl Args {
             mcp_addr: self.mcp_addr,
             monitoring_addr: self.monitoring_addr,
             default_namespace: self.default_namespace.clone(),
+            tls: self.tls_dir.as_ref().map(|dir| crate::GalleyTls {
+                dir: dir.clone(),
+                mcp_mtls_addr: self.mcp_mtls_addr,
+                allowed: self.allowed_clients.clone(),
+            }),
         }
     }
 

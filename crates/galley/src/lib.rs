@@ -64,7 +64,26 @@ pub struct GalleyConfig {
     pub monitoring_addr: SocketAddr,
     /// Namespace of resources that name none.
     pub default_namespace: String,
+    /// The mTLS MCP port, when galley has a certificate.
+    pub tls: Option<GalleyTls>,
 }
+
+/// galley's mTLS MCP port: clients (pilot, the mixers) present citadel-issued
+/// certificates, and only the identities allowed may read configuration.
+#[derive(Debug, Clone)]
+pub struct GalleyTls {
+    /// Directory with `cert-chain.pem`, `key.pem` and `root-cert.pem`, renewed in
+    /// place by citadel's agent.
+    pub dir: PathBuf,
+    /// mTLS MCP listen address.
+    pub mcp_mtls_addr: SocketAddr,
+    /// Client identities allowed to read (`*` for any namespace or service account).
+    pub allowed: Vec<mesh_tls::IdentityPattern>,
+}
+
+/// Identities allowed on galley's mTLS port by default: the control plane's
+/// namespace.
+pub const DEFAULT_ALLOWED_CLIENTS: &str = "spiffe://cluster.local/ns/istio-system/sa/*";
 
 /// galley failed to start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +103,9 @@ pub enum GalleyError {
     /// The monitoring server failed.
     #[error("monitoring server failed: {0}")]
     Monitoring(std::io::Error),
+    /// The certificate directory of the mTLS port is unusable.
+    #[error("mTLS identity: {0}")]
+    Tls(#[from] mesh_tls::TlsError),
     /// A task panicked or was cancelled.
     #[error("galley task failed: {0}")]
     Task(String),
@@ -104,6 +126,8 @@ pub struct GalleyState {
 pub struct Running {
     /// The bound MCP address.
     pub mcp_addr: SocketAddr,
+    /// The bound mTLS MCP address, when serving one.
+    pub mcp_mtls_addr: Option<SocketAddr>,
     /// The bound monitoring address.
     pub monitoring_addr: SocketAddr,
     /// Becomes ready once the first snapshot is published.
@@ -180,6 +204,16 @@ pub async fn start(
     );
 
     let mcp_listener = mesh_runtime::bind(config.mcp_addr, "galley MCP").await?;
+    let secure = match &config.tls {
+        Some(tls) => {
+            let identity = Arc::new(mesh_tls::FileIdentity::open(&tls.dir)?);
+            let acceptor = mesh_tls::MtlsAcceptor::new(identity, mesh_tls::ClientAuth::Required)
+                .with_metrics(mesh_tls::TlsMetrics::register(&mut registry));
+            let listener = mesh_runtime::bind(tls.mcp_mtls_addr, "galley mTLS MCP").await?;
+            Some((listener, acceptor, tls.allowed.clone()))
+        }
+        None => None,
+    };
     let monitoring_listener =
         mesh_runtime::bind(config.monitoring_addr, "galley monitoring").await?;
     let mcp_addr = mcp_listener.local_addr().map_err(GalleyError::Monitoring)?;
@@ -189,11 +223,26 @@ pub async fn start(
 
     let (_support, router) = GrpcSupport::router(&[ADS_SERVICE], &[], &readiness, shutdown.clone())
         .map_err(|e| GalleyError::Reflection(e.to_string()))?;
+    let mut tasks = JoinSet::new();
+    let mut mcp_mtls_addr = None;
+    if let Some((listener, acceptor, allowed)) = secure {
+        mcp_mtls_addr = Some(listener.local_addr().map_err(GalleyError::Monitoring)?);
+        let service = ads
+            .clone()
+            .into_service()
+            .with_authorizer(Arc::new(mesh_xds::AllowIdentities(allowed)));
+        let router = router.clone().add_service(service);
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            mesh_runtime::grpc::serve_mtls(listener, acceptor, router, sd)
+                .await
+                .map_err(GalleyError::from)
+        });
+    }
     let router = router.add_service(ads.into_service());
     let admin = AdminServer::new(Arc::new(registry), readiness.clone())
         .with_routes(debug::routes(state.clone(), status));
 
-    let mut tasks = JoinSet::new();
     let sd = shutdown.clone();
     tasks.spawn(async move {
         mesh_runtime::grpc::serve(mcp_listener, router, sd)
@@ -231,6 +280,7 @@ pub async fn start(
     tasks.spawn(processor.run(rx, shutdown));
     Ok(Running {
         mcp_addr,
+        mcp_mtls_addr,
         monitoring_addr,
         readiness,
         cache,

@@ -48,6 +48,7 @@ async fn store_follows_galley() {
             mcp_addr: "127.0.0.1:0".parse().unwrap(),
             monitoring_addr: "127.0.0.1:0".parse().unwrap(),
             default_namespace: "default".into(),
+            tls: None,
         },
         stop.clone(),
     )

@@ -89,6 +89,39 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    serve_incoming(incoming, router, shutdown).await
+}
+
+/// As [`serve`], on an mTLS port: connections are handshaken by `acceptor` (whose
+/// identity source gives the current certificate, so a renewal needs no restart),
+/// and every request carries the peer's [`mesh_tls::PeerInfo`].
+pub async fn serve_mtls(
+    listener: tokio::net::TcpListener,
+    acceptor: mesh_tls::MtlsAcceptor,
+    router: Router,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = mesh_tls::incoming(listener, acceptor, shutdown.clone());
+    serve_incoming(incoming, router, shutdown).await
+}
+
+/// As [`serve`], on connections accepted elsewhere: an mTLS port hands over the
+/// connections whose handshake succeeded (`mesh_tls::incoming`).
+pub async fn serve_incoming<I, IO, IE>(
+    incoming: I,
+    router: Router,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let graceful =
         router.serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
     tokio::pin!(graceful);

@@ -100,6 +100,73 @@ impl FromStr for SpiffeId {
     }
 }
 
+/// Which identities a server lets in: a SPIFFE ID whose namespace or service
+/// account may be `*` (any), e.g. `spiffe://cluster.local/ns/istio-system/sa/*`
+/// for every control-plane workload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityPattern {
+    trust_domain: String,
+    namespace: Option<String>,
+    service_account: Option<String>,
+}
+
+impl IdentityPattern {
+    /// Whether `id` matches.
+    pub fn matches(&self, id: &SpiffeId) -> bool {
+        id.trust_domain == self.trust_domain
+            && self.namespace.as_ref().is_none_or(|ns| *ns == id.namespace)
+            && self
+                .service_account
+                .as_ref()
+                .is_none_or(|sa| *sa == id.service_account)
+    }
+}
+
+impl fmt::Display for IdentityPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "spiffe://{}/ns/{}/sa/{}",
+            self.trust_domain,
+            self.namespace.as_deref().unwrap_or("*"),
+            self.service_account.as_deref().unwrap_or("*")
+        )
+    }
+}
+
+impl FromStr for IdentityPattern {
+    type Err = SpiffeIdError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Check the pattern as an ID whose wildcards are stood in for by a valid
+        // segment, then put the wildcards back.
+        let rest = s.strip_prefix("spiffe://").ok_or(SpiffeIdError::Scheme)?;
+        let (trust_domain, path) = rest.split_once('/').ok_or(SpiffeIdError::Path)?;
+        let mut parts = path.split('/');
+        let (ns, sa) = match (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) {
+            (Some("ns"), Some(ns), Some("sa"), Some(sa), None) => (ns, sa),
+            _ => return Err(SpiffeIdError::Path),
+        };
+        let wild = |v: &str| (v != "*").then(|| v.to_string());
+        let id = SpiffeId::new(
+            trust_domain,
+            if ns == "*" { "any" } else { ns },
+            if sa == "*" { "any" } else { sa },
+        )?;
+        Ok(Self {
+            trust_domain: id.trust_domain,
+            namespace: wild(ns),
+            service_account: wild(sa),
+        })
+    }
+}
+
 fn check_trust_domain(td: &str) -> Result<(), SpiffeIdError> {
     let ok = !td.is_empty()
         && td.len() <= 255
@@ -138,6 +205,33 @@ fn check_segment(part: &'static str, value: &str) -> Result<(), SpiffeIdError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_match_by_part() {
+        let id = |s: &str| s.parse::<SpiffeId>().unwrap();
+        let pat = |s: &str| s.parse::<IdentityPattern>().unwrap();
+        let pilot = id("spiffe://cluster.local/ns/istio-system/sa/pilot");
+        assert!(pat("spiffe://cluster.local/ns/istio-system/sa/*").matches(&pilot));
+        assert!(pat("spiffe://cluster.local/ns/*/sa/pilot").matches(&pilot));
+        assert!(pat("spiffe://cluster.local/ns/*/sa/*").matches(&pilot));
+        assert!(pat("spiffe://cluster.local/ns/istio-system/sa/pilot").matches(&pilot));
+        assert!(!pat("spiffe://cluster.local/ns/istio-system/sa/galley").matches(&pilot));
+        assert!(!pat("spiffe://other.domain/ns/*/sa/*").matches(&pilot));
+        assert!(!pat("spiffe://cluster.local/ns/default/sa/*").matches(&pilot));
+        assert_eq!(
+            pat("spiffe://cluster.local/ns/istio-system/sa/*").to_string(),
+            "spiffe://cluster.local/ns/istio-system/sa/*"
+        );
+        for bad in [
+            "cluster.local/ns/a/sa/b",
+            "spiffe://cluster.local/ns/a",
+            "spiffe://*/ns/a/sa/b",
+            "spiffe://cluster.local/ns/a*/sa/b",
+            "spiffe://cluster.local/ns/a/sa/b/c",
+        ] {
+            assert!(bad.parse::<IdentityPattern>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn round_trips() {

@@ -39,7 +39,7 @@ pub use client::{
     ClientCredentials, MtlsConnector, ServerIdentity, SpiffeServerVerifier, channel, channel_with,
 };
 pub use error::TlsError;
-pub use identity::{SpiffeId, SpiffeIdError};
+pub use identity::{IdentityPattern, SpiffeId, SpiffeIdError};
 pub use material::{CERT_CHAIN_FILE, KEY_FILE, ROOT_CERT_FILE, TlsIdentity};
 pub use metrics::TlsMetrics;
 pub use peer::{PeerInfo, peer_identity, peer_info, peer_info_from_extensions, remote_addr};

@@ -60,6 +60,9 @@ pub struct DeltaClientConfig {
 /// A delta ADS client following a server.
 pub struct DeltaClient<H> {
     config: DeltaClientConfig,
+    /// A channel to use instead of dialing `config.endpoint` in plaintext (an mTLS
+    /// channel, say).
+    channel: Option<tonic::transport::Channel>,
     handler: H,
     /// What the handler holds: type -> name -> version.
     versions: HashMap<String, HashMap<String, String>>,
@@ -82,10 +85,19 @@ impl<H: DeltaHandler> DeltaClient<H> {
     pub fn new(config: DeltaClientConfig, handler: H) -> Self {
         Self {
             config,
+            channel: None,
             handler,
             versions: HashMap::new(),
             synced: watch::channel(false).0,
         }
+    }
+
+    /// Talks to the server over `channel` (for instance an mTLS channel) rather
+    /// than a plaintext connection to the configured endpoint, which then only
+    /// names the server in logs.
+    pub fn with_channel(mut self, channel: tonic::transport::Channel) -> Self {
+        self.channel = Some(channel);
+        self
     }
 
     /// Becomes true once every type has had a first response (and stays true across
@@ -131,10 +143,13 @@ impl<H: DeltaHandler> DeltaClient<H> {
     /// One stream's life. Returns whether any response was received, with the reason
     /// it ended.
     async fn stream_once(&mut self) -> Result<bool, (bool, StreamEnd)> {
-        let mut client = AggregatedDiscoveryServiceClient::connect(self.config.endpoint.clone())
-            .await
-            .map_err(|e| (false, e.into()))?
-            .max_decoding_message_size(64 * 1024 * 1024);
+        let client = match &self.channel {
+            Some(channel) => AggregatedDiscoveryServiceClient::new(channel.clone()),
+            None => AggregatedDiscoveryServiceClient::connect(self.config.endpoint.clone())
+                .await
+                .map_err(|e| (false, e.into()))?,
+        };
+        let mut client = client.max_decoding_message_size(64 * 1024 * 1024);
         let (tx, rx) = mpsc::channel(16);
         let node = Node {
             id: self.config.node_id.clone(),

@@ -28,7 +28,7 @@ pub mod status;
 pub use cache::{NodeGrouper, Published, SingleGroup, SnapshotCache};
 pub use metrics::XdsMetrics;
 pub use resource::{Snapshot, TypedResources, XdsResource};
-pub use server::{AdsServer, ServerOptions};
+pub use server::{AdsServer, AdsService, AllowIdentities, NodeAuthorizer, ServerOptions};
 pub use status::SyncStatus;
 
 /// Envoy's discovery types, re-exported for users of this crate.

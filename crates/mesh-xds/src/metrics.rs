@@ -42,6 +42,8 @@ pub struct XdsMetrics {
     pub nacks: Family<TypeLabels, Counter>,
     /// Streams refused because the server was not ready.
     pub refused_not_ready: Counter,
+    /// Streams refused because the client's identity may not ask for its node.
+    pub refused_unauthorized: Counter,
     /// Time to compute and queue one stream's responses to a snapshot change or a
     /// request, waiting for a push slot included.
     pub push_seconds: Histogram,
@@ -58,6 +60,7 @@ impl Default for XdsMetrics {
             requests: Family::default(),
             nacks: Family::default(),
             refused_not_ready: Counter::default(),
+            refused_unauthorized: Counter::default(),
             push_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 18)),
             convergence_seconds: Histogram::new(exponential_buckets(0.000_5, 2.0, 16)),
         }
@@ -89,6 +92,11 @@ impl XdsMetrics {
             "refused_not_ready",
             "xDS streams refused before the server's sources were loaded",
             m.refused_not_ready.clone(),
+        );
+        r.register(
+            "refused_unauthorized",
+            "xDS streams refused because the client's identity does not match the node it claims",
+            m.refused_unauthorized.clone(),
         );
         r.register(
             "push_duration_seconds",

@@ -36,6 +36,45 @@ use crate::{
     status::{Nack, StreamGuard, SyncStatus, TypeStatus},
 };
 
+/// Decides whether the client on a stream may be served the node it claims, from
+/// what its connection proved (the mTLS peer, if any) and the `Node` of its first
+/// request. A refusal ends the stream with the returned status.
+pub trait NodeAuthorizer: Send + Sync + 'static {
+    /// `Ok` to serve the stream; `Err` (usually `PermissionDenied`) to end it.
+    fn authorize(
+        &self,
+        peer: Option<&mesh_tls::PeerInfo>,
+        node: Option<&mesh_api::envoy::envoy::config::core::v3::Node>,
+    ) -> Result<(), Status>;
+}
+
+/// A [`NodeAuthorizer`] for servers whose clients are known workloads (galley's
+/// mTLS MCP port): the client's certificate must name an identity matching one of
+/// the patterns, whatever node it claims.
+#[derive(Debug, Clone)]
+pub struct AllowIdentities(pub Vec<mesh_tls::IdentityPattern>);
+
+impl NodeAuthorizer for AllowIdentities {
+    fn authorize(
+        &self,
+        peer: Option<&mesh_tls::PeerInfo>,
+        _node: Option<&mesh_api::envoy::envoy::config::core::v3::Node>,
+    ) -> Result<(), Status> {
+        let Some(id) = peer.and_then(|p| p.identity.as_ref()) else {
+            return Err(Status::unauthenticated(
+                "a client certificate naming a SPIFFE identity is required",
+            ));
+        };
+        if self.0.iter().any(|p| p.matches(id)) {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "identity {id} may not read from this server"
+            )))
+        }
+    }
+}
+
 /// The full gRPC name of the service.
 pub const SERVICE_NAME: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const SOTW_PATH: &str =
@@ -113,7 +152,10 @@ impl AdsServer {
 
     /// The tonic service to add to a server.
     pub fn into_service(self) -> AdsService {
-        AdsService { server: self }
+        AdsService {
+            server: self,
+            authorizer: None,
+        }
     }
 
     fn check_ready(&self) -> Result<(), Status> {
@@ -132,6 +174,7 @@ impl AdsServer {
     fn serve_stream<P: Protocol, B>(
         &self,
         req: http::Request<B>,
+        authorizer: Option<Arc<dyn NodeAuthorizer>>,
     ) -> http::Response<tonic::body::Body>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -141,11 +184,11 @@ impl AdsServer {
             return status.into_http();
         }
         let (parts, body) = req.into_parts();
-        let peer = parts
-            .extensions
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr())
-            .map(|a| a.to_string());
+        let peer = mesh_tls::remote_addr(&parts.extensions).map(|a| a.to_string());
+        let gate = authorizer.map(|authorizer| Gate {
+            authorizer,
+            peer: mesh_tls::peer_info_from_extensions(&parts.extensions).cloned(),
+        });
         let inbound = Streaming::new_request(
             tonic_prost::ProstDecoder::<P::Req>::new(BufferSettings::default()),
             body,
@@ -159,6 +202,7 @@ impl AdsServer {
             inbound,
             tx,
             peer,
+            gate,
         ));
         let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
             rx,
@@ -177,6 +221,22 @@ impl AdsServer {
 #[derive(Clone)]
 pub struct AdsService {
     server: AdsServer,
+    authorizer: Option<Arc<dyn NodeAuthorizer>>,
+}
+
+impl AdsService {
+    /// Checks every stream's first request with `authorizer` (for a port whose
+    /// clients prove an identity, such as pilot's mTLS port).
+    pub fn with_authorizer(mut self, authorizer: Arc<dyn NodeAuthorizer>) -> Self {
+        self.authorizer = Some(authorizer);
+        self
+    }
+}
+
+/// What a stream checks its first request against.
+struct Gate {
+    authorizer: Arc<dyn NodeAuthorizer>,
+    peer: Option<mesh_tls::PeerInfo>,
 }
 
 impl NamedService for AdsService {
@@ -198,8 +258,12 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let response = match req.uri().path() {
-            SOTW_PATH => self.server.serve_stream::<SotwStream, B>(req),
-            DELTA_PATH => self.server.serve_stream::<DeltaStream, B>(req),
+            SOTW_PATH => self
+                .server
+                .serve_stream::<SotwStream, B>(req, self.authorizer.clone()),
+            DELTA_PATH => self
+                .server
+                .serve_stream::<DeltaStream, B>(req, self.authorizer.clone()),
             _ => Status::unimplemented("unknown method").into_http(),
         };
         Box::pin(async move { Ok(response) })
@@ -383,6 +447,7 @@ async fn run_stream<P: Protocol>(
     mut inbound: Streaming<P::Req>,
     tx: mpsc::Sender<Result<Encoded, Status>>,
     peer: Option<String>,
+    gate: Option<Gate>,
 ) {
     let guard: StreamGuard = inner.status.register(P::NAME, peer);
     inner.metrics.connected.inc();
@@ -410,6 +475,19 @@ async fn run_stream<P: Protocol>(
                 if snapshots.is_none() {
                     let n = P::node(&req);
                     node = node_id(n);
+                    if let Some(gate) = &gate
+                        && let Err(status) = gate.authorizer.authorize(gate.peer.as_ref(), n)
+                    {
+                        inner.metrics.refused_unauthorized.inc();
+                        let identity = gate
+                            .peer
+                            .as_ref()
+                            .and_then(|p| p.identity.as_ref())
+                            .map(|id| id.to_string());
+                        tracing::warn!(%node, identity = identity.as_deref().unwrap_or("<none>"), error = %status.message(), "xDS stream refused");
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
                     let group = inner.grouper.group(n);
                     let cluster = n.map(|n| n.cluster.clone()).unwrap_or_default();
                     guard.update(|s| {

@@ -54,6 +54,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             mcp_addr: at(ports::GALLEY_MCP),
             monitoring_addr: at(ports::GALLEY_MONITORING),
             default_namespace: args.default_namespace.clone(),
+            tls: None,
         },
         shutdown.clone(),
     )
@@ -66,6 +67,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             monitoring_addr: at(ports::PILOT_MONITORING),
             debounce: Duration::from_millis(100),
             debounce_max: Duration::from_secs(10),
+            tls: None,
         },
         shutdown.clone(),
     )

@@ -34,6 +34,18 @@ pub struct Args {
     /// Longest a burst of changes is held before a push.
     #[arg(long, env = "PILOT_DEBOUNCE_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
     pub debounce_max: Duration,
+    /// Directory with pilot's certificate (`cert-chain.pem`, `key.pem`,
+    /// `root-cert.pem`, as citadel's agent writes them): enables the mTLS xDS port
+    /// and following galley over `https://`.
+    #[arg(long, env = "PILOT_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// mTLS xDS listen address (with `--tls-dir`).
+    #[arg(long, env = "PILOT_XDS_MTLS_ADDR", default_value = "0.0.0.0:15011")]
+    pub xds_mtls_addr: SocketAddr,
+    /// SPIFFE identity galley's certificate must name (default: any identity of
+    /// pilot's trust domain).
+    #[arg(long, env = "PILOT_GALLEY_IDENTITY")]
+    pub galley_identity: Option<mesh_tls::SpiffeId>,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -53,6 +65,11 @@ impl Args {
             monitoring_addr: self.monitoring_addr,
             debounce: self.debounce,
             debounce_max: self.debounce_max,
+            tls: self.tls_dir.as_ref().map(|dir| crate::server::PilotTls {
+                dir: dir.clone(),
+                xds_mtls_addr: self.xds_mtls_addr,
+                galley_identity: self.galley_identity.clone(),
+            }),
         }
     }
 

@@ -178,7 +178,7 @@ impl Proxy {
     }
 }
 
-fn string_value(v: &Value) -> Option<&str> {
+pub(crate) fn string_value(v: &Value) -> Option<&str> {
     match &v.kind {
         Some(Kind::StringValue(s)) => Some(s),
         _ => None,

@@ -14,7 +14,7 @@ use axum::{Json, Router, extract::State, routing::get};
 use mesh_mcp::{McpStore, McpView, collections};
 use mesh_runtime::{AdminServer, GrpcSupport, Readiness};
 use mesh_xds::{
-    AdsServer, NodeGrouper, ServerOptions, SnapshotCache, SyncStatus, XdsMetrics,
+    AdsServer, NodeAuthorizer, NodeGrouper, ServerOptions, SnapshotCache, SyncStatus, XdsMetrics,
     client::{DeltaClient, DeltaClientConfig},
 };
 use parking_lot::RwLock;
@@ -64,6 +64,64 @@ pub struct PilotConfig {
     pub debounce: Duration,
     /// Longest a burst is held.
     pub debounce_max: Duration,
+    /// The mTLS xDS port and the mTLS connection to galley, when pilot has a
+    /// certificate.
+    pub tls: Option<PilotTls>,
+}
+
+/// pilot's certificate and what it is used for: the mTLS xDS port (15011), where
+/// each proxy's certificate must name the namespace (and service account) its node
+/// claims, and following galley over `https://`.
+#[derive(Debug, Clone)]
+pub struct PilotTls {
+    /// Directory with `cert-chain.pem`, `key.pem` and `root-cert.pem`, renewed in
+    /// place by citadel's agent.
+    pub dir: PathBuf,
+    /// mTLS xDS listen address.
+    pub xds_mtls_addr: SocketAddr,
+    /// The identity galley's certificate must name (default: any identity of
+    /// pilot's own trust domain).
+    pub galley_identity: Option<mesh_tls::SpiffeId>,
+}
+
+/// The [`NodeAuthorizer`] of pilot's mTLS port: a proxy is served only the
+/// configuration of the namespace its certificate names, and when its node
+/// metadata states a `SERVICE_ACCOUNT`, that must be the certificate's too.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProxyAuthorizer;
+
+impl NodeAuthorizer for ProxyAuthorizer {
+    fn authorize(
+        &self,
+        peer: Option<&mesh_tls::PeerInfo>,
+        node: Option<&mesh_api::envoy::envoy::config::core::v3::Node>,
+    ) -> Result<(), tonic::Status> {
+        let Some(id) = peer.and_then(|p| p.identity.as_ref()) else {
+            return Err(tonic::Status::unauthenticated(
+                "a client certificate naming a SPIFFE identity is required",
+            ));
+        };
+        let proxy = Proxy::from_node(node);
+        if proxy.namespace != id.namespace() {
+            return Err(tonic::Status::permission_denied(format!(
+                "identity {id} may not act for a proxy in namespace {:?}",
+                proxy.namespace
+            )));
+        }
+        let claimed_sa = node
+            .and_then(|n| n.metadata.as_ref())
+            .and_then(|m| m.fields.get("SERVICE_ACCOUNT"))
+            .and_then(crate::proxy::string_value)
+            .filter(|s| !s.is_empty());
+        if let Some(sa) = claimed_sa
+            && sa != id.service_account()
+        {
+            return Err(tonic::Status::permission_denied(format!(
+                "identity {id} may not act for service account {sa:?}"
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// pilot failed to start or stopped with an error.
@@ -84,6 +142,13 @@ pub enum PilotError {
     /// The monitoring server failed.
     #[error("monitoring server failed: {0}")]
     Monitoring(std::io::Error),
+    /// The certificate directory is unusable, or galley's endpoint does not fit
+    /// the TLS settings.
+    #[error("mTLS: {0}")]
+    Tls(#[from] mesh_tls::TlsError),
+    /// Inconsistent settings.
+    #[error("{0}")]
+    Config(String),
     /// A task failed.
     #[error("pilot task failed: {0}")]
     Task(String),
@@ -93,6 +158,8 @@ pub enum PilotError {
 pub struct Running {
     /// The bound xDS address.
     pub xds_addr: SocketAddr,
+    /// The bound mTLS xDS address, when serving one.
+    pub xds_mtls_addr: Option<SocketAddr>,
     /// The bound monitoring address.
     pub monitoring_addr: SocketAddr,
     /// Ready once the first snapshot is published.
@@ -192,6 +259,10 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Running, PilotError> {
     let mut tasks = JoinSet::new();
+    let identity: Option<Arc<dyn mesh_tls::IdentitySource>> = match &config.tls {
+        Some(tls) => Some(Arc::new(mesh_tls::FileIdentity::open(&tls.dir)?)),
+        None => None,
+    };
     let endpoint = match &config.from {
         ConfigFrom::Galley(endpoint) => endpoint.clone(),
         ConfigFrom::Directory(path) => {
@@ -204,6 +275,7 @@ pub async fn start(
                     mcp_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                     monitoring_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                     default_namespace: "default".into(),
+                    tls: None,
                 },
                 shutdown.clone(),
             )
@@ -251,6 +323,25 @@ pub async fn start(
         shutdown.clone(),
     )
     .map_err(|e| PilotError::Reflection(e.to_string()))?;
+    let mut xds_mtls_addr = None;
+    if let (Some(tls), Some(identity)) = (&config.tls, &identity) {
+        let acceptor =
+            mesh_tls::MtlsAcceptor::new(identity.clone(), mesh_tls::ClientAuth::Required)
+                .with_metrics(mesh_tls::TlsMetrics::register(&mut registry));
+        let listener = mesh_runtime::bind(tls.xds_mtls_addr, "pilot mTLS xDS").await?;
+        xds_mtls_addr = Some(listener.local_addr().map_err(PilotError::Monitoring)?);
+        let service = ads
+            .clone()
+            .into_service()
+            .with_authorizer(Arc::new(ProxyAuthorizer));
+        let router = router.clone().add_service(service);
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            mesh_runtime::grpc::serve_mtls(listener, acceptor, router, sd)
+                .await
+                .map_err(PilotError::from)
+        });
+    }
     let router = router.add_service(ads.into_service());
     let admin = AdminServer::new(Arc::new(registry), readiness.clone())
         .with_routes(debug_routes(state.clone(), status));
@@ -270,7 +361,7 @@ pub async fn start(
 
     let store = McpStore::new();
     let views = store.subscribe();
-    let client = DeltaClient::new(
+    let mut client = DeltaClient::new(
         DeltaClientConfig {
             endpoint: endpoint.clone(),
             node_id: "pilot".into(),
@@ -280,6 +371,30 @@ pub async fn start(
         },
         store,
     );
+    if endpoint.starts_with("https://") {
+        let (Some(tls), Some(identity)) = (&config.tls, &identity) else {
+            return Err(PilotError::Config(format!(
+                "galley endpoint {endpoint} is https: pilot needs a certificate (--tls-dir)"
+            )));
+        };
+        let expect = match &tls.galley_identity {
+            Some(id) => mesh_tls::ServerIdentity::Exact(id.clone()),
+            None => {
+                let current = identity.current();
+                let td = current
+                    .as_ref()
+                    .and_then(|i| i.spiffe_id())
+                    .map(|id| id.trust_domain().to_string())
+                    .ok_or_else(|| {
+                        PilotError::Config(
+                            "pilot's certificate names no SPIFFE identity".to_string(),
+                        )
+                    })?;
+                mesh_tls::ServerIdentity::TrustDomain(td)
+            }
+        };
+        client = client.with_channel(mesh_tls::channel(&endpoint, identity.clone(), expect)?);
+    }
     let synced = client.synced();
     tracing::info!(%endpoint, "following galley");
     let sd = shutdown.clone();
@@ -299,6 +414,7 @@ pub async fn start(
     tasks.spawn(translator.run(views, synced, shutdown));
     Ok(Running {
         xds_addr,
+        xds_mtls_addr,
         monitoring_addr,
         readiness,
         tasks,
@@ -510,4 +626,99 @@ async fn config_dump(
         "configs": configs,
     }))
     .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use mesh_api::envoy::{
+        envoy::config::core::v3::Node,
+        google::protobuf::{Struct, Value, value::Kind},
+    };
+    use tonic::Code;
+
+    use super::*;
+
+    fn peer(id: Option<&str>) -> mesh_tls::PeerInfo {
+        mesh_tls::PeerInfo {
+            remote_addr: None,
+            certificates: None,
+            identity: id.map(|s| s.parse().unwrap()),
+        }
+    }
+
+    fn node(id: &str, meta: &[(&str, &str)]) -> Node {
+        Node {
+            id: id.into(),
+            metadata: Some(Struct {
+                fields: meta
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.to_string(),
+                            Value {
+                                kind: Some(Kind::StringValue(v.to_string())),
+                            },
+                        )
+                    })
+                    .collect(),
+            }),
+            ..Node::default()
+        }
+    }
+
+    const REVIEWS: &str = "spiffe://cluster.local/ns/bookinfo/sa/bookinfo-reviews";
+    const SIDECAR: &str = "sidecar~10.0.0.1~reviews-v1-abc.bookinfo~bookinfo.svc.cluster.local";
+
+    #[test]
+    fn a_proxy_is_served_only_the_namespace_and_account_its_certificate_names() {
+        let auth = ProxyAuthorizer;
+        let code = |p: Option<&str>, n: &Node| {
+            auth.authorize(Some(&peer(p)), Some(n))
+                .err()
+                .map(|s| s.code())
+        };
+        assert_eq!(code(Some(REVIEWS), &node(SIDECAR, &[])), None);
+        assert_eq!(
+            code(
+                Some(REVIEWS),
+                &node(SIDECAR, &[("SERVICE_ACCOUNT", "bookinfo-reviews")])
+            ),
+            None
+        );
+        // Metadata naming the namespace counts as the node id does.
+        assert_eq!(
+            code(
+                Some(REVIEWS),
+                &node("grpc-client", &[("NAMESPACE", "bookinfo")])
+            ),
+            None
+        );
+        assert_eq!(
+            code(
+                Some(REVIEWS),
+                &node(SIDECAR, &[("SERVICE_ACCOUNT", "bookinfo-ratings")])
+            ),
+            Some(Code::PermissionDenied)
+        );
+        assert_eq!(
+            code(
+                Some(REVIEWS),
+                &node("sidecar~10.0.0.1~x.default~default.svc.cluster.local", &[])
+            ),
+            Some(Code::PermissionDenied)
+        );
+        // A node naming no namespace is in `default`.
+        assert_eq!(
+            code(Some(REVIEWS), &node("grpc-client", &[])),
+            Some(Code::PermissionDenied)
+        );
+        assert_eq!(code(None, &node(SIDECAR, &[])), Some(Code::Unauthenticated));
+        assert_eq!(
+            auth.authorize(None, Some(&node(SIDECAR, &[])))
+                .unwrap_err()
+                .code(),
+            Code::Unauthenticated
+        );
+    }
 }

@@ -1,0 +1,327 @@
+//! The control plane over mutual TLS with certificates citadel issues: the real
+//! citadel, galley and pilot binaries, certificates fetched by `citadel agent`,
+//! galley's mTLS MCP port followed by pilot over `https://`, and proxies on pilot's
+//! mTLS xDS port served only the namespace and service account their certificate
+//! names.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::bail;
+use dromon_e2e::{
+    ChildGuard,
+    ads::{SotwClient, node},
+    bin_path, free_port, http_get, wait_http_ok,
+};
+use mesh_api::envoy::envoy::config::core::v3::Node;
+use mesh_tls::{ClientCredentials, FileIdentity, IdentitySource, ServerIdentity, SpiffeId};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+use tonic::Code;
+
+const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const WAIT: Duration = Duration::from_secs(15);
+const PILOT_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/pilot";
+const GALLEY_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/galley";
+/// A bookinfo sidecar's node id: namespace `bookinfo`.
+const PRODUCTPAGE_NODE: &str =
+    "sidecar~10.1.0.7~productpage-v1-7d4f.bookinfo~bookinfo.svc.cluster.local";
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/bookinfo")
+}
+
+fn addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+struct Plane {
+    _children: Vec<ChildGuard>,
+    citadel: SocketAddr,
+    citadel_data: PathBuf,
+    galley_mtls: SocketAddr,
+    galley_monitoring: SocketAddr,
+    pilot_xds: SocketAddr,
+    pilot_mtls: SocketAddr,
+    pilot_monitoring: SocketAddr,
+    tmp: PathBuf,
+}
+
+impl Plane {
+    /// citadel, then galley and pilot with certificates from `citadel agent --once`;
+    /// pilot follows galley over mTLS.
+    async fn start(tmp: &Path) -> anyhow::Result<Self> {
+        let citadel = addr();
+        let citadel_monitoring = addr();
+        let citadel_data = tmp.join("citadel");
+        let c = ChildGuard::spawn(
+            "citadel",
+            &[
+                "--grpc-addr",
+                &citadel.to_string(),
+                "--monitoring-addr",
+                &citadel_monitoring.to_string(),
+                "--data-dir",
+                &citadel_data.display().to_string(),
+            ],
+        )?;
+        wait_http_ok(citadel_monitoring, "/ready", WAIT).await?;
+        let mut plane = Self {
+            _children: vec![c],
+            citadel,
+            citadel_data,
+            galley_mtls: addr(),
+            galley_monitoring: addr(),
+            pilot_xds: addr(),
+            pilot_mtls: addr(),
+            pilot_monitoring: addr(),
+            tmp: tmp.to_path_buf(),
+        };
+        let galley_certs = plane.certificate("istio-system", "galley")?;
+        let pilot_certs = plane.certificate("istio-system", "pilot")?;
+        let g = ChildGuard::spawn(
+            "galley",
+            &[
+                "--config-dir",
+                &examples().display().to_string(),
+                "--mcp-addr",
+                &addr().to_string(),
+                "--monitoring-addr",
+                &plane.galley_monitoring.to_string(),
+                "--tls-dir",
+                &galley_certs.display().to_string(),
+                "--mcp-mtls-addr",
+                &plane.galley_mtls.to_string(),
+            ],
+        )?;
+        plane._children.push(g);
+        wait_http_ok(plane.galley_monitoring, "/ready", WAIT).await?;
+        let p = ChildGuard::spawn(
+            "pilot",
+            &[
+                "--galley",
+                &format!("https://{}", plane.galley_mtls),
+                "--galley-identity",
+                GALLEY_ID,
+                "--tls-dir",
+                &pilot_certs.display().to_string(),
+                "--xds-addr",
+                &plane.pilot_xds.to_string(),
+                "--xds-mtls-addr",
+                &plane.pilot_mtls.to_string(),
+                "--monitoring-addr",
+                &plane.pilot_monitoring.to_string(),
+            ],
+        )?;
+        plane._children.push(p);
+        // Ready only once galley's configuration arrived, over mTLS.
+        wait_http_ok(plane.pilot_monitoring, "/ready", WAIT).await?;
+        Ok(plane)
+    }
+
+    /// A certificate directory for `ns`/`sa`, as `citadel agent --once` writes it
+    /// with a token from `citadel token`.
+    fn certificate(&self, ns: &str, sa: &str) -> anyhow::Result<PathBuf> {
+        let out = Command::new(bin_path("citadel")?)
+            .args(["token", "--data-dir"])
+            .arg(&self.citadel_data)
+            .args(["--namespace", ns, "--service-account", sa])
+            .output()?;
+        if !out.status.success() {
+            bail!("citadel token: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let token_file = self.tmp.join(format!("{ns}.{sa}.token"));
+        std::fs::write(&token_file, &out.stdout)?;
+        let dir = self.tmp.join(format!("certs-{ns}-{sa}"));
+        let out = Command::new(bin_path("citadel")?)
+            .args(["agent", "--once", "--ca-addr"])
+            .arg(format!("https://{}", self.citadel))
+            .arg("--ca-root")
+            .arg(self.citadel_data.join("ca/root-cert.pem"))
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--output-dir")
+            .arg(&dir)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "citadel agent --once: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(dir)
+    }
+
+    fn roots(&self) -> Vec<CertificateDer<'static>> {
+        let pem = std::fs::read(self.citadel_data.join("ca/root-cert.pem")).unwrap();
+        CertificateDer::pem_slice_iter(&pem)
+            .map(|c| c.unwrap())
+            .collect()
+    }
+}
+
+fn identity(dir: &Path) -> Arc<dyn IdentitySource> {
+    Arc::new(FileIdentity::open(dir).unwrap())
+}
+
+fn channel(
+    at: SocketAddr,
+    credentials: ClientCredentials,
+    server: &str,
+) -> tonic::transport::Channel {
+    mesh_tls::channel_with(
+        &format!("https://{at}"),
+        credentials,
+        ServerIdentity::Exact(server.parse::<SpiffeId>().unwrap()),
+    )
+    .unwrap()
+}
+
+fn sidecar(id: &str, service_account: Option<&str>) -> Node {
+    let mut n = node(id);
+    if let Some(sa) = service_account {
+        let mut fields = std::collections::BTreeMap::new();
+        fields.insert(
+            "SERVICE_ACCOUNT".to_string(),
+            mesh_api::envoy::google::protobuf::Value {
+                kind: Some(mesh_api::envoy::google::protobuf::value::Kind::StringValue(
+                    sa.to_string(),
+                )),
+            },
+        );
+        n.metadata = Some(mesh_api::envoy::google::protobuf::Struct {
+            fields: fields.into_iter().collect(),
+        });
+    }
+    n
+}
+
+/// Opens a stream, asks for clusters, and returns the first answer.
+async fn first_cds(channel: tonic::transport::Channel, node: Node) -> anyhow::Result<usize> {
+    let mut client = SotwClient::connect_channel(channel, node).await?;
+    client.subscribe(CDS, &[]).await?;
+    let resp = client.recv(WAIT).await?;
+    if resp.type_url != CDS {
+        bail!("expected clusters first, got {}", resp.type_url);
+    }
+    Ok(resp.resources.len())
+}
+
+fn code_of(e: &anyhow::Error) -> Option<Code> {
+    e.downcast_ref::<tonic::Status>().map(|s| s.code())
+}
+
+async fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (_, body) = http_get(addr, "/metrics").await.unwrap();
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn pilot_follows_galley_and_serves_proxies_over_mtls_with_citadel_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plane = Plane::start(tmp.path()).await.unwrap();
+    let productpage = plane
+        .certificate("bookinfo", "bookinfo-productpage")
+        .unwrap();
+
+    // A bookinfo proxy with its own certificate gets its clusters on 15011.
+    let creds = ClientCredentials::Identity(identity(&productpage));
+    let clusters = first_cds(
+        channel(plane.pilot_mtls, creds.clone(), PILOT_ID),
+        sidecar(PRODUCTPAGE_NODE, Some("bookinfo-productpage")),
+    )
+    .await
+    .unwrap();
+    assert!(clusters > 0, "no clusters over mTLS");
+    // Plaintext 15010 keeps serving.
+    let plain = first_cds(
+        tonic::transport::Endpoint::from_shared(format!("http://{}", plane.pilot_xds))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+        sidecar(PRODUCTPAGE_NODE, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(plain, clusters);
+
+    // The same certificate claiming another namespace, or another service account,
+    // is refused.
+    let other_ns = "sidecar~10.1.0.8~ratings-v1-5f9c.default~default.svc.cluster.local";
+    let e = first_cds(
+        channel(plane.pilot_mtls, creds.clone(), PILOT_ID),
+        sidecar(other_ns, None),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::PermissionDenied), "{e:#}");
+    let e = first_cds(
+        channel(plane.pilot_mtls, creds.clone(), PILOT_ID),
+        sidecar(PRODUCTPAGE_NODE, Some("bookinfo-reviews")),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::PermissionDenied), "{e:#}");
+    assert!(metric(plane.pilot_monitoring, "xds_refused_unauthorized_total").await >= 2.0);
+
+    // No client certificate: the handshake fails, nothing is served.
+    let e = first_cds(
+        channel(
+            plane.pilot_mtls,
+            ClientCredentials::RootsOnly(plane.roots()),
+            PILOT_ID,
+        ),
+        sidecar(PRODUCTPAGE_NODE, None),
+    )
+    .await
+    .unwrap_err();
+    assert_ne!(code_of(&e), Some(Code::Ok), "{e:#}");
+
+    // A certificate from another CA, naming the right identity, is not trusted.
+    // (It trusts citadel's root too, so only the server's check can refuse it.)
+    let foreign = mesh_tls::test_util::TestCa::new("foreign");
+    let leaf = foreign.issue(&mesh_tls::test_util::spiffe(
+        "bookinfo",
+        "bookinfo-productpage",
+    ));
+    let foreign_dir = tmp.path().join("foreign");
+    std::fs::create_dir_all(&foreign_dir).unwrap();
+    std::fs::write(foreign_dir.join("cert-chain.pem"), &leaf.chain_pem).unwrap();
+    std::fs::write(foreign_dir.join("key.pem"), &leaf.key_pem).unwrap();
+    let mut roots = foreign.cert_pem().to_string();
+    roots.push_str(&std::fs::read_to_string(plane.citadel_data.join("ca/root-cert.pem")).unwrap());
+    std::fs::write(foreign_dir.join("root-cert.pem"), roots).unwrap();
+    let e = first_cds(
+        channel(
+            plane.pilot_mtls,
+            ClientCredentials::Identity(identity(&foreign_dir)),
+            PILOT_ID,
+        ),
+        sidecar(PRODUCTPAGE_NODE, None),
+    )
+    .await
+    .unwrap_err();
+    assert_ne!(code_of(&e), Some(Code::Ok), "{e:#}");
+
+    // galley's mTLS port serves the control plane's namespace only.
+    let e = first_cds(
+        channel(plane.galley_mtls, creds, GALLEY_ID),
+        node("intruder"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code_of(&e), Some(Code::PermissionDenied), "{e:#}");
+    assert!(metric(plane.galley_monitoring, "xds_refused_unauthorized_total").await >= 1.0);
+    assert!(metric(plane.galley_monitoring, "tls_handshakes_total").await >= 1.0);
+}
