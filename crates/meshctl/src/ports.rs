@@ -8,3 +8,11 @@ pub const GALLEY_MONITORING: u16 = 15014;
 pub const PILOT_XDS: u16 = 15010;
 /// pilot monitoring.
 pub const PILOT_MONITORING: u16 = 15015;
+/// galley MCP with mutual TLS.
+pub const GALLEY_MCP_MTLS: u16 = 9902;
+/// pilot xDS with mutual TLS.
+pub const PILOT_XDS_MTLS: u16 = 15011;
+/// citadel CA gRPC (TLS).
+pub const CITADEL_GRPC: u16 = 8060;
+/// citadel monitoring.
+pub const CITADEL_MONITORING: u16 = 15016;

@@ -109,7 +109,10 @@ async fn open_sqlite(url: &str, connect_timeout: Duration) -> Result<Pool, Ledge
             .max_lifetime(None);
     } else {
         check_parent_exists(options.get_filename())?;
-        options = options.journal_mode(SqliteJournalMode::Wal);
+        // Checkpoints run beside the writer (see `writer`), not inside commits.
+        options = options
+            .journal_mode(SqliteJournalMode::Wal)
+            .pragma("wal_autocheckpoint", "0");
         pool = pool.max_connections(SQLITE_CONNECTIONS);
     }
     let pool = pool

@@ -6,6 +6,12 @@
 //! each waiter, so one fsync covers a whole batch. A duplicate serial is
 //! skipped by `ON CONFLICT DO NOTHING` and reported to its caller alone; any
 //! other failure fails every waiter of that batch, none of whose rows is written.
+//!
+//! On a SQLite file, commits never checkpoint (`wal_autocheckpoint=0`): copying
+//! the write-ahead log into the database, with its fsync of the database file, is
+//! done by a separate task every [`CHECKPOINT_EVERY`] on another connection
+//! (`PASSIVE`: it never blocks the writer), so a commit waits for one WAL fsync and
+//! nothing else.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,6 +28,9 @@ use super::{IssuedCertificate, LedgerError};
 pub(super) const MAX_BATCH: usize = 1000;
 /// Rows that may wait for the writer before `record` itself waits.
 const QUEUE_CAPACITY: usize = 8 * MAX_BATCH;
+
+/// How often the write-ahead log of a SQLite ledger is checkpointed.
+pub(super) const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A certificate to write, stamped with the time it was recorded.
 #[derive(Debug)]
@@ -50,6 +59,9 @@ impl Writer {
     pub(super) fn spawn(pool: Pool) -> Writer {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let commits = Arc::new(AtomicU64::new(0));
+        if let Pool::Sqlite(sqlite) = &pool {
+            tokio::spawn(checkpoints(sqlite.clone(), queue.downgrade()));
+        }
         tokio::spawn(run(pool, receiver, Arc::clone(&commits)));
         Writer { queue, commits }
     }
@@ -76,6 +88,27 @@ async fn run(pool: Pool, mut receiver: mpsc::Receiver<Pending>, commits: Arc<Ato
         commit_batch(&pool, std::mem::take(&mut batch), &commits).await;
     }
     tracing::debug!("certificate ledger writer stopped");
+}
+
+/// Checkpoints the write-ahead log every [`CHECKPOINT_EVERY`] until the writer is
+/// gone. A failed checkpoint is retried at the next tick; the log only grows
+/// meanwhile, nothing is lost.
+async fn checkpoints(pool: sqlx::SqlitePool, writer: mpsc::WeakSender<Pending>) {
+    let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        if writer.upgrade().is_none() {
+            break;
+        }
+        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::warn!(%error, "certificate ledger checkpoint failed; will retry");
+        }
+    }
 }
 
 /// Writes one batch and answers its waiters.

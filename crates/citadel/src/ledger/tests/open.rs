@@ -150,6 +150,44 @@ async fn sqlite_files_are_durable_wal_databases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_leave_checkpoints_to_the_background_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ledger.db");
+    let ledger = Ledger::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let Pool::Sqlite(pool) = &ledger.inner.pool else {
+        panic!("{ledger:?} is not SQLite");
+    };
+    let autocheckpoint: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(autocheckpoint, 0, "commits must not checkpoint");
+    record_concurrently(&ledger, "c", 200).await;
+    // Within a checkpoint interval or two, the rows are in the database file
+    // itself: a copy of it without its write-ahead log holds them.
+    let copy = dir.path().join("copy.db");
+    let mut found = 0;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::copy(&db, &copy).unwrap();
+        // A copy taken mid-checkpoint may be torn: try again.
+        let Ok(reader) = Ledger::open(&format!("sqlite://{}", copy.display())).await else {
+            continue;
+        };
+        found = reader.list(None, 1000).await.map_or(0, |rows| rows.len());
+        drop(reader);
+        let _ = std::fs::remove_file(dir.path().join("copy.db-wal"));
+        let _ = std::fs::remove_file(dir.path().join("copy.db-shm"));
+        if found == 200 {
+            break;
+        }
+    }
+    assert_eq!(found, 200, "rows never reached the database file");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_commits_are_synchronous_whatever_the_database_default() {
     let server = PostgresServer::start().unwrap();
     server
