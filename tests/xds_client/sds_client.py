@@ -62,7 +62,9 @@ def main() -> None:
                 return
             yield req
 
-    channel = grpc.insecure_channel(target)
+    # gRPC's default HTTP/2 authority for a Unix socket target is refused by the
+    # server's HTTP/2 layer as malformed; Envoy sends its cluster name instead.
+    channel = grpc.insecure_channel(target, options=[("grpc.default_authority", "localhost")])
     stub = sds_pb2_grpc.SecretDiscoveryServiceStub(channel)
     seen_certs = []
     responses = 0
