@@ -70,12 +70,21 @@ impl CaClient {
                 Err(e) => return Err(e),
             }
         }
-        let roots = match usable.or(current) {
-            // Roots learnt from the CA are newer than the file's, and include its
-            // roots during a rotation.
-            Some(cert) => cert.root_ders(),
-            None => self.file_roots()?,
-        };
+        // The roots learnt from the CA with the last certificate, and those of the
+        // --ca-root file (read again, so an operator can point the agent at a CA
+        // that was re-rooted): a server certificate from either is accepted.
+        let mut roots = current.map(CertBundle::root_ders).unwrap_or_default();
+        match self.file_roots() {
+            Ok(file) => {
+                for root in file {
+                    if !roots.contains(&root) {
+                        roots.push(root);
+                    }
+                }
+            }
+            Err(e) if roots.is_empty() => return Err(e),
+            Err(e) => tracing::debug!(error = %e, "using the roots learnt from the CA"),
+        }
         let bundle = self.obtain_token(roots).await?;
         Ok((bundle, Via::Token))
     }

@@ -67,6 +67,11 @@ impl fmt::Debug for TokenSource {
 }
 
 impl TokenSource {
+    /// A token given as a string by the embedding program.
+    pub fn from_string(token: impl Into<String>) -> Self {
+        TokenSource::Static(Secret::new(token))
+    }
+
     /// The token now.
     pub fn read(&self) -> Result<Secret, AgentError> {
         let token = match self {
@@ -280,6 +285,7 @@ pub struct RunningAgent {
     readiness: Readiness,
     current: watch::Receiver<Option<Arc<CertBundle>>>,
     identity: Arc<SharedIdentity>,
+    metrics: Arc<AgentMetrics>,
     tasks: JoinSet<Result<(), AgentError>>,
 }
 
@@ -319,6 +325,11 @@ impl RunningAgent {
     /// servers and clients: [`mesh_tls::MtlsAcceptor`], [`mesh_tls::channel`]).
     pub fn identity(&self) -> Arc<SharedIdentity> {
         self.identity.clone()
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> Arc<AgentMetrics> {
+        self.metrics.clone()
     }
 
     /// Waits for every task after shutdown, returning the first error.
@@ -461,6 +472,7 @@ pub async fn start(
         },
         None => None,
     };
+    let agent_metrics = metrics.clone();
     tasks.spawn(renewal_loop(
         config.client(),
         delivery,
@@ -474,6 +486,7 @@ pub async fn start(
         readiness,
         current: current_rx,
         identity,
+        metrics: agent_metrics,
         tasks,
     })
 }
@@ -529,9 +542,9 @@ impl Delivery {
         self.readiness.set(true);
     }
 
-    /// Writes the files, then publishes.
+    /// Writes the files, then publishes: once the agent reports a certificate
+    /// (and turns ready), its files are in place.
     async fn deliver(&self, bundle: &Arc<CertBundle>) -> Result<(), AgentError> {
-        self.publish(bundle);
         if let Some(dir) = &self.dir {
             let dir = dir.clone();
             let b = bundle.clone();
@@ -539,6 +552,7 @@ impl Delivery {
                 .await
                 .map_err(|e| AgentError::Task(e.to_string()))??;
         }
+        self.publish(bundle);
         Ok(())
     }
 
@@ -618,3 +632,6 @@ async fn renewal_loop(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
