@@ -296,14 +296,17 @@ async fn when_mtls_renewal_fails_the_token_file_and_ca_root_file_are_read_again(
     .await;
     let new_root = std::fs::read_to_string(new.root()).unwrap();
     assert_eq!(renewed.roots_pem.trim(), new_root.trim());
-    let token_issued = agent
-        .metrics()
-        .issued
-        .get_or_create(&metrics::ViaLabels {
+    // First issuance and the fallback (counted just after delivery).
+    let m = agent.metrics();
+    within("two token issuances counted", 5, async {
+        let via_token = metrics::ViaLabels {
             via: "token".into(),
-        })
-        .get();
-    assert_eq!(token_issued, 2, "first issuance and the fallback");
+        };
+        while m.issued.get_or_create(&via_token).get() != 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     shutdown.cancel();
     agent.wait().await.unwrap();
     new.stop().await;
