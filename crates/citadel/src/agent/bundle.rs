@@ -198,3 +198,101 @@ fn leaf_facts(leaf: &CertificateDer<'_>) -> Result<(String, SystemTime, SystemTi
         at(validity.not_after.timestamp()),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, SanType,
+    };
+
+    use super::*;
+
+    fn mk_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let cert = p.self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(p, key))
+    }
+
+    /// Root A -> intermediate -> leaf; root B only trusted (a rotation in progress).
+    fn mk_response() -> (IstioCertificateResponse, Zeroizing<String>, String) {
+        let (root_a, root_a_issuer) = mk_ca("root A");
+        let (root_b, _) = mk_ca("root B");
+        let int_key = KeyPair::generate().unwrap();
+        let mut ip = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ip.distinguished_name
+            .push(rcgen::DnType::CommonName, "intermediate");
+        ip.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        ip.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let int = ip.signed_by(&int_key, &root_a_issuer).unwrap();
+        let int_issuer = Issuer::new(ip, int_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut lp = CertificateParams::new(Vec::<String>::new()).unwrap();
+        lp.subject_alt_names.push(SanType::URI(
+            "spiffe://cluster.local/ns/default/sa/web"
+                .try_into()
+                .unwrap(),
+        ));
+        lp.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let leaf = lp.signed_by(&leaf_key, &int_issuer).unwrap();
+        let response = IstioCertificateResponse {
+            cert_chain: vec![leaf.pem(), int.pem(), root_a.clone()],
+            trusted_roots: vec![root_a, root_b],
+        };
+        (
+            response,
+            Zeroizing::new(leaf_key.serialize_pem()),
+            leaf.pem(),
+        )
+    }
+
+    #[test]
+    fn the_chain_leaves_out_the_root_and_every_trusted_root_is_kept() {
+        let (response, key, leaf) = mk_response();
+        let now = SystemTime::now();
+        let b = CertBundle::from_response(&response, key, now).unwrap();
+        assert_eq!(b.chain_pem.matches("BEGIN CERTIFICATE").count(), 2);
+        assert!(b.chain_pem.starts_with(leaf.trim_end()));
+        assert_eq!(b.roots_pem.matches("BEGIN CERTIFICATE").count(), 2);
+        assert_eq!(b.root_ders().len(), 2);
+        assert_eq!(
+            b.spiffe_id.as_ref().unwrap().to_string(),
+            "spiffe://cluster.local/ns/default/sa/web"
+        );
+        assert!(!b.expired_at(now));
+        assert!(b.renew_at > now && b.renew_at < b.not_after);
+        let debug = format!("{b:?}");
+        assert!(
+            !debug.contains("PRIVATE KEY") && debug.contains("<redacted>"),
+            "{debug}"
+        );
+        // Without trusted_roots, the chain's last entry is the root.
+        let mut old_style = response.clone();
+        old_style.trusted_roots.clear();
+        let b2 =
+            CertBundle::from_response(&old_style, Zeroizing::new(b.key_pem().into()), now).unwrap();
+        assert_eq!(b2.roots_pem.matches("BEGIN CERTIFICATE").count(), 1);
+        assert_eq!(b2.chain_pem, b.chain_pem);
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_leafs_or_an_empty_answer_is_refused() {
+        let (response, _, _) = mk_response();
+        let other = Zeroizing::new(KeyPair::generate().unwrap().serialize_pem());
+        let err = CertBundle::from_response(&response, other, SystemTime::now()).unwrap_err();
+        assert!(matches!(err, AgentError::BadCertificate(_)), "{err}");
+        assert!(!err.to_string().contains("PRIVATE"), "{err}");
+        let empty = IstioCertificateResponse::default();
+        let key = Zeroizing::new(KeyPair::generate().unwrap().serialize_pem());
+        assert!(CertBundle::from_response(&empty, key, SystemTime::now()).is_err());
+    }
+}
