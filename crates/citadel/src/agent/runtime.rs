@@ -54,6 +54,7 @@ pub struct RunningAgent {
     current: watch::Receiver<Option<Arc<CertBundle>>>,
     identity: Arc<SharedIdentity>,
     metrics: Arc<AgentMetrics>,
+    shutdown: CancellationToken,
     tasks: JoinSet<Result<(), AgentError>>,
 }
 
@@ -100,13 +101,18 @@ impl RunningAgent {
         self.metrics.clone()
     }
 
-    /// Waits for every task after shutdown, returning the first error.
+    /// Waits for every task after shutdown, returning the first error. A task
+    /// that fails (a server that stops) shuts the others down.
     pub async fn wait(mut self) -> Result<(), AgentError> {
         let mut result = Ok(());
         while let Some(joined) = self.tasks.join_next().await {
             let r = joined
                 .map_err(|e| AgentError::Task(e.to_string()))
                 .and_then(|r| r);
+            if let Err(e) = &r {
+                tracing::error!(error = %e, "citadel agent task failed; stopping");
+                self.shutdown.cancel();
+            }
             if result.is_ok() {
                 result = r;
             }
@@ -255,6 +261,7 @@ pub async fn start(
         current: current_rx,
         identity,
         metrics: agent_metrics,
+        shutdown,
         tasks,
     })
 }
