@@ -30,6 +30,16 @@ impl CitadelProcess {
     pub async fn start(data: &Path, extra: &[&str]) -> anyhow::Result<Self> {
         let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
+        Self::start_at(data, grpc, monitoring, extra).await
+    }
+
+    /// As [`CitadelProcess::start`], on the given addresses (e.g. to restart one).
+    pub async fn start_at(
+        data: &Path,
+        grpc: SocketAddr,
+        monitoring: SocketAddr,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut args = vec![
             "--grpc-addr".to_string(),
             grpc.to_string(),

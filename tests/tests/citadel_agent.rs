@@ -392,3 +392,84 @@ async fn a_running_agent_renews_files_in_place_over_mtls_and_pushes_each_renewal
     assert!(status.success(), "{status:?}");
     assert!(!socket.exists());
 }
+
+#[tokio::test]
+async fn an_agent_started_while_citadel_is_down_is_not_ready_and_retries_until_it_is_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("citadel");
+    let citadel = CitadelProcess::start(&data, &[]).await.unwrap();
+    let (grpc, citadel_monitoring) = (citadel.grpc, citadel.monitoring);
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, citadel.token("shop", "late").unwrap()).unwrap();
+    let ca_addr = citadel.ca_addr();
+    drop(citadel);
+
+    let socket = tmp.path().join("sds.sock");
+    let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let args = [
+        "agent".to_string(),
+        "--ca-addr".into(),
+        ca_addr,
+        "--ca-root".into(),
+        s(&data.join("ca/root-cert.pem")),
+        "--token-file".into(),
+        s(&token_file),
+        "--sds-socket".into(),
+        s(&socket),
+        "--monitoring-addr".into(),
+        monitoring.to_string(),
+    ];
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _agent = ChildGuard::spawn("citadel", &argv).unwrap();
+    // Up, failing, not ready, and refusing SDS streams rather than sending nothing.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok((_, m)) = http_get(monitoring, "/metrics").await
+            && metric_value(&m, r#"citadel_agent_renewals_total{result="error"}"#)
+                .is_some_and(|n| n >= 1.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failed attempt counted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ne!(http_get(monitoring, "/ready").await.unwrap().0, 200);
+    let refused = tokio::process::Command::new(python())
+        .arg(repo().join("tests/xds_client/sds_client.py"))
+        .args([
+            format!("unix:{}", socket.display()),
+            "1".into(),
+            "10".into(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(!refused.status.success());
+    let line = String::from_utf8_lossy(&refused.stdout);
+    assert!(line.contains("UNAVAILABLE"), "{line}");
+
+    // citadel comes back on the same address: the next retry gets a certificate.
+    let _citadel = CitadelProcess::start_at(&data, grpc, citadel_monitoring, &[])
+        .await
+        .unwrap();
+    wait_http_ok(monitoring, "/ready", Duration::from_secs(90))
+        .await
+        .unwrap();
+    let out = tokio::process::Command::new(python())
+        .arg(repo().join("tests/xds_client/sds_client.py"))
+        .args([
+            format!("unix:{}", socket.display()),
+            "1".into(),
+            "20".into(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = &sds_responses(&out.stdout)[0];
+    assert_eq!(r["secrets"]["default"]["key_matches"], true, "{r}");
+}
