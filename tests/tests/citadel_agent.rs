@@ -473,3 +473,105 @@ async fn an_agent_started_while_citadel_is_down_is_not_ready_and_retries_until_i
     let r = &sds_responses(&out.stdout)[0];
     assert_eq!(r["secrets"]["default"]["key_matches"], true, "{r}");
 }
+
+#[tokio::test]
+async fn a_root_added_at_citadel_reaches_the_files_and_rootca_at_the_next_renewal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let citadel = CitadelProcess::start(&tmp.path().join("citadel"), &[])
+        .await
+        .unwrap();
+    let token_file = tmp.path().join("token");
+    std::fs::write(&token_file, citadel.token("shop", "pay").unwrap()).unwrap();
+    let out_dir = tmp.path().join("certs");
+    let sds_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let args = [
+        "agent".to_string(),
+        "--ca-addr".into(),
+        citadel.ca_addr(),
+        "--ca-root".into(),
+        s(&citadel.root()),
+        "--token-file".into(),
+        s(&token_file),
+        "--ttl".into(),
+        "4s".into(),
+        "--output-dir".into(),
+        s(&out_dir),
+        "--sds-addr".into(),
+        sds_addr.to_string(),
+        "--monitoring-addr".into(),
+        monitoring.to_string(),
+    ];
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _agent = ChildGuard::spawn("citadel", &argv).unwrap();
+    wait_http_ok(monitoring, "/ready", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let roots_in = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .matches("BEGIN CERTIFICATE")
+            .count()
+    };
+    assert_eq!(roots_in(&out_dir.join("root-cert.pem")), 1);
+
+    // The first step of a root rotation: a second root appended to citadel's.
+    let next_key = tmp.path().join("next-root.key");
+    let next_root = tmp.path().join("next-root.pem");
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &s(&next_key),
+        "-subj",
+        "/O=dromon-e2e/CN=next root",
+        "-days",
+        "30",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        &s(&next_root),
+    ])
+    .unwrap();
+    let mut bundle = std::fs::read_to_string(citadel.root()).unwrap();
+    bundle.push_str(&std::fs::read_to_string(&next_root).unwrap());
+    let staged = tmp.path().join("root-cert.pem.new");
+    std::fs::write(&staged, bundle).unwrap();
+    std::fs::rename(&staged, citadel.root()).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while roots_in(&out_dir.join("root-cert.pem")) != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "root-cert.pem never got the new root"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    check_cert_dir(&out_dir, "spiffe://cluster.local/ns/shop/sa/pay");
+    let out = tokio::process::Command::new(python())
+        .arg(repo().join("tests/xds_client/sds_client.py"))
+        .args([
+            sds_addr.to_string(),
+            "1".into(),
+            "20".into(),
+            "ROOTCA".into(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r = &sds_responses(&out.stdout)[0];
+    assert_eq!(r["secrets"]["ROOTCA"]["roots"], 2, "{r}");
+}
