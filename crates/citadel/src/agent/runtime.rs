@@ -42,7 +42,7 @@ pub async fn fetch_once(config: &AgentConfig) -> Result<Arc<CertBundle>, AgentEr
     Ok(bundle)
 }
 
-/// A started agent.
+/// A started agent; dropping it stops it.
 pub struct RunningAgent {
     /// The SDS Unix socket, when serving on one.
     pub sds_socket: Option<PathBuf>,
@@ -137,11 +137,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<(),
 
 /// Binds the agent's sockets and starts renewing. A valid certificate already
 /// in the output directory is served at once and renewed on its schedule.
+///
+/// The agent stops when `shutdown` is cancelled, when one of its servers fails
+/// (without cancelling `shutdown`), or when the [`RunningAgent`] is dropped.
 pub async fn start(
     config: AgentConfig,
     shutdown: CancellationToken,
 ) -> Result<RunningAgent, AgentError> {
     config.validate()?;
+    let shutdown = shutdown.child_token();
     let readiness = Readiness::new();
     let mut registry = Registry::default();
     // mesh-xds's stream metrics stay unregistered: the agent shows the one that
