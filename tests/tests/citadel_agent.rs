@@ -178,6 +178,42 @@ async fn once_writes_a_chain_openssl_verifies_then_renews_it_over_mtls() {
         "{m}"
     );
 
+    // Revoked: citadel refuses the mTLS renewal; without a token that is the end,
+    // with one the agent falls back to it.
+    let revoked_serial = serial(&out_dir.join("cert-chain.pem"));
+    let revoke = Command::new(bin_path("citadel").unwrap())
+        .args([
+            "revoke",
+            "--data-dir",
+            &s(&citadel.data),
+            "--serial",
+            &revoked_serial,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        revoke.status.success(),
+        "{}",
+        String::from_utf8_lossy(&revoke.stderr)
+    );
+    // citadel re-reads revocations every second.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let refused = agent(&base);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("mtls") && err.contains("Unauthenticated"),
+        "{err}"
+    );
+    let fallback = agent(&[&base[..], &["--token-file", &tok]].concat());
+    assert!(
+        fallback.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fallback.stderr)
+    );
+    assert_ne!(serial(&out_dir.join("cert-chain.pem")), revoked_serial);
+    check_cert_dir(&out_dir, "spiffe://cluster.local/ns/default/sa/web");
+
     // A token citadel refuses: a non-zero exit that says why, and the files stay.
     let bad_dir = tmp.path().join("bad");
     std::fs::write(tmp.path().join("bad-token"), "not-a-jwt").unwrap();
