@@ -42,7 +42,7 @@ fn agent(args: &[&str]) -> Output {
     Command::new(bin_path("citadel").unwrap())
         .arg("agent")
         .args(args)
-        .env("DROMON_LOG", "info")
+        .env("DROMON_LOG", "debug")
         .stdin(Stdio::null())
         .output()
         .unwrap()
@@ -127,6 +127,14 @@ async fn once_writes_a_chain_openssl_verifies_then_renews_it_over_mtls() {
         String::from_utf8_lossy(&first.stderr)
     );
     check_cert_dir(&out_dir, "spiffe://cluster.local/ns/default/sa/web");
+    // Neither the key nor the token reaches the log, even at debug level.
+    let log = String::from_utf8_lossy(&first.stderr);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(log.contains("certificate written"), "{log}");
+    assert!(
+        !log.contains("PRIVATE KEY") && !log.contains(token.trim()),
+        "{log}"
+    );
     let roots = std::fs::read_to_string(out_dir.join("root-cert.pem")).unwrap();
     assert_eq!(
         roots,
