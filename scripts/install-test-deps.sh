@@ -18,10 +18,11 @@ fi
 
 # Python clients used by the end-to-end tests (gRPC's own xDS client), in .venv.
 GRPCIO_VERSION=1.85.1
-if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import grpc, sys; sys.exit(grpc.__version__ != '$GRPCIO_VERSION')" 2>/dev/null; then
+XDS_PROTOS_VERSION=1.85.0
+if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import grpc, sys, envoy.service.secret.v3.sds_pb2_grpc; sys.exit(grpc.__version__ != '$GRPCIO_VERSION')" 2>/dev/null; then
     echo "==> installing Python test clients into .venv"
     python3 -m venv .venv
-    .venv/bin/pip install --quiet "grpcio==$GRPCIO_VERSION"
+    .venv/bin/pip install --quiet "grpcio==$GRPCIO_VERSION" "xds-protos==$XDS_PROTOS_VERSION"
 fi
 
 # PostgreSQL server binaries, for mesh-testkit's PostgresServer (citadel's ledger tests).

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod ads;
+pub mod citadel;
 
 /// Path of a workspace binary built next to the running executable (a test in
 /// `target/<profile>/deps/`, or a tool in `target/<profile>/`).

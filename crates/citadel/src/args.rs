@@ -1,5 +1,6 @@
 //! citadel's command line: `citadel` serves the CA; `citadel token` mints a
-//! local token; `citadel revoke` revokes a certificate in the ledger.
+//! local token; `citadel revoke` revokes a certificate in the ledger; `citadel
+//! agent` keeps a workload's certificate current as files and over SDS.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -7,6 +8,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use mesh_runtime::LogArgs;
 
 use crate::{
+    agent::{AgentConfig, TokenSource},
     authn::{JwksSource, LocalIssuer},
     ca::CaPolicy,
     ledger::{Ledger, RevocationReason},
@@ -40,6 +42,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Revoke an issued certificate (recorded in the ledger; listed on /crl).
     Revoke(RevokeArgs),
+    /// Keep a workload's certificate current: files in a directory and/or SDS.
+    Agent(AgentArgs),
 }
 
 /// Flags of the CA server.
@@ -189,6 +193,84 @@ pub struct RevokeArgs {
     pub reason: RevocationReason,
 }
 
+/// `citadel agent`.
+#[derive(Debug, Clone, ClapArgs)]
+pub struct AgentArgs {
+    /// citadel's CA port.
+    #[arg(
+        long,
+        env = "CITADEL_AGENT_CA_ADDR",
+        default_value = "https://istio-citadel.istio-system.svc:8060"
+    )]
+    pub ca_addr: String,
+    /// Root certificate(s) to trust citadel with before the first certificate (PEM).
+    /// Default: root-cert.pem in --output-dir, when there is one.
+    #[arg(long, env = "CITADEL_AGENT_CA_ROOT")]
+    pub ca_root: Option<PathBuf>,
+    /// Trust domain (citadel's serving certificate must belong to it).
+    #[arg(
+        long,
+        env = "CITADEL_AGENT_TRUST_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub trust_domain: String,
+    /// Bearer token (JWT) for the first certificate, and when mTLS renewal fails;
+    /// read again at each use.
+    #[arg(long, env = "CITADEL_AGENT_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Certificate lifetime to ask for.
+    #[arg(long, env = "CITADEL_AGENT_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// Write cert-chain.pem, key.pem (0600) and root-cert.pem here, renewed in place.
+    #[arg(long, env = "CITADEL_AGENT_OUTPUT_DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Serve SDS on this Unix socket (Istio's is
+    /// ./var/run/secrets/workload-spiffe-uds/socket).
+    #[arg(long, env = "CITADEL_AGENT_SDS_SOCKET")]
+    pub sds_socket: Option<PathBuf>,
+    /// Serve SDS on this TCP address; loopback only (the key travels in clear).
+    #[arg(long, env = "CITADEL_AGENT_SDS_ADDR")]
+    pub sds_addr: Option<SocketAddr>,
+    /// Monitoring HTTP address (/metrics, /healthz, /ready).
+    #[arg(
+        long,
+        env = "CITADEL_AGENT_MONITORING_ADDR",
+        default_value = "127.0.0.1:15020"
+    )]
+    pub monitoring_addr: SocketAddr,
+    /// Obtain one certificate, write it to --output-dir and exit.
+    #[arg(long, env = "CITADEL_AGENT_ONCE")]
+    pub once: bool,
+}
+
+impl AgentArgs {
+    /// The configuration these flags describe, checked.
+    pub fn config(&self) -> Result<AgentConfig, String> {
+        if self.once && self.output_dir.is_none() {
+            return Err("--once needs --output-dir".into());
+        }
+        if self.output_dir.is_none() && self.sds_socket.is_none() && self.sds_addr.is_none() {
+            return Err(
+                "nowhere to deliver certificates: give --output-dir, --sds-socket or --sds-addr"
+                    .into(),
+            );
+        }
+        let config = AgentConfig {
+            ca_addr: self.ca_addr.clone(),
+            ca_root: self.ca_root.clone(),
+            trust_domain: self.trust_domain.clone(),
+            token: self.token_file.clone().map(TokenSource::File),
+            ttl: self.ttl,
+            output_dir: self.output_dir.clone(),
+            sds_socket: self.sds_socket.clone(),
+            sds_addr: self.sds_addr,
+            monitoring_addr: (!self.once).then_some(self.monitoring_addr),
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+}
+
 /// Mints a token with the local issuer under `data_dir`.
 pub fn mint_token(
     data_dir: &std::path::Path,
@@ -226,6 +308,24 @@ impl Args {
                         eprintln!("citadel token: {e}");
                         ExitCode::FAILURE
                     }
+                }
+            }
+            Some(Command::Agent(a)) => {
+                let config = match a.config() {
+                    Ok(config) => config,
+                    Err(e) => {
+                        eprintln!("citadel agent: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                if a.once {
+                    mesh_runtime::run_main(&args.log, "citadel agent", |_| async move {
+                        crate::agent::fetch_once(&config).await.map(|_| ())
+                    })
+                } else {
+                    mesh_runtime::run_main(&args.log, "citadel agent", |shutdown| {
+                        crate::agent::run(config, shutdown)
+                    })
                 }
             }
             Some(Command::Revoke(r)) => {
