@@ -110,3 +110,30 @@ pub fn metric_value(exposition: &str, metric: &str) -> Option<f64> {
         rest.strip_prefix(' ')?.trim().parse().ok()
     })
 }
+
+/// Writes a certificate directory for the holder of `token` with
+/// `citadel agent --once` against the CA at `ca_addr` (`https://host:port`).
+pub fn agent_once(
+    ca_addr: &str,
+    ca_root: &Path,
+    token: &str,
+    dir: &Path,
+) -> anyhow::Result<PathBuf> {
+    let token_file = dir.with_extension("token");
+    std::fs::write(&token_file, token)?;
+    let out = Command::new(bin_path("citadel")?)
+        .args(["agent", "--once", "--ca-addr", ca_addr, "--ca-root"])
+        .arg(ca_root)
+        .arg("--token-file")
+        .arg(&token_file)
+        .arg("--output-dir")
+        .arg(dir)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "citadel agent --once: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(dir.to_path_buf())
+}

@@ -9,7 +9,6 @@
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::Command,
     sync::Arc,
     time::Duration,
 };
@@ -18,7 +17,8 @@ use anyhow::bail;
 use dromon_e2e::{
     ChildGuard,
     ads::{SotwClient, node},
-    bin_path, free_port, http_get, wait_http_ok,
+    citadel::{CitadelProcess, agent_once, metric_value},
+    free_port, http_get, wait_http_ok,
 };
 use mesh_api::envoy::envoy::config::core::v3::Node;
 use mesh_tls::{ClientCredentials, FileIdentity, IdentitySource, ServerIdentity, SpiffeId};
@@ -42,9 +42,8 @@ fn addr() -> SocketAddr {
 }
 
 struct Plane {
+    citadel: CitadelProcess,
     _children: Vec<ChildGuard>,
-    citadel: SocketAddr,
-    citadel_data: PathBuf,
     galley_mtls: SocketAddr,
     galley_monitoring: SocketAddr,
     pilot_xds: SocketAddr,
@@ -57,25 +56,9 @@ impl Plane {
     /// citadel, then galley and pilot with certificates from `citadel agent --once`;
     /// pilot follows galley over mTLS.
     async fn start(tmp: &Path) -> anyhow::Result<Self> {
-        let citadel = addr();
-        let citadel_monitoring = addr();
-        let citadel_data = tmp.join("citadel");
-        let c = ChildGuard::spawn(
-            "citadel",
-            &[
-                "--grpc-addr",
-                &citadel.to_string(),
-                "--monitoring-addr",
-                &citadel_monitoring.to_string(),
-                "--data-dir",
-                &citadel_data.display().to_string(),
-            ],
-        )?;
-        wait_http_ok(citadel_monitoring, "/ready", WAIT).await?;
         let mut plane = Self {
-            _children: vec![c],
-            citadel,
-            citadel_data,
+            citadel: CitadelProcess::start(&tmp.join("citadel"), &[]).await?,
+            _children: Vec::new(),
             galley_mtls: addr(),
             galley_monitoring: addr(),
             pilot_xds: addr(),
@@ -128,38 +111,16 @@ impl Plane {
     /// A certificate directory for `ns`/`sa`, as `citadel agent --once` writes it
     /// with a token from `citadel token`.
     fn certificate(&self, ns: &str, sa: &str) -> anyhow::Result<PathBuf> {
-        let out = Command::new(bin_path("citadel")?)
-            .args(["token", "--data-dir"])
-            .arg(&self.citadel_data)
-            .args(["--namespace", ns, "--service-account", sa])
-            .output()?;
-        if !out.status.success() {
-            bail!("citadel token: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        let token_file = self.tmp.join(format!("{ns}.{sa}.token"));
-        std::fs::write(&token_file, &out.stdout)?;
-        let dir = self.tmp.join(format!("certs-{ns}-{sa}"));
-        let out = Command::new(bin_path("citadel")?)
-            .args(["agent", "--once", "--ca-addr"])
-            .arg(format!("https://{}", self.citadel))
-            .arg("--ca-root")
-            .arg(self.citadel_data.join("ca/root-cert.pem"))
-            .arg("--token-file")
-            .arg(&token_file)
-            .arg("--output-dir")
-            .arg(&dir)
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "citadel agent --once: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(dir)
+        agent_once(
+            &self.citadel.ca_addr(),
+            &self.citadel.root(),
+            &self.citadel.token(ns, sa)?,
+            &self.tmp.join(format!("certs-{ns}-{sa}")),
+        )
     }
 
     fn roots(&self) -> Vec<CertificateDer<'static>> {
-        let pem = std::fs::read(self.citadel_data.join("ca/root-cert.pem")).unwrap();
+        let pem = std::fs::read(self.citadel.root()).unwrap();
         CertificateDer::pem_slice_iter(&pem)
             .map(|c| c.unwrap())
             .collect()
@@ -219,11 +180,7 @@ fn code_of(e: &anyhow::Error) -> Option<Code> {
 
 async fn metric(addr: SocketAddr, name: &str) -> f64 {
     let (_, body) = http_get(addr, "/metrics").await.unwrap();
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&body, name).unwrap_or(0.0)
 }
 
 #[tokio::test]
@@ -300,7 +257,7 @@ async fn pilot_follows_galley_and_serves_proxies_over_mtls_with_citadel_certific
     std::fs::write(foreign_dir.join("cert-chain.pem"), &leaf.chain_pem).unwrap();
     std::fs::write(foreign_dir.join("key.pem"), &leaf.key_pem).unwrap();
     let mut roots = foreign.cert_pem().to_string();
-    roots.push_str(&std::fs::read_to_string(plane.citadel_data.join("ca/root-cert.pem")).unwrap());
+    roots.push_str(&std::fs::read_to_string(plane.citadel.root()).unwrap());
     std::fs::write(foreign_dir.join("root-cert.pem"), roots).unwrap();
     let e = first_cds(
         channel(
@@ -323,5 +280,12 @@ async fn pilot_follows_galley_and_serves_proxies_over_mtls_with_citadel_certific
     .unwrap_err();
     assert_eq!(code_of(&e), Some(Code::PermissionDenied), "{e:#}");
     assert!(metric(plane.galley_monitoring, "xds_refused_unauthorized_total").await >= 1.0);
-    assert!(metric(plane.galley_monitoring, "tls_handshakes_total").await >= 1.0);
+    assert!(
+        metric(
+            plane.galley_monitoring,
+            "tls_handshakes_total{result=\"ok\"}"
+        )
+        .await
+            >= 1.0
+    );
 }

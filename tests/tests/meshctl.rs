@@ -4,7 +4,14 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use dromon_e2e::{ChildGuard, bin_path, http_json, wait_http_ok};
+use dromon_e2e::{
+    ChildGuard,
+    ads::{SotwClient, node},
+    bin_path,
+    citadel::agent_once,
+    http_json, wait_http_ok,
+};
+use rustls_pki_types::pem::PemObject;
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -177,6 +184,67 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(seen, "the edit reached galley");
+
+    // citadel runs, galley and pilot hold its certificates, and pilot serves a
+    // proxy on 15011 that got its certificate with a `meshctl token`.
+    wait_http_ok(
+        "127.0.0.1:15016".parse().unwrap(),
+        "/ready",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    for (component, dir) in [("galley", "certs/galley"), ("pilot", "certs/pilot")] {
+        let chain = std::fs::read(data.path().join(dir).join("cert-chain.pem")).unwrap();
+        let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(&chain)
+            .next()
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            mesh_tls::spiffe_id_of(&leaf).unwrap().to_string(),
+            format!("spiffe://cluster.local/ns/istio-system/sa/{component}")
+        );
+    }
+    let (code, token, err) = meshctl(&[
+        "token",
+        "--data",
+        data.path().to_str().unwrap(),
+        "--namespace",
+        "bookinfo",
+        "--service-account",
+        "bookinfo-reviews",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let certs = agent_once(
+        "https://127.0.0.1:8060",
+        &data.path().join("citadel/ca/root-cert.pem"),
+        token.trim(),
+        &data.path().join("reviews-certs"),
+    )
+    .unwrap();
+    let channel = mesh_tls::channel(
+        "https://127.0.0.1:15011",
+        std::sync::Arc::new(mesh_tls::FileIdentity::open(&certs).unwrap()),
+        mesh_tls::ServerIdentity::Exact(
+            "spiffe://cluster.local/ns/istio-system/sa/pilot"
+                .parse()
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut client = SotwClient::connect_channel(
+        channel,
+        node("sidecar~10.1.0.9~reviews-v1-x.bookinfo~bookinfo.svc.cluster.local"),
+    )
+    .await
+    .unwrap();
+    client
+        .subscribe("type.googleapis.com/envoy.config.cluster.v3.Cluster", &[])
+        .await
+        .unwrap();
+    let clusters = client.recv(Duration::from_secs(10)).await.unwrap();
+    assert!(!clusters.resources.is_empty());
+
     let status = up.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status:?}");
 }

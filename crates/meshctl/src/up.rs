@@ -11,6 +11,12 @@ use galley::{GalleyConfig, SourceConfig, source::dir::Debounce};
 
 use crate::{ports, sample};
 
+/// The namespace of the control plane's own identities.
+const CONTROL_PLANE_NAMESPACE: &str = "istio-system";
+/// Lifetime of the tokens that get each component its first certificate; renewals
+/// authenticate with the certificate itself.
+const BOOTSTRAP_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
 /// `meshctl up` flags.
 #[derive(Debug, Clone, Args)]
 pub struct UpArgs {
@@ -44,6 +50,79 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
         })?,
     };
     let at = |port: u16| SocketAddr::new(args.bind, port);
+    // Where the components reach each other (a wildcard bind is reached on loopback).
+    let reach = |addr: SocketAddr| {
+        if addr.ip().is_unspecified() {
+            SocketAddr::new(IpAddr::from([127, 0, 0, 1]), addr.port())
+        } else {
+            addr
+        }
+    };
+
+    // citadel first: every other component gets its certificate from it.
+    let citadel_data = args.data.join("citadel");
+    std::fs::create_dir_all(&citadel_data)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", citadel_data.display()))?;
+    let policy = citadel::ca::CaPolicy::default();
+    let trust_domain = policy.trust_domain.clone();
+    let citadel = citadel::server::start(
+        citadel::server::CitadelConfig {
+            grpc_addr: at(ports::CITADEL_GRPC),
+            monitoring_addr: at(ports::CITADEL_MONITORING),
+            data_dir: citadel_data.clone(),
+            cacerts: None,
+            policy,
+            ledger_url: None,
+            local_issuer: true,
+            jwt_issuers: Vec::new(),
+            serving_dns_names: vec!["localhost".into()],
+            identity: (CONTROL_PLANE_NAMESPACE.into(), "citadel".into()),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("citadel: {e}"))?;
+
+    // An agent per component writes and renews its certificate under <data>/certs.
+    let mut agents = Vec::new();
+    let mut cert_dirs = Vec::new();
+    for component in ["galley", "pilot"] {
+        let token = citadel::args::mint_token(
+            &citadel_data,
+            CONTROL_PLANE_NAMESPACE,
+            component,
+            BOOTSTRAP_TOKEN_TTL,
+        )
+        .map_err(|e| anyhow::anyhow!("token for {component}: {e}"))?;
+        let dir = args.data.join("certs").join(component);
+        let mut config = citadel::agent::AgentConfig::new(
+            format!("https://{}", reach(citadel.grpc_addr)),
+            trust_domain.clone(),
+        );
+        config.ca_root = Some(citadel_data.join("ca").join("root-cert.pem"));
+        config.token = Some(citadel::agent::TokenSource::from_string(token));
+        config.output_dir = Some(dir.clone());
+        let agent = citadel::agent::start(config, shutdown.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{component}'s certificate agent: {e}"))?;
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            ready = tokio::time::timeout(Duration::from_secs(30), agent.ready()) => {
+                if ready.is_err() {
+                    anyhow::bail!("{component} got no certificate from citadel within 30s; see the logs");
+                }
+            }
+        }
+        agents.push((component, agent));
+        cert_dirs.push(dir);
+    }
+    let galley_identity: mesh_tls::SpiffeId =
+        mesh_tls::SpiffeId::new(&trust_domain, CONTROL_PLANE_NAMESPACE, "galley")
+            .map_err(|e| anyhow::anyhow!("galley's identity: {e}"))?;
+    let control_plane: mesh_tls::IdentityPattern =
+        format!("spiffe://{trust_domain}/ns/{CONTROL_PLANE_NAMESPACE}/sa/*")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("control-plane identities: {e}"))?;
 
     let galley = galley::start(
         GalleyConfig {
@@ -54,20 +133,32 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             mcp_addr: at(ports::GALLEY_MCP),
             monitoring_addr: at(ports::GALLEY_MONITORING),
             default_namespace: args.default_namespace.clone(),
-            tls: None,
+            tls: Some(galley::GalleyTls {
+                dir: cert_dirs[0].clone(),
+                mcp_mtls_addr: at(ports::GALLEY_MCP_MTLS),
+                allowed: vec![control_plane],
+            }),
         },
         shutdown.clone(),
     )
     .await?;
+    let galley_mtls = galley
+        .mcp_mtls_addr
+        .ok_or_else(|| anyhow::anyhow!("galley did not open its mTLS port"))?;
 
+    // pilot follows galley over mTLS.
     let pilot = pilot::server::start(
         pilot::server::PilotConfig {
-            from: pilot::server::ConfigFrom::Galley(format!("http://{}", galley.mcp_addr)),
+            from: pilot::server::ConfigFrom::Galley(format!("https://{}", reach(galley_mtls))),
             xds_addr: at(ports::PILOT_XDS),
             monitoring_addr: at(ports::PILOT_MONITORING),
             debounce: Duration::from_millis(100),
             debounce_max: Duration::from_secs(10),
-            tls: None,
+            tls: Some(pilot::server::PilotTls {
+                dir: cert_dirs[1].clone(),
+                xds_mtls_addr: at(ports::PILOT_XDS_MTLS),
+                galley_identity: Some(galley_identity),
+            }),
         },
         shutdown.clone(),
     )
@@ -83,7 +174,17 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             }
         }
     }
-    let endpoints: Vec<(&str, String, &str)> = vec![
+    let mut endpoints: Vec<(&str, String, &str)> = vec![
+        (
+            "citadel",
+            citadel.grpc_addr.to_string(),
+            "CA: CreateCertificate (TLS; JWT from `meshctl token`, or a client certificate)",
+        ),
+        (
+            "citadel",
+            format!("http://{}", citadel.monitoring_addr),
+            "/metrics /ready /debug/ca /crl /crl.pem",
+        ),
         (
             "galley",
             galley.mcp_addr.to_string(),
@@ -93,6 +194,11 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             "galley",
             format!("http://{}", galley.monitoring_addr),
             "/metrics /ready /debug/configz /debug/syncz /debug/analyze /debug/errors",
+        ),
+        (
+            "galley",
+            galley_mtls.to_string(),
+            "MCP over mTLS (control-plane identities only)",
         ),
         (
             "pilot",
@@ -105,9 +211,20 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             "/metrics /ready /debug/syncz /debug/configz /debug/registryz /debug/config_dump",
         ),
     ];
+    if let Some(addr) = pilot.xds_mtls_addr {
+        endpoints.push((
+            "pilot",
+            addr.to_string(),
+            "Envoy xDS v3 over mTLS (each proxy its certificate's namespace)",
+        ));
+    }
     println!("Dromon control plane is up.");
     println!("  config: {}", config_dir.display());
     println!("  data:   {}", args.data.display());
+    println!(
+        "  certs:  {} (renewed in place)",
+        args.data.join("certs").display()
+    );
     println!();
     for (component, endpoint, what) in [("component", "endpoint".to_string(), "what")]
         .into_iter()
@@ -126,10 +243,26 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
         shutdown.cancel();
         result
     };
-    let (g, p) = tokio::join!(
+    let agents =
+        futures::future::join_all(agents.into_iter().map(|(component, agent)| async move {
+            stop_all(
+                agent
+                    .wait()
+                    .await
+                    .map_err(|e| format!("{component}'s agent: {e}")),
+            )
+        }));
+    let (c, g, p, a) = tokio::join!(
+        async { stop_all(citadel.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(galley.wait().await.map_err(|e| e.to_string())) },
-        async { stop_all(pilot.wait().await.map_err(|e| e.to_string())) }
+        async { stop_all(pilot.wait().await.map_err(|e| e.to_string())) },
+        agents,
     );
+    c.map_err(|e| anyhow::anyhow!("citadel: {e}"))?;
     g.map_err(|e| anyhow::anyhow!("galley: {e}"))?;
-    p.map_err(|e| anyhow::anyhow!("pilot: {e}"))
+    p.map_err(|e| anyhow::anyhow!("pilot: {e}"))?;
+    for r in a {
+        r.map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
 }
