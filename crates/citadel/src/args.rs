@@ -95,7 +95,8 @@ pub struct ServeArgs {
     /// That issuer's keys, a JWKS file.
     #[arg(long, env = "CITADEL_JWKS_FILE", group = "jwks")]
     pub jwks_file: Option<PathBuf>,
-    /// That issuer's keys, at an http:// URL.
+    /// That issuer's keys, at an http:// or https:// URL (https verified against the
+    /// system roots; SSL_CERT_FILE names others).
     #[arg(long, env = "CITADEL_JWKS_URL", group = "jwks")]
     pub jwks_url: Option<String>,
     /// DNS names in citadel's serving certificate (comma-separated).

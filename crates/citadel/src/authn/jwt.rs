@@ -2,7 +2,7 @@
 //! account with a JWT signed by a configured issuer (Kubernetes service-account
 //! style: `sub` is `system:serviceaccount:<namespace>:<service-account>`).
 //!
-//! Keys come from a JWKS document, a file or an `http://` URL, refreshed in the
+//! Keys come from a JWKS document, a file or an `http(s)://` URL, refreshed in the
 //! background. Verified tokens are remembered until they expire, so a workload
 //! renewing many times costs one signature check per token.
 
@@ -32,7 +32,8 @@ const CACHE_LIMIT: usize = 100_000;
 pub enum JwksSource {
     /// A JWKS JSON file, re-read when it changes.
     File(PathBuf),
-    /// A JWKS document at an `http://` URL, fetched periodically.
+    /// A JWKS document at an `http://` or `https://` URL (verified against the
+    /// system roots), fetched periodically.
     Url(String),
 }
 
@@ -277,7 +278,7 @@ impl Authenticator for JwtAuthenticator {
     }
 }
 
-/// Fetches an `http://` URL (bounded in time and size).
+/// Fetches an `http://` or `https://` URL (bounded in time and size).
 async fn fetch(url: &str) -> Result<Vec<u8>, JwksError> {
     let err = |reason: String| JwksError::Fetch {
         from: url.to_string(),
