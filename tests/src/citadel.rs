@@ -9,6 +9,10 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use mesh_api::ca::v1::istio_certificate_service_client::IstioCertificateServiceClient;
+use mesh_tls::{ClientCredentials, ServerIdentity};
+use rustls_pki_types::{CertificateDer, pem::PemObject};
+use tonic::transport::Channel;
 
 use crate::{ChildGuard, bin_path, free_port, wait_http_ok};
 
@@ -72,16 +76,49 @@ impl CitadelProcess {
 
     /// A local-issuer token for `ns`/`sa` (`citadel token`).
     pub fn token(&self, ns: &str, sa: &str) -> anyhow::Result<String> {
-        let out = Command::new(bin_path("citadel")?)
-            .args(["token", "--data-dir"])
-            .arg(&self.data)
-            .args(["--namespace", ns, "--service-account", sa])
-            .output()?;
-        if !out.status.success() {
-            bail!("citadel token: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8(out.stdout)?.trim().to_string())
+        local_token(&self.data, ns, sa)
     }
+
+    /// The trusted roots.
+    pub fn roots(&self) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+        let pem = std::fs::read(self.root())?;
+        Ok(CertificateDer::pem_slice_iter(&pem).collect::<Result<_, _>>()?)
+    }
+
+    /// A CA client presenting `credentials`, accepting only citadel's identity.
+    pub fn client(
+        &self,
+        credentials: ClientCredentials,
+    ) -> anyhow::Result<IstioCertificateServiceClient<Channel>> {
+        let channel = mesh_tls::channel_with(
+            &self.ca_addr(),
+            credentials,
+            ServerIdentity::Exact(CITADEL_ID.parse()?),
+        )?;
+        Ok(IstioCertificateServiceClient::new(channel))
+    }
+
+    /// A CA client without a certificate (it authenticates with a token).
+    pub fn anonymous(&self) -> anyhow::Result<IstioCertificateServiceClient<Channel>> {
+        self.client(ClientCredentials::RootsOnly(self.roots()?))
+    }
+}
+
+/// citadel's own identity, as its serving certificate names it by default.
+pub const CITADEL_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/citadel";
+
+/// `citadel token` for `ns`/`sa`, with the local issuer whose key is under `data`
+/// (created there if absent).
+pub fn local_token(data: &Path, ns: &str, sa: &str) -> anyhow::Result<String> {
+    let out = Command::new(bin_path("citadel")?)
+        .args(["token", "--data-dir"])
+        .arg(data)
+        .args(["--namespace", ns, "--service-account", sa])
+        .output()?;
+    if !out.status.success() {
+        bail!("citadel token: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
 /// Runs `openssl` with `args`; its stdout, or an error with its output.

@@ -14,6 +14,26 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub mod ads;
 pub mod citadel;
 
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The Python with the test clients (grpcio, xds-protos): `DROMON_PYTHON`, or the
+/// repository's `.venv` that `scripts/install-test-deps.sh` makes.
+pub fn python() -> PathBuf {
+    if let Ok(p) = std::env::var("DROMON_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = repo().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} missing: run scripts/install-test-deps.sh",
+        venv.display()
+    );
+    venv
+}
+
 /// Path of a workspace binary built next to the running executable (a test in
 /// `target/<profile>/deps/`, or a tool in `target/<profile>/`).
 pub fn bin_path(name: &str) -> anyhow::Result<PathBuf> {

@@ -11,103 +11,18 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, bail};
-use dromon_e2e::{ChildGuard, bin_path, free_port, http_get, wait_http_ok};
+use dromon_e2e::{
+    bin_path,
+    citadel::{CitadelProcess, local_token, openssl},
+    free_port, http_get,
+};
 use mesh_api::ca::v1::{
     IstioCertificateRequest, IstioCertificateResponse,
     istio_certificate_service_client::IstioCertificateServiceClient,
 };
-use mesh_tls::{ClientCredentials, FileIdentity, ServerIdentity};
+use mesh_tls::{ClientCredentials, FileIdentity};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tonic::{Code, transport::Channel};
-
-const CITADEL_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/citadel";
-
-struct Citadel {
-    _child: ChildGuard,
-    grpc: SocketAddr,
-    monitoring: SocketAddr,
-    data: PathBuf,
-}
-
-impl Citadel {
-    async fn start(data: &Path, extra: &[&str]) -> anyhow::Result<Self> {
-        let grpc: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
-        let mut args = vec![
-            "--grpc-addr".to_string(),
-            grpc.to_string(),
-            "--monitoring-addr".into(),
-            monitoring.to_string(),
-            "--data-dir".into(),
-            data.display().to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = ChildGuard::spawn("citadel", &argv)?;
-        wait_http_ok(monitoring, "/ready", Duration::from_secs(30)).await?;
-        Ok(Self {
-            _child: child,
-            grpc,
-            monitoring,
-            data: data.to_path_buf(),
-        })
-    }
-
-    fn root(&self) -> PathBuf {
-        self.data.join("ca/root-cert.pem")
-    }
-
-    fn roots(&self) -> Vec<CertificateDer<'static>> {
-        let pem = std::fs::read(self.root()).unwrap();
-        CertificateDer::pem_slice_iter(&pem)
-            .map(|c| c.unwrap())
-            .collect()
-    }
-
-    fn client(&self, credentials: ClientCredentials) -> IstioCertificateServiceClient<Channel> {
-        let channel = mesh_tls::channel_with(
-            &format!("https://127.0.0.1:{}", self.grpc.port()),
-            credentials,
-            ServerIdentity::Exact(CITADEL_ID.parse().unwrap()),
-        )
-        .unwrap();
-        IstioCertificateServiceClient::new(channel)
-    }
-
-    fn anonymous(&self) -> IstioCertificateServiceClient<Channel> {
-        self.client(ClientCredentials::RootsOnly(self.roots()))
-    }
-}
-
-/// `citadel token` for a service account, with the local issuer under `data`.
-fn token(data: &Path, ns: &str, sa: &str) -> anyhow::Result<String> {
-    let out = Command::new(bin_path("citadel")?)
-        .args(["token", "--data-dir"])
-        .arg(data)
-        .args(["--namespace", ns, "--service-account", sa])
-        .output()?;
-    if !out.status.success() {
-        bail!("citadel token: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(String::from_utf8(out.stdout)?.trim().to_string())
-}
-
-fn openssl(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("openssl")
-        .args(args)
-        .output()
-        .context("openssl")?;
-    if !out.status.success() {
-        bail!(
-            "openssl {}: {}{}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// A new key (OpenSSL's `-newkey` spec) and a CSR, optionally asking for a SAN.
 fn key_and_csr(
@@ -183,13 +98,13 @@ fn serial_of(pem: &str) -> String {
 #[tokio::test]
 async fn an_openssl_csr_becomes_a_chain_that_openssl_verifies_naming_only_the_caller() {
     let tmp = tempfile::tempdir().unwrap();
-    let citadel = Citadel::start(&tmp.path().join("citadel"), &[])
+    let citadel = CitadelProcess::start(&tmp.path().join("citadel"), &[])
         .await
         .unwrap();
-    let token = token(&citadel.data, "default", "productpage").unwrap();
+    let token = local_token(&citadel.data, "default", "productpage").unwrap();
     // The CSR asks for nothing: the identity comes from the token.
     let (_key, csr) = key_and_csr(tmp.path(), "pp", "ec", None).unwrap();
-    let resp = create(&mut citadel.anonymous(), Some(&token), &csr, 3600)
+    let resp = create(&mut citadel.anonymous().unwrap(), Some(&token), &csr, 3600)
         .await
         .unwrap();
     assert_eq!(resp.cert_chain.len(), 2);
@@ -250,13 +165,13 @@ async fn an_openssl_csr_becomes_a_chain_that_openssl_verifies_naming_only_the_ca
 #[tokio::test]
 async fn two_processes_complete_an_mtls_handshake_with_issued_certificates() {
     let tmp = tempfile::tempdir().unwrap();
-    let citadel = Citadel::start(&tmp.path().join("citadel"), &[])
+    let citadel = CitadelProcess::start(&tmp.path().join("citadel"), &[])
         .await
         .unwrap();
-    let mut client = citadel.anonymous();
+    let mut client = citadel.anonymous().unwrap();
     let mut files = Vec::new();
     for sa in ["productpage", "reviews"] {
-        let t = token(&citadel.data, "default", sa).unwrap();
+        let t = local_token(&citadel.data, "default", sa).unwrap();
         let (key, csr) = key_and_csr(tmp.path(), sa, "ec", None).unwrap();
         let resp = create(&mut client, Some(&t), &csr, 0).await.unwrap();
         let cert = tmp.path().join(format!("{sa}.pem"));
@@ -355,12 +270,12 @@ fn status_code(r: Result<IstioCertificateResponse, tonic::Status>) -> (Code, Str
 #[tokio::test]
 async fn impersonation_and_bad_csrs_are_refused_each_with_its_reason() {
     let tmp = tempfile::tempdir().unwrap();
-    let citadel = Citadel::start(&tmp.path().join("citadel"), &[])
+    let citadel = CitadelProcess::start(&tmp.path().join("citadel"), &[])
         .await
         .unwrap();
-    let mut client = citadel.anonymous();
-    let good = token(&citadel.data, "default", "productpage").unwrap();
-    let stranger = token(&tmp.path().join("elsewhere"), "default", "productpage").unwrap();
+    let mut client = citadel.anonymous().unwrap();
+    let good = local_token(&citadel.data, "default", "productpage").unwrap();
+    let stranger = local_token(&tmp.path().join("elsewhere"), "default", "productpage").unwrap();
     let (_k, plain_csr) = key_and_csr(tmp.path(), "plain", "ec", None).unwrap();
     let dir = tmp.path();
     let cases: Vec<Case<'_>> = vec![
@@ -489,19 +404,21 @@ async fn impersonation_and_bad_csrs_are_refused_each_with_its_reason() {
 #[tokio::test]
 async fn a_client_certificate_renews_until_it_is_revoked_and_then_shows_on_the_crl() {
     let tmp = tempfile::tempdir().unwrap();
-    let citadel = Citadel::start(&tmp.path().join("citadel"), &[])
+    let citadel = CitadelProcess::start(&tmp.path().join("citadel"), &[])
         .await
         .unwrap();
-    let t = token(&citadel.data, "default", "ratings").unwrap();
+    let t = local_token(&citadel.data, "default", "ratings").unwrap();
     let (key, csr) = key_and_csr(tmp.path(), "first", "ec", None).unwrap();
-    let first = create(&mut citadel.anonymous(), Some(&t), &csr, 0)
+    let first = create(&mut citadel.anonymous().unwrap(), Some(&t), &csr, 0)
         .await
         .unwrap();
     let dir = write_cert_dir(&tmp.path().join("ratings"), &key, &first);
 
     // Renewal with the certificate alone, no token.
     let identity = Arc::new(FileIdentity::open(&dir).unwrap());
-    let mut renewing = citadel.client(ClientCredentials::Identity(identity));
+    let mut renewing = citadel
+        .client(ClientCredentials::Identity(identity))
+        .unwrap();
     let (_k2, csr2) = key_and_csr(tmp.path(), "second", "ec", None).unwrap();
     let second = create(&mut renewing, None, &csr2, 0).await.unwrap();
     let leaf = tmp.path().join("second.pem");
@@ -578,24 +495,28 @@ async fn two_replicas_share_a_postgres_ledger_and_a_plugged_ca() {
     let pg = mesh_testkit::postgres::PostgresServer::start().unwrap();
     let url = pg.url();
     let tmp = tempfile::tempdir().unwrap();
-    let a = Citadel::start(&tmp.path().join("a"), &["--ledger", &url])
+    let a = CitadelProcess::start(&tmp.path().join("a"), &["--ledger", &url])
         .await
         .unwrap();
     // Replica b signs with a's CA files (a plugged CA) and trusts the same tokens.
     let cacerts = a.data.join("ca").display().to_string();
     std::fs::create_dir_all(tmp.path().join("b")).unwrap();
     copy_dir(&a.data.join("tokens"), &tmp.path().join("b/tokens"));
-    let b = Citadel::start(
+    let b = CitadelProcess::start(
         &tmp.path().join("b"),
         &["--ledger", &url, "--cacerts", &cacerts],
     )
     .await
     .unwrap();
-    let t = token(&a.data, "default", "details").unwrap();
+    let t = local_token(&a.data, "default", "details").unwrap();
     let (_k, csr) = key_and_csr(tmp.path(), "d1", "ec", None).unwrap();
-    let from_a = create(&mut a.anonymous(), Some(&t), &csr, 0).await.unwrap();
+    let from_a = create(&mut a.anonymous().unwrap(), Some(&t), &csr, 0)
+        .await
+        .unwrap();
     let from_b = create(
-        &mut b.client(ClientCredentials::RootsOnly(a.roots())),
+        &mut b
+            .client(ClientCredentials::RootsOnly(a.roots().unwrap()))
+            .unwrap(),
         Some(&t),
         &csr,
         0,

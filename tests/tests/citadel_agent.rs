@@ -10,7 +10,7 @@
 use std::{
     net::SocketAddr,
     os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output, Stdio},
     time::{Duration, Instant},
 };
@@ -18,24 +18,19 @@ use std::{
 use dromon_e2e::{
     ChildGuard, bin_path,
     citadel::{CitadelProcess, metric_value, openssl},
-    free_port, http_get, wait_http_ok,
+    free_port, http_get, python, repo, wait_http_ok,
 };
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+/// The SDS client script (Envoy's protos for Python, gRPC's own client).
+fn sds_client_command() -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(python());
+    command.arg(repo().join("tests/xds_client/sds_client.py"));
+    command
 }
 
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("DROMON_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} missing: run scripts/install-test-deps.sh",
-        venv.display()
-    );
-    venv
+/// Runs the SDS client with `args` to its end.
+async fn sds_client(args: &[String]) -> Output {
+    sds_client_command().args(args).output().await.unwrap()
 }
 
 fn agent(args: &[&str]) -> Output {
@@ -323,8 +318,7 @@ async fn a_running_agent_renews_files_in_place_over_mtls_and_pushes_each_renewal
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
 
     // SDS over the Unix socket: one stream sees three different certificates.
-    let client = tokio::process::Command::new(python())
-        .arg(repo().join("tests/xds_client/sds_client.py"))
+    let client = sds_client_command()
         .args([
             format!("unix:{}", socket.display()),
             "3".into(),
@@ -387,17 +381,13 @@ async fn a_running_agent_renews_files_in_place_over_mtls_and_pushes_each_renewal
     );
 
     // Over loopback TCP, only the secret asked for is sent.
-    let roots_only = tokio::process::Command::new(python())
-        .arg(repo().join("tests/xds_client/sds_client.py"))
-        .args([
-            sds_addr.to_string(),
-            "1".into(),
-            "20".into(),
-            "ROOTCA".into(),
-        ])
-        .output()
-        .await
-        .unwrap();
+    let roots_only = sds_client(&[
+        sds_addr.to_string(),
+        "1".into(),
+        "20".into(),
+        "ROOTCA".into(),
+    ])
+    .await;
     assert!(
         roots_only.status.success(),
         "{}",
@@ -478,16 +468,12 @@ async fn an_agent_started_while_citadel_is_down_is_not_ready_and_retries_until_i
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_ne!(http_get(monitoring, "/ready").await.unwrap().0, 200);
-    let refused = tokio::process::Command::new(python())
-        .arg(repo().join("tests/xds_client/sds_client.py"))
-        .args([
-            format!("unix:{}", socket.display()),
-            "1".into(),
-            "10".into(),
-        ])
-        .output()
-        .await
-        .unwrap();
+    let refused = sds_client(&[
+        format!("unix:{}", socket.display()),
+        "1".into(),
+        "10".into(),
+    ])
+    .await;
     assert!(!refused.status.success());
     let line = String::from_utf8_lossy(&refused.stdout);
     assert!(line.contains("UNAVAILABLE"), "{line}");
@@ -499,16 +485,12 @@ async fn an_agent_started_while_citadel_is_down_is_not_ready_and_retries_until_i
     wait_http_ok(monitoring, "/ready", Duration::from_secs(90))
         .await
         .unwrap();
-    let out = tokio::process::Command::new(python())
-        .arg(repo().join("tests/xds_client/sds_client.py"))
-        .args([
-            format!("unix:{}", socket.display()),
-            "1".into(),
-            "20".into(),
-        ])
-        .output()
-        .await
-        .unwrap();
+    let out = sds_client(&[
+        format!("unix:{}", socket.display()),
+        "1".into(),
+        "20".into(),
+    ])
+    .await;
     assert!(
         out.status.success(),
         "{}",
@@ -600,17 +582,13 @@ async fn a_root_added_at_citadel_reaches_the_files_and_rootca_at_the_next_renewa
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     check_cert_dir(&out_dir, "spiffe://cluster.local/ns/shop/sa/pay");
-    let out = tokio::process::Command::new(python())
-        .arg(repo().join("tests/xds_client/sds_client.py"))
-        .args([
-            sds_addr.to_string(),
-            "1".into(),
-            "20".into(),
-            "ROOTCA".into(),
-        ])
-        .output()
-        .await
-        .unwrap();
+    let out = sds_client(&[
+        sds_addr.to_string(),
+        "1".into(),
+        "20".into(),
+        "ROOTCA".into(),
+    ])
+    .await;
     assert!(
         out.status.success(),
         "{}",

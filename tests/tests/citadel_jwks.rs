@@ -5,11 +5,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
+use std::{net::SocketAddr, path::Path, time::Duration};
 
 use dromon_e2e::{
-    ChildGuard, bin_path,
-    citadel::{agent_once, openssl},
+    ChildGuard,
+    citadel::{agent_once, local_token, openssl},
     free_port, wait_http_ok,
 };
 use rustls_pki_types::{CertificateDer, pem::PemObject};
@@ -78,18 +78,7 @@ async fn a_token_of_an_issuer_whose_jwks_is_served_over_https_gets_a_certificate
     // The issuer: a key pair and its JWKS (citadel's local issuer format), and a
     // token it signed for shop/cart.
     let issuer = tmp.path().join("issuer");
-    let out = Command::new(bin_path("citadel").unwrap())
-        .args(["token", "--data-dir"])
-        .arg(&issuer)
-        .args(["--namespace", "shop", "--service-account", "cart"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap();
+    let token = local_token(&issuer, "shop", "cart").unwrap();
 
     // Its JWKS over HTTPS.
     let (root, cert, key) = https_certificates(tmp.path());

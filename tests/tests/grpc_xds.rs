@@ -11,32 +11,14 @@
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
-    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use dromon_e2e::{ChildGuard, free_port, wait_http_ok};
+use dromon_e2e::{ChildGuard, free_port, python, repo, wait_http_ok};
 
 const HOST: &str = "echo.test.svc.cluster.local";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python() -> PathBuf {
-    if let Ok(p) = std::env::var("DROMON_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = repo().join(".venv/bin/python");
-    assert!(
-        venv.exists(),
-        "{} missing: run scripts/install-test-deps.sh",
-        venv.display()
-    );
-    venv
-}
 
 /// A Python process killed when dropped, with its stdout lines on a channel.
 struct Py {
