@@ -33,6 +33,17 @@ async fn sds_client(args: &[String]) -> Output {
     sds_client_command().args(args).output().await.unwrap()
 }
 
+/// The first response to an SDS client asking `addr` (TCP) for `ROOTCA` alone.
+async fn roots_over_tcp(addr: std::net::SocketAddr) -> serde_json::Value {
+    let out = sds_client(&[addr.to_string(), "1".into(), "20".into(), "ROOTCA".into()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    sds_responses(&out.stdout).remove(0)
+}
+
 fn agent(args: &[&str]) -> Output {
     Command::new(bin_path("citadel").unwrap())
         .arg("agent")
@@ -381,19 +392,7 @@ async fn a_running_agent_renews_files_in_place_over_mtls_and_pushes_each_renewal
     );
 
     // Over loopback TCP, only the secret asked for is sent.
-    let roots_only = sds_client(&[
-        sds_addr.to_string(),
-        "1".into(),
-        "20".into(),
-        "ROOTCA".into(),
-    ])
-    .await;
-    assert!(
-        roots_only.status.success(),
-        "{}",
-        String::from_utf8_lossy(&roots_only.stdout)
-    );
-    let r = &sds_responses(&roots_only.stdout)[0];
+    let r = &roots_over_tcp(sds_addr).await;
     assert_eq!(r["secrets"]["ROOTCA"]["roots"], 1, "{r}");
     assert!(r["secrets"].get("default").is_none(), "{r}");
 
@@ -582,18 +581,6 @@ async fn a_root_added_at_citadel_reaches_the_files_and_rootca_at_the_next_renewa
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     check_cert_dir(&out_dir, "spiffe://cluster.local/ns/shop/sa/pay");
-    let out = sds_client(&[
-        sds_addr.to_string(),
-        "1".into(),
-        "20".into(),
-        "ROOTCA".into(),
-    ])
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let r = &sds_responses(&out.stdout)[0];
+    let r = &roots_over_tcp(sds_addr).await;
     assert_eq!(r["secrets"]["ROOTCA"]["roots"], 2, "{r}");
 }
