@@ -1,0 +1,199 @@
+//! Attribute values and their types.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
+
+/// The type of an attribute (Istio's `ValueType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ValueType {
+    /// UTF-8 text.
+    String,
+    /// A 64-bit signed integer.
+    Int64,
+    /// A 64-bit float.
+    Double,
+    /// true or false.
+    Bool,
+    /// A point in time.
+    Timestamp,
+    /// A length of time.
+    Duration,
+    /// Raw bytes.
+    Bytes,
+    /// An IPv4 or IPv6 address.
+    IpAddress,
+    /// An email address (text, checked).
+    EmailAddress,
+    /// A DNS name (text, checked).
+    DnsName,
+    /// A URI (text, checked).
+    Uri,
+    /// A map of text to text (headers, labels).
+    StringMap,
+}
+
+impl ValueType {
+    /// The name used in manifests and messages (`STRING`, `INT64`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::String => "STRING",
+            ValueType::Int64 => "INT64",
+            ValueType::Double => "DOUBLE",
+            ValueType::Bool => "BOOL",
+            ValueType::Timestamp => "TIMESTAMP",
+            ValueType::Duration => "DURATION",
+            ValueType::Bytes => "BYTES",
+            ValueType::IpAddress => "IP_ADDRESS",
+            ValueType::EmailAddress => "EMAIL_ADDRESS",
+            ValueType::DnsName => "DNS_NAME",
+            ValueType::Uri => "URI",
+            ValueType::StringMap => "STRING_MAP",
+        }
+    }
+
+    /// The type named `name` (as [`ValueType::name`] spells it).
+    pub fn parse(name: &str) -> Option<ValueType> {
+        Self::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Every type.
+    pub const ALL: [ValueType; 12] = [
+        ValueType::String,
+        ValueType::Int64,
+        ValueType::Double,
+        ValueType::Bool,
+        ValueType::Timestamp,
+        ValueType::Duration,
+        ValueType::Bytes,
+        ValueType::IpAddress,
+        ValueType::EmailAddress,
+        ValueType::DnsName,
+        ValueType::Uri,
+        ValueType::StringMap,
+    ];
+
+    /// Whether values of this type travel as text on the wire (strings, emails,
+    /// DNS names and URIs share the wire's string slot).
+    pub fn is_text(self) -> bool {
+        matches!(
+            self,
+            ValueType::String | ValueType::EmailAddress | ValueType::DnsName | ValueType::Uri
+        )
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One attribute value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// Text (also emails, DNS names and URIs).
+    String(Arc<str>),
+    /// An integer.
+    Int64(i64),
+    /// A float.
+    Double(f64),
+    /// A boolean.
+    Bool(bool),
+    /// A point in time.
+    Timestamp(SystemTime),
+    /// A length of time.
+    Duration(Duration),
+    /// Raw bytes.
+    Bytes(Arc<[u8]>),
+    /// An IP address.
+    Ip(IpAddr),
+    /// A map of text to text.
+    StringMap(Arc<BTreeMap<String, String>>),
+}
+
+impl Value {
+    /// The type of this value; text values report [`ValueType::String`].
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::String(_) => ValueType::String,
+            Value::Int64(_) => ValueType::Int64,
+            Value::Double(_) => ValueType::Double,
+            Value::Bool(_) => ValueType::Bool,
+            Value::Timestamp(_) => ValueType::Timestamp,
+            Value::Duration(_) => ValueType::Duration,
+            Value::Bytes(_) => ValueType::Bytes,
+            Value::Ip(_) => ValueType::IpAddress,
+            Value::StringMap(_) => ValueType::StringMap,
+        }
+    }
+
+    /// The text of a text value.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::String(Arc::from(s))
+    }
+}
+
+impl From<i64> for Value {
+    fn from(v: i64) -> Self {
+        Value::Int64(v)
+    }
+}
+
+impl From<bool> for Value {
+    fn from(v: bool) -> Self {
+        Value::Bool(v)
+    }
+}
+
+/// What a vocabulary says about attribute names: their types.
+pub trait AttributeTypes {
+    /// The type of `name`, or `None` if the vocabulary has no such attribute.
+    fn type_of(&self, name: &str) -> Option<ValueType>;
+}
+
+impl AttributeTypes for BTreeMap<String, ValueType> {
+    fn type_of(&self, name: &str) -> Option<ValueType> {
+        self.get(name).copied()
+    }
+}
+
+/// The attributes of one request, read by name.
+pub trait Bag {
+    /// The value of `name`, if present.
+    fn get(&self, name: &str) -> Option<Value>;
+}
+
+impl Bag for BTreeMap<String, Value> {
+    fn get(&self, name: &str) -> Option<Value> {
+        BTreeMap::get(self, name).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_names_round_trip() {
+        for t in ValueType::ALL {
+            assert_eq!(ValueType::parse(t.name()), Some(t));
+        }
+        assert_eq!(ValueType::parse("string"), None);
+        assert!(ValueType::Uri.is_text() && !ValueType::StringMap.is_text());
+    }
+}
