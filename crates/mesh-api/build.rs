@@ -10,7 +10,11 @@ use std::{
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["dromon/mcp/v1/mcp.proto", "istio/v1/auth/ca.proto"];
+const PROTOS: &[&str] = &[
+    "dromon/mcp/v1/mcp.proto",
+    "istio/v1/auth/ca.proto",
+    "istio/mixer/v1/attributes.proto",
+];
 
 /// Envoy services served by Dromon components, described by reflection.
 const ENVOY_SERVICES: &[&str] = &[

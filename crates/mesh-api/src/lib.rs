@@ -34,6 +34,16 @@ pub mod mcp {
     }
 }
 
+/// The Mixer API's messages: attribute bags, wire-compatible with Istio's
+/// `istio.mixer.v1`.
+pub mod mixer {
+    /// Package `istio.mixer.v1`.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        tonic::include_proto!("istio.mixer.v1");
+    }
+}
+
 /// The CA API citadel serves: Istio's `IstioCertificateService`, wire-compatible.
 pub mod ca {
     /// Package `istio.v1.auth`.

@@ -3,10 +3,16 @@
 //! - [`ValueType`] and [`Value`]: the typed values attributes carry (Istio's
 //!   attribute value types: string, int64, double, bool, timestamp, duration,
 //!   bytes, IP address, email address, DNS name, URI, string map);
-//! - [`AttributeTypes`]: what the type checker needs to know of a vocabulary
-//!   (the attribute manifest): the type of each attribute name;
-//! - [`Bag`]: a set of attributes one request carries, read by name.
+//! - [`manifest::Manifest`]: the attribute vocabulary (the standard one, extended
+//!   by `attributemanifest` resources), which the type checker reads through
+//!   [`AttributeTypes`];
+//! - [`Bag`]: the attributes one request carries, read by name;
+//!   [`wire`] decodes and encodes them in the Mixer API's compressed form, with the
+//!   shared [`dictionary::GLOBAL_WORDS`].
 
+pub mod dictionary;
+pub mod manifest;
 pub mod value;
+pub mod wire;
 
 pub use value::{AttributeTypes, Bag, Value, ValueType};

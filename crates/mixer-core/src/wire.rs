@@ -1,0 +1,391 @@
+//! Attribute bags in the Mixer API's compressed form ([`CompressedAttributes`]).
+//!
+//! Names and text values are word indexes: `i >= 0` is word `i` of the global
+//! dictionary (only the first `global_word_count` words, as many as the client
+//! says it knows), `i < 0` is word `-i - 1` of the message's own list. Decoding
+//! checks everything a client could get wrong (an index out of range, a name sent
+//! twice, a value in the wrong slot for its type, an IP address of 5 bytes, a
+//! timestamp out of range) and answers with an error, never a panic.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+pub use mesh_api::mixer::v1::{CompressedAttributes, StringMap as WireStringMap};
+
+use crate::{AttributeTypes, Bag, Value, ValueType, dictionary::GLOBAL_WORDS};
+
+/// Why a compressed bag cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// A word index points nowhere.
+    #[error(
+        "word index {index} is out of range ({global} global words known, {local} in the message)"
+    )]
+    WordIndex {
+        /// The index.
+        index: i32,
+        /// Global words the client knows.
+        global: usize,
+        /// Words in the message.
+        local: usize,
+    },
+    /// The client claims to know more global words than exist.
+    #[error("global_word_count {0} is larger than the global dictionary ({len} words)", len = GLOBAL_WORDS.len())]
+    GlobalWordCount(u32),
+    /// An attribute appears twice.
+    #[error("attribute {0} is sent more than once")]
+    Duplicate(String),
+    /// An attribute arrives in a slot its declared type does not use.
+    #[error("attribute {name} is {declared} but was sent as {sent}")]
+    WrongType {
+        /// The attribute.
+        name: String,
+        /// Its type in the vocabulary.
+        declared: ValueType,
+        /// The slot it came in.
+        sent: &'static str,
+    },
+    /// An IP address that is neither 4 nor 16 bytes.
+    #[error("attribute {name} is an IP address of {len} bytes (4 or 16 expected)")]
+    IpLength {
+        /// The attribute.
+        name: String,
+        /// Its length.
+        len: usize,
+    },
+    /// A timestamp or duration that cannot be represented.
+    #[error("attribute {name}: {reason}")]
+    Time {
+        /// The attribute.
+        name: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// A decoded bag: attribute name to value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttributeBag {
+    values: BTreeMap<Arc<str>, Value>,
+}
+
+impl AttributeBag {
+    /// An empty bag.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets `name`.
+    pub fn insert(&mut self, name: &str, value: Value) {
+        self.values.insert(Arc::from(name), value);
+    }
+
+    /// Every attribute, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.values.iter().map(|(n, v)| (&**n, v))
+    }
+
+    /// How many attributes.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Applies `delta`'s attributes over this bag's (Report's delta encoding).
+    pub fn merge(&mut self, delta: AttributeBag) {
+        self.values.extend(delta.values);
+    }
+
+    /// The value of `name`, borrowed.
+    pub fn value(&self, name: &str) -> Option<&Value> {
+        self.values.get(name)
+    }
+}
+
+impl Bag for AttributeBag {
+    fn get(&self, name: &str) -> Option<Value> {
+        self.values.get(name).cloned()
+    }
+}
+
+struct Words<'a> {
+    global: &'a [&'static str],
+    local: &'a [String],
+}
+
+impl<'a> Words<'a> {
+    fn new(local: &'a [String], global_word_count: u32) -> Result<Self, WireError> {
+        let count = usize::try_from(global_word_count).unwrap_or(usize::MAX);
+        let global = GLOBAL_WORDS
+            .get(..count)
+            .ok_or(WireError::GlobalWordCount(global_word_count))?;
+        Ok(Self { global, local })
+    }
+
+    fn get(&self, index: i32) -> Result<&'a str, WireError> {
+        let found = if index >= 0 {
+            usize::try_from(index)
+                .ok()
+                .and_then(|i| self.global.get(i).copied())
+        } else {
+            // -1 is local[0]; computed in i64 so i32::MIN cannot overflow.
+            usize::try_from(-(i64::from(index)) - 1)
+                .ok()
+                .and_then(|i| self.local.get(i).map(String::as_str))
+        };
+        found.ok_or(WireError::WordIndex {
+            index,
+            global: self.global.len(),
+            local: self.local.len(),
+        })
+    }
+}
+
+/// Decodes a compressed bag; `types` says what each known name must be (unknown
+/// names are kept with the type of their slot). `default_words` stand in for the
+/// message's own list when it has none (Report's shared dictionary).
+pub fn decode(
+    msg: &CompressedAttributes,
+    global_word_count: u32,
+    default_words: &[String],
+    types: &dyn AttributeTypes,
+) -> Result<AttributeBag, WireError> {
+    let local = if msg.words.is_empty() {
+        default_words
+    } else {
+        &msg.words
+    };
+    let words = Words::new(local, global_word_count)?;
+    let mut bag = AttributeBag::new();
+    let mut put = |name: &str, value: Value, slot: &'static str| -> Result<(), WireError> {
+        let value = match (types.type_of(name), value) {
+            (None, v) => v,
+            (Some(declared), v) if accepts(declared, &v) => v,
+            // IP addresses travel in the bytes slot.
+            (Some(ValueType::IpAddress), Value::Bytes(b)) => Value::Ip(ip_from(name, &b)?),
+            (Some(declared), _) => {
+                return Err(WireError::WrongType {
+                    name: name.to_string(),
+                    declared,
+                    sent: slot,
+                });
+            }
+        };
+        if bag.values.insert(Arc::from(name), value).is_some() {
+            return Err(WireError::Duplicate(name.to_string()));
+        }
+        Ok(())
+    };
+    for (k, v) in &msg.strings {
+        put(words.get(*k)?, Value::from(words.get(*v)?), "string")?;
+    }
+    for (k, v) in &msg.int64s {
+        put(words.get(*k)?, Value::Int64(*v), "int64")?;
+    }
+    for (k, v) in &msg.doubles {
+        put(words.get(*k)?, Value::Double(*v), "double")?;
+    }
+    for (k, v) in &msg.bools {
+        put(words.get(*k)?, Value::Bool(*v), "bool")?;
+    }
+    for (k, v) in &msg.timestamps {
+        let name = words.get(*k)?;
+        put(
+            name,
+            Value::Timestamp(timestamp_from(name, v)?),
+            "timestamp",
+        )?;
+    }
+    for (k, v) in &msg.durations {
+        let name = words.get(*k)?;
+        put(name, Value::Duration(duration_from(name, v)?), "duration")?;
+    }
+    for (k, v) in &msg.bytes {
+        put(
+            words.get(*k)?,
+            Value::Bytes(Arc::from(v.as_slice())),
+            "bytes",
+        )?;
+    }
+    for (k, v) in &msg.string_maps {
+        let mut map = BTreeMap::new();
+        for (mk, mv) in &v.entries {
+            map.insert(words.get(*mk)?.to_string(), words.get(*mv)?.to_string());
+        }
+        put(
+            words.get(*k)?,
+            Value::StringMap(Arc::new(map)),
+            "string map",
+        )?;
+    }
+    Ok(bag)
+}
+
+/// Whether a value decoded from its slot is of a declared type.
+fn accepts(declared: ValueType, v: &Value) -> bool {
+    match v {
+        Value::String(_) => declared.is_text(),
+        other => other.value_type() == declared,
+    }
+}
+
+fn ip_from(name: &str, b: &[u8]) -> Result<IpAddr, WireError> {
+    match b.len() {
+        4 => {
+            let mut a = [0u8; 4];
+            a.copy_from_slice(b);
+            Ok(IpAddr::from(a))
+        }
+        16 => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(b);
+            Ok(IpAddr::from(a))
+        }
+        len => Err(WireError::IpLength {
+            name: name.to_string(),
+            len,
+        }),
+    }
+}
+
+fn timestamp_from(name: &str, t: &prost_types::Timestamp) -> Result<SystemTime, WireError> {
+    let bad = |reason| WireError::Time {
+        name: name.to_string(),
+        reason,
+    };
+    let nanos = u32::try_from(t.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or(bad("timestamp nanos out of range"))?;
+    let offset = Duration::new(t.seconds.unsigned_abs(), 0);
+    let base = if t.seconds >= 0 {
+        UNIX_EPOCH.checked_add(offset)
+    } else {
+        UNIX_EPOCH.checked_sub(offset)
+    };
+    base.and_then(|b| b.checked_add(Duration::from_nanos(u64::from(nanos))))
+        .ok_or(bad("timestamp out of range"))
+}
+
+fn duration_from(name: &str, d: &prost_types::Duration) -> Result<Duration, WireError> {
+    let bad = |reason| WireError::Time {
+        name: name.to_string(),
+        reason,
+    };
+    let secs = u64::try_from(d.seconds).map_err(|_| bad("negative duration"))?;
+    let nanos = u32::try_from(d.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or(bad("duration nanos out of range"))?;
+    Ok(Duration::new(secs, nanos))
+}
+
+/// Encodes `bag` as a client would: names and text found among the first
+/// `global_word_count` global words by index, the rest in the message's own list.
+pub fn encode(bag: &AttributeBag, global_word_count: u32) -> CompressedAttributes {
+    let known = usize::try_from(global_word_count)
+        .unwrap_or(usize::MAX)
+        .min(GLOBAL_WORDS.len());
+    let global: BTreeMap<&str, i32> = GLOBAL_WORDS[..known]
+        .iter()
+        .enumerate()
+        .rev() // the first index of a repeated word wins
+        .filter_map(|(i, w)| i32::try_from(i).ok().map(|i| (*w, i)))
+        .collect();
+    let mut msg = CompressedAttributes::default();
+    let mut local: BTreeMap<String, i32> = BTreeMap::new();
+    let mut index = |msg: &mut CompressedAttributes, word: &str| -> i32 {
+        if let Some(i) = global.get(word) {
+            return *i;
+        }
+        if let Some(i) = local.get(word) {
+            return *i;
+        }
+        msg.words.push(word.to_string());
+        let i = -i32::try_from(msg.words.len()).unwrap_or(i32::MAX);
+        local.insert(word.to_string(), i);
+        i
+    };
+    for (name, value) in bag.iter() {
+        let k = index(&mut msg, name);
+        match value {
+            Value::String(s) => {
+                let v = index(&mut msg, s);
+                msg.strings.insert(k, v);
+            }
+            Value::Int64(v) => {
+                msg.int64s.insert(k, *v);
+            }
+            Value::Double(v) => {
+                msg.doubles.insert(k, *v);
+            }
+            Value::Bool(v) => {
+                msg.bools.insert(k, *v);
+            }
+            Value::Timestamp(t) => {
+                let (seconds, nanos) = match t.duration_since(UNIX_EPOCH) {
+                    Ok(d) => (
+                        i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                        i32::try_from(d.subsec_nanos()).unwrap_or(0),
+                    ),
+                    Err(e) => {
+                        let d = e.duration();
+                        let (s, n) = (d.as_secs(), d.subsec_nanos());
+                        // Whole seconds below the epoch, then nanos forward.
+                        if n == 0 {
+                            (-i64::try_from(s).unwrap_or(i64::MAX), 0)
+                        } else {
+                            (
+                                -i64::try_from(s).unwrap_or(i64::MAX) - 1,
+                                i32::try_from(1_000_000_000 - n).unwrap_or(0),
+                            )
+                        }
+                    }
+                };
+                msg.timestamps
+                    .insert(k, prost_types::Timestamp { seconds, nanos });
+            }
+            Value::Duration(d) => {
+                msg.durations.insert(
+                    k,
+                    prost_types::Duration {
+                        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+                    },
+                );
+            }
+            Value::Bytes(b) => {
+                msg.bytes.insert(k, b.to_vec());
+            }
+            Value::Ip(ip) => {
+                let b = match ip {
+                    IpAddr::V4(a) => a.octets().to_vec(),
+                    IpAddr::V6(a) => a.octets().to_vec(),
+                };
+                msg.bytes.insert(k, b);
+            }
+            Value::StringMap(m) => {
+                let mut entries = BTreeMap::new();
+                for (mk, mv) in m.iter() {
+                    let mk = index(&mut msg, mk);
+                    let mv = index(&mut msg, mv);
+                    entries.insert(mk, mv);
+                }
+                msg.string_maps.insert(k, WireStringMap { entries });
+            }
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+#[path = "wire_tests.rs"]
+mod tests;

@@ -1,0 +1,226 @@
+#![allow(clippy::unwrap_used)]
+
+use std::{collections::BTreeMap, time::Duration};
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::manifest::Manifest;
+
+/// The global index of `word`.
+fn g(word: &str) -> i32 {
+    i32::try_from(GLOBAL_WORDS.iter().position(|w| *w == word).unwrap()).unwrap()
+}
+
+fn all() -> u32 {
+    u32::try_from(GLOBAL_WORDS.len()).unwrap()
+}
+
+#[test]
+fn global_and_message_words_decode_into_typed_values() {
+    let mut msg = CompressedAttributes {
+        words: vec![
+            "reviews.default.svc.cluster.local".into(),
+            "x-user".into(),
+            "jason".into(),
+        ],
+        ..CompressedAttributes::default()
+    };
+    msg.strings.insert(g("destination.service.host"), -1);
+    msg.strings.insert(g("request.method"), g("GET"));
+    msg.int64s.insert(g("response.code"), 200);
+    msg.bools.insert(g("connection.mtls"), true);
+    msg.bytes.insert(g("source.ip"), vec![10, 1, 2, 3]);
+    msg.durations.insert(
+        g("response.duration"),
+        prost_types::Duration {
+            seconds: 1,
+            nanos: 500,
+        },
+    );
+    msg.timestamps.insert(
+        g("request.time"),
+        prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 7,
+        },
+    );
+    let mut headers = WireStringMap::default();
+    headers.entries.insert(-2, -3);
+    msg.string_maps.insert(g("request.headers"), headers);
+    let bag = decode(&msg, all(), &[], &Manifest::standard()).unwrap();
+    assert_eq!(bag.len(), 8);
+    assert_eq!(
+        bag.get("destination.service.host"),
+        Some(Value::from("reviews.default.svc.cluster.local"))
+    );
+    assert_eq!(bag.get("request.method"), Some(Value::from("GET")));
+    assert_eq!(bag.get("response.code"), Some(Value::Int64(200)));
+    assert_eq!(bag.get("connection.mtls"), Some(Value::Bool(true)));
+    assert_eq!(
+        bag.get("source.ip"),
+        Some(Value::Ip("10.1.2.3".parse().unwrap()))
+    );
+    assert_eq!(
+        bag.get("response.duration"),
+        Some(Value::Duration(Duration::new(1, 500)))
+    );
+    assert_eq!(
+        bag.get("request.time"),
+        Some(Value::Timestamp(
+            UNIX_EPOCH + Duration::new(1_700_000_000, 7)
+        ))
+    );
+    let Some(Value::StringMap(h)) = bag.get("request.headers") else {
+        panic!("no headers")
+    };
+    assert_eq!(h.get("x-user").map(String::as_str), Some("jason"));
+}
+
+#[test]
+fn report_default_words_stand_in_for_an_empty_list() {
+    let mut msg = CompressedAttributes::default();
+    msg.strings.insert(g("request.path"), -1);
+    let bag = decode(&msg, all(), &["/api/v1".into()], &Manifest::standard()).unwrap();
+    assert_eq!(bag.get("request.path"), Some(Value::from("/api/v1")));
+}
+
+#[test]
+fn malformed_bags_are_refused_with_the_reason() {
+    let types = Manifest::standard();
+    let refuse =
+        |msg: &CompressedAttributes, count: u32| decode(msg, count, &[], &types).unwrap_err();
+
+    // A global word beyond what the client knows, a local word beyond the list.
+    let mut msg = CompressedAttributes::default();
+    msg.int64s.insert(g("response.code"), 1);
+    assert!(matches!(refuse(&msg, 1), WireError::WordIndex { .. }));
+    let mut msg = CompressedAttributes::default();
+    msg.int64s.insert(-1, 1);
+    assert!(matches!(
+        refuse(&msg, all()),
+        WireError::WordIndex { index: -1, .. }
+    ));
+    msg.int64s.clear();
+    msg.int64s.insert(i32::MIN, 1);
+    assert!(matches!(refuse(&msg, all()), WireError::WordIndex { .. }));
+    // More global words than exist.
+    assert_eq!(
+        refuse(&CompressedAttributes::default(), all() + 1),
+        WireError::GlobalWordCount(all() + 1)
+    );
+    // The same name twice.
+    let mut msg = CompressedAttributes::default();
+    msg.int64s.insert(g("response.code"), 200);
+    msg.words = vec!["response.code".into()];
+    msg.int64s.insert(-1, 404);
+    assert_eq!(
+        refuse(&msg, all()),
+        WireError::Duplicate("response.code".into())
+    );
+    // A value in the wrong slot for its declared type.
+    let mut msg = CompressedAttributes::default();
+    msg.strings.insert(g("response.code"), g("GET"));
+    assert!(matches!(
+        refuse(&msg, all()),
+        WireError::WrongType {
+            declared: ValueType::Int64,
+            sent: "string",
+            ..
+        }
+    ));
+    // An address of 5 bytes, a negative duration, nanos out of range.
+    let mut msg = CompressedAttributes::default();
+    msg.bytes.insert(g("source.ip"), vec![1, 2, 3, 4, 5]);
+    assert!(matches!(
+        refuse(&msg, all()),
+        WireError::IpLength { len: 5, .. }
+    ));
+    let mut msg = CompressedAttributes::default();
+    msg.durations.insert(
+        g("response.duration"),
+        prost_types::Duration {
+            seconds: -1,
+            nanos: 0,
+        },
+    );
+    assert!(matches!(refuse(&msg, all()), WireError::Time { .. }));
+    let mut msg = CompressedAttributes::default();
+    msg.timestamps.insert(
+        g("request.time"),
+        prost_types::Timestamp {
+            seconds: 0,
+            nanos: 1_000_000_000,
+        },
+    );
+    assert!(matches!(refuse(&msg, all()), WireError::Time { .. }));
+}
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        "[a-z./-]{0,12}".prop_map(|s| Value::from(s.as_str())),
+        prop_oneof![Just("GET"), Just("inbound"), Just("200")].prop_map(Value::from),
+        any::<i64>().prop_map(Value::Int64),
+        (-1e12f64..1e12).prop_map(Value::Double),
+        any::<bool>().prop_map(Value::Bool),
+        (
+            -1_000_000_000_000i64..4_000_000_000_000,
+            0u32..1_000_000_000
+        )
+            .prop_map(|(s, n)| {
+                let base = if s >= 0 {
+                    UNIX_EPOCH + Duration::from_secs(s.unsigned_abs())
+                } else {
+                    UNIX_EPOCH - Duration::from_secs(s.unsigned_abs())
+                };
+                Value::Timestamp(base + Duration::from_nanos(u64::from(n)))
+            }),
+        (0u64..1 << 40, 0u32..1_000_000_000)
+            .prop_map(|(s, n)| Value::Duration(Duration::new(s, n))),
+        proptest::collection::vec(any::<u8>(), 0..20).prop_map(|b| Value::Bytes(b.into())),
+        proptest::collection::btree_map("[a-z-]{1,8}", "[a-z0-9]{0,8}", 0..4)
+            .prop_map(|m| Value::StringMap(std::sync::Arc::new(m))),
+    ]
+}
+
+fn name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        (0..GLOBAL_WORDS.len()).prop_map(|i| GLOBAL_WORDS[i].to_string()),
+        "myapp\\.[a-z]{1,6}",
+    ]
+}
+
+proptest! {
+    #[test]
+    fn encode_then_decode_gives_the_bag_back(
+        attrs in proptest::collection::btree_map(name(), value(), 0..20),
+        known in 0..=GLOBAL_WORDS.len(),
+    ) {
+        let mut bag = AttributeBag::new();
+        for (n, v) in &attrs {
+            bag.insert(n, v.clone());
+        }
+        let count = u32::try_from(known).unwrap();
+        let msg = encode(&bag, count);
+        // No vocabulary: every value keeps the type of its slot.
+        let types: BTreeMap<String, ValueType> = BTreeMap::new();
+        let back = decode(&msg, count, &[], &types).unwrap();
+        prop_assert_eq!(back, bag);
+    }
+
+    #[test]
+    fn arbitrary_messages_decode_or_fail_cleanly(
+        words in proptest::collection::vec("[a-z.]{0,6}", 0..5),
+        strings in proptest::collection::btree_map(-8i32..300, -8i32..300, 0..6),
+        ints in proptest::collection::btree_map(-8i32..300, any::<i64>(), 0..4),
+        bytes in proptest::collection::btree_map(-8i32..300, proptest::collection::vec(any::<u8>(), 0..20), 0..4),
+        secs in any::<i64>(),
+        nanos in any::<i32>(),
+        count in 0u32..400,
+    ) {
+        let mut msg = CompressedAttributes { words, strings, int64s: ints, bytes, ..Default::default() };
+        msg.timestamps.insert(-1, prost_types::Timestamp { seconds: secs, nanos });
+        msg.durations.insert(-2, prost_types::Duration { seconds: secs, nanos });
+        let _ = decode(&msg, count, &[], &Manifest::standard());
+    }
+}
