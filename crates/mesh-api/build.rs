@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "dromon/mcp/v1/mcp.proto",
     "istio/v1/auth/ca.proto",
     "istio/mixer/v1/attributes.proto",
+    "istio/mixer/v1/mixer.proto",
 ];
 
 /// Envoy services served by Dromon components, described by reflection.
@@ -137,6 +138,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Ordered maps encode deterministically, so equal content gives equal bytes.
         .btree_map(".")
+        // One Rust type for google.rpc.Status, shared with Envoy's APIs.
+        .extern_path(".google.rpc", "::envoy_types::pb::google::rpc")
         .compile_fds(fds)?;
     Ok(())
 }

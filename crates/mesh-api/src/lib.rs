@@ -41,6 +41,9 @@ pub mod mixer {
     pub mod v1 {
         #![allow(missing_docs, clippy::all)]
         tonic::include_proto!("istio.mixer.v1");
+
+        /// Full gRPC name of the Mixer service.
+        pub const SERVICE_NAME: &str = "istio.mixer.v1.Mixer";
     }
 }
 

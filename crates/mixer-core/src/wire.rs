@@ -14,7 +14,10 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-pub use mesh_api::mixer::v1::{CompressedAttributes, StringMap as WireStringMap};
+pub use mesh_api::mixer::v1::{
+    CompressedAttributes, ReportRequest, StringMap as WireStringMap,
+    report_request::RepeatedAttributesSemantics,
+};
 
 use crate::{AttributeTypes, Bag, Value, ValueType, dictionary::GLOBAL_WORDS};
 
@@ -227,6 +230,40 @@ pub fn decode(
         )?;
     }
     Ok(bag)
+}
+
+/// Decodes every bag of a Report. With delta encoding (the default), each bag
+/// holds what differs from the one before it, so bag `i` is bags `0..=i` merged.
+pub fn decode_report(
+    req: &ReportRequest,
+    types: &dyn AttributeTypes,
+) -> Result<Vec<AttributeBag>, ReportError> {
+    let delta = req.repeated_attributes_semantics() == RepeatedAttributesSemantics::DeltaEncoding;
+    let mut out: Vec<AttributeBag> = Vec::with_capacity(req.attributes.len());
+    for (i, msg) in req.attributes.iter().enumerate() {
+        let bag = decode(msg, req.global_word_count, &req.default_words, types)
+            .map_err(|source| ReportError { index: i, source })?;
+        let bag = match (delta, out.last()) {
+            (true, Some(previous)) => {
+                let mut merged = previous.clone();
+                merged.merge(bag);
+                merged
+            }
+            _ => bag,
+        };
+        out.push(bag);
+    }
+    Ok(out)
+}
+
+/// A Report bag that cannot be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("attribute bag {index}: {source}")]
+pub struct ReportError {
+    /// Its position in the request.
+    pub index: usize,
+    /// Why.
+    pub source: WireError,
 }
 
 /// Whether a value decoded from its slot is of a declared type.

@@ -156,6 +156,42 @@ fn malformed_bags_are_refused_with_the_reason() {
     assert!(matches!(refuse(&msg, all()), WireError::Time { .. }));
 }
 
+#[test]
+fn report_bags_are_deltas_of_the_one_before_unless_independent() {
+    let bag = |pairs: &[(&str, i64)]| {
+        let mut b = AttributeBag::new();
+        for (n, v) in pairs {
+            b.insert(n, Value::Int64(*v));
+        }
+        b
+    };
+    let first = bag(&[("response.code", 200), ("request.size", 10)]);
+    let second = bag(&[("response.code", 503)]);
+    let mut req = ReportRequest {
+        attributes: vec![encode(&first, all()), encode(&second, all())],
+        global_word_count: all(),
+        ..ReportRequest::default()
+    };
+    let types = Manifest::standard();
+    let bags = decode_report(&req, &types).unwrap();
+    assert_eq!(bags[0], first);
+    assert_eq!(
+        bags[1],
+        bag(&[("response.code", 503), ("request.size", 10)]),
+        "the second bag keeps what it does not change"
+    );
+    req.set_repeated_attributes_semantics(RepeatedAttributesSemantics::IndependentEncoding);
+    assert_eq!(decode_report(&req, &types).unwrap()[1], second);
+    // A bad bag names its position.
+    req.attributes[1].int64s.insert(-9, 1);
+    let e = decode_report(&req, &types).unwrap_err();
+    assert_eq!(e.index, 1);
+    assert!(
+        e.to_string().starts_with("attribute bag 1: word index -9"),
+        "{e}"
+    );
+}
+
 fn value() -> impl Strategy<Value = Value> {
     prop_oneof![
         "[a-z./-]{0,12}".prop_map(|s| Value::from(s.as_str())),
