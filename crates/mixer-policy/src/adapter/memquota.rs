@@ -54,20 +54,21 @@ struct OverrideParams {
     valid_duration: Option<String>,
 }
 
+/// A quota's size and window.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Limit {
-    max_amount: i64,
-    window: Duration,
+pub(crate) struct Limit {
+    pub(crate) max_amount: i64,
+    pub(crate) window: Duration,
 }
 
 #[derive(Debug, Clone)]
-struct Quota {
+pub(crate) struct Quota {
     limit: Limit,
     overrides: Vec<(BTreeMap<String, String>, Limit)>,
 }
 
 impl Quota {
-    fn limit_for(&self, dimensions: &BTreeMap<String, String>) -> &Limit {
+    pub(crate) fn limit_for(&self, dimensions: &BTreeMap<String, String>) -> &Limit {
         self.overrides
             .iter()
             .find(|(dims, _)| dims.iter().all(|(k, v)| dimensions.get(k) == Some(v)))
@@ -124,36 +125,40 @@ struct State {
     dedup: HashMap<String, (Instant, QuotaResult)>,
 }
 
-/// A configured memquota.
-#[derive(Debug)]
-pub struct MemQuota {
-    quotas: HashMap<String, Quota>,
-    dedup_for: Duration,
-    epoch: Instant,
-    state: Mutex<State>,
+/// Quotas as memquota's params describe them (also the SQL quota's).
+#[derive(Debug, Clone)]
+pub(crate) struct QuotaSet {
+    pub(crate) quotas: HashMap<String, Quota>,
+    pub(crate) dedup_for: Duration,
 }
 
-impl MemQuota {
-    /// Builds a memquota from handler params.
-    pub fn new(params: &serde_json::Value) -> Result<Self, ParamsError> {
-        let p: Params = decode_params(NAME, params)?;
+impl QuotaSet {
+    /// Reads `params` for `adapter`.
+    pub(crate) fn parse(
+        adapter: &'static str,
+        params: &serde_json::Value,
+    ) -> Result<Self, ParamsError> {
+        let p: Params = decode_params(adapter, params)?;
         let mut quotas = HashMap::new();
         for (i, q) in p.quotas.into_iter().enumerate() {
             let field = format!("quotas[{i}]");
             if q.name.is_empty() {
-                return Err(ParamsError::new(NAME, format!("{field}.name is required")));
+                return Err(ParamsError::new(
+                    adapter,
+                    format!("{field}.name is required"),
+                ));
             }
-            let base = limit(&field, q.max_amount, &q.valid_duration)?;
+            let base = limit(adapter, &field, q.max_amount, &q.valid_duration)?;
             let mut overrides = Vec::new();
             for (j, o) in q.overrides.into_iter().enumerate() {
                 let field = format!("{field}.overrides[{j}]");
                 if o.dimensions.is_empty() {
                     return Err(ParamsError::new(
-                        NAME,
+                        adapter,
                         format!("{field}.dimensions is required"),
                     ));
                 }
-                let mut own = limit(&field, o.max_amount, &o.valid_duration)?;
+                let mut own = limit(adapter, &field, o.max_amount, &o.valid_duration)?;
                 if o.valid_duration.is_none() {
                     own.window = base.window;
                 }
@@ -170,18 +175,56 @@ impl MemQuota {
                 .is_some()
             {
                 return Err(ParamsError::new(
-                    NAME,
+                    adapter,
                     format!("{field}: quota {} is listed twice", q.name),
                 ));
             }
         }
         let dedup_for = match &p.min_deduplication_duration {
-            Some(d) => parse_duration(NAME, "minDeduplicationDuration", d)?,
+            Some(d) => parse_duration(adapter, "minDeduplicationDuration", d)?,
             None => Duration::from_secs(1),
         };
+        Ok(Self { quotas, dedup_for })
+    }
+
+    /// The quota named `name`, checking the amount asked for.
+    pub(crate) fn get(&self, name: &str, amount: i64) -> Result<&Quota, QuotaError> {
+        let quota = self
+            .quotas
+            .get(name)
+            .ok_or_else(|| QuotaError::Unknown(name.to_string()))?;
+        if amount < 0 {
+            return Err(QuotaError::NegativeAmount(amount));
+        }
+        Ok(quota)
+    }
+}
+
+/// What to grant of `amount` when `left` remains.
+pub(crate) fn grant(amount: i64, left: i64, best_effort: bool) -> i64 {
+    let left = left.max(0);
+    if amount <= left {
+        amount
+    } else if best_effort {
+        left
+    } else {
+        0
+    }
+}
+
+/// A configured memquota.
+#[derive(Debug)]
+pub struct MemQuota {
+    set: QuotaSet,
+    epoch: Instant,
+    state: Mutex<State>,
+}
+
+impl MemQuota {
+    /// Builds a memquota from handler params.
+    pub fn new(params: &serde_json::Value) -> Result<Self, ParamsError> {
         Ok(Self {
-            quotas,
-            dedup_for,
+            set: QuotaSet::parse(NAME, params)?,
             epoch: Instant::now(),
             state: Mutex::new(State::default()),
         })
@@ -200,27 +243,20 @@ impl MemQuota {
         dedup_id: &str,
         now: Instant,
     ) -> Result<QuotaResult, QuotaError> {
-        let quota = self
-            .quotas
-            .get(name)
-            .ok_or_else(|| QuotaError::Unknown(name.to_string()))?;
-        if amount < 0 {
-            return Err(QuotaError::NegativeAmount(amount));
-        }
-        let limit = quota.limit_for(dimensions);
+        let limit = self.set.get(name, amount)?.limit_for(dimensions);
+        let dedup_for = self.set.dedup_for;
         let mut state = self.state.lock();
         if !dedup_id.is_empty() {
             if let Some((at, result)) = state.dedup.get(dedup_id)
-                && now.saturating_duration_since(*at) < self.dedup_for
+                && now.saturating_duration_since(*at) < dedup_for
             {
                 return Ok(result.clone());
             }
             // Forget expired ids now and then, so the map stays small.
             if state.dedup.len() > 1024 {
-                let keep = self.dedup_for;
                 state
                     .dedup
-                    .retain(|_, (at, _)| now.saturating_duration_since(*at) < keep);
+                    .retain(|_, (at, _)| now.saturating_duration_since(*at) < dedup_for);
             }
         }
         let now_ms = u64::try_from(now.saturating_duration_since(self.epoch).as_millis())
@@ -230,14 +266,7 @@ impl MemQuota {
             .entry((name.to_string(), dimension_key(dimensions)))
             .or_default();
         counter.expire(now_ms, limit.window);
-        let left = (limit.max_amount - counter.used).max(0);
-        let granted = if amount <= left {
-            amount
-        } else if best_effort {
-            left
-        } else {
-            0
-        };
+        let granted = grant(amount, limit.max_amount - counter.used, best_effort);
         if granted > 0 {
             counter.take(now_ms, granted);
         }
@@ -254,22 +283,27 @@ impl MemQuota {
     }
 }
 
-fn limit(field: &str, max_amount: i64, window: &Option<String>) -> Result<Limit, ParamsError> {
+fn limit(
+    adapter: &'static str,
+    field: &str,
+    max_amount: i64,
+    window: &Option<String>,
+) -> Result<Limit, ParamsError> {
     if max_amount < 0 {
         return Err(ParamsError::new(
-            NAME,
+            adapter,
             format!("{field}.maxAmount must not be negative"),
         ));
     }
     let window = match window {
-        Some(d) => parse_duration(NAME, &format!("{field}.validDuration"), d)?,
+        Some(d) => parse_duration(adapter, &format!("{field}.validDuration"), d)?,
         None => Duration::ZERO,
     };
     Ok(Limit { max_amount, window })
 }
 
 /// One string per dimension combination (keys sorted by the map).
-fn dimension_key(dimensions: &BTreeMap<String, String>) -> String {
+pub(crate) fn dimension_key(dimensions: &BTreeMap<String, String>) -> String {
     let mut key = String::new();
     for (k, v) in dimensions {
         key.push_str(k);
