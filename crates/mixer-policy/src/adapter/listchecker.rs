@@ -284,6 +284,37 @@ impl ListChecker {
     }
 }
 
+/// Keeps `checker`'s list fetched from its `providerUrl` every refresh interval
+/// until `shutdown` (returns at once when it has none). A failed fetch keeps the
+/// last list, which serves until its ttl; each failure is logged.
+pub async fn refresh(checker: Arc<ListChecker>, shutdown: tokio_util::sync::CancellationToken) {
+    let Some((url, every)) = checker.provider().map(|(u, e)| (u.to_string(), e)) else {
+        return;
+    };
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let fetched = mesh_runtime::http_client::get_url(&url, Duration::from_secs(10)).await;
+        match fetched {
+            Ok((200, body)) => {
+                let text = String::from_utf8_lossy(&body);
+                let bad = checker.set_list(&text, Instant::now());
+                if !bad.is_empty() {
+                    tracing::warn!(%url, skipped = bad.len(), first = %bad[0], "list entries skipped");
+                }
+            }
+            Ok((status, _)) => {
+                tracing::warn!(%url, status, "list fetch failed; keeping the last list")
+            }
+            Err(e) => tracing::warn!(%url, error = %e, "list fetch failed; keeping the last list"),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -382,6 +413,44 @@ mod tests {
         let bad = ips.set_list("10.0.0.1\nbogus\n", t0);
         assert_eq!(bad.len(), 1, "{bad:?}");
         assert!(ips.check(&s("10.0.0.1"), t0).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_list_is_fetched_over_http_and_refreshed() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        // A list server whose answer changes after the first fetch.
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = served.clone();
+        let app = axum::Router::new().route(
+            "/list",
+            axum::routing::get(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                async move { if n == 0 { "alice\n" } else { "alice\nbob\n" } }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let checker = Arc::new(
+            ListChecker::new(&json!({
+                "providerUrl": format!("http://{addr}/list"),
+                "refreshInterval": "100ms", "ttl": "10s",
+            }))
+            .unwrap(),
+        );
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        tokio::spawn(refresh(checker.clone(), shutdown.clone()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !checker.check(&s("bob"), Instant::now()).is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "the refreshed list never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(checker.check(&s("alice"), Instant::now()).is_ok());
+        assert!(served.load(Ordering::SeqCst) >= 2);
+        shutdown.cancel();
     }
 
     #[test]
