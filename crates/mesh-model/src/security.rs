@@ -7,6 +7,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::selector::{PolicyTargetReference, WorkloadSelector};
 
+/// The mesh's root namespace: policies there apply to every namespace.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

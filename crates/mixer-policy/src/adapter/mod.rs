@@ -9,6 +9,7 @@ use std::time::Duration;
 pub mod denier;
 pub mod listchecker;
 pub mod memquota;
+pub mod rbac;
 pub mod sqlquota;
 
 /// gRPC status codes adapters answer with (google.rpc.Code).

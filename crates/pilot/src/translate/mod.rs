@@ -151,8 +151,7 @@ pub struct MeshContext {
     vs_wildcard: Vec<(String, usize)>,
 }
 
-/// The mesh's root namespace: policies there apply to every namespace.
-pub const ROOT_NAMESPACE: &str = "istio-system";
+pub use mesh_model::security::ROOT_NAMESPACE;
 
 /// A resource's spec with the namespace and name it was declared under.
 #[derive(Debug, Clone, PartialEq)]
