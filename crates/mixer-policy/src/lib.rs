@@ -6,3 +6,4 @@
 //! listchecker and memquota.
 
 pub mod adapter;
+pub mod envoy;
