@@ -86,6 +86,16 @@ pub enum BinaryOp {
 }
 
 impl BinaryOp {
+    /// Binding strength: `||` 0, `&&` 1, `==` and `!=` 2, `|` 3.
+    pub fn precedence(self) -> u8 {
+        match self {
+            BinaryOp::Or => 0,
+            BinaryOp::And => 1,
+            BinaryOp::Eq | BinaryOp::Ne => 2,
+            BinaryOp::OrElse => 3,
+        }
+    }
+
     /// The operator as written.
     pub fn symbol(self) -> &'static str {
         match self {
@@ -203,8 +213,8 @@ pub(crate) fn write_quoted(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
     f.write_str("\"")
 }
 
-/// The canonical text: binary operations parenthesized, strings double-quoted;
-/// it parses back to an equal tree.
+/// The canonical text: parentheses only where precedence needs them, strings
+/// double-quoted; it parses back to an equal tree.
 impl fmt::Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
@@ -217,8 +227,16 @@ impl fmt::Display for Expr {
                 write_receiver(f, map)?;
                 write!(f, "[{key}]")
             }
-            ExprKind::Not(e) => write!(f, "!{e}"),
-            ExprKind::Binary { op, lhs, rhs } => write!(f, "({lhs} {} {rhs})", op.symbol()),
+            ExprKind::Not(e) => {
+                f.write_str("!")?;
+                write_operand(f, e, |_| true)
+            }
+            ExprKind::Binary { op, lhs, rhs } => {
+                let p = op.precedence();
+                write_operand(f, lhs, |q| q < p)?;
+                write!(f, " {} ", op.symbol())?;
+                write_operand(f, rhs, |q| q <= p)
+            }
             ExprKind::Call { func, args } => {
                 let rest = match (func.is_method(), args.split_first()) {
                     (true, Some((recv, rest))) => {
@@ -243,15 +261,24 @@ impl fmt::Display for Expr {
     }
 }
 
-/// A receiver of `.method()` or `[key]`: parenthesized unless it is a primary.
+/// An operand of a binary operator, parenthesized when `needs_parens` says
+/// its own operator binds too loosely.
+fn write_operand(
+    f: &mut fmt::Formatter<'_>,
+    e: &Expr,
+    needs_parens: impl Fn(u8) -> bool,
+) -> fmt::Result {
+    match &e.kind {
+        ExprKind::Binary { op, .. } if needs_parens(op.precedence()) => write!(f, "({e})"),
+        _ => write!(f, "{e}"),
+    }
+}
+
+/// The operand of `!`, `.method()` or `[key]`: parenthesized when it is an
+/// operation itself.
 fn write_receiver(f: &mut fmt::Formatter<'_>, e: &Expr) -> fmt::Result {
     match &e.kind {
-        ExprKind::Attribute(_)
-        | ExprKind::Str(_)
-        | ExprKind::Bool(_)
-        | ExprKind::Call { .. }
-        | ExprKind::Index { .. }
-        | ExprKind::Binary { .. } => write!(f, "{e}"),
-        ExprKind::Int(_) | ExprKind::Double(_) | ExprKind::Not(_) => write!(f, "({e})"),
+        ExprKind::Binary { .. } | ExprKind::Not(_) => write!(f, "({e})"),
+        _ => write!(f, "{e}"),
     }
 }

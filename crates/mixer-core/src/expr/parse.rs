@@ -513,23 +513,76 @@ mod tests {
         parse(text).unwrap().to_string()
     }
 
+    /// Every binary operation parenthesized.
+    fn full(text: &str) -> String {
+        fn go(e: &Expr) -> String {
+            match &e.kind {
+                ExprKind::Binary { op, lhs, rhs } => {
+                    format!("({} {} {})", go(lhs), op.symbol(), go(rhs))
+                }
+                ExprKind::Not(a) => format!("!{}", go(a)),
+                ExprKind::Index { map, key } => format!("{}[{}]", go(map), go(key)),
+                _ => e.to_string(),
+            }
+        }
+        go(&parse(text).unwrap())
+    }
+
     fn err(text: &str) -> ParseError {
         parse(text).unwrap_err()
     }
 
     #[test]
     fn precedence_follows_go() {
-        assert_eq!(shape("a || b && c"), "(a || (b && c))");
-        assert_eq!(shape("a && b == c"), "(a && (b == c))");
+        assert_eq!(full("a || b && c"), "(a || (b && c))");
+        assert_eq!(full("a && b == c"), "(a && (b == c))");
         assert_eq!(
-            shape(r#"request.headers["x"] | "" == "abc""#),
+            full(r#"request.headers["x"] | "" == "abc""#),
             r#"((request.headers["x"] | "") == "abc")"#
         );
-        assert_eq!(shape("a == b != c"), "((a == b) != c)");
-        assert_eq!(shape("!a && b"), "(!a && b)");
-        assert_eq!(shape("!(a && b)"), "!(a && b)");
-        assert_eq!(shape("(a || b) && c"), "((a || b) && c)");
-        assert_eq!(shape("a | b | c"), "((a | b) | c)");
+        assert_eq!(full("a == b != c"), "((a == b) != c)");
+        assert_eq!(full("!a && b"), "(!a && b)");
+        assert_eq!(full("!(a && b)"), "!(a && b)");
+        assert_eq!(full("(a || b) && c"), "((a || b) && c)");
+        assert_eq!(full("a | b | c"), "((a | b) | c)");
+        assert_eq!(full("a | (b | c)"), "(a | (b | c))");
+    }
+
+    #[test]
+    fn canonical_text_keeps_needed_parentheses_only() {
+        assert_eq!(shape("((a || b)) && (c)"), "(a || b) && c");
+        assert_eq!(shape("a || (b && c)"), "a || b && c");
+        assert_eq!(shape("a | (b | c) | d"), "a | (b | c) | d");
+        assert_eq!(shape("!(!a)"), "!!a");
+        assert_eq!(shape("!(a == b)"), "!(a == b)");
+        assert_eq!(shape("(a | b).startsWith(c)"), "(a | b).startsWith(c)");
+        assert_eq!(shape("(!a)[\"k\"]"), "(!a)[\"k\"]");
+        assert_eq!(shape("5.startsWith(x)"), "5.startsWith(x)");
+        assert_eq!(shape("-5.5[x]"), "-5.5[x]");
+        for text in [
+            "5.startsWith(x)",
+            "-5.5[x]",
+            "1e16.endsWith(a)",
+            "startsWith(a)",
+            "!-1",
+        ] {
+            let e = parse(text).unwrap();
+            assert_eq!(parse(&e.to_string()).unwrap(), e, "{text}");
+        }
+    }
+
+    #[test]
+    fn canonical_text_of_limit_sized_trees_parses_back() {
+        let chain = vec!["a"; 200].join(" || ");
+        let mut nested = "a".to_string();
+        for i in 0..(MAX_NESTING - 1) {
+            let op = if i % 2 == 0 { "&&" } else { "||" };
+            nested = format!("b {op} ({nested})");
+        }
+        for text in [chain, nested] {
+            let e = parse(&text).unwrap();
+            assert_eq!(parse(&e.to_string()).unwrap(), e);
+        }
     }
 
     #[test]
@@ -549,11 +602,11 @@ mod tests {
             "ip(\"10.0.0.1\").endsWith(\"1\")"
         );
         assert_eq!(shape("m[\"k\"][\"j\"]"), "m[\"k\"][\"j\"]");
-        assert_eq!(shape("-5 == -2.5e3"), "(-5 == -2500.0)");
-        assert_eq!(shape("x == 1.5"), "(x == 1.5)");
+        assert_eq!(shape("-5 == -2.5e3"), "-5 == -2500.0");
+        assert_eq!(shape("x == 1.5"), "x == 1.5");
         assert_eq!(
             shape("x == -9223372036854775808"),
-            "(x == -9223372036854775808)"
+            "x == -9223372036854775808"
         );
         assert_eq!(shape("\"a\\\"b\\n\""), "\"a\\\"b\\n\"");
         assert_eq!(
