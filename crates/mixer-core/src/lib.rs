@@ -8,9 +8,12 @@
 //!   [`AttributeTypes`];
 //! - [`Bag`]: the attributes one request carries, read by name;
 //!   [`wire`] decodes and encodes them in the Mixer API's compressed form, with the
-//!   shared [`dictionary::GLOBAL_WORDS`].
+//!   shared [`dictionary::GLOBAL_WORDS`];
+//! - [`expr`]: the expression language, type-checked against a vocabulary and
+//!   compiled once to an evaluator over bags.
 
 pub mod dictionary;
+pub mod expr;
 pub mod manifest;
 pub mod value;
 pub mod wire;
