@@ -83,7 +83,7 @@ const STANDARD: &[(&str, ValueType)] = &[
     ("destination.container.name", Str),
     ("destination.container.image", Str),
     ("destination.service", DnsName),
-    ("destination.service.host", DnsName),
+    ("destination.service.host", Str),
     ("destination.service.uid", Str),
     ("destination.service.name", Str),
     ("destination.service.namespace", Str),

@@ -7,3 +7,4 @@
 
 pub mod adapter;
 pub mod envoy;
+pub mod policy;

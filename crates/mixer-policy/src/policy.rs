@@ -1,0 +1,515 @@
+//! One version of the policy configuration, compiled: handlers configured,
+//! instances' expressions and rules' `match` conditions type-checked and compiled
+//! once, ready to decide Check requests.
+//!
+//! Names: a rule action names its handler and instances as `name` (same
+//! namespace) or `name.namespace`. Rules of the root namespace (`istio-system`)
+//! apply to every request; a rule of another namespace applies to requests whose
+//! destination is in it (`destination.namespace`, or the namespace part of
+//! `destination.service.host`).
+//!
+//! A resource that cannot be used (unknown adapter or template, bad params, an
+//! expression that does not type-check, a reference to nothing) is left out and
+//! reported in [`Policy::issues`]; the rest of the configuration still serves.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mesh_model::{
+    Resource, Spec,
+    security::{AuthorizationPolicy, ROOT_NAMESPACE},
+};
+use mixer_core::{
+    Bag, Value,
+    expr::{AttributeRef, Compiled, compile},
+    manifest::Manifest,
+};
+
+use crate::adapter::{
+    CheckResult, QuotaResult, code,
+    denier::Denier,
+    listchecker::ListChecker,
+    memquota::MemQuota,
+    rbac::{AuthzRequest, NamedPolicy, Rbac},
+};
+
+/// A configuration problem, naming the resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// `kind/namespace/name`.
+    pub resource: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+enum HandlerImpl {
+    Denier(Denier),
+    List(Arc<ListChecker>),
+    MemQuota(Arc<MemQuota>),
+    Rbac,
+}
+
+enum InstanceImpl {
+    CheckNothing,
+    ListEntry(Compiled),
+    Quota(BTreeMap<String, Compiled>),
+    Authorization,
+}
+
+struct RuleImpl {
+    namespace: String,
+    condition: Option<Compiled>,
+    actions: Vec<(String, Vec<String>)>,
+}
+
+/// A quota asked for in a Check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaAsk {
+    /// Amount.
+    pub amount: i64,
+    /// Grant less rather than nothing.
+    pub best_effort: bool,
+}
+
+/// The decision for one Check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// The preconditions' result (the most restrictive of every handler's).
+    pub precondition: CheckResult,
+    /// Quota grants, by quota name.
+    pub quotas: BTreeMap<String, QuotaResult>,
+    /// The attributes the decision read, each with whether the bag held it.
+    pub referenced: Vec<(AttributeRef, bool)>,
+}
+
+/// A compiled configuration.
+pub struct Policy {
+    manifest: Manifest,
+    handlers: HashMap<String, HandlerImpl>,
+    instances: HashMap<String, InstanceImpl>,
+    rules: Vec<RuleImpl>,
+    rbac: Rbac,
+    issues: Vec<Issue>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("handlers", &self.handlers.len())
+            .field("instances", &self.instances.len())
+            .field("rules", &self.rules.len())
+            .field("issues", &self.issues)
+            .finish()
+    }
+}
+
+fn full_name(name: &str, namespace: &str) -> String {
+    if name.contains('.') {
+        name.to_string()
+    } else {
+        format!("{name}.{namespace}")
+    }
+}
+
+impl Policy {
+    /// Compiles the mixer resources among `resources` (other kinds are passed
+    /// over, AuthorizationPolicies feed the rbac adapter).
+    pub fn compile<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Policy {
+        let resources: Vec<&Resource> = resources.into_iter().collect();
+        let mut issues = Vec::new();
+        let id =
+            |r: &Resource| format!("{}/{}/{}", r.kind().as_str(), r.meta.namespace, r.meta.name);
+        let mut manifest = Manifest::standard();
+        for r in &resources {
+            if let Spec::AttributeManifest(m) = &r.spec
+                && let Err(e) = manifest.extend(m)
+            {
+                issues.push(Issue {
+                    resource: id(r),
+                    message: e.to_string(),
+                });
+            }
+        }
+        let mut handlers = HashMap::new();
+        let mut instances = HashMap::new();
+        let mut authz = Vec::new();
+        for r in &resources {
+            let key = format!("{}.{}", r.meta.name, r.meta.namespace);
+            match &r.spec {
+                Spec::Handler(h) => {
+                    let adapter = if h.compiled_adapter.is_empty() {
+                        h.adapter.as_str()
+                    } else {
+                        h.compiled_adapter.as_str()
+                    };
+                    let built = match adapter {
+                        "denier" => Denier::new(&h.params).map(HandlerImpl::Denier),
+                        "listchecker" | "list" => {
+                            ListChecker::new(&h.params).map(|l| HandlerImpl::List(Arc::new(l)))
+                        }
+                        "memquota" => {
+                            MemQuota::new(&h.params).map(|q| HandlerImpl::MemQuota(Arc::new(q)))
+                        }
+                        "rbac" => Ok(HandlerImpl::Rbac),
+                        other => {
+                            issues.push(Issue {
+                                resource: id(r),
+                                message: format!("unknown adapter {other:?} (denier, listchecker, memquota, rbac)"),
+                            });
+                            continue;
+                        }
+                    };
+                    match built {
+                        Ok(h) => {
+                            handlers.insert(key, h);
+                        }
+                        Err(e) => issues.push(Issue {
+                            resource: id(r),
+                            message: e.to_string(),
+                        }),
+                    }
+                }
+                Spec::Instance(i) => {
+                    let template = if i.compiled_template.is_empty() {
+                        i.template.as_str()
+                    } else {
+                        i.compiled_template.as_str()
+                    };
+                    match instance(template, &i.params, &manifest) {
+                        Ok(inst) => {
+                            instances.insert(key, inst);
+                        }
+                        Err(message) => issues.push(Issue {
+                            resource: id(r),
+                            message,
+                        }),
+                    }
+                }
+                Spec::AuthorizationPolicy(p) => authz.push(NamedPolicy {
+                    namespace: r.meta.namespace.clone(),
+                    name: r.meta.name.clone(),
+                    spec: AuthorizationPolicy::clone(p),
+                }),
+                _ => {}
+            }
+        }
+        let mut rules = Vec::new();
+        for r in &resources {
+            let Spec::Rule(rule) = &r.spec else { continue };
+            let ns = &r.meta.namespace;
+            let condition = if rule.match_expr.trim().is_empty() {
+                None
+            } else {
+                match compile(&rule.match_expr, &manifest) {
+                    Ok(c) if c.result_type() == mixer_core::ValueType::Bool => Some(c),
+                    Ok(c) => {
+                        issues.push(Issue {
+                            resource: id(r),
+                            message: format!(
+                                "match must be a BOOL expression, not {}",
+                                c.result_type()
+                            ),
+                        });
+                        continue;
+                    }
+                    Err(e) => {
+                        issues.push(Issue {
+                            resource: id(r),
+                            message: format!("match: {e}"),
+                        });
+                        continue;
+                    }
+                }
+            };
+            let mut actions = Vec::new();
+            let mut broken = None;
+            for a in &rule.actions {
+                let handler = full_name(&a.handler, ns);
+                if !handlers.contains_key(&handler) {
+                    broken = Some(format!("action handler {handler} is not configured"));
+                    break;
+                }
+                let mut names = Vec::new();
+                for i in &a.instances {
+                    let name = full_name(i, ns);
+                    if !instances.contains_key(&name) {
+                        broken = Some(format!("action instance {name} is not configured"));
+                        break;
+                    }
+                    names.push(name);
+                }
+                actions.push((handler, names));
+            }
+            if let Some(message) = broken {
+                issues.push(Issue {
+                    resource: id(r),
+                    message,
+                });
+                continue;
+            }
+            rules.push(RuleImpl {
+                namespace: ns.clone(),
+                condition,
+                actions,
+            });
+        }
+        Policy {
+            manifest,
+            handlers,
+            instances,
+            rules,
+            rbac: Rbac::new(authz),
+            issues,
+        }
+    }
+
+    /// The problems found, each naming its resource.
+    pub fn issues(&self) -> &[Issue] {
+        &self.issues
+    }
+
+    /// The vocabulary in force (standard plus attributemanifest resources).
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The list checkers (their lists are fetched by the server).
+    pub fn list_checkers(&self) -> Vec<Arc<ListChecker>> {
+        self.handlers
+            .values()
+            .filter_map(|h| match h {
+                HandlerImpl::List(l) => Some(l.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Decides a Check: every applicable rule whose condition holds runs its
+    /// actions; quotas are allocated for the instances asked for.
+    pub fn check(
+        &self,
+        bag: &dyn Bag,
+        quotas: &BTreeMap<String, QuotaAsk>,
+        dedup_id: &str,
+        now: Instant,
+    ) -> Decision {
+        let mut referenced: BTreeSet<(AttributeRef, bool)> = BTreeSet::new();
+        let mut note = |c: &Compiled| {
+            for (r, present) in c.probe_references(bag) {
+                referenced.insert((r.clone(), present));
+            }
+        };
+        let destination_ns = destination_namespace(bag);
+        let mut result = CheckResult::ok(Duration::from_secs(60), 10_000);
+        let mut granted: BTreeMap<String, QuotaResult> = BTreeMap::new();
+        for rule in &self.rules {
+            if rule.namespace != ROOT_NAMESPACE
+                && destination_ns.as_deref() != Some(rule.namespace.as_str())
+            {
+                continue;
+            }
+            if let Some(c) = &rule.condition {
+                note(c);
+                // A condition that cannot be evaluated (an attribute missing)
+                // does not hold.
+                if !c.evaluate_bool(bag).unwrap_or(false) {
+                    continue;
+                }
+            }
+            for (handler, instances) in &rule.actions {
+                let Some(h) = self.handlers.get(handler) else {
+                    continue;
+                };
+                for name in instances {
+                    let Some(inst) = self.instances.get(name) else {
+                        continue;
+                    };
+                    let outcome = match (h, inst) {
+                        (HandlerImpl::Denier(d), _) => Some(d.check()),
+                        (HandlerImpl::List(l), InstanceImpl::ListEntry(value)) => {
+                            note(value);
+                            Some(match value.evaluate(bag) {
+                                Ok(v) => l.check(&v, now),
+                                Err(e) => CheckResult {
+                                    code: code::INVALID_ARGUMENT,
+                                    message: format!("{name}: {e}"),
+                                    valid_duration: Duration::ZERO,
+                                    valid_use_count: 0,
+                                },
+                            })
+                        }
+                        (HandlerImpl::Rbac, InstanceImpl::Authorization) => {
+                            Some(self.rbac.check(&authz_request(bag)))
+                        }
+                        (HandlerImpl::MemQuota(q), InstanceImpl::Quota(dims)) => {
+                            if let Some(ask) = quotas.get(name) {
+                                let mut values = BTreeMap::new();
+                                for (k, c) in dims {
+                                    note(c);
+                                    if let Ok(v) = c.evaluate(bag) {
+                                        values.insert(k.clone(), text(&v));
+                                    }
+                                }
+                                let r = q
+                                    .alloc(
+                                        name,
+                                        &values,
+                                        ask.amount,
+                                        ask.best_effort,
+                                        dedup_id,
+                                        now,
+                                    )
+                                    .unwrap_or(QuotaResult {
+                                        granted: 0,
+                                        valid_duration: Duration::ZERO,
+                                    });
+                                granted.insert(name.clone(), r);
+                            }
+                            None
+                        }
+                        _ => None,
+                    };
+                    if let Some(r) = outcome {
+                        result = combine(result, r);
+                    }
+                }
+            }
+        }
+        // A quota asked for that no rule grants gets nothing.
+        for name in quotas.keys() {
+            granted.entry(name.clone()).or_insert(QuotaResult {
+                granted: 0,
+                valid_duration: Duration::ZERO,
+            });
+        }
+        Decision {
+            precondition: result,
+            quotas: granted,
+            referenced: referenced.into_iter().collect(),
+        }
+    }
+}
+
+/// The more restrictive of two results: the first refusal wins; reuse is bounded
+/// by the shortest duration and smallest count.
+fn combine(a: CheckResult, b: CheckResult) -> CheckResult {
+    let (code, message) = if !a.is_ok() {
+        (a.code, a.message)
+    } else {
+        (b.code, b.message)
+    };
+    CheckResult {
+        code,
+        message,
+        valid_duration: a.valid_duration.min(b.valid_duration),
+        valid_use_count: a.valid_use_count.min(b.valid_use_count),
+    }
+}
+
+fn instance(
+    template: &str,
+    params: &serde_json::Value,
+    manifest: &Manifest,
+) -> Result<InstanceImpl, String> {
+    let field = |name: &str| params.get(name).and_then(|v| v.as_str());
+    match template {
+        "checknothing" => Ok(InstanceImpl::CheckNothing),
+        "authorization" => Ok(InstanceImpl::Authorization),
+        "listentry" => {
+            let text = field("value").ok_or("listentry needs params.value (an expression)")?;
+            compile(text, manifest)
+                .map(InstanceImpl::ListEntry)
+                .map_err(|e| format!("params.value: {e}"))
+        }
+        "quota" => {
+            let mut dims = BTreeMap::new();
+            if let Some(map) = params.get("dimensions").and_then(|d| d.as_object()) {
+                for (k, v) in map {
+                    let text = v
+                        .as_str()
+                        .ok_or_else(|| format!("params.dimensions.{k} must be an expression"))?;
+                    let c = compile(text, manifest)
+                        .map_err(|e| format!("params.dimensions.{k}: {e}"))?;
+                    dims.insert(k.clone(), c);
+                }
+            }
+            Ok(InstanceImpl::Quota(dims))
+        }
+        other => Err(format!(
+            "unknown template {other:?} (checknothing, listentry, quota, authorization)"
+        )),
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.to_string(),
+        Value::Int64(i) => i.to_string(),
+        Value::Double(d) => d.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Ip(ip) => ip.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn string_attr(bag: &dyn Bag, name: &str) -> Option<String> {
+    bag.get(name).and_then(|v| v.as_str().map(str::to_string))
+}
+
+fn destination_namespace(bag: &dyn Bag) -> Option<String> {
+    string_attr(bag, "destination.namespace").or_else(|| {
+        string_attr(bag, "destination.service.host")
+            .and_then(|h| h.split('.').nth(1).map(str::to_string))
+    })
+}
+
+fn ip_attr(bag: &dyn Bag, name: &str) -> Option<IpAddr> {
+    match bag.get(name) {
+        Some(Value::Ip(ip)) => Some(ip),
+        Some(Value::String(s)) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn map_attr(bag: &dyn Bag, name: &str) -> BTreeMap<String, String> {
+    match bag.get(name) {
+        Some(Value::StringMap(m)) => (*m).clone(),
+        _ => BTreeMap::new(),
+    }
+}
+
+/// What the rbac adapter needs, read from the request's attributes.
+fn authz_request(bag: &dyn Bag) -> AuthzRequest {
+    AuthzRequest {
+        source_principal: string_attr(bag, "source.principal"),
+        source_namespace: string_attr(bag, "source.namespace"),
+        source_ip: ip_attr(bag, "source.ip"),
+        remote_ip: None,
+        request_principal: string_attr(bag, "request.auth.principal"),
+        audiences: string_attr(bag, "request.auth.audiences")
+            .into_iter()
+            .collect(),
+        presenter: string_attr(bag, "request.auth.presenter"),
+        claims: map_attr(bag, "request.auth.claims"),
+        destination_namespace: destination_namespace(bag).unwrap_or_default(),
+        destination_labels: map_attr(bag, "destination.labels"),
+        destination_ip: ip_attr(bag, "destination.ip"),
+        destination_port: match bag.get("destination.port") {
+            Some(Value::Int64(p)) => u16::try_from(p).ok(),
+            _ => None,
+        },
+        sni: string_attr(bag, "connection.requested_server_name"),
+        host: string_attr(bag, "request.host"),
+        method: string_attr(bag, "request.method"),
+        path: string_attr(bag, "request.path"),
+        headers: map_attr(bag, "request.headers"),
+    }
+}
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;
