@@ -21,6 +21,9 @@ const PROTOS: &[&str] = &[
 const ENVOY_SERVICES: &[&str] = &[
     "envoy/service/discovery/v3/ads.proto",
     "envoy/service/secret/v3/sds.proto",
+    "envoy/service/auth/v3/external_auth.proto",
+    "envoy/service/ratelimit/v3/rls.proto",
+    "envoy/service/accesslog/v3/als.proto",
 ];
 
 /// The Envoy resources and extensions pilot sends, for decoding them into JSON

@@ -6,5 +6,7 @@
 //! listchecker and memquota.
 
 pub mod adapter;
+pub mod args;
 pub mod envoy;
 pub mod policy;
+pub mod server;

@@ -1,0 +1,65 @@
+//! mixer-policy's command line.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use clap::Parser;
+use mesh_runtime::LogArgs;
+
+use crate::server::{FailurePolicy, MixerPolicyConfig};
+
+/// mixer-policy: attribute-based policy checks and quotas (Mixer Check API and
+/// Envoy ext_authz on one port).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "mixer-policy", version, about)]
+pub struct Args {
+    /// galley's MCP endpoint to follow.
+    #[arg(
+        long,
+        env = "MIXER_POLICY_GALLEY",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    pub galley: String,
+    /// Check API listen address (Mixer Check and Envoy ext_authz).
+    #[arg(long, env = "MIXER_POLICY_GRPC_ADDR", default_value = "0.0.0.0:9091")]
+    pub grpc_addr: SocketAddr,
+    /// Monitoring HTTP listen address (/metrics, /healthz, /ready, /debug/policyz).
+    #[arg(
+        long,
+        env = "MIXER_POLICY_MONITORING_ADDR",
+        default_value = "0.0.0.0:15014"
+    )]
+    pub monitoring_addr: SocketAddr,
+    /// ext_authz answer while no configuration is loaded: open (allow) or closed
+    /// (refuse with 503).
+    #[arg(
+        long,
+        env = "MIXER_POLICY_FAILURE_POLICY",
+        value_enum,
+        default_value = "closed"
+    )]
+    pub failure_policy: FailurePolicy,
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+impl Args {
+    /// The configuration these flags describe.
+    pub fn config(&self) -> MixerPolicyConfig {
+        MixerPolicyConfig {
+            galley: self.galley.clone(),
+            grpc_addr: self.grpc_addr,
+            monitoring_addr: self.monitoring_addr,
+            failure_policy: self.failure_policy,
+        }
+    }
+
+    /// Parses the command line and runs until SIGTERM or Ctrl-C.
+    pub fn parse_and_run() -> ExitCode {
+        let args = Args::parse();
+        let config = args.config();
+        mesh_runtime::run_main(&args.log, "mixer-policy", |shutdown| {
+            crate::server::run(config, shutdown)
+        })
+    }
+}
