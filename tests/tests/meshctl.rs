@@ -245,6 +245,50 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
     let clusters = client.recv(Duration::from_secs(10)).await.unwrap();
     assert!(!clusters.resources.is_empty());
 
+    // mixer-policy on its mTLS port (15004) decides by the sample's rule: ratings
+    // refuses reviews v3.
+    let channel = mesh_tls::channel(
+        "https://127.0.0.1:15004",
+        std::sync::Arc::new(mesh_tls::FileIdentity::open(&certs).unwrap()),
+        mesh_tls::ServerIdentity::Exact(
+            "spiffe://cluster.local/ns/istio-system/sa/mixer-policy"
+                .parse()
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut mixer = mesh_api::mixer::v1::mixer_client::MixerClient::new(channel);
+    for (version, expected) in [("v3", 7), ("v2", 0)] {
+        let mut bag = mixer_core::wire::AttributeBag::new();
+        let labels = |pairs: &[(&str, &str)]| {
+            mixer_core::Value::StringMap(std::sync::Arc::new(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ))
+        };
+        bag.insert("destination.namespace", mixer_core::Value::from("bookinfo"));
+        bag.insert("destination.labels", labels(&[("app", "ratings")]));
+        bag.insert(
+            "source.labels",
+            labels(&[("app", "reviews"), ("version", version)]),
+        );
+        let resp = mixer
+            .check(mesh_api::mixer::v1::CheckRequest {
+                attributes: Some(mixer_core::wire::encode(&bag, 0)),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            resp.precondition.unwrap().status.unwrap().code,
+            expected,
+            "reviews {version}"
+        );
+    }
+
     let status = up.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status:?}");
 }

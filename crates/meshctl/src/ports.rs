@@ -16,3 +16,9 @@ pub const PILOT_XDS_MTLS: u16 = 15011;
 pub const CITADEL_GRPC: u16 = 8060;
 /// citadel monitoring.
 pub const CITADEL_MONITORING: u16 = 15016;
+/// mixer-policy Check API (Mixer Check and Envoy ext_authz).
+pub const MIXER_POLICY_GRPC: u16 = 9091;
+/// mixer-policy monitoring.
+pub const MIXER_POLICY_MONITORING: u16 = 15017;
+/// mixer-policy Check API with mutual TLS.
+pub const MIXER_POLICY_MTLS: u16 = 15004;

@@ -86,7 +86,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     // An agent per component writes and renews its certificate under <data>/certs.
     let mut agents = Vec::new();
     let mut cert_dirs = Vec::new();
-    for component in ["galley", "pilot"] {
+    for component in ["galley", "pilot", "mixer-policy"] {
         let token = citadel::args::mint_token(
             &citadel_data,
             CONTROL_PLANE_NAMESPACE,
@@ -157,14 +157,35 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             tls: Some(pilot::server::PilotTls {
                 dir: cert_dirs[1].clone(),
                 xds_mtls_addr: at(ports::PILOT_XDS_MTLS),
-                galley_identity: Some(galley_identity),
+                galley_identity: Some(galley_identity.clone()),
             }),
         },
         shutdown.clone(),
     )
     .await?;
 
-    for (name, readiness) in [("galley", &galley.readiness), ("pilot", &pilot.readiness)] {
+    let policy = mixer_policy::server::start(
+        mixer_policy::server::MixerPolicyConfig {
+            galley: format!("https://{}", reach(galley_mtls)),
+            grpc_addr: at(ports::MIXER_POLICY_GRPC),
+            monitoring_addr: at(ports::MIXER_POLICY_MONITORING),
+            failure_policy: mixer_policy::server::FailurePolicy::Closed,
+            tls: Some(mixer_policy::server::MixerTls {
+                dir: cert_dirs[2].clone(),
+                mtls_addr: at(ports::MIXER_POLICY_MTLS),
+                galley_identity: Some(galley_identity),
+            }),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("mixer-policy: {e}"))?;
+
+    for (name, readiness) in [
+        ("galley", &galley.readiness),
+        ("pilot", &pilot.readiness),
+        ("mixer-policy", &policy.readiness),
+    ] {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             ready = tokio::time::timeout(Duration::from_secs(30), readiness.wait()) => {
@@ -211,6 +232,23 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             "/metrics /ready /debug/syncz /debug/configz /debug/registryz /debug/config_dump",
         ),
     ];
+    endpoints.push((
+        "mixer-policy",
+        policy.grpc_addr.to_string(),
+        "Mixer Check API and Envoy ext_authz",
+    ));
+    endpoints.push((
+        "mixer-policy",
+        format!("http://{}", policy.monitoring_addr),
+        "/metrics /ready /debug/policyz",
+    ));
+    if let Some(addr) = policy.mtls_addr {
+        endpoints.push((
+            "mixer-policy",
+            addr.to_string(),
+            "Mixer Check API and ext_authz over mTLS",
+        ));
+    }
     if let Some(addr) = pilot.xds_mtls_addr {
         endpoints.push((
             "pilot",
@@ -252,15 +290,17 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
                     .map_err(|e| format!("{component}'s agent: {e}")),
             )
         }));
-    let (c, g, p, a) = tokio::join!(
+    let (c, g, p, m, a) = tokio::join!(
         async { stop_all(citadel.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(galley.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(pilot.wait().await.map_err(|e| e.to_string())) },
+        async { stop_all(policy.wait().await.map_err(|e| e.to_string())) },
         agents,
     );
     c.map_err(|e| anyhow::anyhow!("citadel: {e}"))?;
     g.map_err(|e| anyhow::anyhow!("galley: {e}"))?;
     p.map_err(|e| anyhow::anyhow!("pilot: {e}"))?;
+    m.map_err(|e| anyhow::anyhow!("mixer-policy: {e}"))?;
     for r in a {
         r.map_err(|e| anyhow::anyhow!("{e}"))?;
     }

@@ -38,6 +38,18 @@ pub struct Args {
         default_value = "closed"
     )]
     pub failure_policy: FailurePolicy,
+    /// Directory with mixer-policy's certificate (`cert-chain.pem`, `key.pem`,
+    /// `root-cert.pem`, as citadel's agent writes them): enables the mTLS Check
+    /// port and following galley over `https://`.
+    #[arg(long, env = "MIXER_POLICY_TLS_DIR")]
+    pub tls_dir: Option<std::path::PathBuf>,
+    /// mTLS Check listen address (with `--tls-dir`).
+    #[arg(long, env = "MIXER_POLICY_MTLS_ADDR", default_value = "0.0.0.0:15004")]
+    pub mtls_addr: SocketAddr,
+    /// SPIFFE identity galley's certificate must name (default: any identity of the
+    /// trust domain).
+    #[arg(long, env = "MIXER_POLICY_GALLEY_IDENTITY")]
+    pub galley_identity: Option<mesh_tls::SpiffeId>,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -51,6 +63,11 @@ impl Args {
             grpc_addr: self.grpc_addr,
             monitoring_addr: self.monitoring_addr,
             failure_policy: self.failure_policy,
+            tls: self.tls_dir.as_ref().map(|dir| crate::server::MixerTls {
+                dir: dir.clone(),
+                mtls_addr: self.mtls_addr,
+                galley_identity: self.galley_identity.clone(),
+            }),
         }
     }
 

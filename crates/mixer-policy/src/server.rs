@@ -79,6 +79,22 @@ pub struct MixerPolicyConfig {
     pub monitoring_addr: SocketAddr,
     /// ext_authz answer while no configuration is loaded.
     pub failure_policy: FailurePolicy,
+    /// The mTLS Check port (15004) and following galley over `https://`.
+    pub tls: Option<MixerTls>,
+}
+
+/// mixer-policy's certificate and what it is used for.
+#[derive(Debug, Clone)]
+pub struct MixerTls {
+    /// Directory with `cert-chain.pem`, `key.pem` and `root-cert.pem`, renewed in
+    /// place by citadel's agent.
+    pub dir: std::path::PathBuf,
+    /// mTLS Check listen address (15004): clients present a certificate of the
+    /// mesh's trust domain.
+    pub mtls_addr: SocketAddr,
+    /// The identity galley's certificate must name (default: any identity of the
+    /// trust domain).
+    pub galley_identity: Option<mesh_tls::SpiffeId>,
 }
 
 /// Why mixer-policy stopped.
@@ -96,6 +112,13 @@ pub enum MixerPolicyError {
     /// A task failed.
     #[error("task: {0}")]
     Task(String),
+    /// The certificate directory is unusable, or galley's endpoint does not fit
+    /// the TLS settings.
+    #[error("mTLS: {0}")]
+    Tls(#[from] mesh_tls::TlsError),
+    /// Inconsistent settings.
+    #[error("{0}")]
+    Config(String),
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -346,6 +369,8 @@ impl Authorization for Service {
 pub struct Running {
     /// The bound Check address.
     pub grpc_addr: SocketAddr,
+    /// The bound mTLS Check address, when serving one.
+    pub mtls_addr: Option<SocketAddr>,
     /// The bound monitoring address.
     pub monitoring_addr: SocketAddr,
     /// Ready once the first configuration is compiled.
@@ -414,12 +439,35 @@ pub async fn start(
     let router = router
         .add_service(MixerServer::new(service.clone()))
         .add_service(AuthorizationServer::new(service));
+    let identity: Option<Arc<dyn mesh_tls::IdentitySource>> = match &config.tls {
+        Some(tls) => Some(Arc::new(mesh_tls::FileIdentity::open(&tls.dir)?)),
+        None => None,
+    };
+    let mut tasks = JoinSet::new();
+    let mut mtls_addr = None;
+    if let (Some(tls), Some(identity)) = (&config.tls, &identity) {
+        let acceptor =
+            mesh_tls::MtlsAcceptor::new(identity.clone(), mesh_tls::ClientAuth::Required)
+                .with_metrics(mesh_tls::TlsMetrics::register(&mut registry));
+        let listener = mesh_runtime::bind(tls.mtls_addr, "mixer-policy mTLS Check").await?;
+        mtls_addr = Some(
+            listener
+                .local_addr()
+                .map_err(MixerPolicyError::Monitoring)?,
+        );
+        let router = router.clone();
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            mesh_runtime::grpc::serve_mtls(listener, acceptor, router, sd)
+                .await
+                .map_err(MixerPolicyError::from)
+        });
+    }
     let debug = Router::new()
         .route("/debug/policyz", get(policyz))
         .with_state(current.clone());
     let admin = AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(debug);
 
-    let mut tasks = JoinSet::new();
     let sd = shutdown.clone();
     tasks.spawn(async move {
         mesh_runtime::grpc::serve(grpc_listener, router, sd)
@@ -435,7 +483,7 @@ pub async fn start(
 
     let store = McpStore::new();
     let views = store.subscribe();
-    let client = DeltaClient::new(
+    let mut client = DeltaClient::new(
         DeltaClientConfig {
             endpoint: config.galley.clone(),
             node_id: "mixer-policy".into(),
@@ -445,6 +493,30 @@ pub async fn start(
         },
         store,
     );
+    if config.galley.starts_with("https://") {
+        let (Some(tls), Some(identity)) = (&config.tls, &identity) else {
+            return Err(MixerPolicyError::Config(format!(
+                "galley endpoint {} is https: mixer-policy needs a certificate (--tls-dir)",
+                config.galley
+            )));
+        };
+        let expect = match &tls.galley_identity {
+            Some(id) => mesh_tls::ServerIdentity::Exact(id.clone()),
+            None => {
+                let td = identity
+                    .current()
+                    .as_ref()
+                    .and_then(|i| i.spiffe_id().map(|id| id.trust_domain().to_string()))
+                    .ok_or_else(|| {
+                        MixerPolicyError::Config(
+                            "mixer-policy's certificate names no SPIFFE identity".into(),
+                        )
+                    })?;
+                mesh_tls::ServerIdentity::TrustDomain(td)
+            }
+        };
+        client = client.with_channel(mesh_tls::channel(&config.galley, identity.clone(), expect)?);
+    }
     let synced = client.synced();
     tracing::info!(endpoint = %config.galley, "following galley");
     let sd = shutdown.clone();
@@ -462,6 +534,7 @@ pub async fn start(
     ));
     Ok(Running {
         grpc_addr,
+        mtls_addr,
         monitoring_addr,
         readiness,
         tasks,
