@@ -384,3 +384,10 @@ fn any_bag_implementation_works() {
     let c = compile("host == \"h\" && missing.str | \"\" == \"\"", &mk_vocab()).unwrap();
     assert!(c.evaluate_bool(&One).unwrap());
 }
+
+#[test]
+fn compiled_expressions_are_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Compiled>();
+    assert_send_sync::<ExprError>();
+}
