@@ -2,7 +2,7 @@
 //! literals resolved (IP addresses and times parsed, glob patterns split),
 //! text compared in place without copying it out of the bag.
 
-use std::{collections::BTreeMap, net::IpAddr, sync::Arc};
+use std::{borrow::Cow, collections::BTreeMap, net::IpAddr, sync::Arc};
 
 use super::{
     ast::{BinaryOp, Expr, ExprKind, Func},
@@ -196,13 +196,13 @@ enum Node {
 }
 
 /// An evaluation failure, cheap to make and drop when a `|` rescues it.
-enum Fail {
-    AbsentAttr(Arc<str>),
-    AbsentKey(Option<Arc<str>>, Arc<str>),
+enum Fail<'a> {
+    AbsentAttr(&'a str),
+    AbsentKey(Option<&'a str>, Cow<'a, str>),
     Error(EvalError),
 }
 
-impl Fail {
+impl Fail<'_> {
     fn is_absence(&self) -> bool {
         !matches!(self, Fail::Error(_))
     }
@@ -214,24 +214,24 @@ impl Fail {
             },
             Fail::AbsentKey(map, key) => EvalError::KeyNotFound {
                 map: map.map(|m| m.to_string()),
-                key: key.to_string(),
+                key: key.into_owned(),
             },
             Fail::Error(e) => e,
         }
     }
 }
 
-fn wrong_type(expected: ValueType, found: &Value) -> Fail {
+fn wrong_type<'a>(expected: ValueType, found: &Value) -> Fail<'a> {
     Fail::Error(EvalError::WrongType {
         expected,
         found: found.value_type(),
     })
 }
 
-fn eval(node: &Node, bag: &dyn Bag) -> Result<Value, Fail> {
+fn eval<'a>(node: &'a Node, bag: &dyn Bag) -> Result<Value, Fail<'a>> {
     match node {
         Node::Const(v) => Ok(v.clone()),
-        Node::Attr(name) => bag.get(name).ok_or_else(|| Fail::AbsentAttr(name.clone())),
+        Node::Attr(name) => bag.get(name).ok_or_else(|| Fail::AbsentAttr(name)),
         Node::AttrEntry { .. } | Node::Index { .. } => {
             with_text(node, bag, |s| Value::String(Arc::from(s)))
         }
@@ -299,7 +299,11 @@ fn convert(func: Func, s: &str) -> Result<Value, EvalError> {
 
 /// Calls `f` with the text `node` evaluates to, borrowed from the bag or the
 /// literal where possible.
-fn with_text<R>(node: &Node, bag: &dyn Bag, f: impl FnOnce(&str) -> R) -> Result<R, Fail> {
+fn with_text<'a, R>(
+    node: &'a Node,
+    bag: &dyn Bag,
+    f: impl FnOnce(&str) -> R,
+) -> Result<R, Fail<'a>> {
     let mut f = Some(f);
     let mut out = None;
     text_of(node, bag, &mut |s| {
@@ -315,7 +319,7 @@ fn with_text<R>(node: &Node, bag: &dyn Bag, f: impl FnOnce(&str) -> R) -> Result
 }
 
 /// Calls `f` once with the text `node` evaluates to, unless it fails.
-fn text_of(node: &Node, bag: &dyn Bag, f: &mut dyn FnMut(&str)) -> Result<(), Fail> {
+fn text_of<'a>(node: &'a Node, bag: &dyn Bag, f: &mut dyn FnMut(&str)) -> Result<(), Fail<'a>> {
     match node {
         Node::Const(Value::String(s)) => {
             f(s);
@@ -327,7 +331,7 @@ fn text_of(node: &Node, bag: &dyn Bag, f: &mut dyn FnMut(&str)) -> Result<(), Fa
                 Ok(())
             }
             Some(other) => Err(wrong_type(ValueType::String, &other)),
-            None => Err(Fail::AbsentAttr(name.clone())),
+            None => Err(Fail::AbsentAttr(name)),
         },
         Node::AttrEntry { attr, key } => match bag.get(attr) {
             Some(Value::StringMap(m)) => match m.get(&**key) {
@@ -335,10 +339,10 @@ fn text_of(node: &Node, bag: &dyn Bag, f: &mut dyn FnMut(&str)) -> Result<(), Fa
                     f(v);
                     Ok(())
                 }
-                None => Err(Fail::AbsentKey(Some(attr.clone()), key.clone())),
+                None => Err(Fail::AbsentKey(Some(attr), Cow::Borrowed(key))),
             },
             Some(other) => Err(wrong_type(ValueType::StringMap, &other)),
-            None => Err(Fail::AbsentAttr(attr.clone())),
+            None => Err(Fail::AbsentAttr(attr)),
         },
         Node::Index { map, map_name, key } => {
             let m = match eval(map, bag)? {
@@ -348,10 +352,10 @@ fn text_of(node: &Node, bag: &dyn Bag, f: &mut dyn FnMut(&str)) -> Result<(), Fa
             let mut missing = None;
             text_of(key, bag, &mut |k| match m.get(k) {
                 Some(v) => f(v),
-                None => missing = Some(Arc::<str>::from(k)),
+                None => missing = Some(k.to_string()),
             })?;
             match missing {
-                Some(k) => Err(Fail::AbsentKey(map_name.clone(), k)),
+                Some(k) => Err(Fail::AbsentKey(map_name.as_deref(), Cow::Owned(k))),
                 None => Ok(()),
             }
         }
@@ -376,7 +380,7 @@ fn text_of(node: &Node, bag: &dyn Bag, f: &mut dyn FnMut(&str)) -> Result<(), Fa
     }
 }
 
-fn eval_bool(node: &Node, bag: &dyn Bag) -> Result<bool, Fail> {
+fn eval_bool<'a>(node: &'a Node, bag: &dyn Bag) -> Result<bool, Fail<'a>> {
     match node {
         Node::Const(Value::Bool(b)) => Ok(*b),
         Node::Not(a) => Ok(!eval_bool(a, bag)?),

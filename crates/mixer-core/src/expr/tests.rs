@@ -384,3 +384,21 @@ fn any_bag_implementation_works() {
     let c = compile("host == \"h\" && missing.str | \"\" == \"\"", &mk_vocab()).unwrap();
     assert!(c.evaluate_bool(&One).unwrap());
 }
+
+#[test]
+fn compiled_expressions_are_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Compiled>();
+    assert_send_sync::<ExprError>();
+}
+
+#[test]
+fn trees_at_the_size_limits_evaluate() {
+    let chain = vec!["no"; MAX_DEPTH - 1].join(" || ") + " || ok";
+    assert!(truth(&chain));
+    let mut nested = "headers[\"x-nope\"] | path".to_string();
+    for _ in 0..(MAX_NESTING / 2 - 1) {
+        nested = format!("conditional(ok, ({nested}) | host, host)");
+    }
+    assert_eq!(eval(&nested).unwrap(), Value::from("/api/v1/books"));
+}
