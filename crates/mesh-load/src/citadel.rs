@@ -24,7 +24,6 @@ use mesh_api::ca::v1::{
     IstioCertificateRequest, istio_certificate_service_client::IstioCertificateServiceClient,
 };
 use mesh_tls::{ClientCredentials, ServerIdentity};
-use parking_lot::Mutex;
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tonic::transport::Channel;
 
@@ -68,8 +67,14 @@ struct Workload {
     tokens: Vec<String>,
 }
 
+impl crate::drive::Unit for Workload {
+    async fn one(&self, i: usize) -> bool {
+        self.create(i).await.is_ok()
+    }
+}
+
 impl Workload {
-    async fn one(&self, i: usize) -> Result<(), tonic::Status> {
+    async fn create(&self, i: usize) -> Result<(), tonic::Status> {
         let mut client = self.clients[i % self.clients.len()].clone();
         let mut req = tonic::Request::new(IstioCertificateRequest {
             csr: self.csrs[i % self.csrs.len()].clone(),
@@ -160,7 +165,7 @@ pub async fn run(args: CitadelArgs) -> anyhow::Result<()> {
     });
     // Warm up: connections, token cache.
     for i in 0..work.tokens.len().max(work.clients.len()) {
-        work.one(i).await.context("warm-up request")?;
+        work.create(i).await.context("warm-up request")?;
     }
 
     println!(
@@ -170,7 +175,12 @@ pub async fn run(args: CitadelArgs) -> anyhow::Result<()> {
 
     // Throughput phase.
     let cpu0 = crate::proc::cpu_seconds(pid).unwrap_or_default();
-    let (ok, errors, samples, elapsed) = closed_loop(&work, args.concurrency, args.duration).await;
+    let crate::drive::Outcome {
+        ok,
+        errors,
+        samples,
+        elapsed,
+    } = crate::drive::closed_loop(&work, args.concurrency, args.duration).await;
     let cpu = crate::proc::cpu_seconds(pid).unwrap_or_default() - cpu0;
     let rate = ok as f64 / elapsed.as_secs_f64();
     println!(
@@ -187,7 +197,12 @@ pub async fn run(args: CitadelArgs) -> anyhow::Result<()> {
     );
 
     if args.rate > 0 {
-        let (ok, errors, samples) = open_loop(&work, args.rate, args.rate_duration).await;
+        let crate::drive::Outcome {
+            ok,
+            errors,
+            samples,
+            ..
+        } = crate::drive::open_loop(&work, args.rate, args.rate_duration).await;
         let s = summarize(&samples);
         println!(
             "fixed rate {}/s for {:?}: {ok} ok, {errors} errors; latency {}",
@@ -205,80 +220,6 @@ pub async fn run(args: CitadelArgs) -> anyhow::Result<()> {
     }
     drop(child);
     Ok(())
-}
-
-async fn closed_loop(
-    work: &Arc<Workload>,
-    concurrency: usize,
-    duration: Duration,
-) -> (u64, u64, Vec<Duration>, Duration) {
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + duration;
-    let mut tasks = Vec::new();
-    for t in 0..concurrency.max(1) {
-        let work = work.clone();
-        let samples = samples.clone();
-        let errors = errors.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut i = t;
-            let mut local = Vec::new();
-            while Instant::now() < deadline {
-                let s = Instant::now();
-                match work.one(i).await {
-                    Ok(()) => local.push(s.elapsed()),
-                    Err(_) => {
-                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                }
-                i += concurrency;
-            }
-            samples.lock().extend(local);
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = start.elapsed();
-    let samples = std::mem::take(&mut *samples.lock());
-    (
-        samples.len() as u64,
-        errors.load(std::sync::atomic::Ordering::Relaxed),
-        samples,
-        elapsed,
-    )
-}
-
-async fn open_loop(
-    work: &Arc<Workload>,
-    rate: u64,
-    duration: Duration,
-) -> (u64, u64, Vec<Duration>) {
-    let total = (rate as f64 * duration.as_secs_f64()) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for n in 0..total {
-        let scheduled = start + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(scheduled.into()).await;
-        let work = work.clone();
-        tasks.push(tokio::spawn(async move {
-            let r = work.one(n as usize).await;
-            (r.is_ok(), scheduled.elapsed())
-        }));
-    }
-    let (mut ok, mut errors, mut samples) = (0, 0, Vec::new());
-    for t in tasks {
-        match t.await {
-            Ok((true, d)) => {
-                ok += 1;
-                samples.push(d);
-            }
-            _ => errors += 1,
-        }
-    }
-    (ok, errors, samples)
 }
 
 fn make_csrs(n: usize) -> anyhow::Result<Vec<String>> {

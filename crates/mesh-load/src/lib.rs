@@ -13,10 +13,15 @@
 //! `mesh-load citadel` drives CreateCertificate over gRPC + TLS against a real
 //! citadel and measures certificates per second and latency at a fixed rate,
 //! beside the raw signing rate of the crypto it uses ([`citadel`]).
+//!
+//! `mesh-load mixer` drives Mixer Checks with 20-attribute bags against real galley
+//! and mixer-policy processes ([`mixer`]).
 
 pub mod citadel;
 pub mod configgen;
+pub mod drive;
 pub mod galley;
+pub mod mixer;
 pub mod pilot;
 pub mod pilotgen;
 pub mod proc;
@@ -45,6 +50,8 @@ pub enum Scenario {
     Pilot(pilot::PilotArgs),
     /// CreateCertificate load against a real citadel, beside the raw sign rate.
     Citadel(citadel::CitadelArgs),
+    /// Mixer Check load against real galley and mixer-policy processes.
+    Mixer(mixer::MixerArgs),
     /// Write a generated configuration directory.
     Gen(configgen::GenArgs),
 }
@@ -69,6 +76,7 @@ impl Cli {
                 Scenario::Pilot(args) => pilot::run(args).await,
                 Scenario::Gen(args) => configgen::run(&args),
                 Scenario::Citadel(args) => citadel::run(args).await,
+                Scenario::Mixer(args) => mixer::run(args).await,
             }
         });
         match result {

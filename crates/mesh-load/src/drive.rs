@@ -1,0 +1,107 @@
+//! Request loops shared by the request/response scenarios (citadel, mixer):
+//! a closed loop (a fixed number of requests always in flight) for throughput,
+//! and an open loop (requests started on a schedule, each timed from its
+//! scheduled start, so a stall shows as latency) for latency at a given rate.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+
+/// One kind of request a scenario sends.
+pub trait Unit: Send + Sync + 'static {
+    /// Sends request number `i`; whether it succeeded.
+    fn one(&self, i: usize) -> impl Future<Output = bool> + Send;
+}
+
+/// What a loop measured.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Successful requests.
+    pub ok: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Latency of each successful request.
+    pub samples: Vec<Duration>,
+    /// Wall time of the loop.
+    pub elapsed: Duration,
+}
+
+/// `concurrency` requests in flight for `duration`.
+pub async fn closed_loop<W: Unit>(
+    work: &Arc<W>,
+    concurrency: usize,
+    duration: Duration,
+) -> Outcome {
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let concurrency = concurrency.max(1);
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let work = work.clone();
+        let samples = samples.clone();
+        let errors = errors.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            let mut local = Vec::new();
+            while Instant::now() < deadline {
+                let s = Instant::now();
+                if work.one(i).await {
+                    local.push(s.elapsed());
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                i += concurrency;
+            }
+            samples.lock().extend(local);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed();
+    let samples = std::mem::take(&mut *samples.lock());
+    Outcome {
+        ok: samples.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        samples,
+        elapsed,
+    }
+}
+
+/// Requests started `rate` times a second for `duration`.
+pub async fn open_loop<W: Unit>(work: &Arc<W>, rate: u64, duration: Duration) -> Outcome {
+    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for n in 0..total {
+        let scheduled = start + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(scheduled.into()).await;
+        let work = work.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = work.one(n as usize).await;
+            (ok, scheduled.elapsed())
+        }));
+    }
+    let mut out = Outcome::default();
+    for t in tasks {
+        match t.await {
+            Ok((true, d)) => {
+                out.ok += 1;
+                out.samples.push(d);
+            }
+            _ => out.errors += 1,
+        }
+    }
+    out.elapsed = start.elapsed();
+    out
+}

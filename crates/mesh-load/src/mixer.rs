@@ -1,0 +1,304 @@
+//! `mesh-load mixer`: Mixer Check load against real galley and mixer-policy
+//! processes.
+//!
+//! Writes a policy of `--rules` rules (each a condition over request attributes;
+//! one in ten also sends a listentry instance to a listchecker, the rest a
+//! checknothing instance to an always-allowing list of the caller's version),
+//! starts galley on it and mixer-policy following galley, then sends Checks whose
+//! bags carry 20 attributes in the compressed wire form, in two phases: a closed
+//! loop for throughput and a fixed rate for latency.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use clap::Args;
+use mesh_api::mixer::v1::{CheckRequest, mixer_client::MixerClient};
+use mixer_core::{
+    Value,
+    dictionary::GLOBAL_WORDS,
+    wire::{AttributeBag, encode},
+};
+use tonic::transport::Channel;
+
+use crate::{
+    drive::{Outcome, Unit, closed_loop, open_loop},
+    stats::summarize,
+};
+
+/// Flags of `mesh-load mixer`.
+#[derive(Debug, Clone, Args)]
+pub struct MixerArgs {
+    /// Rules in the policy.
+    #[arg(long, default_value_t = 10)]
+    pub rules: usize,
+    /// HTTP/2 connections to mixer-policy.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Requests in flight in the throughput phase.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Length of the throughput phase.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Checks per second in the latency phase (0 skips it).
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Length of the latency phase.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub rate_duration: Duration,
+}
+
+/// The policy: `rules` rules, each reading a few attributes.
+pub fn policy(rules: usize) -> String {
+    let mut out = String::from(
+        "apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: versions, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params: {overrides: [v1, v2, v3]}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: version, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: 'source.labels[\"version\"] | \"v1\"'
+
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: nobody, namespace: istio-system}
+spec:
+  compiledAdapter: listchecker
+  params: {overrides: [nobody], blacklist: true}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: user, namespace: istio-system}
+spec:
+  compiledTemplate: listentry
+  params:
+    value: 'request.headers[\"x-user\"] | \"anonymous\"'
+
+",
+    );
+    for i in 0..rules {
+        let (handler, instance) = if i % 2 == 0 {
+            ("versions", "version")
+        } else {
+            ("nobody", "user")
+        };
+        out.push_str(&format!(
+            "---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: rule-{i}, namespace: istio-system}}
+spec:
+  match: 'destination.service.host == \"svc-{i}.load.svc.cluster.local\" || (request.method == \"GET\" && match(request.path, \"/api/{i}/*\")) || source.namespace == \"load\"'
+
+  actions: [{{handler: {handler}, instances: [{instance}]}}]
+"
+        ));
+    }
+    out
+}
+
+/// A request's 20 attributes.
+pub fn bag(i: usize) -> AttributeBag {
+    let map = |pairs: &[(&str, &str)]| {
+        Value::StringMap(Arc::new(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ))
+    };
+    let mut b = AttributeBag::new();
+    let ip = |last: u8| Value::Ip(std::net::IpAddr::from([10, 1, 0, last]));
+    b.insert("source.ip", ip(7));
+    b.insert("source.port", Value::Int64(43_210));
+    b.insert("source.namespace", Value::from("load"));
+    b.insert(
+        "source.principal",
+        Value::from("cluster.local/ns/load/sa/client"),
+    );
+    b.insert(
+        "source.labels",
+        map(&[("app", "client"), ("version", "v2")]),
+    );
+    b.insert("destination.ip", ip(9));
+    b.insert("destination.port", Value::Int64(8080));
+    b.insert("destination.namespace", Value::from("load"));
+    b.insert(
+        "destination.service.host",
+        Value::from(format!("svc-{}.load.svc.cluster.local", i % 1000).as_str()),
+    );
+    b.insert("destination.labels", map(&[("app", "server")]));
+    b.insert("request.method", Value::from("GET"));
+    b.insert(
+        "request.path",
+        Value::from(format!("/api/{}/items", i % 10).as_str()),
+    );
+    b.insert("request.host", Value::from("server.load"));
+    b.insert("request.scheme", Value::from("http"));
+    b.insert("request.id", Value::from(format!("req-{i}").as_str()));
+    b.insert("request.size", Value::Int64(512));
+    b.insert("request.useragent", Value::from("mesh-load"));
+    b.insert(
+        "request.headers",
+        map(&[("x-user", "jason"), (":authority", "server.load")]),
+    );
+    b.insert("context.protocol", Value::from("http"));
+    b.insert("connection.mtls", Value::Bool(true));
+    b
+}
+
+struct Checks {
+    clients: Vec<MixerClient<Channel>>,
+    requests: Vec<CheckRequest>,
+}
+
+impl Checks {
+    async fn check(&self, i: usize) -> anyhow::Result<i32> {
+        let mut client = self.clients[i % self.clients.len()].clone();
+        let req = self.requests[i % self.requests.len()].clone();
+        let resp = client.check(req).await?.into_inner();
+        Ok(resp
+            .precondition
+            .and_then(|p| p.status)
+            .map_or(-1, |s| s.code))
+    }
+}
+
+impl Unit for Checks {
+    async fn one(&self, i: usize) -> bool {
+        matches!(self.check(i).await, Ok(0))
+    }
+}
+
+/// Runs the scenario and prints the figures.
+pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let config = tmp.path().join("config");
+    std::fs::create_dir_all(&config)?;
+    std::fs::write(config.join("policy.yaml"), policy(args.rules))?;
+    let addr = || -> anyhow::Result<SocketAddr> {
+        Ok(format!("127.0.0.1:{}", dromon_e2e::free_port()).parse()?)
+    };
+    let (mcp, galley_mon, grpc, monitoring) = (addr()?, addr()?, addr()?, addr()?);
+    let quiet = ["--log-level", "warn"];
+    let galley = dromon_e2e::ChildGuard::spawn(
+        "galley",
+        &[
+            &["--config-dir", &config.display().to_string()],
+            &["--mcp-addr", &mcp.to_string()][..],
+            &["--monitoring-addr", &galley_mon.to_string()][..],
+            &quiet[..],
+        ]
+        .concat(),
+    )?;
+    dromon_e2e::wait_http_ok(galley_mon, "/ready", Duration::from_secs(30)).await?;
+    let policy = dromon_e2e::ChildGuard::spawn(
+        "mixer-policy",
+        &[
+            &["--galley", &format!("http://{mcp}")][..],
+            &["--grpc-addr", &grpc.to_string()][..],
+            &["--monitoring-addr", &monitoring.to_string()][..],
+            &quiet[..],
+        ]
+        .concat(),
+    )?;
+    dromon_e2e::wait_http_ok(monitoring, "/ready", Duration::from_secs(30)).await?;
+    let issues = dromon_e2e::http_json(monitoring, "/debug/policyz").await?;
+    anyhow::ensure!(
+        issues["issues"].as_array().is_some_and(|a| a.is_empty()),
+        "the generated policy has issues: {issues}"
+    );
+    let pid = policy.id();
+
+    let words = u32::try_from(GLOBAL_WORDS.len())?;
+    let requests: Vec<CheckRequest> = (0..1000)
+        .map(|i| CheckRequest {
+            attributes: Some(encode(&bag(i), words)),
+            global_word_count: words,
+            ..CheckRequest::default()
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for _ in 0..args.connections.max(1) {
+        let channel = Channel::from_shared(format!("http://{grpc}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await?;
+        clients.push(MixerClient::new(channel));
+    }
+    let work = Arc::new(Checks { clients, requests });
+    let code = work.check(0).await.context("first Check")?;
+    anyhow::ensure!(code == 0, "the load's Check is refused (code {code})");
+    println!(
+        "policy: {} rules, bag of {} attributes ({} bytes on the wire)",
+        args.rules,
+        bag(0).len(),
+        prost::Message::encoded_len(&work.requests[0])
+    );
+
+    let cpu0 = crate::proc::cpu_seconds(pid).unwrap_or_default();
+    let Outcome {
+        ok,
+        errors,
+        samples,
+        elapsed,
+    } = closed_loop(&work, args.concurrency, args.duration).await;
+    let cpu = crate::proc::cpu_seconds(pid).unwrap_or_default() - cpu0;
+    println!(
+        "throughput: {ok} checks in {:.2}s = {:.0}/s, {errors} errors, concurrency {}; latency {}",
+        elapsed.as_secs_f64(),
+        ok as f64 / elapsed.as_secs_f64(),
+        args.concurrency,
+        summarize(&samples)
+            .map(|s| s.to_string())
+            .unwrap_or_default()
+    );
+    println!(
+        "mixer-policy CPU: {cpu:.2}s user+sys = {:.1} µs per check",
+        cpu / ok.max(1) as f64 * 1e6
+    );
+    if args.rate > 0 {
+        let out = open_loop(&work, args.rate, args.rate_duration).await;
+        println!(
+            "fixed rate {}/s for {:?}: {} ok, {} errors; latency {}",
+            args.rate,
+            args.rate_duration,
+            out.ok,
+            out.errors,
+            summarize(&out.samples)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        );
+    }
+    if let Some((rss, hwm)) = crate::proc::memory_kib(pid) {
+        println!(
+            "mixer-policy memory: RSS {} MiB, peak {} MiB",
+            rss / 1024,
+            hwm / 1024
+        );
+    }
+    drop(policy);
+    drop(galley);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_model::{ParseOptions, parse_document_set};
+
+    #[test]
+    fn the_generated_policy_parses() {
+        let set = parse_document_set("p.yaml", &super::policy(10), &ParseOptions::default());
+        assert!(set.rejected.is_empty(), "{:?}", set.rejected);
+        assert_eq!(set.accepted.len(), 14);
+        assert_eq!(super::bag(3).len(), 20);
+    }
+}
