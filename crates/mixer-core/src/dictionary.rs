@@ -228,3 +228,19 @@ pub const GLOBAL_WORDS: &[&str] = &[
     "outbound",
     "context.proxy_version",
 ];
+
+/// The index of `word` in [`GLOBAL_WORDS`] (its first place, for the few words
+/// listed twice), looked up in a map built once.
+pub fn global_index(word: &str) -> Option<i32> {
+    static INDEX: std::sync::LazyLock<std::collections::HashMap<&'static str, i32>> =
+        std::sync::LazyLock::new(|| {
+            let mut map = std::collections::HashMap::with_capacity(GLOBAL_WORDS.len());
+            for (i, w) in GLOBAL_WORDS.iter().enumerate() {
+                if let Ok(i) = i32::try_from(i) {
+                    map.entry(*w).or_insert(i);
+                }
+            }
+            map
+        });
+    INDEX.get(word).copied()
+}

@@ -328,20 +328,12 @@ fn duration_from(name: &str, d: &prost_types::Duration) -> Result<Duration, Wire
 /// Encodes `bag` as a client would: names and text found among the first
 /// `global_word_count` global words by index, the rest in the message's own list.
 pub fn encode(bag: &AttributeBag, global_word_count: u32) -> CompressedAttributes {
-    let known = usize::try_from(global_word_count)
-        .unwrap_or(usize::MAX)
-        .min(GLOBAL_WORDS.len());
-    let global: BTreeMap<&str, i32> = GLOBAL_WORDS[..known]
-        .iter()
-        .enumerate()
-        .rev() // the first index of a repeated word wins
-        .filter_map(|(i, w)| i32::try_from(i).ok().map(|i| (*w, i)))
-        .collect();
+    let known = i64::from(global_word_count);
     let mut msg = CompressedAttributes::default();
     let mut local: BTreeMap<String, i32> = BTreeMap::new();
     let mut index = |msg: &mut CompressedAttributes, word: &str| -> i32 {
-        if let Some(i) = global.get(word) {
-            return *i;
+        if let Some(i) = crate::dictionary::global_index(word).filter(|i| i64::from(*i) < known) {
+            return i;
         }
         if let Some(i) = local.get(word) {
             return *i;

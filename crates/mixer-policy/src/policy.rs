@@ -13,7 +13,7 @@
 //! reported in [`Policy::issues`]; the rest of the configuration still serves.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, HashMap},
     net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
@@ -77,13 +77,13 @@ pub struct QuotaAsk {
 
 /// The decision for one Check.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct Decision<'p> {
     /// The preconditions' result (the most restrictive of every handler's).
     pub precondition: CheckResult,
     /// Quota grants, by quota name.
     pub quotas: BTreeMap<String, QuotaResult>,
     /// The attributes the decision read, each with whether the bag held it.
-    pub referenced: Vec<(AttributeRef, bool)>,
+    pub referenced: Vec<(&'p AttributeRef, bool)>,
 }
 
 /// A compiled configuration.
@@ -296,13 +296,8 @@ impl Policy {
         quotas: &BTreeMap<String, QuotaAsk>,
         dedup_id: &str,
         now: Instant,
-    ) -> Decision {
-        let mut referenced: BTreeSet<(AttributeRef, bool)> = BTreeSet::new();
-        let mut note = |c: &Compiled| {
-            for (r, present) in c.probe_references(bag) {
-                referenced.insert((r.clone(), present));
-            }
-        };
+    ) -> Decision<'_> {
+        let mut touched: Vec<&Compiled> = Vec::new();
         let destination_ns = destination_namespace(bag);
         let mut result = CheckResult::ok(Duration::from_secs(60), 10_000);
         let mut granted: BTreeMap<String, QuotaResult> = BTreeMap::new();
@@ -313,7 +308,7 @@ impl Policy {
                 continue;
             }
             if let Some(c) = &rule.condition {
-                note(c);
+                touched.push(c);
                 // A condition that cannot be evaluated (an attribute missing)
                 // does not hold.
                 if !c.evaluate_bool(bag).unwrap_or(false) {
@@ -331,7 +326,7 @@ impl Policy {
                     let outcome = match (h, inst) {
                         (HandlerImpl::Denier(d), _) => Some(d.check()),
                         (HandlerImpl::List(l), InstanceImpl::ListEntry(value)) => {
-                            note(value);
+                            touched.push(value);
                             Some(match value.evaluate(bag) {
                                 Ok(v) => l.check(&v, now),
                                 Err(e) => CheckResult {
@@ -349,7 +344,7 @@ impl Policy {
                             if let Some(ask) = quotas.get(name) {
                                 let mut values = BTreeMap::new();
                                 for (k, c) in dims {
-                                    note(c);
+                                    touched.push(c);
                                     if let Ok(v) = c.evaluate(bag) {
                                         values.insert(k.clone(), text(&v));
                                     }
@@ -386,11 +381,28 @@ impl Policy {
                 valid_duration: Duration::ZERO,
             });
         }
+        // Each attribute read is probed once, however many expressions read it.
+        let mut refs: Vec<&AttributeRef> = touched
+            .iter()
+            .flat_map(|c| c.referenced_attributes())
+            .collect();
+        refs.sort_unstable();
+        refs.dedup();
+        let referenced = refs.into_iter().map(|r| (r, present(bag, r))).collect();
         Decision {
             precondition: result,
             quotas: granted,
-            referenced: referenced.into_iter().collect(),
+            referenced,
         }
+    }
+}
+
+/// Whether `bag` holds what `r` reads (for a map entry, the key).
+fn present(bag: &dyn Bag, r: &AttributeRef) -> bool {
+    match (bag.get(&r.name), &r.key) {
+        (None, _) => false,
+        (Some(Value::StringMap(m)), Some(k)) => m.contains_key(k.as_str()),
+        (Some(_), _) => true,
     }
 }
 

@@ -125,7 +125,7 @@ fn map(pairs: &[(&str, &str)]) -> Value {
     ))
 }
 
-fn check(p: &Policy, b: &AttributeBag) -> Decision {
+fn check<'p>(p: &'p Policy, b: &AttributeBag) -> Decision<'p> {
     p.check(b, &BTreeMap::new(), "", Instant::now())
 }
 

@@ -36,7 +36,7 @@ use mesh_api::{
 use mesh_mcp::{McpStore, McpView, collections};
 use mesh_runtime::{AdminServer, GrpcSupport, Readiness};
 use mesh_xds::client::{DeltaClient, DeltaClientConfig};
-use mixer_core::{dictionary::GLOBAL_WORDS, expr::AttributeRef, wire};
+use mixer_core::{dictionary::global_index, expr::AttributeRef, wire};
 use parking_lot::RwLock;
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -204,17 +204,13 @@ fn proto_duration(d: Duration) -> prost_types::Duration {
 }
 
 /// The referenced attributes in the wire's word form (names as message words).
-fn referenced(refs: &[(AttributeRef, bool)]) -> ReferencedAttributes {
-    let global: BTreeMap<&str, i32> = GLOBAL_WORDS
-        .iter()
-        .enumerate()
-        .rev()
-        .filter_map(|(i, w)| i32::try_from(i).ok().map(|i| (*w, i)))
-        .collect();
+fn referenced(refs: &[(&AttributeRef, bool)], known_words: u32) -> ReferencedAttributes {
     let mut out = ReferencedAttributes::default();
     let index = |words: &mut Vec<String>, w: &str| -> i32 {
-        if let Some(i) = global.get(w) {
-            return *i;
+        if let Some(i) =
+            global_index(w).filter(|i| u32::try_from(*i).is_ok_and(|i| i < known_words))
+        {
+            return i;
         }
         if let Some(p) = words.iter().position(|x| x == w) {
             return -i32::try_from(p + 1).unwrap_or(i32::MAX);
@@ -274,7 +270,7 @@ impl Mixer for Service {
         let decision = policy.check(&bag, &asks, &req.deduplication_id, Instant::now());
         let p = &decision.precondition;
         self.metrics.count("mixer", p.code);
-        let refs = referenced(&decision.referenced);
+        let refs = referenced(&decision.referenced, req.global_word_count);
         let quotas = decision
             .quotas
             .iter()

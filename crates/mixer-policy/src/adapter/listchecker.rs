@@ -268,7 +268,7 @@ impl ListChecker {
                 }
             }
         }
-        let shown = match value {
+        let shown = || match value {
             Value::String(s) => s.to_string(),
             Value::Ip(ip) => ip.to_string(),
             other => format!("{other:?}"),
@@ -276,9 +276,9 @@ impl ListChecker {
         match (self.blacklist, found) {
             (true, true) => answer(
                 code::PERMISSION_DENIED,
-                format!("{shown} is on the deny list"),
+                format!("{} is on the deny list", shown()),
             ),
-            (false, false) => answer(NOT_FOUND, format!("{shown} is not on the allow list")),
+            (false, false) => answer(NOT_FOUND, format!("{} is not on the allow list", shown())),
             _ => answer(code::OK, String::new()),
         }
     }
