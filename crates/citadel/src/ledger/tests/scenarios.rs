@@ -21,7 +21,10 @@ pub(super) async fn record_then_get(fixture: &Fixture) {
 
 pub(super) async fn durable_across_reopen(fixture: &Fixture) {
     let ledger = fixture.open().await;
-    ledger.record(mk_cert("01")).await.unwrap();
+    // One certificate, compared with itself: a second one made later could
+    // straddle a second boundary.
+    let certificate = mk_cert("01");
+    ledger.record(certificate.clone()).await.unwrap();
     ledger
         .revoke("01", RevocationReason::Superseded)
         .await
@@ -29,7 +32,7 @@ pub(super) async fn durable_across_reopen(fixture: &Fixture) {
     drop(ledger);
     let reopened = fixture.open().await;
     let entry = reopened.get("01").await.unwrap().unwrap();
-    assert_eq!(entry.certificate, mk_cert("01"));
+    assert_eq!(entry.certificate, certificate);
     assert_eq!(
         entry.revoked.map(|revocation| revocation.reason),
         Some(RevocationReason::Superseded)
