@@ -17,6 +17,14 @@ use super::{IssuedCertificate, LedgerError, schema};
 
 /// How long SQLite waits for another writer's lock before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts to open a SQLite file another process is switching to WAL.
+const SQLITE_OPEN_RETRIES: u32 = 10;
+
+/// Whether SQLite answered "database is locked" (SQLITE_BUSY, code 5).
+fn is_busy(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(e) if e.code().as_deref() == Some("5"))
+}
+
 /// Connections per SQLite file: the writer plus readers.
 const SQLITE_CONNECTIONS: u32 = 4;
 /// Connections per PostgreSQL replica: the writer plus readers.
@@ -115,10 +123,19 @@ async fn open_sqlite(url: &str, connect_timeout: Duration) -> Result<Pool, Ledge
             .pragma("wal_autocheckpoint", "0");
         pool = pool.max_connections(SQLITE_CONNECTIONS);
     }
-    let pool = pool
-        .connect_with(options)
-        .await
-        .map_err(|error| connect_error(url, &error))?;
+    // Processes opening a fresh file together race to switch it to WAL; the loser
+    // gets SQLITE_BUSY without waiting, so it tries again.
+    let mut attempt = 0u32;
+    let pool = loop {
+        match pool.clone().connect_with(options.clone()).await {
+            Ok(pool) => break pool,
+            Err(error) if attempt < SQLITE_OPEN_RETRIES && is_busy(&error) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+            }
+            Err(error) => return Err(connect_error(url, &error)),
+        }
+    };
     schema::create_sqlite(&pool)
         .await
         .map_err(|source| LedgerError::Schema {
