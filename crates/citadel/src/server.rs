@@ -138,16 +138,7 @@ pub struct Running {
 impl Running {
     /// Waits for every task after shutdown, returning the first error.
     pub async fn wait(mut self) -> Result<(), CitadelError> {
-        let mut result = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
-            let r = joined
-                .map_err(|e| CitadelError::Task(e.to_string()))
-                .and_then(|r| r);
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+        mesh_runtime::shutdown::join_tasks(&mut self.tasks, CitadelError::Task).await
     }
 }
 

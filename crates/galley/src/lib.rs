@@ -140,16 +140,7 @@ pub struct Running {
 impl Running {
     /// Waits until every task stopped (after shutdown), returning the first error.
     pub async fn wait(mut self) -> Result<(), GalleyError> {
-        let mut result = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
-            let r = joined
-                .map_err(|e| GalleyError::Task(e.to_string()))
-                .and_then(|r| r);
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+        mesh_runtime::shutdown::join_tasks(&mut self.tasks, GalleyError::Task).await
     }
 }
 

@@ -35,3 +35,19 @@ async fn wait_for_signal() {
 async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
+
+/// Waits until every task of a component has stopped and returns the first error;
+/// a task that panicked or was cancelled becomes an error through `failed`.
+pub async fn join_tasks<E: 'static>(
+    tasks: &mut tokio::task::JoinSet<Result<(), E>>,
+    failed: impl Fn(String) -> E,
+) -> Result<(), E> {
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let r = joined.map_err(|e| failed(e.to_string())).and_then(|r| r);
+        if result.is_ok() {
+            result = r;
+        }
+    }
+    result
+}

@@ -46,6 +46,22 @@ pub enum ServerIdentity {
 }
 
 impl ServerIdentity {
+    /// `expected` exactly when given, otherwise any identity of the trust domain
+    /// of `own`'s current certificate (`None` when that names no SPIFFE ID).
+    pub fn expected_or_same_domain(
+        expected: Option<&SpiffeId>,
+        own: &dyn IdentitySource,
+    ) -> Option<ServerIdentity> {
+        match expected {
+            Some(id) => Some(ServerIdentity::Exact(id.clone())),
+            None => own
+                .current()
+                .as_ref()
+                .and_then(|i| i.spiffe_id())
+                .map(|id| ServerIdentity::TrustDomain(id.trust_domain().to_string())),
+        }
+    }
+
     /// Whether `id` is acceptable.
     pub fn accepts(&self, id: &SpiffeId) -> bool {
         match self {

@@ -377,16 +377,7 @@ pub struct Running {
 impl Running {
     /// Waits until every task stopped, returning the first error.
     pub async fn wait(mut self) -> Result<(), MixerPolicyError> {
-        let mut result = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
-            let r = joined
-                .map_err(|e| MixerPolicyError::Task(e.to_string()))
-                .and_then(|r| r);
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+        mesh_runtime::shutdown::join_tasks(&mut self.tasks, MixerPolicyError::Task).await
     }
 }
 
@@ -496,21 +487,13 @@ pub async fn start(
                 config.galley
             )));
         };
-        let expect = match &tls.galley_identity {
-            Some(id) => mesh_tls::ServerIdentity::Exact(id.clone()),
-            None => {
-                let td = identity
-                    .current()
-                    .as_ref()
-                    .and_then(|i| i.spiffe_id().map(|id| id.trust_domain().to_string()))
-                    .ok_or_else(|| {
-                        MixerPolicyError::Config(
-                            "mixer-policy's certificate names no SPIFFE identity".into(),
-                        )
-                    })?;
-                mesh_tls::ServerIdentity::TrustDomain(td)
-            }
-        };
+        let expect = mesh_tls::ServerIdentity::expected_or_same_domain(
+            tls.galley_identity.as_ref(),
+            identity.as_ref(),
+        )
+        .ok_or_else(|| {
+            MixerPolicyError::Config("mixer-policy's certificate names no SPIFFE identity".into())
+        })?;
         client = client.with_channel(mesh_tls::channel(&config.galley, identity.clone(), expect)?);
     }
     let synced = client.synced();

@@ -170,16 +170,7 @@ pub struct Running {
 impl Running {
     /// Waits until every task stopped, returning the first error.
     pub async fn wait(mut self) -> Result<(), PilotError> {
-        let mut result = Ok(());
-        while let Some(joined) = self.tasks.join_next().await {
-            let r = joined
-                .map_err(|e| PilotError::Task(e.to_string()))
-                .and_then(|r| r);
-            if result.is_ok() {
-                result = r;
-            }
-        }
-        result
+        mesh_runtime::shutdown::join_tasks(&mut self.tasks, PilotError::Task).await
     }
 }
 
@@ -377,22 +368,13 @@ pub async fn start(
                 "galley endpoint {endpoint} is https: pilot needs a certificate (--tls-dir)"
             )));
         };
-        let expect = match &tls.galley_identity {
-            Some(id) => mesh_tls::ServerIdentity::Exact(id.clone()),
-            None => {
-                let current = identity.current();
-                let td = current
-                    .as_ref()
-                    .and_then(|i| i.spiffe_id())
-                    .map(|id| id.trust_domain().to_string())
-                    .ok_or_else(|| {
-                        PilotError::Config(
-                            "pilot's certificate names no SPIFFE identity".to_string(),
-                        )
-                    })?;
-                mesh_tls::ServerIdentity::TrustDomain(td)
-            }
-        };
+        let expect = mesh_tls::ServerIdentity::expected_or_same_domain(
+            tls.galley_identity.as_ref(),
+            identity.as_ref(),
+        )
+        .ok_or_else(|| {
+            PilotError::Config("pilot's certificate names no SPIFFE identity".to_string())
+        })?;
         client = client.with_channel(mesh_tls::channel(&endpoint, identity.clone(), expect)?);
     }
     let synced = client.synced();
