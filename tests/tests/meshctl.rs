@@ -260,14 +260,7 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
     let mut mixer = mesh_api::mixer::v1::mixer_client::MixerClient::new(channel);
     for (version, expected) in [("v3", 7), ("v2", 0)] {
         let mut bag = mixer_core::wire::AttributeBag::new();
-        let labels = |pairs: &[(&str, &str)]| {
-            mixer_core::Value::StringMap(std::sync::Arc::new(
-                pairs
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
-            ))
-        };
+        let labels = |pairs: &[(&str, &str)]| mixer_core::Value::string_map(pairs.iter().copied());
         bag.insert("destination.namespace", mixer_core::Value::from("bookinfo"));
         bag.insert("destination.labels", labels(&[("app", "ratings")]));
         bag.insert(

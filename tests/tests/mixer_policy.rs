@@ -8,7 +8,6 @@
 use std::{
     net::SocketAddr,
     path::Path,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -120,10 +119,7 @@ async fn start(config: &Path) -> Plane {
 
 fn bag(user: &str, host: &str) -> AttributeBag {
     let mut b = AttributeBag::new();
-    b.insert(
-        "request.headers",
-        Value::StringMap(Arc::new([("x-user".to_string(), user.to_string())].into())),
-    );
+    b.insert("request.headers", Value::string_map([("x-user", user)]));
     b.insert("destination.service.host", Value::from(host));
     b
 }

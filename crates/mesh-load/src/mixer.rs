@@ -107,14 +107,7 @@ spec:
 
 /// A request's 20 attributes.
 pub fn bag(i: usize) -> AttributeBag {
-    let map = |pairs: &[(&str, &str)]| {
-        Value::StringMap(Arc::new(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        ))
-    };
+    let map = |pairs: &[(&str, &str)]| Value::string_map(pairs.iter().copied());
     let mut b = AttributeBag::new();
     let ip = |last: u8| Value::Ip(std::net::IpAddr::from([10, 1, 0, last]));
     b.insert("source.ip", ip(7));

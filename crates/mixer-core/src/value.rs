@@ -133,6 +133,18 @@ impl Value {
         }
     }
 
+    /// A STRING_MAP value from key/value pairs.
+    pub fn string_map<K: Into<String>, V: Into<String>>(
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Value {
+        Value::StringMap(Arc::new(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        ))
+    }
+
     /// The text of a text value.
     pub fn as_str(&self) -> Option<&str> {
         match self {

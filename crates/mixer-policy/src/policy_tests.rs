@@ -1,7 +1,5 @@
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Arc;
-
 use mesh_model::{ParseOptions, parse_document_set};
 use mixer_core::wire::AttributeBag;
 
@@ -117,12 +115,7 @@ fn bag(pairs: &[(&str, Value)]) -> AttributeBag {
 }
 
 fn map(pairs: &[(&str, &str)]) -> Value {
-    Value::StringMap(Arc::new(
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    ))
+    Value::string_map(pairs.iter().copied())
 }
 
 fn check<'p>(p: &'p Policy, b: &AttributeBag) -> Decision<'p> {
