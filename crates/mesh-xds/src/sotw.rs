@@ -338,10 +338,15 @@ impl SotwStream {
                 continue;
             };
             let base = self.types.get(&type_url).and_then(TypeState::client_view);
-            let (changes, removed) = match base {
+            let (changes, mut removed) = match base {
                 Some(base) => base.diff(&target.held),
                 None => (true, Vec::new()),
             };
+            // A resource the client unsubscribed from goes at once: it asked for
+            // that, and a set naming it would carry a name it no longer wants.
+            if let Some(state) = self.types.get(&type_url) {
+                removed.retain(|n| state.wildcard || state.names.contains(n));
+            }
             match base {
                 Some(base) if !removed.is_empty() => {
                     let union = union(&type_url, &target.held, base, &removed);

@@ -598,9 +598,10 @@ impl World {
                     && refused[t].get(n).map(|h| &h.1) != Some(v)
             });
             let removals = match self.p {
-                Protocol::Sotw => shadow[t]
-                    .keys()
-                    .any(|n| !r.resources.iter().any(|(m, _, _)| m == n)),
+                // A name the client unsubscribed from may go at any point.
+                Protocol::Sotw => shadow[t].keys().any(|n| {
+                    self.model.subs[t].covers(n) && !r.resources.iter().any(|(m, _, _)| m == n)
+                }),
                 Protocol::Delta => !r.removed.is_empty(),
             };
             if upserts {
@@ -869,4 +870,36 @@ proptest! {
     ) {
         run(Protocol::Delta, snapshot, subs, steps)?;
     }
+}
+
+fn sub_of(names: &[u8]) -> Sub {
+    Sub {
+        wildcard: false,
+        names: names.iter().copied().map(name).collect(),
+    }
+}
+
+/// A SotW client unsubscribes from a name while its current set is refused; the
+/// next push must follow the smaller subscription.
+#[test]
+fn sotw_unsubscribe_while_nacked_is_followed() {
+    let steps = vec![
+        Step::Edit(vec![(0, 1, Some(0))]),
+        Step::Sub {
+            t: 3,
+            name: None,
+            subscribe: true,
+            stale: false,
+        },
+        Step::Edit(vec![(0, 0, Some(BAD))]),
+        Step::Sub {
+            t: 0,
+            name: Some(1),
+            subscribe: false,
+            stale: false,
+        },
+        Step::Edit(vec![(3, 0, Some(0)), (0, 0, Some(0))]),
+    ];
+    let subs = vec![sub_of(&[0, 1]), sub_of(&[0]), sub_of(&[0]), sub_of(&[0])];
+    run(Protocol::Sotw, Default::default(), subs, steps).unwrap();
 }
