@@ -76,9 +76,13 @@ struct Plane {
     monitoring: SocketAddr,
 }
 
-async fn start(config: &Path) -> Plane {
-    let at = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
-    let (mcp, galley_mon, grpc, monitoring) = (at(), at(), at(), at());
+fn local_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+/// galley serving `config`, ready; its MCP address.
+async fn start_galley(config: &Path) -> (ChildGuard, SocketAddr) {
+    let (mcp, monitoring) = (local_addr(), local_addr());
     let galley = ChildGuard::spawn(
         "galley",
         &[
@@ -87,21 +91,6 @@ async fn start(config: &Path) -> Plane {
             "--mcp-addr",
             &mcp.to_string(),
             "--monitoring-addr",
-            &galley_mon.to_string(),
-        ],
-    )
-    .unwrap();
-    wait_http_ok(galley_mon, "/ready", Duration::from_secs(30))
-        .await
-        .unwrap();
-    let policy = ChildGuard::spawn(
-        "mixer-policy",
-        &[
-            "--galley",
-            &format!("http://{mcp}"),
-            "--grpc-addr",
-            &grpc.to_string(),
-            "--monitoring-addr",
             &monitoring.to_string(),
         ],
     )
@@ -109,12 +98,49 @@ async fn start(config: &Path) -> Plane {
     wait_http_ok(monitoring, "/ready", Duration::from_secs(30))
         .await
         .unwrap();
+    (galley, mcp)
+}
+
+/// A mixer-policy following galley at `mcp`, ready; its Check and monitoring
+/// addresses.
+async fn start_policy(mcp: SocketAddr, extra: &[&str]) -> (ChildGuard, SocketAddr, SocketAddr) {
+    let (grpc, monitoring) = (local_addr(), local_addr());
+    let galley = format!("http://{mcp}");
+    let (grpc_s, monitoring_s) = (grpc.to_string(), monitoring.to_string());
+    let mut args = vec![
+        "--galley",
+        &galley,
+        "--grpc-addr",
+        &grpc_s,
+        "--monitoring-addr",
+        &monitoring_s,
+    ];
+    args.extend_from_slice(extra);
+    let policy = ChildGuard::spawn("mixer-policy", &args).unwrap();
+    wait_http_ok(monitoring, "/ready", Duration::from_secs(30))
+        .await
+        .unwrap();
+    (policy, grpc, monitoring)
+}
+
+async fn start(config: &Path) -> Plane {
+    let (galley, mcp) = start_galley(config).await;
+    let (policy, grpc, monitoring) = start_policy(mcp, &[]).await;
     Plane {
         _galley: galley,
         _policy: policy,
         grpc,
         monitoring,
     }
+}
+
+async fn mixer_client(addr: SocketAddr) -> MixerClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    MixerClient::new(channel)
 }
 
 fn bag(user: &str, host: &str) -> AttributeBag {
@@ -250,7 +276,139 @@ async fn rules_from_galley_allow_deny_and_limit_and_edits_apply_without_failed_c
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     eprintln!("edit applied after {:?}", edited.elapsed());
+    // The quota handler did not change: its counts outlive the new version.
+    assert_eq!(
+        mixer_check(&mut mixer, &bag("jason", "details"), true)
+            .await
+            .1,
+        0
+    );
     let policyz = http_json(plane.monitoring, "/debug/policyz").await.unwrap();
     assert_eq!(policyz["loaded"], true);
     assert_eq!(policyz["issues"].as_array().unwrap().len(), 0, "{policyz}");
+}
+
+const SQL_QUOTA: &str = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: shared, namespace: istio-system}
+spec:
+  compiledAdapter: sqlquota
+  params:
+    quotas: [{name: requestcount.istio-system, maxAmount: 50, validDuration: 1h}]
+    minDeduplicationDuration: 1m
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: requestcount, namespace: istio-system}
+spec:
+  compiledTemplate: quota
+  params: {dimensions: {destination: destination.service.host | "unknown"}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: quota, namespace: istio-system}
+spec:
+  actions: [{handler: shared, instances: [requestcount]}]
+"#;
+
+/// One quota allocation of 1 for `host`; the amount granted and the quota's
+/// status code.
+async fn allocate(client: &mut MixerClient<Channel>, host: &str, dedup: &str) -> (i64, i32) {
+    let b = bag("ann", host);
+    let mut req = CheckRequest {
+        attributes: Some(encode(&b, all_words())),
+        global_word_count: all_words(),
+        deduplication_id: dedup.to_string(),
+        ..CheckRequest::default()
+    };
+    req.quotas.insert(
+        "requestcount.istio-system".into(),
+        QuotaParams {
+            amount: 1,
+            best_effort: false,
+        },
+    );
+    let resp = client.check(req).await.unwrap().into_inner();
+    let q = &resp.quotas["requestcount.istio-system"];
+    (q.granted_amount, q.status.as_ref().unwrap().code)
+}
+
+/// Two mixer-policy replicas count one SQL quota in a real PostgreSQL server:
+/// however the calls are spread and raced between them, exactly the limit is
+/// granted, and a retried allocation (same deduplication id) sent to the other
+/// replica is not counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_an_exact_sql_quota_on_postgres() {
+    let pg = mesh_testkit::postgres::PostgresServer::start().unwrap();
+    let url = pg.url();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("quota.yaml"), SQL_QUOTA).unwrap();
+    let (_galley, mcp) = start_galley(tmp.path()).await;
+    let (_a, a_addr, _) = start_policy(mcp, &["--quota-database", &url]).await;
+    let (_b, b_addr, b_mon) = start_policy(mcp, &["--quota-database", &url]).await;
+
+    // 2 x 40 concurrent allocations of 1 against a limit of 50.
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..80 {
+        let addr = if i % 2 == 0 { a_addr } else { b_addr };
+        calls.spawn(async move {
+            let mut client = mixer_client(addr).await;
+            allocate(&mut client, "ratings", "").await
+        });
+    }
+    let mut granted = 0;
+    let mut exhausted = 0;
+    while let Some(r) = calls.join_next().await {
+        let (amount, code) = r.unwrap();
+        granted += amount;
+        if code == 8 {
+            exhausted += 1;
+        } else {
+            assert_eq!((amount, code), (1, 0));
+        }
+    }
+    assert_eq!((granted, exhausted), (50, 30));
+    // Another destination has its own count.
+    let mut a = mixer_client(a_addr).await;
+    let mut b = mixer_client(b_addr).await;
+    assert_eq!(allocate(&mut a, "details", "").await, (1, 0));
+    // A retry of the same allocation, sent to the other replica, is answered as
+    // the first was and takes nothing more.
+    assert_eq!(allocate(&mut a, "reviews", "req-1").await, (1, 0));
+    assert_eq!(allocate(&mut b, "reviews", "req-1").await, (1, 0));
+    let used = pg
+        .psql(
+            "test",
+            "SELECT replace(replace(dims, chr(1), '='), chr(2), ';'), SUM(amount) \
+             FROM mixer_quota_allocations GROUP BY dims ORDER BY dims",
+        )
+        .unwrap();
+    let used: Vec<&str> = used.lines().map(str::trim).collect();
+    assert_eq!(
+        used,
+        [
+            "destination=details;|1",
+            "destination=ratings;|50",
+            "destination=reviews;|1"
+        ],
+        "rows as recorded"
+    );
+    let policyz = http_json(b_mon, "/debug/policyz").await.unwrap();
+    assert_eq!(policyz["issues"].as_array().unwrap().len(), 0, "{policyz}");
+}
+
+/// With its database unreachable, a SQL quota grants nothing and says why
+/// (Unavailable), and the rest of the policy keeps deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_quota_database_is_unavailable_not_exhausted() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("quota.yaml"), SQL_QUOTA).unwrap();
+    let (_galley, mcp) = start_galley(tmp.path()).await;
+    let dead = format!("postgres://nobody@127.0.0.1:{}/none", free_port());
+    let (_p, addr, _) = start_policy(mcp, &["--quota-database", &dead]).await;
+    let mut client = mixer_client(addr).await;
+    let asked = Instant::now();
+    assert_eq!(allocate(&mut client, "ratings", "").await, (0, 14));
+    eprintln!("unreachable database answered in {:?}", asked.elapsed());
 }

@@ -175,6 +175,10 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
                 mtls_addr: at(ports::MIXER_POLICY_MTLS),
                 galley_identity: Some(galley_identity),
             }),
+            quota_database: Some(format!(
+                "sqlite://{}",
+                args.data.join("mixer-policy").join("quota.db").display()
+            )),
         },
         shutdown.clone(),
     )

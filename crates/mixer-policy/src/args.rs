@@ -50,6 +50,18 @@ pub struct Args {
     /// trust domain).
     #[arg(long, env = "MIXER_POLICY_GALLEY_IDENTITY")]
     pub galley_identity: Option<mesh_tls::SpiffeId>,
+    /// State directory: the default SQL quota database (`quota.db`).
+    #[arg(
+        long,
+        env = "MIXER_POLICY_DATA_DIR",
+        default_value = "/var/lib/dromon/mixer-policy"
+    )]
+    pub data_dir: std::path::PathBuf,
+    /// Database SQL quota handlers count in unless their params name one:
+    /// `postgres://...` for replicas sharing counts (default: SQLite
+    /// `<data-dir>/quota.db`, created on first use).
+    #[arg(long, env = "MIXER_POLICY_QUOTA_DATABASE")]
+    pub quota_database: Option<String>,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -68,6 +80,9 @@ impl Args {
                 mtls_addr: self.mtls_addr,
                 galley_identity: self.galley_identity.clone(),
             }),
+            quota_database: Some(self.quota_database.clone().unwrap_or_else(|| {
+                format!("sqlite://{}", self.data_dir.join("quota.db").display())
+            })),
         }
     }
 

@@ -35,6 +35,7 @@ use crate::adapter::{
     listchecker::ListChecker,
     memquota::MemQuota,
     rbac::{AuthzRequest, NamedPolicy, Rbac},
+    sqlquota::{DATABASE_PARAM, QuotaDatabase, SqlQuota},
 };
 
 /// A configuration problem, naming the resource.
@@ -50,6 +51,7 @@ enum HandlerImpl {
     Denier(Denier),
     List(Arc<ListChecker>),
     MemQuota(Arc<MemQuota>),
+    SqlQuota(Arc<SqlQuota>),
     Rbac,
 }
 
@@ -76,14 +78,137 @@ pub struct QuotaAsk {
 }
 
 /// The decision for one Check.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Decision<'p> {
     /// The preconditions' result (the most restrictive of every handler's).
     pub precondition: CheckResult,
     /// Quota grants, by quota name.
     pub quotas: BTreeMap<String, QuotaResult>,
+    /// Quotas that could not be counted (their database failed), with why.
+    pub quota_errors: BTreeMap<String, String>,
     /// The attributes the decision read, each with whether the bag held it.
     pub referenced: Vec<(&'p AttributeRef, bool)>,
+    /// Allocations counted in a database, made by [`Decision::allocate`].
+    pending: Vec<PendingQuota>,
+}
+
+/// A quota allocation waiting for its database.
+#[derive(Debug, Clone)]
+struct PendingQuota {
+    name: String,
+    quota: Arc<SqlQuota>,
+    dimensions: BTreeMap<String, String>,
+    ask: QuotaAsk,
+    dedup_id: String,
+}
+
+impl Decision<'_> {
+    /// Whether quotas counted in a database are still to be allocated.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Allocates the quotas counted in a database (SQL quota handlers). A
+    /// database failure grants nothing and is reported in `quota_errors`.
+    pub async fn allocate(&mut self) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        for p in std::mem::take(&mut self.pending) {
+            let r = p
+                .quota
+                .alloc(
+                    &p.name,
+                    &p.dimensions,
+                    p.ask.amount,
+                    p.ask.best_effort,
+                    &p.dedup_id,
+                    now_ms,
+                )
+                .await;
+            let granted = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(quota = %p.name, database = %p.quota.database().url(), error = %e, "quota allocation failed");
+                    self.quota_errors.insert(p.name.clone(), e.to_string());
+                    QuotaResult {
+                        granted: 0,
+                        valid_duration: Duration::ZERO,
+                    }
+                }
+            };
+            self.quotas.insert(p.name, granted);
+        }
+    }
+}
+
+/// What outlives one configuration version: memquota counts (kept while a
+/// handler's params stay the same) and quota database pools (by URL).
+#[derive(Debug, Default)]
+pub struct Stores {
+    default_database: Option<String>,
+    memquotas: HashMap<String, Arc<MemQuota>>,
+    databases: HashMap<String, Arc<QuotaDatabase>>,
+}
+
+impl Stores {
+    /// Stores whose SQL quota handlers count in `default_database` unless their
+    /// params name another.
+    pub fn new(default_database: Option<String>) -> Self {
+        Self {
+            default_database,
+            ..Self::default()
+        }
+    }
+
+    fn memquota(
+        &mut self,
+        key: &str,
+        params: &serde_json::Value,
+    ) -> Result<Arc<MemQuota>, crate::adapter::ParamsError> {
+        let id = format!("{key}\n{params}");
+        if let Some(q) = self.memquotas.get(&id) {
+            return Ok(q.clone());
+        }
+        let q = Arc::new(MemQuota::new(params)?);
+        self.memquotas.insert(id, q.clone());
+        Ok(q)
+    }
+
+    fn sqlquota(&mut self, params: &serde_json::Value) -> Result<Arc<SqlQuota>, String> {
+        let url = match params.get(DATABASE_PARAM) {
+            Some(serde_json::Value::String(url)) => url.clone(),
+            Some(_) => return Err(format!("sqlquota params: {DATABASE_PARAM} must be a URL")),
+            None => self.default_database.clone().ok_or(
+                "sqlquota params: no database named and mixer-policy has no --quota-database",
+            )?,
+        };
+        let db = match self.databases.get(&url) {
+            Some(db) => db.clone(),
+            None => {
+                let db = Arc::new(QuotaDatabase::lazy(&url).map_err(|e| e.to_string())?);
+                self.databases.insert(url, db.clone());
+                db
+            }
+        };
+        SqlQuota::new(params, db)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Forgets what `policy` no longer uses.
+    fn keep_used(&mut self, handlers: &HashMap<String, HandlerImpl>) {
+        self.memquotas.retain(|_, q| {
+            handlers
+                .values()
+                .any(|h| matches!(h, HandlerImpl::MemQuota(m) if Arc::ptr_eq(m, q)))
+        });
+        self.databases.retain(|_, db| {
+            handlers
+                .values()
+                .any(|h| matches!(h, HandlerImpl::SqlQuota(s) if Arc::ptr_eq(s.database(), db)))
+        });
+    }
 }
 
 /// A compiled configuration.
@@ -117,8 +242,18 @@ fn full_name(name: &str, namespace: &str) -> String {
 
 impl Policy {
     /// Compiles the mixer resources among `resources` (other kinds are passed
-    /// over, AuthorizationPolicies feed the rbac adapter).
+    /// over, AuthorizationPolicies feed the rbac adapter), with nothing carried
+    /// over from an earlier version and no default quota database.
     pub fn compile<'a>(resources: impl IntoIterator<Item = &'a Resource>) -> Policy {
+        Self::compile_with(resources, &mut Stores::default())
+    }
+
+    /// Compiles a configuration version, taking quota counts and databases from
+    /// `stores` (and leaving there only what this version uses).
+    pub fn compile_with<'a>(
+        resources: impl IntoIterator<Item = &'a Resource>,
+        stores: &mut Stores,
+    ) -> Policy {
         let resources: Vec<&Resource> = resources.into_iter().collect();
         let mut issues = Vec::new();
         let id =
@@ -151,14 +286,22 @@ impl Policy {
                         "listchecker" | "list" => {
                             ListChecker::new(&h.params).map(|l| HandlerImpl::List(Arc::new(l)))
                         }
-                        "memquota" => {
-                            MemQuota::new(&h.params).map(|q| HandlerImpl::MemQuota(Arc::new(q)))
-                        }
+                        "memquota" => stores.memquota(&key, &h.params).map(HandlerImpl::MemQuota),
+                        "sqlquota" => match stores.sqlquota(&h.params) {
+                            Ok(q) => Ok(HandlerImpl::SqlQuota(q)),
+                            Err(message) => {
+                                issues.push(Issue {
+                                    resource: id(r),
+                                    message,
+                                });
+                                continue;
+                            }
+                        },
                         "rbac" => Ok(HandlerImpl::Rbac),
                         other => {
                             issues.push(Issue {
                                 resource: id(r),
-                                message: format!("unknown adapter {other:?} (denier, listchecker, memquota, rbac)"),
+                                message: format!("unknown adapter {other:?} (denier, listchecker, memquota, sqlquota, rbac)"),
                             });
                             continue;
                         }
@@ -257,6 +400,7 @@ impl Policy {
                 actions,
             });
         }
+        stores.keep_used(&handlers);
         Policy {
             manifest,
             handlers,
@@ -301,6 +445,7 @@ impl Policy {
         let destination_ns = destination_namespace(bag);
         let mut result = CheckResult::ok(Duration::from_secs(60), 10_000);
         let mut granted: BTreeMap<String, QuotaResult> = BTreeMap::new();
+        let mut pending: Vec<PendingQuota> = Vec::new();
         for rule in &self.rules {
             if rule.namespace != ROOT_NAMESPACE
                 && destination_ns.as_deref() != Some(rule.namespace.as_str())
@@ -342,13 +487,7 @@ impl Policy {
                         }
                         (HandlerImpl::MemQuota(q), InstanceImpl::Quota(dims)) => {
                             if let Some(ask) = quotas.get(name) {
-                                let mut values = BTreeMap::new();
-                                for (k, c) in dims {
-                                    touched.push(c);
-                                    if let Ok(v) = c.evaluate(bag) {
-                                        values.insert(k.clone(), text(&v));
-                                    }
-                                }
+                                let values = dimensions(dims, bag, &mut touched);
                                 let r = q
                                     .alloc(
                                         name,
@@ -366,6 +505,18 @@ impl Policy {
                             }
                             None
                         }
+                        (HandlerImpl::SqlQuota(q), InstanceImpl::Quota(dims)) => {
+                            if let Some(ask) = quotas.get(name) {
+                                pending.push(PendingQuota {
+                                    name: name.clone(),
+                                    quota: q.clone(),
+                                    dimensions: dimensions(dims, bag, &mut touched),
+                                    ask: ask.clone(),
+                                    dedup_id: dedup_id.to_string(),
+                                });
+                            }
+                            None
+                        }
                         _ => None,
                     };
                     if let Some(r) = outcome {
@@ -376,6 +527,9 @@ impl Policy {
         }
         // A quota asked for that no rule grants gets nothing.
         for name in quotas.keys() {
+            if pending.iter().any(|p| &p.name == name) {
+                continue;
+            }
             granted.entry(name.clone()).or_insert(QuotaResult {
                 granted: 0,
                 valid_duration: Duration::ZERO,
@@ -392,9 +546,28 @@ impl Policy {
         Decision {
             precondition: result,
             quotas: granted,
+            quota_errors: BTreeMap::new(),
             referenced,
+            pending,
         }
     }
+}
+
+/// A quota instance's dimension values for one request (a dimension whose
+/// expression cannot be evaluated is left out).
+fn dimensions<'p>(
+    dims: &'p BTreeMap<String, Compiled>,
+    bag: &dyn Bag,
+    touched: &mut Vec<&'p Compiled>,
+) -> BTreeMap<String, String> {
+    let mut values = BTreeMap::new();
+    for (k, c) in dims {
+        touched.push(c);
+        if let Ok(v) = c.evaluate(bag) {
+            values.insert(k.clone(), text(&v));
+        }
+    }
+    values
 }
 
 /// Whether `bag` holds what `r` reads (for a map entry, the key).

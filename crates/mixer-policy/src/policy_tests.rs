@@ -214,6 +214,81 @@ fn quotas_are_granted_per_dimension_until_exhausted() {
     assert_eq!(p.check(&b, &unknown, "", now).quotas["nope"].granted, 0);
 }
 
+fn compile_with(text: &str, stores: &mut Stores) -> Policy {
+    let set = parse_document_set("policy.yaml", text, &ParseOptions::default());
+    assert!(set.rejected.is_empty(), "{:?}", set.rejected);
+    Policy::compile_with(&set.accepted, stores)
+}
+
+fn one_request() -> BTreeMap<String, QuotaAsk> {
+    BTreeMap::from([(
+        "requestcount.istio-system".to_string(),
+        QuotaAsk {
+            amount: 1,
+            best_effort: false,
+        },
+    )])
+}
+
+#[test]
+fn quota_counts_outlive_versions_until_their_handler_changes() {
+    let mut stores = Stores::default();
+    let b = bag(&[("destination.service.host", Value::from("details"))]);
+    let now = Instant::now();
+    let grant = |p: &Policy| {
+        p.check(&b, &one_request(), "", now).quotas["requestcount.istio-system"].granted
+    };
+    let v1 = compile_with(CONFIG, &mut stores);
+    assert_eq!((grant(&v1), grant(&v1)), (1, 1));
+    // Another rule changes: the quota handler is the same, so is its count.
+    let v2 = compile_with(&CONFIG.replace("\"jason\"", "\"ann\""), &mut stores);
+    assert_eq!(grant(&v2), 0);
+    // The handler's params change: a new count.
+    let v3 = compile_with(&CONFIG.replace("maxAmount: 2", "maxAmount: 3"), &mut stores);
+    assert_eq!(grant(&v3), 1);
+    assert_eq!(
+        stores.memquotas.len(),
+        1,
+        "the old handler's count is dropped"
+    );
+}
+
+#[tokio::test]
+async fn sql_quotas_are_allocated_after_the_decision() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("q/quota.db").display());
+    let mut stores = Stores::new(Some(url));
+    let text = CONFIG.replace("compiledAdapter: memquota", "compiledAdapter: sqlquota");
+    let p = compile_with(&text, &mut stores);
+    assert!(
+        !p.issues().iter().any(|i| i.resource.contains("quotas")),
+        "{:?}",
+        p.issues()
+    );
+    let b = bag(&[("destination.service.host", Value::from("details"))]);
+    let mut granted = Vec::new();
+    for _ in 0..3 {
+        let mut d = p.check(&b, &one_request(), "", Instant::now());
+        assert!(d.has_pending());
+        d.allocate().await;
+        assert!(d.quota_errors.is_empty(), "{:?}", d.quota_errors);
+        granted.push(d.quotas["requestcount.istio-system"].granted);
+    }
+    assert_eq!(granted, [1, 1, 0]);
+    // Without a database to count in, the handler is reported, not guessed.
+    let p = compile_with(&text, &mut Stores::default());
+    let issue = p
+        .issues()
+        .iter()
+        .find(|i| i.resource == "handler/istio-system/quotas")
+        .unwrap();
+    assert!(
+        issue.message.contains("--quota-database"),
+        "{}",
+        issue.message
+    );
+}
+
 #[test]
 fn the_rbac_adapter_applies_authorization_policies() {
     let p = policy(

@@ -51,7 +51,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     adapter::{CheckResult, code, listchecker},
     envoy::ext_authz_attributes,
-    policy::{Policy, QuotaAsk},
+    policy::{Policy, QuotaAsk, Stores},
 };
 
 /// The gRPC names served on the Check port.
@@ -81,6 +81,9 @@ pub struct MixerPolicyConfig {
     pub failure_policy: FailurePolicy,
     /// The mTLS Check port (15004) and following galley over `https://`.
     pub tls: Option<MixerTls>,
+    /// Where SQL quota handlers count unless their params name a database
+    /// (`sqlite://FILE` or `postgres://...`).
+    pub quota_database: Option<String>,
 }
 
 /// mixer-policy's certificate and what it is used for.
@@ -267,7 +270,11 @@ impl Mixer for Service {
                 )
             })
             .collect();
-        let decision = policy.check(&bag, &asks, &req.deduplication_id, Instant::now());
+        let mut decision = policy.check(&bag, &asks, &req.deduplication_id, Instant::now());
+        drop(bag);
+        if decision.has_pending() {
+            decision.allocate().await;
+        }
         let p = &decision.precondition;
         self.metrics.count("mixer", p.code);
         let refs = referenced(&decision.referenced, req.global_word_count);
@@ -275,7 +282,9 @@ impl Mixer for Service {
             .quotas
             .iter()
             .map(|(name, q)| {
-                let status = if q.granted > 0 || asks.get(name).is_some_and(|a| a.amount == 0) {
+                let status = if let Some(e) = decision.quota_errors.get(name) {
+                    rpc_status(code::UNAVAILABLE, &format!("quota {name}: {e}"))
+                } else if q.granted > 0 || asks.get(name).is_some_and(|a| a.amount == 0) {
                     rpc_status(code::OK, "")
                 } else {
                     rpc_status(code::RESOURCE_EXHAUSTED, &format!("quota {name} exhausted"))
@@ -506,6 +515,7 @@ pub async fn start(
     tasks.spawn(follow(
         views,
         synced,
+        Stores::new(config.quota_database.clone()),
         current,
         readiness.clone(),
         metrics,
@@ -524,6 +534,7 @@ pub async fn start(
 async fn follow(
     mut views: watch::Receiver<Arc<McpView>>,
     mut synced: watch::Receiver<bool>,
+    mut stores: Stores,
     current: Current,
     readiness: Readiness,
     metrics: Arc<Metrics>,
@@ -537,7 +548,10 @@ async fn follow(
     let mut version_tasks = shutdown.child_token();
     loop {
         let view = views.borrow_and_update().clone();
-        let policy = Arc::new(Policy::compile(view.resources.values().map(|r| &**r)));
+        let policy = Arc::new(Policy::compile_with(
+            view.resources.values().map(|r| &**r),
+            &mut stores,
+        ));
         for issue in policy.issues() {
             tracing::warn!(resource = %issue.resource, problem = %issue.message, "policy resource left out");
         }

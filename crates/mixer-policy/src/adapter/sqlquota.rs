@@ -2,14 +2,16 @@
 //! replica on the same PostgreSQL database draws from one count (SQLite, one
 //! file, for a single replica).
 //!
-//! Params are memquota's. Each allocation is one transaction that first locks
+//! Params are memquota's, plus `database`: the URL of the database to count in
+//! (default: mixer-policy's `--quota-database`, itself by default a SQLite file
+//! under its data directory). Handlers naming the same URL share one pool. Each allocation is one transaction that first locks
 //! the row of its quota and dimension combination (`SELECT ... FOR UPDATE` on
 //! PostgreSQL; SQLite has one writer), drops allocations older than the window,
 //! sums the rest, and records what it grants, so replicas never grant more than
 //! the limit between them. A deduplication id is recorded in the same
 //! transaction.
 
-use std::{collections::BTreeMap, str::FromStr, time::Duration};
+use std::{collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     PgPool, Row, SqlitePool,
@@ -47,11 +49,100 @@ enum Pool {
     Postgres(PgPool),
 }
 
-/// A SQL quota handler.
+/// One quota database, shared by every sqlquota handler naming it and across
+/// configuration versions. The pool connects on first use and the tables are
+/// created then, so configuring a handler never blocks and an unreachable
+/// database shows as failed allocations, not as a configuration that fails to
+/// load.
+#[derive(Debug)]
+pub struct QuotaDatabase {
+    url: String,
+    pool: Pool,
+    schema: tokio::sync::OnceCell<()>,
+}
+
+impl QuotaDatabase {
+    /// A database for `url` (`sqlite://FILE` or `postgres://...`), not yet
+    /// connected.
+    pub fn lazy(url: &str) -> Result<Self, SqlQuotaError> {
+        let pool = if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?;
+            // The file's directory is made here; the file on first use.
+            if let Some(dir) = options.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let options = options
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10));
+            // One writer: transactions are serialized in this process.
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_lazy_with(options),
+            )
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PgConnectOptions::from_str(url)?.application_name("mixer-policy");
+            Pool::Postgres(
+                // A Check waits at most this long for a connection: past it
+                // the caller has given up, so the quota is reported unavailable.
+                PgPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(2))
+                    .connect_lazy_with(options),
+            )
+        } else {
+            return Err(SqlQuotaError::Url);
+        };
+        Ok(Self {
+            url: url.to_string(),
+            pool,
+            schema: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    /// The URL it was opened with.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Creates the tables, once per process (again after a failure).
+    async fn ready(&self) -> Result<&Pool, SqlQuotaError> {
+        self.schema
+            .get_or_try_init(|| async {
+                match &self.pool {
+                    Pool::Sqlite(pool) => {
+                        for statement in SCHEMA {
+                            sqlx::query(statement).execute(pool).await?;
+                        }
+                    }
+                    Pool::Postgres(pool) => {
+                        // Replicas may create the tables at once: one at a time.
+                        let mut tx = pool.begin().await?;
+                        sqlx::query("SELECT pg_advisory_xact_lock(7346105)")
+                            .execute(&mut *tx)
+                            .await?;
+                        for statement in SCHEMA {
+                            sqlx::query(statement).execute(&mut *tx).await?;
+                        }
+                        tx.commit().await?;
+                    }
+                }
+                Ok::<(), SqlQuotaError>(())
+            })
+            .await?;
+        Ok(&self.pool)
+    }
+}
+
+/// A SQL quota handler: its quotas, counted in a shared [`QuotaDatabase`].
 #[derive(Debug, Clone)]
 pub struct SqlQuota {
     set: QuotaSet,
-    pool: Pool,
+    db: Arc<QuotaDatabase>,
 }
 
 const SCHEMA: &[&str] = &[
@@ -83,46 +174,34 @@ macro_rules! in_transaction {
     };
 }
 
+/// The params field naming the database, beside memquota's.
+pub const DATABASE_PARAM: &str = "database";
+
 impl SqlQuota {
-    /// Opens the database at `url` (creating the tables) for handler `params`.
+    /// A handler for `params` (memquota's, plus an optional `database` URL, read
+    /// by the caller to pick `db`).
+    pub fn new(params: &serde_json::Value, db: Arc<QuotaDatabase>) -> Result<Self, ParamsError> {
+        let mut quotas = params.clone();
+        if let Some(map) = quotas.as_object_mut() {
+            map.remove(DATABASE_PARAM);
+        }
+        Ok(Self {
+            set: QuotaSet::parse(NAME, &quotas)?,
+            db,
+        })
+    }
+
+    /// Connects to the database at `url` (creating the tables) for handler
+    /// `params`.
     pub async fn open(url: &str, params: &serde_json::Value) -> Result<Self, SqlQuotaError> {
-        let set = QuotaSet::parse(NAME, params)?;
-        let pool = if url.starts_with("sqlite:") {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10));
-            // One writer: transactions are serialized in this process.
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .connect_with(options)
-                .await?;
-            for statement in SCHEMA {
-                sqlx::query(statement).execute(&pool).await?;
-            }
-            Pool::Sqlite(pool)
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let options = PgConnectOptions::from_str(url)?.application_name("mixer-policy");
-            let pool = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect_with(options)
-                .await?;
-            // Replicas may create the tables at once: one at a time.
-            let mut tx = pool.begin().await?;
-            sqlx::query("SELECT pg_advisory_xact_lock(7346105)")
-                .execute(&mut *tx)
-                .await?;
-            for statement in SCHEMA {
-                sqlx::query(statement).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Pool::Postgres(pool)
-        } else {
-            return Err(SqlQuotaError::Url);
-        };
-        Ok(Self { set, pool })
+        let q = Self::new(params, Arc::new(QuotaDatabase::lazy(url)?))?;
+        q.db.ready().await?;
+        Ok(q)
+    }
+
+    /// The database the handler counts in.
+    pub fn database(&self) -> &Arc<QuotaDatabase> {
+        &self.db
     }
 
     /// Allocates `amount` of quota `name` for `dimensions` at `now_ms` (Unix
@@ -141,13 +220,14 @@ impl SqlQuota {
         let window_ms = i64::try_from(limit.window.as_millis()).unwrap_or(i64::MAX);
         let dedup_ms = i64::try_from(self.set.dedup_for.as_millis()).unwrap_or(i64::MAX);
         // PostgreSQL: the key's row lock serializes replicas; SQLite has one writer.
-        let lock = match &self.pool {
+        let pool = self.db.ready().await?;
+        let lock = match pool {
             Pool::Postgres(_) => {
                 "SELECT quota FROM mixer_quota_keys WHERE quota = $1 AND dims = $2 FOR UPDATE"
             }
             Pool::Sqlite(_) => "SELECT quota FROM mixer_quota_keys WHERE quota = $1 AND dims = $2",
         };
-        let granted: i64 = in_transaction!(&self.pool, |c| {
+        let granted: i64 = in_transaction!(pool, |c| {
             sqlx::query(
                 "INSERT INTO mixer_quota_keys (quota, dims) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             )
@@ -232,7 +312,7 @@ impl SqlQuota {
         let dedup_ms = i64::try_from(self.set.dedup_for.as_millis()).unwrap_or(i64::MAX);
         let q = "DELETE FROM mixer_quota_dedup WHERE at_ms <= $1";
         let cutoff = now_ms.saturating_sub(dedup_ms);
-        Ok(match &self.pool {
+        Ok(match self.db.ready().await? {
             Pool::Sqlite(p) => sqlx::query(q)
                 .bind(cutoff)
                 .execute(p)
