@@ -286,6 +286,11 @@ async fn rules_from_galley_allow_deny_and_limit_and_edits_apply_without_failed_c
     let policyz = http_json(plane.monitoring, "/debug/policyz").await.unwrap();
     assert_eq!(policyz["loaded"], true);
     assert_eq!(policyz["issues"].as_array().unwrap().len(), 0, "{policyz}");
+    // The decisions since the edit were kept for reuse.
+    assert!(
+        policyz["check_cache"]["entries"].as_u64().unwrap() >= 2,
+        "{policyz}"
+    );
 }
 
 const SQL_QUOTA: &str = r#"

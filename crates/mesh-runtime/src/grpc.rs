@@ -88,7 +88,8 @@ pub async fn serve(
     router: Router,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small answers go out at once, not after the peer's delayed ACK.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     serve_incoming(incoming, router, shutdown).await
 }
 

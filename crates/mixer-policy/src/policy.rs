@@ -37,6 +37,7 @@ use crate::adapter::{
     rbac::{AuthzRequest, NamedPolicy, Rbac},
     sqlquota::{DATABASE_PARAM, QuotaDatabase, SqlQuota},
 };
+use crate::cache::{CheckCache, RefSet, present};
 
 /// A configuration problem, naming the resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,14 +58,108 @@ enum HandlerImpl {
 
 enum InstanceImpl {
     CheckNothing,
-    ListEntry(Compiled),
-    Quota(BTreeMap<String, Compiled>),
+    ListEntry(Expr),
+    Quota(BTreeMap<String, Expr>),
     Authorization,
+}
+
+/// A compiled expression and the policy's references it reads.
+struct Expr {
+    compiled: Compiled,
+    refs: RefSet,
+}
+
+impl Expr {
+    fn new(compiled: Compiled) -> Self {
+        Self {
+            compiled,
+            refs: RefSet::default(),
+        }
+    }
+}
+
+/// What the rbac adapter reads (see [`authz_request`]).
+const RBAC_ATTRIBUTES: &[&str] = &[
+    "source.principal",
+    "source.namespace",
+    "source.ip",
+    "request.auth.principal",
+    "request.auth.audiences",
+    "request.auth.presenter",
+    "request.auth.claims",
+    "destination.namespace",
+    "destination.service.host",
+    "destination.labels",
+    "destination.ip",
+    "destination.port",
+    "connection.requested_server_name",
+    "request.host",
+    "request.method",
+    "request.path",
+    "request.headers",
+];
+
+/// What scoping rules to a namespace reads (see [`destination_namespace`]).
+const NAMESPACE_ATTRIBUTES: &[&str] = &["destination.namespace", "destination.service.host"];
+
+/// Every attribute reference of a policy, each once, sorted, and the sets of
+/// them each part of the policy reads.
+struct RefTable {
+    refs: Vec<AttributeRef>,
+    index: HashMap<(String, Option<String>), usize>,
+}
+
+impl RefTable {
+    fn build<'a>(exprs: impl Iterator<Item = &'a Compiled>) -> Self {
+        let mut all: BTreeMap<(String, Option<String>), bool> = BTreeMap::new();
+        for c in exprs {
+            for r in c.referenced_attributes() {
+                let rescued = all.entry((r.name.clone(), r.key.clone())).or_insert(true);
+                *rescued &= r.rescued;
+            }
+        }
+        for name in RBAC_ATTRIBUTES.iter().chain(NAMESPACE_ATTRIBUTES) {
+            all.entry(((*name).to_string(), None)).or_insert(true);
+        }
+        let refs: Vec<AttributeRef> = all
+            .into_iter()
+            .map(|((name, key), rescued)| AttributeRef { name, key, rescued })
+            .collect();
+        let index = refs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| ((r.name.clone(), r.key.clone()), i))
+            .collect();
+        Self { refs, index }
+    }
+
+    fn set_of<'a>(&self, refs: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> RefSet {
+        let mut set = RefSet::for_table(self.refs.len());
+        for (name, key) in refs {
+            if let Some(i) = self.index.get(&(name.to_string(), key.map(str::to_string))) {
+                set.insert(*i);
+            }
+        }
+        set
+    }
+
+    fn fill(&self, e: &mut Expr) {
+        e.refs = self.set_of(
+            e.compiled
+                .referenced_attributes()
+                .iter()
+                .map(|r| (r.name.as_str(), r.key.as_deref())),
+        );
+    }
+
+    fn names(&self, names: &[&str]) -> RefSet {
+        self.set_of(names.iter().map(|n| (*n, None)))
+    }
 }
 
 struct RuleImpl {
     namespace: String,
-    condition: Option<Compiled>,
+    condition: Option<Expr>,
     actions: Vec<(String, Vec<String>)>,
 }
 
@@ -88,6 +183,8 @@ pub struct Decision<'p> {
     pub quota_errors: BTreeMap<String, String>,
     /// The attributes the decision read, each with whether the bag held it.
     pub referenced: Vec<(&'p AttributeRef, bool)>,
+    /// Whether the precondition came from the check cache.
+    pub cached: bool,
     /// Allocations counted in a database, made by [`Decision::allocate`].
     pending: Vec<PendingQuota>,
 }
@@ -219,6 +316,12 @@ pub struct Policy {
     rules: Vec<RuleImpl>,
     rbac: Rbac,
     issues: Vec<Issue>,
+    refs: Vec<AttributeRef>,
+    rbac_refs: RefSet,
+    namespace_refs: RefSet,
+    /// Whether a rule applies to one namespace only.
+    scoped: bool,
+    cache: CheckCache,
 }
 
 impl std::fmt::Debug for Policy {
@@ -348,7 +451,7 @@ impl Policy {
                 None
             } else {
                 match compile(&rule.match_expr, &manifest) {
-                    Ok(c) if c.result_type() == mixer_core::ValueType::Bool => Some(c),
+                    Ok(c) if c.result_type() == mixer_core::ValueType::Bool => Some(Expr::new(c)),
                     Ok(c) => {
                         issues.push(Issue {
                             resource: id(r),
@@ -401,6 +504,28 @@ impl Policy {
             });
         }
         stores.keep_used(&handlers);
+        let table = {
+            let conditions = rules.iter().filter_map(|r| r.condition.as_ref());
+            let values = instances.values().flat_map(|i| match i {
+                InstanceImpl::ListEntry(e) => vec![e],
+                InstanceImpl::Quota(dims) => dims.values().collect(),
+                _ => Vec::new(),
+            });
+            RefTable::build(conditions.chain(values).map(|e| &e.compiled))
+        };
+        for rule in &mut rules {
+            if let Some(c) = &mut rule.condition {
+                table.fill(c);
+            }
+        }
+        for i in instances.values_mut() {
+            match i {
+                InstanceImpl::ListEntry(e) => table.fill(e),
+                InstanceImpl::Quota(dims) => dims.values_mut().for_each(|e| table.fill(e)),
+                _ => {}
+            }
+        }
+        let scoped = rules.iter().any(|r| r.namespace != ROOT_NAMESPACE);
         Policy {
             manifest,
             handlers,
@@ -408,6 +533,11 @@ impl Policy {
             rules,
             rbac: Rbac::new(authz),
             issues,
+            rbac_refs: table.names(RBAC_ATTRIBUTES),
+            namespace_refs: table.names(NAMESPACE_ATTRIBUTES),
+            refs: table.refs,
+            scoped,
+            cache: CheckCache::default(),
         }
     }
 
@@ -441,8 +571,25 @@ impl Policy {
         dedup_id: &str,
         now: Instant,
     ) -> Decision<'_> {
-        let mut touched: Vec<&Compiled> = Vec::new();
-        let destination_ns = destination_namespace(bag);
+        if quotas.is_empty()
+            && let Some((result, set)) = self.cache.lookup(&self.refs, bag, now)
+        {
+            return Decision {
+                precondition: result,
+                quotas: BTreeMap::new(),
+                quota_errors: BTreeMap::new(),
+                referenced: self.referenced(&set, bag),
+                cached: true,
+                pending: Vec::new(),
+            };
+        }
+        let mut touched = RefSet::for_table(self.refs.len());
+        let destination_ns = if self.scoped {
+            touched.union(&self.namespace_refs);
+            destination_namespace(bag)
+        } else {
+            None
+        };
         let mut result = CheckResult::ok(Duration::from_secs(60), 10_000);
         let mut granted: BTreeMap<String, QuotaResult> = BTreeMap::new();
         let mut pending: Vec<PendingQuota> = Vec::new();
@@ -453,10 +600,10 @@ impl Policy {
                 continue;
             }
             if let Some(c) = &rule.condition {
-                touched.push(c);
+                touched.union(&c.refs);
                 // A condition that cannot be evaluated (an attribute missing)
                 // does not hold.
-                if !c.evaluate_bool(bag).unwrap_or(false) {
+                if !c.compiled.evaluate_bool(bag).unwrap_or(false) {
                     continue;
                 }
             }
@@ -471,8 +618,8 @@ impl Policy {
                     let outcome = match (h, inst) {
                         (HandlerImpl::Denier(d), _) => Some(d.check()),
                         (HandlerImpl::List(l), InstanceImpl::ListEntry(value)) => {
-                            touched.push(value);
-                            Some(match value.evaluate(bag) {
+                            touched.union(&value.refs);
+                            Some(match value.compiled.evaluate(bag) {
                                 Ok(v) => l.check(&v, now),
                                 Err(e) => CheckResult {
                                     code: code::INVALID_ARGUMENT,
@@ -483,6 +630,7 @@ impl Policy {
                             })
                         }
                         (HandlerImpl::Rbac, InstanceImpl::Authorization) => {
+                            touched.union(&self.rbac_refs);
                             Some(self.rbac.check(&authz_request(bag)))
                         }
                         (HandlerImpl::MemQuota(q), InstanceImpl::Quota(dims)) => {
@@ -535,48 +683,52 @@ impl Policy {
                 valid_duration: Duration::ZERO,
             });
         }
-        // Each attribute read is probed once, however many expressions read it.
-        let mut refs: Vec<&AttributeRef> = touched
-            .iter()
-            .flat_map(|c| c.referenced_attributes())
-            .collect();
-        refs.sort_unstable();
-        refs.dedup();
-        let referenced = refs.into_iter().map(|r| (r, present(bag, r))).collect();
+        if quotas.is_empty() {
+            self.cache.insert(&self.refs, &touched, bag, &result, now);
+        }
+        let referenced = self.referenced(&touched, bag);
         Decision {
             precondition: result,
             quotas: granted,
             quota_errors: BTreeMap::new(),
             referenced,
+            cached: false,
             pending,
         }
     }
 }
 
+impl Policy {
+    /// The references in `set`, each with whether `bag` holds it (each
+    /// attribute probed once, however many expressions read it).
+    fn referenced(&self, set: &RefSet, bag: &dyn Bag) -> Vec<(&AttributeRef, bool)> {
+        set.iter()
+            .filter_map(|i| self.refs.get(i))
+            .map(|r| (r, present(bag, r)))
+            .collect()
+    }
+
+    /// Precondition results cached: (signatures, entries).
+    pub fn cache_stats(&self) -> (usize, usize) {
+        self.cache.stats()
+    }
+}
+
 /// A quota instance's dimension values for one request (a dimension whose
 /// expression cannot be evaluated is left out).
-fn dimensions<'p>(
-    dims: &'p BTreeMap<String, Compiled>,
+fn dimensions(
+    dims: &BTreeMap<String, Expr>,
     bag: &dyn Bag,
-    touched: &mut Vec<&'p Compiled>,
+    touched: &mut RefSet,
 ) -> BTreeMap<String, String> {
     let mut values = BTreeMap::new();
     for (k, c) in dims {
-        touched.push(c);
-        if let Ok(v) = c.evaluate(bag) {
+        touched.union(&c.refs);
+        if let Ok(v) = c.compiled.evaluate(bag) {
             values.insert(k.clone(), text(&v));
         }
     }
     values
-}
-
-/// Whether `bag` holds what `r` reads (for a map entry, the key).
-fn present(bag: &dyn Bag, r: &AttributeRef) -> bool {
-    match (bag.get(&r.name), &r.key) {
-        (None, _) => false,
-        (Some(Value::StringMap(m)), Some(k)) => m.contains_key(k.as_str()),
-        (Some(_), _) => true,
-    }
 }
 
 /// The more restrictive of two results: the first refusal wins; reuse is bounded
@@ -607,7 +759,7 @@ fn instance(
         "listentry" => {
             let text = field("value").ok_or("listentry needs params.value (an expression)")?;
             compile(text, manifest)
-                .map(InstanceImpl::ListEntry)
+                .map(|c| InstanceImpl::ListEntry(Expr::new(c)))
                 .map_err(|e| format!("params.value: {e}"))
         }
         "quota" => {
@@ -619,7 +771,7 @@ fn instance(
                         .ok_or_else(|| format!("params.dimensions.{k} must be an expression"))?;
                     let c = compile(text, manifest)
                         .map_err(|e| format!("params.dimensions.{k}: {e}"))?;
-                    dims.insert(k.clone(), c);
+                    dims.insert(k.clone(), Expr::new(c));
                 }
             }
             Ok(InstanceImpl::Quota(dims))

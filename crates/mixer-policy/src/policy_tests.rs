@@ -333,12 +333,90 @@ spec:
             .precondition
             .is_ok()
     );
-    assert_eq!(
-        check(&p, &req("cluster.local/ns/bookinfo/sa/productpage"))
-            .precondition
-            .code,
-        code::PERMISSION_DENIED
-    );
+    let denied = check(&p, &req("cluster.local/ns/bookinfo/sa/productpage"));
+    assert_eq!(denied.precondition.code, code::PERMISSION_DENIED);
+    // What the adapter read is part of the answer's referenced attributes, so
+    // a client (or the cache) never reuses it for another principal or path.
+    let refs: Vec<(&str, bool)> = denied
+        .referenced
+        .iter()
+        .map(|(r, present)| (r.name.as_str(), *present))
+        .collect();
+    for expected in [
+        ("source.principal", true),
+        ("request.method", true),
+        ("request.path", false),
+        ("request.headers", false),
+    ] {
+        assert!(refs.contains(&expected), "{expected:?} in {refs:?}");
+    }
+}
+
+const DENY_JASON: &str = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: denyall, namespace: istio-system}
+spec:
+  compiledAdapter: denier
+  params: {status: {code: 7}, validDuration: 10s, validUseCount: 3}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: denyrequest, namespace: istio-system}
+spec: {compiledTemplate: checknothing}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: deny-jason, namespace: istio-system}
+spec:
+  match: request.headers["x-user"] | "" == "jason"
+  actions: [{handler: denyall, instances: [denyrequest]}]
+"#;
+
+#[test]
+fn the_cache_reuses_answers_for_requests_agreeing_on_what_was_read() {
+    let p = policy(DENY_JASON);
+    let user = |u: &str, path: &str| {
+        bag(&[
+            ("request.headers", map(&[("x-user", u), ("x-other", path)])),
+            ("request.path", Value::from(path)),
+        ])
+    };
+    let t0 = Instant::now();
+    let at = |b: &AttributeBag, secs: u64| {
+        let d = p.check(b, &BTreeMap::new(), "", t0 + Duration::from_secs(secs));
+        (d.precondition.code, d.precondition.valid_use_count)
+    };
+    // Decided, then reused while uses remain, also for a request differing only
+    // in what the decision did not read.
+    assert_eq!(at(&user("jason", "/a"), 0), (7, 3));
+    assert_eq!(at(&user("jason", "/b"), 0), (7, 2));
+    assert_eq!(at(&user("jason", "/a"), 1), (7, 1));
+    assert_eq!(at(&user("jason", "/a"), 1), (7, 0));
+    // Uses exhausted: decided again.
+    assert_eq!(at(&user("jason", "/a"), 1), (7, 3));
+    assert_eq!(p.cache_stats(), (1, 1));
+    // Another value of what was read is decided on its own (no handler ran:
+    // the default reuse of 10,000).
+    assert_eq!(at(&user("ann", "/a"), 1), (0, 10_000));
+    assert_eq!(at(&user("ann", "/a"), 1), (0, 9_999));
+    assert_eq!(p.cache_stats(), (1, 2));
+    // Absent is a value too: no header at all is allowed, and not confused
+    // with jason's entry.
+    let nobody = bag(&[("request.path", Value::from("/a"))]);
+    assert_eq!(at(&nobody, 1), (0, 10_000));
+    // Past the valid duration: decided again.
+    assert_eq!(at(&user("jason", "/a"), 11), (7, 3));
+    // Quota asks are never answered from the cache.
+    let ask = BTreeMap::from([(
+        "requestcount.istio-system".to_string(),
+        QuotaAsk {
+            amount: 1,
+            best_effort: false,
+        },
+    )]);
+    let d = p.check(&user("jason", "/a"), &ask, "", t0 + Duration::from_secs(11));
+    assert_eq!(d.precondition.valid_use_count, 3);
 }
 
 #[test]

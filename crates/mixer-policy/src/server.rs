@@ -130,8 +130,14 @@ struct CheckLabels {
     result: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
+}
+
 struct Metrics {
     checks: Family<CheckLabels, Counter>,
+    cache: Family<CacheLabels, Counter>,
     issues: Gauge,
     versions: Counter,
 }
@@ -140,6 +146,7 @@ impl Metrics {
     fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Arc::new(Self {
             checks: Family::default(),
+            cache: Family::default(),
             issues: Gauge::default(),
             versions: Counter::default(),
         });
@@ -148,6 +155,11 @@ impl Metrics {
             "checks",
             "Checks answered, by API (mixer, ext_authz) and result (ok, denied, invalid, unavailable)",
             m.checks.clone(),
+        );
+        r.register(
+            "check_cache",
+            "Preconditions looked up in the check cache, by result (hit, miss)",
+            m.cache.clone(),
         );
         r.register(
             "config_issues",
@@ -160,6 +172,11 @@ impl Metrics {
             m.versions.clone(),
         );
         m
+    }
+
+    fn cache(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache.get_or_create(&CacheLabels { result }).inc();
     }
 
     fn count(&self, api: &'static str, code: i32) {
@@ -272,6 +289,9 @@ impl Mixer for Service {
             .collect();
         let mut decision = policy.check(&bag, &asks, &req.deduplication_id, Instant::now());
         drop(bag);
+        if asks.is_empty() {
+            self.metrics.cache(decision.cached);
+        }
         if decision.has_pending() {
             decision.allocate().await;
         }
@@ -331,9 +351,9 @@ impl Authorization for Service {
         let result = match self.policy() {
             Some(policy) => {
                 let bag = ext_authz_attributes(request.get_ref());
-                policy
-                    .check(&bag, &BTreeMap::new(), "", Instant::now())
-                    .precondition
+                let decision = policy.check(&bag, &BTreeMap::new(), "", Instant::now());
+                self.metrics.cache(decision.cached);
+                decision.precondition
             }
             None => match self.failure_policy {
                 FailurePolicy::Open => CheckResult::ok(Duration::ZERO, 0),
@@ -579,6 +599,7 @@ async fn policyz(State(current): State<Current>) -> Json<serde_json::Value> {
         None => json!({"loaded": false}),
         Some(p) => json!({
             "loaded": true,
+            "check_cache": {"signatures": p.cache_stats().0, "entries": p.cache_stats().1},
             "issues": p.issues().iter().map(|i| json!({"resource": i.resource, "message": i.message})).collect::<Vec<_>>(),
         }),
     })
