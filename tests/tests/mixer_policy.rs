@@ -1,6 +1,7 @@
 //! mixer-policy end to end: rules in a configuration directory served by the real
 //! galley, the real mixer-policy following it, and Check calls over the Mixer API
-//! (compressed attribute bags) and Envoy's ext_authz deciding as the rules say;
+//! (compressed attribute bags), Envoy's ext_authz and Envoy's rate limit service
+//! deciding as the rules say;
 //! an edited rule changes decisions with no failed request.
 
 #![allow(clippy::unwrap_used)]
@@ -17,6 +18,12 @@ use mesh_api::{
         AttributeContext, CheckRequest as AuthzRequest,
         attribute_context::{HttpRequest, Peer, Request},
         authorization_client::AuthorizationClient,
+    },
+    envoy::envoy::{
+        extensions::common::ratelimit::v3::{RateLimitDescriptor, rate_limit_descriptor::Entry},
+        service::ratelimit::v3::{
+            RateLimitRequest, rate_limit_service_client::RateLimitServiceClient,
+        },
     },
     mixer::v1::{CheckRequest, check_request::QuotaParams, mixer_client::MixerClient},
 };
@@ -182,6 +189,20 @@ async fn mixer_check(
     (code, granted)
 }
 
+fn rate_limit(domain: &str, cluster: &str) -> RateLimitRequest {
+    RateLimitRequest {
+        domain: domain.into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "destination_cluster".into(),
+                value: cluster.into(),
+            }],
+            ..RateLimitDescriptor::default()
+        }],
+        hits_addend: 1,
+    }
+}
+
 fn authz(user: &str) -> AuthzRequest {
     AuthzRequest {
         attributes: Some(AttributeContext {
@@ -211,7 +232,7 @@ async fn rules_from_galley_allow_deny_and_limit_and_edits_apply_without_failed_c
         .await
         .unwrap();
     let mut mixer = MixerClient::new(channel.clone());
-    let mut envoy = AuthorizationClient::new(channel);
+    let mut envoy = AuthorizationClient::new(channel.clone());
 
     // Mixer Check API: allowed, denied with the configured status.
     assert_eq!(
@@ -241,6 +262,37 @@ async fn rules_from_galley_allow_deny_and_limit_and_edits_apply_without_failed_c
         );
     }
     assert_eq!(granted, [1, 1, 1, 0]);
+    // Envoy's rate limit service: each descriptor one allocation of the quota
+    // instance the domain names, with the same rules and counts.
+    let mut rls = RateLimitServiceClient::new(channel.clone());
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let r = rls
+            .should_rate_limit(rate_limit("requestcount", "outbound|9080||reviews"))
+            .await
+            .unwrap()
+            .into_inner();
+        codes.push((r.overall_code, r.statuses[0].code));
+    }
+    // 1 is OK, 2 OVER_LIMIT.
+    assert_eq!(codes, [(1, 1), (1, 1), (1, 1), (2, 2)]);
+    // A quota no rule limits: nothing to limit.
+    let r = rls
+        .should_rate_limit(rate_limit("unlimited", "outbound|9080||reviews"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.overall_code, 1);
+    // An entry that does not parse as its attribute is refused, named.
+    let mut bad = rate_limit("requestcount", "reviews");
+    bad.descriptors[0].entries.push(Entry {
+        key: "remote_address".into(),
+        value: "not-an-ip".into(),
+    });
+    let e = rls.should_rate_limit(bad).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().contains("remote_address"), "{}", e.message());
+
     // A malformed bag is InvalidArgument, not a crash.
     let bad = CheckRequest {
         attributes: Some(mesh_api::mixer::v1::CompressedAttributes {

@@ -153,6 +153,10 @@ const STANDARD: &[(&str, ValueType)] = &[
     ("quota.cache_hit", Bool),
     ("rbac.permissive.response_code", Str),
     ("rbac.permissive.effective_policy_id", Str),
+    // Envoy rate limit requests (mixer-policy's RateLimitService): the domain and
+    // the descriptor's entries, key to value.
+    ("ratelimit.domain", Str),
+    ("ratelimit.descriptor", StringMap),
 ];
 
 impl Manifest {

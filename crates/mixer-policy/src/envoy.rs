@@ -1,6 +1,7 @@
 //! Envoy's policy APIs mapped onto the attribute vocabulary, so stock Envoy can
 //! use mixer-policy's rules: an ext_authz `CheckRequest` becomes the attribute
-//! bag the Mixer Check API would carry for the same request.
+//! bag the Mixer Check API would carry for the same request, and each
+//! descriptor of a rate limit request a bag and a quota allocation.
 
 use std::{
     collections::BTreeMap,
@@ -9,11 +10,78 @@ use std::{
     time::{Duration, UNIX_EPOCH},
 };
 
+use mesh_api::envoy::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use mesh_api::envoy::envoy::{
     config::core::v3::{Address, address, socket_address::PortSpecifier},
     service::auth::v3::{CheckRequest, attribute_context::Peer},
 };
-use mixer_core::{Value, wire::AttributeBag};
+use mixer_core::{Value, ValueType, manifest::Manifest, wire::AttributeBag};
+
+/// Descriptor entry keys of Envoy's built-in rate limit actions that stand for
+/// an attribute.
+const DESCRIPTOR_KEYS: &[(&str, &str)] = &[
+    ("remote_address", "source.ip"),
+    ("destination_cluster", "destination.service.host"),
+];
+
+/// The attributes of one rate limit descriptor of `domain`: `ratelimit.domain`,
+/// `ratelimit.descriptor` (every entry, key to value), and each entry whose key
+/// names an attribute of `manifest` (or is `remote_address`, read as
+/// `source.ip`, or `destination_cluster`, whose Istio-style name
+/// `outbound|port|subset|host` gives `destination.service.host`) as that
+/// attribute, in its type. A value that does not parse in its attribute's type
+/// is refused, naming the entry.
+pub fn ratelimit_attributes(
+    domain: &str,
+    entries: &[Entry],
+    manifest: &Manifest,
+) -> Result<AttributeBag, String> {
+    use mixer_core::AttributeTypes;
+    let mut bag = AttributeBag::new();
+    bag.insert("ratelimit.domain", Value::from(domain));
+    let mut all = BTreeMap::new();
+    for e in entries {
+        all.insert(e.key.clone(), e.value.clone());
+        let (name, value) = match DESCRIPTOR_KEYS.iter().find(|(k, _)| *k == e.key) {
+            Some((_, name)) if *name == "destination.service.host" => {
+                (*name, cluster_host(&e.value))
+            }
+            Some((_, name)) => (*name, e.value.as_str()),
+            None => (e.key.as_str(), e.value.as_str()),
+        };
+        let Some(t) = manifest.type_of(name) else {
+            continue;
+        };
+        let bad = || format!("descriptor entry {}={:?} is not a {t}", e.key, e.value);
+        let v = match t {
+            ValueType::String | ValueType::DnsName | ValueType::EmailAddress | ValueType::Uri => {
+                Value::from(value)
+            }
+            ValueType::Int64 => Value::Int64(value.parse().map_err(|_| bad())?),
+            ValueType::Double => Value::Double(value.parse().map_err(|_| bad())?),
+            ValueType::Bool => Value::Bool(value.parse().map_err(|_| bad())?),
+            ValueType::IpAddress => Value::Ip(value.parse().map_err(|_| bad())?),
+            ValueType::Bytes => Value::Bytes(Arc::from(value.as_bytes())),
+            // Times and maps have no text form in a descriptor.
+            ValueType::Timestamp | ValueType::Duration | ValueType::StringMap => {
+                return Err(bad());
+            }
+        };
+        bag.insert(name, v);
+    }
+    bag.insert("ratelimit.descriptor", Value::StringMap(Arc::new(all)));
+    Ok(bag)
+}
+
+/// The service host of an Istio-style cluster name (`outbound|80||host`), or
+/// the name itself.
+fn cluster_host(cluster: &str) -> &str {
+    let mut parts = cluster.split('|');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("outbound" | "inbound"), Some(_), Some(_), Some(host)) if !host.is_empty() => host,
+        _ => cluster,
+    }
+}
 
 /// The attributes of an ext_authz request.
 pub fn ext_authz_attributes(req: &CheckRequest) -> AttributeBag {
@@ -167,9 +235,77 @@ mod tests {
             attribute_context::{HttpRequest, Request, TlsSession},
         },
     };
-    use mixer_core::{AttributeTypes, Bag, manifest::Manifest};
+    use mixer_core::{AttributeTypes, Bag};
 
     use super::*;
+
+    fn entry(key: &str, value: &str) -> Entry {
+        Entry {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn rate_limit_descriptors_become_typed_attributes() {
+        let m = Manifest::standard();
+        let bag = ratelimit_attributes(
+            "requestcount",
+            &[
+                entry("remote_address", "10.1.2.3"),
+                entry(
+                    "destination_cluster",
+                    "outbound|9080|v1|ratings.bookinfo.svc.cluster.local",
+                ),
+                entry("request.size", "42"),
+                entry("generic_key", "slow-path"),
+            ],
+            &m,
+        )
+        .unwrap();
+        assert_eq!(
+            bag.get("source.ip"),
+            Some(Value::Ip("10.1.2.3".parse().unwrap()))
+        );
+        assert_eq!(
+            bag.get("destination.service.host"),
+            Some(Value::from("ratings.bookinfo.svc.cluster.local"))
+        );
+        assert_eq!(bag.get("request.size"), Some(Value::Int64(42)));
+        assert_eq!(
+            bag.get("ratelimit.domain"),
+            Some(Value::from("requestcount"))
+        );
+        let Some(Value::StringMap(all)) = bag.get("ratelimit.descriptor") else {
+            panic!("no descriptor map");
+        };
+        assert_eq!(
+            all.get("generic_key").map(String::as_str),
+            Some("slow-path")
+        );
+        assert_eq!(all.len(), 4);
+        // Every attribute is of its declared type.
+        for (name, v) in bag.iter() {
+            assert_eq!(
+                m.type_of(name)
+                    .map(|t| t == v.value_type() || t == ValueType::DnsName),
+                Some(true),
+                "{name}"
+            );
+        }
+        // A plain cluster name is taken as it is.
+        let bag =
+            ratelimit_attributes("d", &[entry("destination_cluster", "ratings")], &m).unwrap();
+        assert_eq!(
+            bag.get("destination.service.host"),
+            Some(Value::from("ratings"))
+        );
+        // A value that does not parse in its attribute's type is refused.
+        let e = ratelimit_attributes("d", &[entry("remote_address", "nope")], &m).unwrap_err();
+        assert!(e.contains("remote_address"), "{e}");
+        let e = ratelimit_attributes("d", &[entry("request.headers", "x")], &m).unwrap_err();
+        assert!(e.contains("STRING_MAP"), "{e}");
+    }
 
     fn addr(ip: &str, port: u32) -> Address {
         Address {

@@ -181,6 +181,9 @@ pub struct Decision<'p> {
     pub quotas: BTreeMap<String, QuotaResult>,
     /// Quotas that could not be counted (their database failed), with why.
     pub quota_errors: BTreeMap<String, String>,
+    /// Quotas asked for that no applicable rule sends to a quota handler (each
+    /// granted 0).
+    pub no_rule: Vec<String>,
     /// The attributes the decision read, each with whether the bag held it.
     pub referenced: Vec<(&'p AttributeRef, bool)>,
     /// Whether the precondition came from the check cache.
@@ -578,6 +581,7 @@ impl Policy {
                 precondition: result,
                 quotas: BTreeMap::new(),
                 quota_errors: BTreeMap::new(),
+                no_rule: Vec::new(),
                 referenced: self.referenced(&set, bag),
                 cached: true,
                 pending: Vec::new(),
@@ -674,14 +678,19 @@ impl Policy {
             }
         }
         // A quota asked for that no rule grants gets nothing.
+        let mut no_rule = Vec::new();
         for name in quotas.keys() {
-            if pending.iter().any(|p| &p.name == name) {
+            if granted.contains_key(name) || pending.iter().any(|p| &p.name == name) {
                 continue;
             }
-            granted.entry(name.clone()).or_insert(QuotaResult {
-                granted: 0,
-                valid_duration: Duration::ZERO,
-            });
+            no_rule.push(name.clone());
+            granted.insert(
+                name.clone(),
+                QuotaResult {
+                    granted: 0,
+                    valid_duration: Duration::ZERO,
+                },
+            );
         }
         if quotas.is_empty() {
             self.cache.insert(&self.refs, &touched, bag, &result, now);
@@ -691,6 +700,7 @@ impl Policy {
             precondition: result,
             quotas: granted,
             quota_errors: BTreeMap::new(),
+            no_rule,
             referenced,
             cached: false,
             pending,

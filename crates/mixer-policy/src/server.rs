@@ -22,6 +22,11 @@ use mesh_api::{
                 authorization_server::{Authorization, AuthorizationServer},
                 check_response::HttpResponse,
             },
+            service::ratelimit::v3::{
+                RateLimitRequest, RateLimitResponse,
+                rate_limit_response::{Code as RlCode, DescriptorStatus},
+                rate_limit_service_server::{RateLimitService, RateLimitServiceServer},
+            },
             r#type::v3::HttpStatus,
         },
         google::rpc::Status as RpcStatus,
@@ -50,7 +55,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     adapter::{CheckResult, code, listchecker},
-    envoy::ext_authz_attributes,
+    envoy::{ext_authz_attributes, ratelimit_attributes},
     policy::{Policy, QuotaAsk, Stores},
 };
 
@@ -58,6 +63,8 @@ use crate::{
 pub const MIXER_SERVICE: &str = "istio.mixer.v1.Mixer";
 /// Envoy's external authorization service.
 pub const AUTHZ_SERVICE: &str = "envoy.service.auth.v3.Authorization";
+/// Envoy's rate limit service.
+pub const RATELIMIT_SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 
 /// What to answer when the policy cannot decide (no configuration yet).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -390,6 +397,104 @@ impl Authorization for Service {
     }
 }
 
+#[tonic::async_trait]
+impl RateLimitService for Service {
+    /// Each descriptor is one allocation of the quota instance the domain names
+    /// (`name` in the root namespace, or `name.namespace`), decided by the same
+    /// rules as a Mixer Check asking for that quota.
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
+        let req = request.into_inner();
+        let Some(policy) = self.policy() else {
+            self.metrics.count("ratelimit", code::UNAVAILABLE);
+            return match self.failure_policy {
+                FailurePolicy::Open => Ok(Response::new(RateLimitResponse {
+                    overall_code: RlCode::Ok as i32,
+                    ..RateLimitResponse::default()
+                })),
+                FailurePolicy::Closed => {
+                    Err(Status::unavailable("no policy configuration loaded yet"))
+                }
+            };
+        };
+        if req.domain.is_empty() {
+            self.metrics.count("ratelimit", code::INVALID_ARGUMENT);
+            return Err(Status::invalid_argument(
+                "domain must name a quota instance",
+            ));
+        }
+        let quota = if req.domain.contains('.') {
+            req.domain.clone()
+        } else {
+            format!("{}.{}", req.domain, mesh_model::security::ROOT_NAMESPACE)
+        };
+        let mut overall = RlCode::Ok;
+        let mut statuses = Vec::with_capacity(req.descriptors.len());
+        for (i, d) in req.descriptors.iter().enumerate() {
+            let bag =
+                ratelimit_attributes(&req.domain, &d.entries, policy.manifest()).map_err(|e| {
+                    self.metrics.count("ratelimit", code::INVALID_ARGUMENT);
+                    Status::invalid_argument(format!("descriptor {i}: {e}"))
+                })?;
+            let hits = d
+                .hits_addend
+                .map_or(u64::from(req.hits_addend), |h| h.value)
+                .max(1);
+            let ask = QuotaAsk {
+                amount: i64::try_from(hits).unwrap_or(i64::MAX),
+                best_effort: false,
+            };
+            let asks = BTreeMap::from([(quota.clone(), ask.clone())]);
+            let mut decision = policy.check(&bag, &asks, "", Instant::now());
+            drop(bag);
+            if decision.has_pending() {
+                decision.allocate().await;
+            }
+            if let Some(e) = decision.quota_errors.get(&quota) {
+                self.metrics.count("ratelimit", code::UNAVAILABLE);
+                return Err(Status::unavailable(format!("quota {quota}: {e}")));
+            }
+            let granted = decision.quotas.get(&quota);
+            // No rule limiting this descriptor: nothing to limit.
+            let limited = !decision.no_rule.contains(&quota)
+                && granted.is_none_or(|g| g.granted < ask.amount);
+            if limited {
+                overall = RlCode::OverLimit;
+            }
+            statuses.push(DescriptorStatus {
+                code: if limited {
+                    RlCode::OverLimit
+                } else {
+                    RlCode::Ok
+                } as i32,
+                duration_until_reset: granted.filter(|g| !g.valid_duration.is_zero()).map(|g| {
+                    let d = proto_duration(g.valid_duration);
+                    mesh_api::envoy::google::protobuf::Duration {
+                        seconds: d.seconds,
+                        nanos: d.nanos,
+                    }
+                }),
+                ..DescriptorStatus::default()
+            });
+        }
+        self.metrics.count(
+            "ratelimit",
+            if overall == RlCode::Ok {
+                code::OK
+            } else {
+                code::RESOURCE_EXHAUSTED
+            },
+        );
+        Ok(Response::new(RateLimitResponse {
+            overall_code: overall as i32,
+            statuses,
+            ..RateLimitResponse::default()
+        }))
+    }
+}
+
 /// A running mixer-policy.
 pub struct Running {
     /// The bound Check address.
@@ -446,7 +551,7 @@ pub async fn start(
         .local_addr()
         .map_err(MixerPolicyError::Monitoring)?;
     let (_support, router) = GrpcSupport::router(
-        &[MIXER_SERVICE, AUTHZ_SERVICE],
+        &[MIXER_SERVICE, AUTHZ_SERVICE, RATELIMIT_SERVICE],
         &[],
         &readiness,
         shutdown.clone(),
@@ -454,7 +559,8 @@ pub async fn start(
     .map_err(|e| MixerPolicyError::Task(e.to_string()))?;
     let router = router
         .add_service(MixerServer::new(service.clone()))
-        .add_service(AuthorizationServer::new(service));
+        .add_service(AuthorizationServer::new(service.clone()))
+        .add_service(RateLimitServiceServer::new(service));
     let identity: Option<Arc<dyn mesh_tls::IdentitySource>> = match &config.tls {
         Some(tls) => Some(Arc::new(mesh_tls::FileIdentity::open(&tls.dir)?)),
         None => None,
