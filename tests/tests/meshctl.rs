@@ -2,14 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
 
 use dromon_e2e::{
     ChildGuard,
     ads::{SotwClient, node},
     bin_path,
     citadel::agent_once,
-    http_json, wait_http_ok,
+    free_port, http_json, wait_http_ok,
 };
 use rustls_pki_types::pem::PemObject;
 
@@ -123,6 +123,81 @@ fn analyze_reports_stable_codes_and_honours_the_threshold() {
         .map(|m| m["code"].as_str().unwrap())
         .collect();
     assert!(codes.contains(&"GAL0103"), "{codes:?}");
+}
+
+/// Two rules whose conditions do not type-check.
+const BAD_MATCHES: &str = r#"apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: by-name, namespace: istio-system}
+spec:
+  match: source.name == 3
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: by-size, namespace: istio-system}
+spec:
+  match: request.size == "x"
+"#;
+
+#[tokio::test]
+async fn analyze_and_galley_report_mixer_expressions_that_do_not_type_check() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.yaml"), BAD_MATCHES).unwrap();
+    let (code, out, _) = meshctl(&["analyze", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    for name in ["by-name", "by-size"] {
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("(rule istio-system/{name} ")))
+            .unwrap_or_else(|| panic!("no message for {name}: {out}"));
+        assert!(line.starts_with("Error [GAL0111]"), "{line}");
+        assert!(line.contains(" spec.match: "), "{line}");
+        assert!(line.contains("column "), "{line}");
+    }
+
+    let (_, out, _) = meshctl(&["analyze", "-o", "json", dir.path().to_str().unwrap()]);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let offline = summary(&json["messages"]);
+    assert_eq!(offline.len(), 2, "{offline:?}");
+
+    // galley's own analysis of the same directory lists the same messages.
+    let mcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _galley = ChildGuard::spawn(
+        "galley",
+        &[
+            "--config-dir",
+            dir.path().to_str().unwrap(),
+            "--mcp-addr",
+            &mcp.to_string(),
+            "--monitoring-addr",
+            &monitoring.to_string(),
+        ],
+    )
+    .unwrap();
+    wait_http_ok(monitoring, "/ready", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut served = Vec::new();
+    for _ in 0..200 {
+        let analysis = http_json(monitoring, "/debug/analyze").await.unwrap();
+        served = summary(&analysis["messages"]);
+        if !served.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(served, offline);
+}
+
+/// (code, resource, field, message) of each analysis message.
+fn summary(messages: &serde_json::Value) -> Vec<[serde_json::Value; 4]> {
+    messages
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| ["code", "resource", "field", "message"].map(|k| m[k].clone()))
+        .collect()
 }
 
 #[tokio::test]

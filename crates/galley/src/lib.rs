@@ -3,13 +3,15 @@
 //! Galley reads Istio's resource YAML (a watched directory today; Kubernetes CRDs
 //! through the same [`source::ConfigSource`] trait), validates every document with
 //! `mesh-model`, keeps the last good version of anything refused, analyses the
-//! whole set, and publishes versioned snapshots to pilot and the mixers over MCP:
+//! whole set ([`analysis`]: cross-resource checks and mixer expressions), and
+//! publishes versioned snapshots to pilot and the mixers over MCP:
 //! `envoy.service.discovery.v3` ADS (state-of-the-world and delta) with one type URL
 //! per collection, on port 9901.
 //!
 //! Monitoring (15014 in a container): `/metrics`, `/healthz`, `/ready`,
 //! `/debug/configz`, `/debug/syncz`, `/debug/analyze`, `/debug/errors`.
 
+pub mod analysis;
 pub mod args;
 pub mod debug;
 pub mod metrics;
@@ -394,7 +396,7 @@ async fn run_analysis(
         let analysis = tokio::task::spawn_blocking(move || {
             let resources: Vec<&mesh_model::Resource> =
                 view.resources.values().map(|r| r.as_ref()).collect();
-            mesh_model::analyze(&resources)
+            crate::analysis::analyze(&resources)
         })
         .await
         .map_err(|e| GalleyError::Task(format!("analysis: {e}")))?;

@@ -64,7 +64,7 @@ pub fn check_paths(
     let messages = if analyze {
         let resources: Vec<&mesh_model::Resource> =
             view.resources.values().map(|r| r.as_ref()).collect();
-        mesh_model::analyze(&resources)
+        crate::analysis::analyze(&resources)
     } else {
         Vec::new()
     };

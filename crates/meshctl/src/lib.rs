@@ -4,7 +4,8 @@
 //!   still talking to each other over loopback gRPC, configuration from a directory
 //!   (by default the sample application in `examples/`), state under a data dir;
 //! - `meshctl validate PATH...`: galley's validation, offline;
-//! - `meshctl analyze PATH...`: validation plus cross-resource analysis, offline;
+//! - `meshctl analyze PATH...`: validation plus galley's analysis (cross-resource
+//!   checks and mixer expressions type-checked, `GAL0111`), offline;
 //! - `meshctl proxy-status [PROXY]`: each connected proxy SYNCED / STALE / NACKED per
 //!   xDS type, from pilot.
 

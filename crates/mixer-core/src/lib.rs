@@ -10,8 +10,11 @@
 //!   [`wire`] decodes and encodes them in the Mixer API's compressed form, with the
 //!   shared [`dictionary::GLOBAL_WORDS`];
 //! - [`expr`]: the expression language, type-checked against a vocabulary and
-//!   compiled once to an evaluator over bags.
+//!   compiled once to an evaluator over bags;
+//! - [`analysis`]: the mixer resources' expressions type-checked as config loads
+//!   (analysis message `GAL0111`, reported by galley and `meshctl analyze`).
 
+pub mod analysis;
 pub mod dictionary;
 pub mod expr;
 pub mod manifest;

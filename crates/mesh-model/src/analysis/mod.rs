@@ -16,6 +16,7 @@
 //! | GAL0108 | RuleReferenceNotFound | Error | a mixer rule action names a handler or instance that does not exist |
 //! | GAL0109 | GatewayHostNotInGateway | Warning | a VirtualService is bound to a Gateway none of whose servers serves any of its hosts |
 //! | GAL0110 | DestinationRuleSubsetSelectsNothing | Info | a subset's labels match no endpoint of the ServiceEntries declaring its host (only checked when those entries list endpoints) |
+//! | GAL0111 | MixerExpressionInvalid | Error | a mixer expression (a rule's `match`, an instance's params) does not parse or type-check against the attribute vocabulary, or an attributemanifest cannot extend it; found by `mixer_core::analysis`, not by [`analyze`] |
 
 mod index;
 
@@ -96,6 +97,7 @@ message_types! {
     RULE_REFERENCE_NOT_FOUND = "GAL0108", "RuleReferenceNotFound", Error;
     GATEWAY_HOST_NOT_IN_GATEWAY = "GAL0109", "GatewayHostNotInGateway", Warning;
     DESTINATION_RULE_SUBSET_SELECTS_NOTHING = "GAL0110", "DestinationRuleSubsetSelectsNothing", Info;
+    MIXER_EXPRESSION_INVALID = "GAL0111", "MixerExpressionInvalid", Error;
 }
 
 /// What analysis may assume beyond the resources it is given.
@@ -129,6 +131,13 @@ pub fn analyze_with(resources: &[&Resource], opts: &AnalysisOptions) -> Vec<Anal
     multiple_sidecars(&mut out, &index);
     conflicting_virtual_service_hosts(&mut out, resources);
     let mut messages = out.messages;
+    sort_messages(&mut messages);
+    messages
+}
+
+/// Sorts messages the way [`analyze`] returns them: by resource key, then code,
+/// then field, then text. Analyzers in other crates use it to merge their findings.
+pub fn sort_messages(messages: &mut [AnalysisMessage]) {
     messages.sort_by(|a, b| {
         (&a.resource, a.code, &a.field, &a.message).cmp(&(
             &b.resource,
@@ -137,7 +146,27 @@ pub fn analyze_with(resources: &[&Resource], opts: &AnalysisOptions) -> Vec<Anal
             &b.message,
         ))
     });
-    messages
+}
+
+impl AnalysisMessage {
+    /// A message of type `ty` about resource `r` (its key and source location),
+    /// at `field` when one is concerned.
+    pub fn for_resource(
+        ty: MessageType,
+        r: &Resource,
+        field: Option<String>,
+        message: String,
+    ) -> Self {
+        Self {
+            code: ty.code,
+            name: ty.name,
+            level: ty.level,
+            resource: r.key(),
+            source: Some(r.source.clone()),
+            field,
+            message,
+        }
+    }
 }
 
 struct Report {
@@ -146,15 +175,8 @@ struct Report {
 
 impl Report {
     fn push(&mut self, ty: MessageType, r: &Resource, field: Option<String>, message: String) {
-        self.messages.push(AnalysisMessage {
-            code: ty.code,
-            name: ty.name,
-            level: ty.level,
-            resource: r.key(),
-            source: Some(r.source.clone()),
-            field,
-            message,
-        });
+        self.messages
+            .push(AnalysisMessage::for_resource(ty, r, field, message));
     }
 }
 
