@@ -213,3 +213,42 @@ pub async fn wait_http_ok(addr: SocketAddr, path: &str, timeout: Duration) -> an
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
+
+/// A loopback address on a free port.
+pub fn local_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A galley process serving a configuration directory.
+pub struct GalleyProcess {
+    /// The process.
+    pub child: ChildGuard,
+    /// Its MCP (plaintext) address.
+    pub mcp: SocketAddr,
+    /// Its monitoring address.
+    pub monitoring: SocketAddr,
+}
+
+/// Starts galley on `config_dir` with free ports and waits until it is ready.
+pub async fn start_galley(config_dir: &std::path::Path) -> anyhow::Result<GalleyProcess> {
+    let (mcp, monitoring) = (local_addr(), local_addr());
+    let dir = config_dir.display().to_string();
+    let (mcp_s, monitoring_s) = (mcp.to_string(), monitoring.to_string());
+    let child = ChildGuard::spawn(
+        "galley",
+        &[
+            "--config-dir",
+            &dir,
+            "--mcp-addr",
+            &mcp_s,
+            "--monitoring-addr",
+            &monitoring_s,
+        ],
+    )?;
+    wait_http_ok(monitoring, "/ready", Duration::from_secs(30)).await?;
+    Ok(GalleyProcess {
+        child,
+        mcp,
+        monitoring,
+    })
+}

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 use dromon_e2e::{
     ChildGuard,
     ads::{DeltaClient, SotwClient, mcp_resources, spec},
-    free_port, http_get, http_json, wait_http_ok,
+    http_get, http_json,
 };
 use mesh_api::envoy::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 
@@ -61,24 +61,8 @@ struct Galley {
 }
 
 async fn start_galley(dir: &Path) -> (ChildGuard, SocketAddr, SocketAddr) {
-    let mcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let child = ChildGuard::spawn(
-        "galley",
-        &[
-            "--config-dir",
-            dir.to_str().unwrap(),
-            "--mcp-addr",
-            &mcp.to_string(),
-            "--monitoring-addr",
-            &monitoring.to_string(),
-        ],
-    )
-    .unwrap();
-    wait_http_ok(monitoring, "/ready", Duration::from_secs(20))
-        .await
-        .unwrap();
-    (child, mcp, monitoring)
+    let g = dromon_e2e::start_galley(dir).await.unwrap();
+    (g.child, g.mcp, g.monitoring)
 }
 
 impl Galley {

@@ -2,14 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{net::SocketAddr, path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command, time::Duration};
 
 use dromon_e2e::{
     ChildGuard,
     ads::{SotwClient, node},
     bin_path,
     citadel::agent_once,
-    free_port, http_json, wait_http_ok,
+    http_json, wait_http_ok,
 };
 use rustls_pki_types::pem::PemObject;
 
@@ -161,23 +161,8 @@ async fn analyze_and_galley_report_mixer_expressions_that_do_not_type_check() {
     assert_eq!(offline.len(), 2, "{offline:?}");
 
     // galley's own analysis of the same directory lists the same messages.
-    let mcp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let monitoring: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _galley = ChildGuard::spawn(
-        "galley",
-        &[
-            "--config-dir",
-            dir.path().to_str().unwrap(),
-            "--mcp-addr",
-            &mcp.to_string(),
-            "--monitoring-addr",
-            &monitoring.to_string(),
-        ],
-    )
-    .unwrap();
-    wait_http_ok(monitoring, "/ready", Duration::from_secs(20))
-        .await
-        .unwrap();
+    let galley = dromon_e2e::start_galley(dir.path()).await.unwrap();
+    let monitoring = galley.monitoring;
     let mut served = Vec::new();
     for _ in 0..200 {
         let analysis = http_json(monitoring, "/debug/analyze").await.unwrap();

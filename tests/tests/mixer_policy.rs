@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dromon_e2e::{ChildGuard, free_port, http_json, wait_http_ok};
+use dromon_e2e::{ChildGuard, free_port, http_json, local_addr, wait_http_ok};
 use mesh_api::{
     envoy::envoy::service::auth::v3::{
         AttributeContext, CheckRequest as AuthzRequest,
@@ -83,29 +83,10 @@ struct Plane {
     monitoring: SocketAddr,
 }
 
-fn local_addr() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
-}
-
 /// galley serving `config`, ready; its MCP address.
 async fn start_galley(config: &Path) -> (ChildGuard, SocketAddr) {
-    let (mcp, monitoring) = (local_addr(), local_addr());
-    let galley = ChildGuard::spawn(
-        "galley",
-        &[
-            "--config-dir",
-            &config.display().to_string(),
-            "--mcp-addr",
-            &mcp.to_string(),
-            "--monitoring-addr",
-            &monitoring.to_string(),
-        ],
-    )
-    .unwrap();
-    wait_http_ok(monitoring, "/ready", Duration::from_secs(30))
-        .await
-        .unwrap();
-    (galley, mcp)
+    let g = dromon_e2e::start_galley(config).await.unwrap();
+    (g.child, g.mcp)
 }
 
 /// A mixer-policy following galley at `mcp`, ready; its Check and monitoring
