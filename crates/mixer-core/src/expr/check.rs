@@ -102,6 +102,12 @@ fn wrong(e: &Expr, expected: &str, found: ValueType) -> CheckError {
     }
 }
 
+/// A text literal written as a duration (`"10ms"`), which stands for a
+/// DURATION beside one (`response.duration | "0ms"`).
+pub(crate) fn duration_literal(e: &Expr) -> bool {
+    matches!(&e.kind, ExprKind::Str(s) if text::parse_duration(s).is_some())
+}
+
 fn mismatch(e: &Expr, lhs_type: ValueType, rhs_type: ValueType) -> CheckError {
     CheckError::Mismatch {
         expr: e.to_string(),
@@ -175,8 +181,10 @@ impl Checker<'_> {
 
     fn same(&self, whole: &Expr, lhs: &Expr, rhs: &Expr) -> Result<ValueType, CheckError> {
         let (l, r) = (self.check(lhs)?, self.check(rhs)?);
-        if l == r {
+        if l == r || (l == ValueType::Duration && duration_literal(rhs)) {
             Ok(l)
+        } else if r == ValueType::Duration && duration_literal(lhs) {
+            Ok(r)
         } else {
             Err(mismatch(whole, l, r))
         }

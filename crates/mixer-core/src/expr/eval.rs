@@ -467,6 +467,21 @@ impl Lowering<'_> {
         (Box::new(n), t)
     }
 
+    /// As [`Self::boxed`], reading a duration literal as a DURATION where
+    /// `beside` is one (the checker allowed it).
+    fn boxed_as(&mut self, e: &Expr, beside: ValueType) -> (Box<Node>, ValueType) {
+        if beside == ValueType::Duration
+            && let ExprKind::Str(s) = &e.kind
+            && let Some(d) = super::text::parse_duration(s)
+        {
+            return (
+                Box::new(Node::Const(Value::Duration(d))),
+                ValueType::Duration,
+            );
+        }
+        self.boxed(e)
+    }
+
     /// The node for `e` and its type (`e` has passed the checker).
     fn lower(&mut self, e: &Expr) -> (Node, ValueType) {
         match &e.kind {
@@ -503,11 +518,16 @@ impl Lowering<'_> {
                     self.rescued_depth += 1;
                     let (l, t) = self.boxed(lhs);
                     self.rescued_depth -= 1;
-                    let (r, _) = self.boxed(rhs);
+                    let (r, _) = self.boxed_as(rhs, t);
                     return (Node::OrElse(l, r), t);
                 }
                 let (l, t) = self.boxed(lhs);
-                let (r, _) = self.boxed(rhs);
+                let (r, rt) = self.boxed_as(rhs, t);
+                // A duration literal on the left of a duration.
+                let (l, t) = match (t, rt) {
+                    (ValueType::String, ValueType::Duration) => (self.boxed_as(lhs, rt).0, rt),
+                    _ => (l, t),
+                };
                 let negate = *op == BinaryOp::Ne;
                 let node = match op {
                     BinaryOp::And => Node::And(l, r),
@@ -548,7 +568,11 @@ impl Lowering<'_> {
             (Func::Conditional, [c, a, b]) => {
                 let (c, _) = self.boxed(c);
                 let (a, t) = self.boxed(a);
-                let (b, _) = self.boxed(b);
+                let (b, bt) = self.boxed_as(b, t);
+                let (a, t) = match (t, bt) {
+                    (ValueType::String, ValueType::Duration) => (self.boxed_as(&args[1], bt).0, bt),
+                    _ => (a, t),
+                };
                 (Node::Conditional(c, a, b), t)
             }
             (Func::Size, [a]) => {

@@ -402,3 +402,47 @@ fn trees_at_the_size_limits_evaluate() {
     }
     assert_eq!(eval(&nested).unwrap(), Value::from("/api/v1/books"));
 }
+
+#[test]
+fn duration_literals_stand_beside_durations() {
+    let vocab = mk_vocab();
+    let c = compile(r#"missing.took | "1.5s""#, &vocab);
+    // An unknown attribute is still an error.
+    assert!(c.is_err());
+    let mut vocab = vocab;
+    vocab.insert("missing.took".into(), ValueType::Duration);
+    let c = compile(r#"missing.took | "1.5s""#, &vocab).unwrap();
+    assert_eq!(c.result_type(), ValueType::Duration);
+    assert_eq!(
+        c.evaluate(&mk_bag()).unwrap(),
+        Value::Duration(Duration::from_millis(1500))
+    );
+    // `took` is 10ms in the test bag.
+    let literal = "10ms";
+    for text in [
+        format!(r#"took == "{literal}""#),
+        format!(r#""{literal}" == took"#),
+        format!(r#"conditional(ok, took, "{literal}") == took"#),
+        format!(r#"conditional(ok, "{literal}", took) == took"#),
+    ] {
+        let c = compile(&text, &vocab).unwrap();
+        assert!(c.evaluate_bool(&mk_bag()).unwrap(), "{text}");
+    }
+    // Text that is not a duration is not one.
+    assert!(compile(r#"took | "soon""#, &vocab).is_err());
+    assert!(compile(r#"took == "10""#, &vocab).is_err());
+}
+
+#[test]
+fn go_durations_parse() {
+    use super::text::parse_duration;
+    let ms = |n: u64| Some(Duration::from_millis(n));
+    assert_eq!(parse_duration("0ms"), ms(0));
+    assert_eq!(parse_duration("0"), ms(0));
+    assert_eq!(parse_duration("1.5s"), ms(1500));
+    assert_eq!(parse_duration("2h45m"), ms((2 * 3600 + 45 * 60) * 1000));
+    assert_eq!(parse_duration("300us"), Some(Duration::from_micros(300)));
+    for bad in ["", "10", "s", "1.2.3s", "5 s", "10d", "-1s"] {
+        assert_eq!(parse_duration(bad), None, "{bad}");
+    }
+}

@@ -123,6 +123,42 @@ pub(crate) fn check_uri(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A duration as Go writes them: one or more decimal numbers each with a unit
+/// (`ns`, `us`, `µs`, `ms`, `s`, `m`, `h`), e.g. `0ms`, `1.5s`, `2h45m`; `0`
+/// alone is zero.
+pub(crate) fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    if s == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * nanos;
+    }
+    (total.is_finite() && total < 1e28).then(|| std::time::Duration::from_nanos(total as u64))
+}
+
 /// An RFC 3339 time: `YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)`.
 pub(crate) fn parse_timestamp(s: &str) -> Result<SystemTime, String> {
     parse_rfc3339(s).ok_or_else(|| format!("`{s}` is not an RFC 3339 timestamp"))
