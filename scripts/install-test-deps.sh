@@ -25,33 +25,50 @@ if [[ ! -x .venv/bin/python ]] || ! .venv/bin/python -c "import grpc, sys, envoy
     .venv/bin/pip install --quiet "grpcio==$GRPCIO_VERSION" "xds-protos==$XDS_PROTOS_VERSION"
 fi
 
-# PostgreSQL server binaries, for mesh-testkit's PostgresServer (citadel's ledger tests).
-# Only the binaries: each test runs its own server on a temporary directory, so Debian's
-# default cluster is neither created nor started.
-have_postgres_server() {
-    have initdb || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
-}
-install_postgres_server() {
+# Debian packages, installed as root (or through sudo).
+apt_install() {
     local sudo=()
     if [[ $(id -u) -ne 0 ]]; then
         if ! have sudo; then
-            echo "PostgreSQL is required by the tests: install Debian's postgresql package as root" >&2
+            echo "the tests need Debian's $* package(s): install them as root" >&2
             return 1
         fi
         sudo=(sudo)
     fi
     local apt_get=("${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -q -y -o Dpkg::Use-Pty=0)
-    "${apt_get[@]}" update >/dev/null
-    "${apt_get[@]}" install --no-install-recommends postgresql-common >/dev/null
-    "${sudo[@]}" sed -i -E 's/^#?[[:space:]]*create_main_cluster[[:space:]]*=.*/create_main_cluster = false/' \
-        /etc/postgresql-common/createcluster.conf
-    "${apt_get[@]}" install --no-install-recommends postgresql >/dev/null
+    if [[ -z ${APT_UPDATED:-} ]]; then
+        "${apt_get[@]}" update >/dev/null
+        APT_UPDATED=1
+    fi
+    "${apt_get[@]}" install --no-install-recommends "$@" >/dev/null
+}
+
+# PostgreSQL server binaries, for mesh-testkit's PostgresServer (citadel's ledger and
+# mixer-policy's SQL quota tests). Only the binaries: each test runs its own server on
+# a temporary directory, so Debian's default cluster is neither created nor started.
+have_postgres_server() {
+    have initdb || compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null
 }
 if ! have_postgres_server; then
     echo "==> installing PostgreSQL server binaries"
-    install_postgres_server
+    apt_install postgresql-common
+    if [[ $(id -u) -ne 0 ]]; then sudo=(sudo); else sudo=(); fi
+    "${sudo[@]}" sed -i -E 's/^#?[[:space:]]*create_main_cluster[[:space:]]*=.*/create_main_cluster = false/' \
+        /etc/postgresql-common/createcluster.conf
+    apt_install postgresql
     if ! have_postgres_server; then
         echo "PostgreSQL server binaries still missing after installing postgresql" >&2
+        exit 1
+    fi
+fi
+
+# A Prometheus server, for mixer-telemetry's end-to-end test (each test starts its own
+# on a temporary directory; the package's service is not needed).
+if ! have prometheus; then
+    echo "==> installing the Prometheus server"
+    apt_install prometheus
+    if ! have prometheus; then
+        echo "prometheus still missing after installing it" >&2
         exit 1
     fi
 fi

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub mod ads;
 pub mod citadel;
+pub mod prometheus;
 
 /// The repository's root.
 pub fn repo() -> PathBuf {

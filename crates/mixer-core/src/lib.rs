@@ -12,10 +12,13 @@
 //! - [`expr`]: the expression language, type-checked against a vocabulary and
 //!   compiled once to an evaluator over bags;
 //! - [`analysis`]: the mixer resources' expressions type-checked as config loads
-//!   (analysis message `GAL0111`, reported by galley and `meshctl analyze`).
+//!   (analysis message `GAL0111`, reported by galley and `meshctl analyze`);
+//! - [`envoy`]: readings of Envoy's addresses and cluster names for the mixers'
+//!   Envoy APIs.
 
 pub mod analysis;
 pub mod dictionary;
+pub mod envoy;
 pub mod expr;
 pub mod manifest;
 pub mod value;

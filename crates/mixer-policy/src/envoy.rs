@@ -5,17 +5,20 @@
 
 use std::{
     collections::BTreeMap,
-    net::IpAddr,
     sync::Arc,
     time::{Duration, UNIX_EPOCH},
 };
 
-use mesh_api::envoy::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use mesh_api::envoy::envoy::{
-    config::core::v3::{Address, address, socket_address::PortSpecifier},
+    extensions::common::ratelimit::v3::rate_limit_descriptor::Entry,
     service::auth::v3::{CheckRequest, attribute_context::Peer},
 };
-use mixer_core::{Value, ValueType, manifest::Manifest, wire::AttributeBag};
+use mixer_core::{
+    Value, ValueType,
+    envoy::{cluster_host, socket_address},
+    manifest::Manifest,
+    wire::AttributeBag,
+};
 
 /// Descriptor entry keys of Envoy's built-in rate limit actions that stand for
 /// an attribute.
@@ -71,16 +74,6 @@ pub fn ratelimit_attributes(
     }
     bag.insert("ratelimit.descriptor", Value::StringMap(Arc::new(all)));
     Ok(bag)
-}
-
-/// The service host of an Istio-style cluster name (`outbound|80||host`), or
-/// the name itself.
-fn cluster_host(cluster: &str) -> &str {
-    let mut parts = cluster.split('|');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("outbound" | "inbound"), Some(_), Some(_), Some(host)) if !host.is_empty() => host,
-        _ => cluster,
-    }
 }
 
 /// The attributes of an ext_authz request.
@@ -180,7 +173,7 @@ pub fn ext_authz_attributes(req: &CheckRequest) -> AttributeBag {
 }
 
 fn peer_attributes(bag: &mut AttributeBag, side: &str, peer: &Peer) {
-    if let Some((ip, port)) = peer.address.as_ref().and_then(socket) {
+    if let Some((ip, port)) = peer.address.as_ref().and_then(socket_address) {
         bag.insert(&format!("{side}.ip"), Value::Ip(ip));
         if let Some(port) = port {
             bag.insert(&format!("{side}.port"), Value::Int64(i64::from(port)));
@@ -213,23 +206,11 @@ fn peer_attributes(bag: &mut AttributeBag, side: &str, peer: &Peer) {
     }
 }
 
-fn socket(a: &Address) -> Option<(IpAddr, Option<u32>)> {
-    let Some(address::Address::SocketAddress(s)) = &a.address else {
-        return None;
-    };
-    let ip = s.address.parse().ok()?;
-    let port = match s.port_specifier {
-        Some(PortSpecifier::PortValue(p)) => Some(p),
-        _ => None,
-    };
-    Some((ip, port))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use mesh_api::envoy::envoy::{
-        config::core::v3::SocketAddress,
+        config::core::v3::{Address, SocketAddress, address, socket_address::PortSpecifier},
         service::auth::v3::{
             AttributeContext,
             attribute_context::{HttpRequest, Request, TlsSession},

@@ -7,6 +7,9 @@
 //! metrics are served on 42422. The standard mesh metrics work with no
 //! configuration ([`defaults`]).
 
+pub mod accesslog;
+pub mod args;
 pub mod defaults;
 pub mod pipeline;
 pub mod prom;
+pub mod server;

@@ -1,0 +1,542 @@
+//! mixer-telemetry's process: follow galley, compile each configuration version
+//! into a [`Pipeline`], take reports on 9091 (the Mixer Report API and Envoy's
+//! access log service) and serve the prometheus handlers' metrics on 42422.
+//!
+//! Reports are decoded and checked as they arrive, then queued for the workers
+//! that feed the pipeline. The queue is bounded (in records): a report that
+//! does not fit is refused whole with `ResourceExhausted`, for the reporter to
+//! retry, and counted; nothing is dropped silently.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderMap, header},
+    response::IntoResponse,
+    routing::get,
+};
+use mesh_api::{
+    envoy::envoy::service::accesslog::v3::{
+        StreamAccessLogsMessage, StreamAccessLogsResponse,
+        access_log_service_server::{AccessLogService, AccessLogServiceServer},
+        stream_access_logs_message::LogEntries,
+    },
+    mixer::v1::{
+        CheckRequest, CheckResponse, ReportRequest, ReportResponse,
+        mixer_server::{Mixer, MixerServer},
+    },
+};
+use mesh_mcp::{McpStore, McpView, collections};
+use mesh_model::Resource;
+use mesh_runtime::{AdminServer, GrpcSupport, Readiness};
+use mesh_xds::client::{DeltaClient, DeltaClientConfig};
+use mixer_core::wire::{self, AttributeBag};
+use parking_lot::RwLock;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry as MetricsRegistry,
+};
+use serde_json::json;
+use tokio::{
+    sync::{Mutex, mpsc, watch},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{
+    accesslog::{Reporter, http_attributes, tcp_attributes},
+    defaults::standard_metrics,
+    pipeline::{Outcome, Pipeline},
+    prom::{Format, Registry},
+};
+
+/// The gRPC names served on the report port.
+pub const MIXER_SERVICE: &str = "istio.mixer.v1.Mixer";
+/// Envoy's access log service.
+pub const ACCESS_LOG_SERVICE: &str = "envoy.service.accesslog.v3.AccessLogService";
+
+/// mixer-telemetry's configuration.
+#[derive(Debug, Clone)]
+pub struct MixerTelemetryConfig {
+    /// galley's MCP endpoint.
+    pub galley: String,
+    /// Report API listen address (9091).
+    pub grpc_addr: SocketAddr,
+    /// The prometheus handlers' metrics (42422).
+    pub prometheus_addr: SocketAddr,
+    /// Monitoring listen address.
+    pub monitoring_addr: SocketAddr,
+    /// Records queued at most before reports are refused.
+    pub queue_records: usize,
+    /// Workers feeding the pipeline.
+    pub workers: usize,
+    /// Whether the standard mesh metrics are configured.
+    pub standard_metrics: bool,
+}
+
+/// Why mixer-telemetry stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum MixerTelemetryError {
+    /// A port cannot be bound.
+    #[error(transparent)]
+    Bind(#[from] mesh_runtime::BindError),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// An HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+    /// A task failed.
+    #[error("task: {0}")]
+    Task(String),
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiLabels {
+    api: &'static str,
+}
+
+struct Metrics {
+    accepted: Family<ApiLabels, Counter>,
+    exported: Counter,
+    refused: Family<ReasonLabels, Counter>,
+    queued: Gauge,
+    issues: Gauge,
+}
+
+impl Metrics {
+    fn register(registry: &mut MetricsRegistry) -> Arc<Self> {
+        let m = Arc::new(Self {
+            accepted: Family::default(),
+            exported: Counter::default(),
+            refused: Family::default(),
+            queued: Gauge::default(),
+            issues: Gauge::default(),
+        });
+        let r = registry.sub_registry_with_prefix("mixer_telemetry");
+        r.register(
+            "records_accepted",
+            "Reported records (attribute bags) taken into the queue, by API (report, accesslog)",
+            m.accepted.clone(),
+        );
+        r.register(
+            "metric_records_exported",
+            "Metric records counted into the prometheus handlers' metrics",
+            m.exported.clone(),
+        );
+        r.register(
+            "records_refused",
+            "Records refused, by reason: queue_full (the reporter was told to retry), invalid (a malformed report), over_limit (a new series past its metric's cardinality limit), failed (a value or dimension that cannot be evaluated)",
+            m.refused.clone(),
+        );
+        r.register(
+            "queue_records",
+            "Records waiting in the queue",
+            m.queued.clone(),
+        );
+        r.register(
+            "config_issues",
+            "Resources of the current configuration left out for a problem (see /debug/telemetryz)",
+            m.issues.clone(),
+        );
+        m
+    }
+
+    fn refuse(&self, reason: &'static str, n: u64) {
+        if n > 0 {
+            self.refused
+                .get_or_create(&ReasonLabels { reason })
+                .inc_by(n);
+        }
+    }
+}
+
+/// The current pipeline, swapped whole.
+type Current = Arc<RwLock<Option<Arc<Pipeline>>>>;
+
+struct Batch {
+    bags: Vec<AttributeBag>,
+}
+
+/// The bounded queue between the APIs and the workers.
+#[derive(Clone)]
+struct Queue {
+    tx: mpsc::UnboundedSender<Batch>,
+    queued: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl Queue {
+    /// Takes the whole batch, or nothing when it does not fit.
+    fn offer(&self, bags: Vec<AttributeBag>) -> Result<(), Vec<AttributeBag>> {
+        let n = bags.len();
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before + n > self.max && before > 0 {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(bags);
+        }
+        if let Err(e) = self.tx.send(Batch { bags }) {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(e.0.bags);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Service {
+    current: Current,
+    metrics: Arc<Metrics>,
+    queue: Queue,
+}
+
+impl Service {
+    fn pipeline(&self) -> Result<Arc<Pipeline>, Status> {
+        self.current
+            .read()
+            .clone()
+            .ok_or_else(|| Status::unavailable("no telemetry configuration loaded yet"))
+    }
+
+    fn enqueue(&self, api: &'static str, bags: Vec<AttributeBag>) -> Result<(), Status> {
+        let n = bags.len() as u64;
+        match self.queue.offer(bags) {
+            Ok(()) => {
+                self.metrics
+                    .accepted
+                    .get_or_create(&ApiLabels { api })
+                    .inc_by(n);
+                Ok(())
+            }
+            Err(_) => {
+                self.metrics.refuse("queue_full", n);
+                Err(Status::resource_exhausted(
+                    "report queue full: retry with backoff",
+                ))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Mixer for Service {
+    async fn check(
+        &self,
+        _request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        Err(Status::unimplemented(
+            "Check is served by mixer-policy, not mixer-telemetry",
+        ))
+    }
+
+    async fn report(
+        &self,
+        request: Request<ReportRequest>,
+    ) -> Result<Response<ReportResponse>, Status> {
+        let pipeline = self.pipeline()?;
+        let req = request.into_inner();
+        let bags = wire::decode_report(&req, pipeline.manifest()).map_err(|e| {
+            self.metrics.refuse("invalid", req.attributes.len() as u64);
+            Status::invalid_argument(e.to_string())
+        })?;
+        self.enqueue("report", bags)?;
+        Ok(Response::new(ReportResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl AccessLogService for Service {
+    async fn stream_access_logs(
+        &self,
+        request: Request<Streaming<StreamAccessLogsMessage>>,
+    ) -> Result<Response<StreamAccessLogsResponse>, Status> {
+        self.pipeline()?;
+        let mut stream = request.into_inner();
+        let mut reporter = Reporter::default();
+        while let Some(msg) = stream.message().await? {
+            if let Some(node) = msg.identifier.as_ref().and_then(|i| i.node.as_ref()) {
+                reporter = Reporter::from_node(node);
+            }
+            let bags: Vec<AttributeBag> = match &msg.log_entries {
+                Some(LogEntries::HttpLogs(h)) => h
+                    .log_entry
+                    .iter()
+                    .map(|e| http_attributes(e, &reporter))
+                    .collect(),
+                Some(LogEntries::TcpLogs(t)) => t
+                    .log_entry
+                    .iter()
+                    .map(|e| tcp_attributes(e, &reporter))
+                    .collect(),
+                None => continue,
+            };
+            self.enqueue("accesslog", bags)?;
+        }
+        Ok(Response::new(StreamAccessLogsResponse::default()))
+    }
+}
+
+/// A running mixer-telemetry.
+pub struct Running {
+    /// The bound report address.
+    pub grpc_addr: SocketAddr,
+    /// The bound prometheus address.
+    pub prometheus_addr: SocketAddr,
+    /// The bound monitoring address.
+    pub monitoring_addr: SocketAddr,
+    /// Ready once the first configuration is compiled.
+    pub readiness: Readiness,
+    tasks: JoinSet<Result<(), MixerTelemetryError>>,
+}
+
+impl Running {
+    /// Waits until every task stopped, returning the first error.
+    pub async fn wait(mut self) -> Result<(), MixerTelemetryError> {
+        mesh_runtime::shutdown::join_tasks(&mut self.tasks, MixerTelemetryError::Task).await
+    }
+}
+
+/// Runs mixer-telemetry until `shutdown`.
+pub async fn run(
+    config: MixerTelemetryConfig,
+    shutdown: CancellationToken,
+) -> Result<(), MixerTelemetryError> {
+    let running = start(config, shutdown.clone()).await?;
+    tracing::info!(grpc = %running.grpc_addr, prometheus = %running.prometheus_addr, monitoring = %running.monitoring_addr, "mixer-telemetry started");
+    let result = running.wait().await;
+    shutdown.cancel();
+    result
+}
+
+/// Binds mixer-telemetry's ports and starts its tasks.
+pub async fn start(
+    config: MixerTelemetryConfig,
+    shutdown: CancellationToken,
+) -> Result<Running, MixerTelemetryError> {
+    let mut registry = MetricsRegistry::default();
+    let metrics = Metrics::register(&mut registry);
+    let readiness = Readiness::new();
+    let current: Current = Arc::new(RwLock::new(None));
+    let prom = Arc::new(Registry::new());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queue = Queue {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        max: config.queue_records.max(1),
+    };
+    let service = Service {
+        current: current.clone(),
+        metrics: metrics.clone(),
+        queue: queue.clone(),
+    };
+    let grpc_listener = mesh_runtime::bind(config.grpc_addr, "mixer-telemetry report").await?;
+    let prom_listener =
+        mesh_runtime::bind(config.prometheus_addr, "mixer-telemetry prometheus").await?;
+    let monitoring_listener =
+        mesh_runtime::bind(config.monitoring_addr, "mixer-telemetry monitoring").await?;
+    let addr = |l: &tokio::net::TcpListener| l.local_addr().map_err(MixerTelemetryError::Http);
+    let (grpc_addr, prometheus_addr, monitoring_addr) = (
+        addr(&grpc_listener)?,
+        addr(&prom_listener)?,
+        addr(&monitoring_listener)?,
+    );
+    let (_support, router) = GrpcSupport::router(
+        &[MIXER_SERVICE, ACCESS_LOG_SERVICE],
+        &[],
+        &readiness,
+        shutdown.clone(),
+    )
+    .map_err(|e| MixerTelemetryError::Task(e.to_string()))?;
+    let router = router
+        .add_service(MixerServer::new(service.clone()))
+        .add_service(AccessLogServiceServer::new(service));
+    let debug = Router::new()
+        .route("/debug/telemetryz", get(telemetryz))
+        .with_state(current.clone());
+    let admin = AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(debug);
+
+    let mut tasks = JoinSet::new();
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        mesh_runtime::grpc::serve(grpc_listener, router, sd)
+            .await
+            .map_err(MixerTelemetryError::from)
+    });
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        mesh_runtime::serve_admin(monitoring_listener, admin, sd)
+            .await
+            .map_err(MixerTelemetryError::Http)
+    });
+    let prom_app = Router::new()
+        .route("/metrics", get(prometheus))
+        .with_state(prom.clone());
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        axum::serve(prom_listener, prom_app)
+            .with_graceful_shutdown(sd.cancelled_owned())
+            .await
+            .map_err(MixerTelemetryError::Http)
+    });
+    let rx = Arc::new(Mutex::new(rx));
+    for _ in 0..config.workers.max(1) {
+        tasks.spawn(work(
+            rx.clone(),
+            queue.queued.clone(),
+            current.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    let store = McpStore::new();
+    let views = store.subscribe();
+    let client = DeltaClient::new(
+        DeltaClientConfig {
+            endpoint: config.galley.clone(),
+            node_id: "mixer-telemetry".into(),
+            type_urls: collections(),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(10),
+        },
+        store,
+    );
+    let synced = client.synced();
+    tracing::info!(endpoint = %config.galley, "following galley");
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        client.run(sd).await;
+        Ok(())
+    });
+    let defaults = if config.standard_metrics {
+        standard_metrics()
+    } else {
+        Vec::new()
+    };
+    tasks.spawn(follow(Follow {
+        views,
+        synced,
+        defaults,
+        prom,
+        current,
+        readiness: readiness.clone(),
+        metrics,
+        shutdown,
+    }));
+    Ok(Running {
+        grpc_addr,
+        prometheus_addr,
+        monitoring_addr,
+        readiness,
+        tasks,
+    })
+}
+
+/// Feeds queued batches to the current pipeline.
+async fn work(
+    rx: Arc<Mutex<mpsc::UnboundedReceiver<Batch>>>,
+    queued: Arc<AtomicUsize>,
+    current: Current,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<(), MixerTelemetryError> {
+    loop {
+        let batch = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            b = async { rx.lock().await.recv().await } => match b {
+                Some(b) => b,
+                None => return Ok(()),
+            },
+        };
+        let n = batch.bags.len();
+        let pipeline = current.read().clone();
+        let mut out = Outcome::default();
+        if let Some(p) = pipeline {
+            for bag in &batch.bags {
+                out += p.record(bag);
+            }
+        }
+        queued.fetch_sub(n, Ordering::AcqRel);
+        metrics
+            .queued
+            .set(i64::try_from(queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        metrics.exported.inc_by(out.recorded);
+        metrics.refuse("over_limit", out.over_limit);
+        metrics.refuse("failed", out.failed);
+        // Long batches must not starve the runtime's other tasks.
+        tokio::task::yield_now().await;
+    }
+}
+
+struct Follow {
+    views: watch::Receiver<Arc<McpView>>,
+    synced: watch::Receiver<bool>,
+    defaults: Vec<Resource>,
+    prom: Arc<Registry>,
+    current: Current,
+    readiness: Readiness,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+/// Compiles every configuration version and swaps it in.
+async fn follow(mut f: Follow) -> Result<(), MixerTelemetryError> {
+    tokio::select! {
+        _ = f.shutdown.cancelled() => return Ok(()),
+        r = f.synced.wait_for(|s| *s) => if r.is_err() { return Ok(()) },
+    }
+    loop {
+        let view = f.views.borrow_and_update().clone();
+        let pipeline = Arc::new(Pipeline::compile(
+            view.resources.values().map(|r| &**r),
+            &f.defaults,
+            &f.prom,
+        ));
+        for issue in pipeline.issues() {
+            tracing::warn!(resource = %issue.resource, problem = %issue.message, "telemetry resource left out");
+        }
+        f.metrics
+            .issues
+            .set(i64::try_from(pipeline.issues().len()).unwrap_or(i64::MAX));
+        *f.current.write() = Some(pipeline);
+        f.readiness.set(true);
+        tokio::select! {
+            _ = f.shutdown.cancelled() => return Ok(()),
+            changed = f.views.changed() => if changed.is_err() { return Ok(()) },
+        }
+    }
+}
+
+async fn prometheus(State(prom): State<Arc<Registry>>, headers: HeaderMap) -> impl IntoResponse {
+    let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    (
+        [(header::CONTENT_TYPE, format.content_type())],
+        prom.encode(format),
+    )
+}
+
+async fn telemetryz(State(current): State<Current>) -> Json<serde_json::Value> {
+    let pipeline = current.read().clone();
+    Json(match pipeline {
+        None => json!({"loaded": false}),
+        Some(p) => json!({
+            "loaded": true,
+            "issues": p.issues().iter().map(|i| json!({"resource": i.resource, "message": i.message})).collect::<Vec<_>>(),
+        }),
+    })
+}

@@ -1,0 +1,333 @@
+//! mixer-telemetry end to end: the real galley and mixer-telemetry, reports sent
+//! over the Mixer Report API and Envoy's access log service, and a real
+//! Prometheus server scraping 42422: after N reports, PromQL counts N.
+
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use dromon_e2e::{
+    ChildGuard, http_get, http_json, local_addr, prometheus::PrometheusServer, start_galley,
+    wait_http_ok,
+};
+use mesh_api::{
+    envoy::{
+        envoy::{
+            config::core::v3::{Node, RequestMethod},
+            data::accesslog::v3::{
+                AccessLogCommon, HttpAccessLogEntry, HttpRequestProperties, HttpResponseProperties,
+            },
+            service::accesslog::v3::{
+                StreamAccessLogsMessage,
+                access_log_service_client::AccessLogServiceClient,
+                stream_access_logs_message::{HttpAccessLogEntries, Identifier, LogEntries},
+            },
+        },
+        google::protobuf::UInt32Value,
+    },
+    mixer::v1::{
+        ReportRequest, mixer_client::MixerClient, report_request::RepeatedAttributesSemantics,
+    },
+};
+use mixer_core::{
+    Value,
+    dictionary::GLOBAL_WORDS,
+    wire::{AttributeBag, encode},
+};
+use tonic::transport::Channel;
+
+const CUSTOM: &str = r#"
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {name: pathcount, namespace: istio-system}
+spec:
+  compiledTemplate: metric
+  params:
+    value: "1"
+    dimensions:
+      path: request.url_path | "/"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {name: paths, namespace: istio-system}
+spec:
+  compiledAdapter: prometheus
+  params:
+    cardinalityLimit: 3
+    metrics:
+    - name: path_requests_total
+      namespace: dromon
+      instanceName: pathcount.instance.istio-system
+      kind: COUNTER
+      labelNames: [path]
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {name: paths, namespace: istio-system}
+spec:
+  match: context.protocol == "http"
+  actions: [{handler: paths, instances: [pathcount]}]
+"#;
+
+struct Telemetry {
+    _child: ChildGuard,
+    grpc: SocketAddr,
+    prometheus: SocketAddr,
+    monitoring: SocketAddr,
+}
+
+async fn start_telemetry(mcp: SocketAddr, extra: &[&str]) -> Telemetry {
+    let (grpc, prometheus, monitoring) = (local_addr(), local_addr(), local_addr());
+    let galley = format!("http://{mcp}");
+    let (g, p, m) = (
+        grpc.to_string(),
+        prometheus.to_string(),
+        monitoring.to_string(),
+    );
+    let mut args = vec![
+        "--galley",
+        &galley,
+        "--grpc-addr",
+        &g,
+        "--prometheus-addr",
+        &p,
+        "--monitoring-addr",
+        &m,
+    ];
+    args.extend_from_slice(extra);
+    let child = ChildGuard::spawn("mixer-telemetry", &args).unwrap();
+    wait_http_ok(monitoring, "/ready", Duration::from_secs(30))
+        .await
+        .unwrap();
+    Telemetry {
+        _child: child,
+        grpc,
+        prometheus,
+        monitoring,
+    }
+}
+
+fn words() -> u32 {
+    u32::try_from(GLOBAL_WORDS.len()).unwrap()
+}
+
+fn request_bag(path: &str, code: i64) -> AttributeBag {
+    let mut b = AttributeBag::new();
+    b.insert("context.protocol", Value::from("http"));
+    b.insert("context.reporter.kind", Value::from("inbound"));
+    b.insert("source.workload.name", Value::from("productpage-v1"));
+    b.insert("destination.workload.name", Value::from("reviews-v1"));
+    b.insert(
+        "destination.service.host",
+        Value::from("reviews.bookinfo.svc.cluster.local"),
+    );
+    b.insert("request.url_path", Value::from(path));
+    b.insert("response.code", Value::Int64(code));
+    b.insert(
+        "response.duration",
+        Value::Duration(Duration::from_millis(12)),
+    );
+    b
+}
+
+fn access_log(n: usize) -> StreamAccessLogsMessage {
+    let entry = HttpAccessLogEntry {
+        common_properties: Some(AccessLogCommon {
+            upstream_cluster: "inbound|9080||reviews.bookinfo.svc.cluster.local".into(),
+            ..AccessLogCommon::default()
+        }),
+        request: Some(HttpRequestProperties {
+            request_method: RequestMethod::Get as i32,
+            path: "/reviews/1".into(),
+            ..HttpRequestProperties::default()
+        }),
+        response: Some(HttpResponseProperties {
+            response_code: Some(UInt32Value { value: 200 }),
+            ..HttpResponseProperties::default()
+        }),
+        ..HttpAccessLogEntry::default()
+    };
+    StreamAccessLogsMessage {
+        identifier: Some(Identifier {
+            node: Some(Node {
+                id: "sidecar~10.0.0.9~reviews-v1.bookinfo~bookinfo.svc.cluster.local".into(),
+                ..Node::default()
+            }),
+            log_name: "als".into(),
+        }),
+        log_entries: Some(LogEntries::HttpLogs(HttpAccessLogEntries {
+            log_entry: vec![entry; n],
+        })),
+    }
+}
+
+/// Polls `promql` until it gives `want` (Prometheus scrapes every second).
+async fn wait_for(prom: &PrometheusServer, promql: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = prom.query_scalar(promql).await.unwrap();
+        if last == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("{promql}: {last:?}, not {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_reach_a_real_prometheus_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("telemetry.yaml"), CUSTOM).unwrap();
+    let galley = start_galley(dir.path()).await.unwrap();
+    let t = start_telemetry(galley.mcp, &[]).await;
+    let prom = PrometheusServer::start(&[t.prometheus]).await.unwrap();
+
+    let channel = Channel::from_shared(format!("http://{}", t.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut mixer = MixerClient::new(channel.clone());
+    // N = 3 batches of 40 reports over the Mixer API, paths spread over 5 values.
+    let mut n = 0;
+    for batch in 0..3 {
+        let bags: Vec<_> = (0..40)
+            .map(|i| {
+                let code = if i % 10 == 0 { 503 } else { 200 };
+                encode(
+                    &request_bag(&format!("/p{}", (batch + i) % 5), code),
+                    words(),
+                )
+            })
+            .collect();
+        n += bags.len();
+        mixer
+            .report(ReportRequest {
+                attributes: bags,
+                repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding
+                    as i32,
+                global_word_count: words(),
+                ..ReportRequest::default()
+            })
+            .await
+            .unwrap();
+    }
+    // M = 2 x 15 entries over Envoy's access log service.
+    let mut als = AccessLogServiceClient::new(channel);
+    let m = 30;
+    als.stream_access_logs(tokio_stream::iter(vec![access_log(15), access_log(15)]))
+        .await
+        .unwrap();
+    let total = (n + m) as f64;
+
+    // The standard metric counts every request, reported either way.
+    wait_for(&prom, "sum(istio_requests_total)", total).await;
+    wait_for(
+        &prom,
+        r#"sum(istio_requests_total{response_code="503"})"#,
+        12.0,
+    )
+    .await;
+    wait_for(
+        &prom,
+        r#"sum(istio_requests_total{destination_service="reviews.bookinfo.svc.cluster.local",reporter="destination"})"#,
+        total,
+    )
+    .await;
+    wait_for(&prom, "sum(istio_request_duration_seconds_count)", total).await;
+    // The configured metric: 3 paths kept (its limit), the rest refused and
+    // counted, none silently.
+    let kept = prom
+        .query_scalar("count(dromon_path_requests_total)")
+        .await
+        .unwrap();
+    assert_eq!(kept, Some(3.0));
+    let counted = prom
+        .query_scalar("sum(dromon_path_requests_total)")
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
+    let refused: f64 = own
+        .lines()
+        .find(|l| l.starts_with("mixer_telemetry_records_refused_total{reason=\"over_limit\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_else(|| panic!("no over_limit count in\n{own}"))
+        .parse()
+        .unwrap();
+    assert_eq!(
+        counted + refused,
+        total,
+        "every path record counted or refused"
+    );
+    assert!(prom.targets_up().await.unwrap());
+    let z = http_json(t.monitoring, "/debug/telemetryz").await.unwrap();
+    assert_eq!(z["issues"].as_array().unwrap().len(), 0, "{z}");
+    // The exposition speaks OpenMetrics to whoever asks for it.
+    let (status, body) = http_get(t.prometheus, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("# TYPE istio_requests_total counter"),
+        "{body}"
+    );
+}
+
+/// A full queue refuses reports with ResourceExhausted, for the reporter to
+/// retry; the refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_reports_and_counts_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let galley = start_galley(dir.path()).await.unwrap();
+    let t = start_telemetry(galley.mcp, &["--queue-records", "50", "--workers", "1"]).await;
+    let channel = Channel::from_shared(format!("http://{}", t.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let report = |k: usize| ReportRequest {
+        attributes: (0..k)
+            .map(|i| encode(&request_bag(&format!("/{i}"), 200), words()))
+            .collect(),
+        repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
+        global_word_count: words(),
+        ..ReportRequest::default()
+    };
+    // Many concurrent batches of 40 against a queue of 50: some must be refused.
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let mut client = MixerClient::new(channel.clone());
+        let req = report(40);
+        calls.spawn(async move { client.report(req).await.map(|_| ()) });
+    }
+    let (mut ok, mut exhausted) = (0u64, 0u64);
+    while let Some(r) = calls.join_next().await {
+        match r.unwrap() {
+            Ok(()) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                exhausted += 1;
+            }
+        }
+    }
+    assert!(ok > 0, "some reports fit");
+    eprintln!("{ok} reports taken, {exhausted} refused");
+    let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
+    let value = |prefix: &str| -> u64 {
+        own.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    assert_eq!(
+        value("mixer_telemetry_records_accepted_total{api=\"report\"}"),
+        ok * 40
+    );
+    assert_eq!(
+        value("mixer_telemetry_records_refused_total{reason=\"queue_full\"}"),
+        exhausted * 40
+    );
+}
