@@ -305,6 +305,19 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
     let clusters = client.recv(Duration::from_secs(10)).await.unwrap();
     assert!(!clusters.resources.is_empty());
 
+    // mixer-telemetry serves the standard mesh metrics for Prometheus.
+    wait_http_ok(
+        "127.0.0.1:15018".parse().unwrap(),
+        "/ready",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let (status, _) = dromon_e2e::http_get("127.0.0.1:42422".parse().unwrap(), "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+
     // mixer-policy on its mTLS port (15004) decides by the sample's rule: ratings
     // refuses reviews v3.
     let channel = mesh_tls::channel(

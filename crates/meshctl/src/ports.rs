@@ -22,3 +22,9 @@ pub const MIXER_POLICY_GRPC: u16 = 9091;
 pub const MIXER_POLICY_MONITORING: u16 = 15017;
 /// mixer-policy Check API with mutual TLS.
 pub const MIXER_POLICY_MTLS: u16 = 15004;
+/// mixer-telemetry Report API (Mixer Report and Envoy's access log service).
+pub const MIXER_TELEMETRY_GRPC: u16 = 9092;
+/// mixer-telemetry's prometheus handler metrics.
+pub const MIXER_TELEMETRY_PROMETHEUS: u16 = 42422;
+/// mixer-telemetry monitoring.
+pub const MIXER_TELEMETRY_MONITORING: u16 = 15018;

@@ -185,10 +185,26 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     .await
     .map_err(|e| anyhow::anyhow!("mixer-policy: {e}"))?;
 
+    let telemetry = mixer_telemetry::server::start(
+        mixer_telemetry::server::MixerTelemetryConfig {
+            galley: format!("http://{}", reach(galley.mcp_addr)),
+            grpc_addr: at(ports::MIXER_TELEMETRY_GRPC),
+            prometheus_addr: at(ports::MIXER_TELEMETRY_PROMETHEUS),
+            monitoring_addr: at(ports::MIXER_TELEMETRY_MONITORING),
+            queue_records: 100_000,
+            workers: 2,
+            standard_metrics: true,
+        },
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("mixer-telemetry: {e}"))?;
+
     for (name, readiness) in [
         ("galley", &galley.readiness),
         ("pilot", &pilot.readiness),
         ("mixer-policy", &policy.readiness),
+        ("mixer-telemetry", &telemetry.readiness),
     ] {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -246,6 +262,21 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
         format!("http://{}", policy.monitoring_addr),
         "/metrics /ready /debug/policyz",
     ));
+    endpoints.push((
+        "mixer-telemetry",
+        telemetry.grpc_addr.to_string(),
+        "Mixer Report API and Envoy access logs",
+    ));
+    endpoints.push((
+        "mixer-telemetry",
+        format!("http://{}/metrics", telemetry.prometheus_addr),
+        "mesh metrics for Prometheus (istio_requests_total, ...)",
+    ));
+    endpoints.push((
+        "mixer-telemetry",
+        format!("http://{}", telemetry.monitoring_addr),
+        "/metrics /ready /debug/telemetryz",
+    ));
     if let Some(addr) = policy.mtls_addr {
         endpoints.push((
             "mixer-policy",
@@ -294,17 +325,19 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
                     .map_err(|e| format!("{component}'s agent: {e}")),
             )
         }));
-    let (c, g, p, m, a) = tokio::join!(
+    let (c, g, p, m, t, a) = tokio::join!(
         async { stop_all(citadel.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(galley.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(pilot.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(policy.wait().await.map_err(|e| e.to_string())) },
+        async { stop_all(telemetry.wait().await.map_err(|e| e.to_string())) },
         agents,
     );
     c.map_err(|e| anyhow::anyhow!("citadel: {e}"))?;
     g.map_err(|e| anyhow::anyhow!("galley: {e}"))?;
     p.map_err(|e| anyhow::anyhow!("pilot: {e}"))?;
     m.map_err(|e| anyhow::anyhow!("mixer-policy: {e}"))?;
+    t.map_err(|e| anyhow::anyhow!("mixer-telemetry: {e}"))?;
     for r in a {
         r.map_err(|e| anyhow::anyhow!("{e}"))?;
     }
