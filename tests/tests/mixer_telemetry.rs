@@ -73,7 +73,7 @@ spec:
 "#;
 
 struct Telemetry {
-    _child: ChildGuard,
+    child: ChildGuard,
     grpc: SocketAddr,
     prometheus: SocketAddr,
     monitoring: SocketAddr,
@@ -103,7 +103,7 @@ async fn start_telemetry(mcp: SocketAddr, extra: &[&str]) -> Telemetry {
         .await
         .unwrap();
     Telemetry {
-        _child: child,
+        child,
         grpc,
         prometheus,
         monitoring,
@@ -330,4 +330,188 @@ async fn a_full_queue_refuses_reports_and_counts_them() {
         value("mixer_telemetry_records_refused_total{reason=\"queue_full\"}"),
         exhausted * 40
     );
+}
+
+fn log_config(pg_url: &str) -> String {
+    format!(
+        r#"
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {{name: accesslog, namespace: istio-system}}
+spec:
+  compiledTemplate: logentry
+  params:
+    severity: '"Info"'
+    timestamp: request.time
+    variables:
+      path: request.url_path | ""
+      code: response.code | 0
+      latency: response.duration | "0ms"
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {{name: local, namespace: istio-system}}
+spec:
+  compiledAdapter: sqlstore
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {{name: shared, namespace: istio-system}}
+spec:
+  compiledAdapter: sqlstore
+  params: {{database: "{pg_url}", table: access_log, retention: 24h}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: logs, namespace: istio-system}}
+spec:
+  actions:
+  - {{handler: local, instances: [accesslog]}}
+  - {{handler: shared, instances: [accesslog]}}
+"#
+    )
+}
+
+/// Log entries land in SQLite and in a real PostgreSQL server, none lost while
+/// reports arrive faster than the queue holds (reporters retry refusals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_entries_land_in_sqlite_and_postgres_none_lost() {
+    let pg = mesh_testkit::postgres::PostgresServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("logs.yaml"), log_config(&pg.url())).unwrap();
+    let sqlite = dir.path().join("state/logs.db");
+    let sqlite_url = format!("sqlite://{}", sqlite.display());
+    let galley = start_galley(dir.path()).await.unwrap();
+    let t = start_telemetry(
+        galley.mcp,
+        &["--queue-records", "500", "--log-database", &sqlite_url],
+    )
+    .await;
+    let channel = Channel::from_shared(format!("http://{}", t.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    // 16 reporters x 25 batches of 20 = 8,000 entries, each batch retried until
+    // taken.
+    let mut reporters = tokio::task::JoinSet::new();
+    for r in 0..16 {
+        let mut client = MixerClient::new(channel.clone());
+        reporters.spawn(async move {
+            let mut refused = 0u64;
+            for b in 0..25 {
+                let req = ReportRequest {
+                    attributes: (0..20)
+                        .map(|i| encode(&request_bag(&format!("/{r}/{b}/{i}"), 200), words()))
+                        .collect(),
+                    repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding
+                        as i32,
+                    global_word_count: words(),
+                    ..ReportRequest::default()
+                };
+                loop {
+                    match client.report(req.clone()).await {
+                        Ok(_) => break,
+                        Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        Err(s) => panic!("{s:?}"),
+                    }
+                }
+            }
+            refused
+        });
+    }
+    let mut refused = 0;
+    while let Some(r) = reporters.join_next().await {
+        refused += r.unwrap();
+    }
+    eprintln!("8,000 entries reported; {refused} batches refused and retried");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let count_pg = || {
+        pg.psql(
+            "test",
+            "SELECT COUNT(*), COUNT(DISTINCT variables) FROM access_log",
+        )
+        .unwrap_or_default()
+    };
+    loop {
+        let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
+        let written = own
+            .lines()
+            .find(|l| l.starts_with("mixer_telemetry_log_entries_written_total "))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0.0, |v| v.parse::<f64>().unwrap());
+        if written >= 16_000.0 {
+            assert_eq!(written, 16_000.0);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{written} of 16,000 written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every entry once, with its variables, in PostgreSQL ...
+    assert_eq!(count_pg(), "8000|8000");
+    let row = pg
+        .psql(
+            "test",
+            "SELECT name, severity, variables FROM access_log WHERE variables LIKE '%\"/3/4/5\"%'",
+        )
+        .unwrap();
+    assert_eq!(
+        row,
+        r#"accesslog.istio-system|Info|{"code":200,"latency":"0.012s","path":"/3/4/5"}"#
+    );
+    // ... and in SQLite.
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('SELECT COUNT(*), COUNT(DISTINCT variables) FROM mixer_log_entries').fetchone())",
+            sqlite.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "(8000, 8000)");
+}
+
+/// Entries accepted just before a clean shutdown (SIGTERM) are still written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_writes_what_was_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = log_config("postgres://unused@127.0.0.1:1/none")
+        .replace("  - {handler: shared, instances: [accesslog]}\n", "");
+    std::fs::write(dir.path().join("logs.yaml"), config).unwrap();
+    let sqlite = dir.path().join("state/logs.db");
+    let sqlite_url = format!("sqlite://{}", sqlite.display());
+    let galley = start_galley(dir.path()).await.unwrap();
+    let mut t = start_telemetry(galley.mcp, &["--log-database", &sqlite_url]).await;
+    let mut client = MixerClient::new(
+        Channel::from_shared(format!("http://{}", t.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    for b in 0..20 {
+        let req = ReportRequest {
+            attributes: (0..100)
+                .map(|i| encode(&request_bag(&format!("/{b}/{i}"), 200), words()))
+                .collect(),
+            repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
+            global_word_count: words(),
+            ..ReportRequest::default()
+        };
+        client.report(req).await.unwrap();
+    }
+    let status = t.child.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status:?}");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('SELECT COUNT(*) FROM mixer_log_entries').fetchone()[0])",
+            sqlite.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
 }

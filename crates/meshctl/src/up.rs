@@ -194,6 +194,10 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             queue_records: 100_000,
             workers: 2,
             standard_metrics: true,
+            log_database: Some(format!(
+                "sqlite://{}",
+                args.data.join("mixer-telemetry").join("logs.db").display()
+            )),
         },
         shutdown.clone(),
     )

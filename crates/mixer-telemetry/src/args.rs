@@ -52,6 +52,18 @@ pub struct Args {
     /// bytes).
     #[arg(long, env = "MIXER_TELEMETRY_NO_STANDARD_METRICS")]
     pub no_standard_metrics: bool,
+    /// State directory: the default log database (`logs.db`).
+    #[arg(
+        long,
+        env = "MIXER_TELEMETRY_DATA_DIR",
+        default_value = "/var/lib/dromon/mixer-telemetry"
+    )]
+    pub data_dir: std::path::PathBuf,
+    /// Database sqlstore handlers write to unless their params name one:
+    /// `postgres://...` (default: SQLite `<data-dir>/logs.db`, created on first
+    /// use).
+    #[arg(long, env = "MIXER_TELEMETRY_LOG_DATABASE")]
+    pub log_database: Option<String>,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -70,6 +82,9 @@ impl Args {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
             }),
             standard_metrics: !self.no_standard_metrics,
+            log_database: Some(self.log_database.clone().unwrap_or_else(|| {
+                format!("sqlite://{}", self.data_dir.join("logs.db").display())
+            })),
         }
     }
 

@@ -13,3 +13,4 @@ pub mod defaults;
 pub mod pipeline;
 pub mod prom;
 pub mod server;
+pub mod sqlstore;

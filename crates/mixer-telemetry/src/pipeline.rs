@@ -20,7 +20,10 @@ use mixer_core::{
 };
 use serde::Deserialize;
 
-use crate::prom::{Kind, Metric, MetricSpec, Recorded, Registry};
+use crate::{
+    prom::{Kind, Metric, MetricSpec, Recorded, Registry},
+    sqlstore::{LogRecord, LogStore, LogStores, Target},
+};
 
 /// A configuration problem, naming the resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +42,36 @@ struct MetricInstance {
     dimensions: BTreeMap<String, Compiled>,
 }
 
-/// A metric a rule feeds: the instance that builds its records and the metric.
-struct Feed {
-    instance: Arc<MetricInstance>,
-    metric: Arc<Metric>,
+struct LogInstance {
+    name: Arc<str>,
+    variables: BTreeMap<String, Compiled>,
+    timestamp: Option<Compiled>,
+    severity: Option<Compiled>,
 }
+
+/// What a rule feeds: a metric and the instance that builds its records, or a
+/// log store and the logentry instance.
+enum Feed {
+    Metric {
+        instance: Arc<MetricInstance>,
+        metric: Arc<Metric>,
+    },
+    Log {
+        instance: Arc<LogInstance>,
+        store: Arc<LogStore>,
+    },
+}
+
+/// A handler's outputs, by the instance that feeds each.
+enum HandlerOut {
+    /// Metric names.
+    Prometheus(Vec<(String, String)>),
+    /// One store for every logentry instance.
+    SqlStore(Arc<LogStore>),
+}
+
+/// Log entries a bag gave, with their stores.
+pub type Logs = Vec<(Arc<LogStore>, LogRecord)>;
 
 struct RuleImpl {
     namespace: String,
@@ -240,11 +268,12 @@ fn id(r: &Resource) -> String {
 
 impl Pipeline {
     /// Compiles `resources` (telemetry kinds; others are passed over) over the
-    /// `defaults`, keeping metrics in `registry`.
+    /// `defaults`, keeping metrics in `registry` and log stores in `logs`.
     pub fn compile<'a>(
         resources: impl IntoIterator<Item = &'a Resource>,
         defaults: &[Resource],
         registry: &Registry,
+        logs: &mut LogStores,
     ) -> Pipeline {
         // The configuration's resources replace defaults of the same identity.
         let mut chosen: BTreeMap<String, &Resource> = BTreeMap::new();
@@ -272,8 +301,9 @@ impl Pipeline {
                 });
             }
         }
-        // Metric instances.
+        // Metric and logentry instances.
         let mut instances: HashMap<String, Arc<MetricInstance>> = HashMap::new();
+        let mut log_instances: HashMap<String, Arc<LogInstance>> = HashMap::new();
         for r in &resources {
             let Spec::Instance(i) = &r.spec else { continue };
             let template = if i.compiled_template.is_empty() {
@@ -281,6 +311,19 @@ impl Pipeline {
             } else {
                 i.compiled_template.as_str()
             };
+            let key = format!("{}.{}", r.meta.name, r.meta.namespace);
+            if template == "logentry" {
+                match log_instance(&key, &i.params, &manifest) {
+                    Ok(l) => {
+                        log_instances.insert(key, Arc::new(l));
+                    }
+                    Err(message) => issues.push(Issue {
+                        resource: id(r),
+                        message,
+                    }),
+                }
+                continue;
+            }
             if template != "metric" {
                 continue;
             }
@@ -296,7 +339,7 @@ impl Pipeline {
         }
         // Prometheus handlers: their metrics, by instance.
         let mut specs = Vec::new();
-        let mut handlers: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut handlers: HashMap<String, HandlerOut> = HashMap::new();
         for r in &resources {
             let Spec::Handler(h) = &r.spec else { continue };
             let adapter = if h.compiled_adapter.is_empty() {
@@ -304,17 +347,30 @@ impl Pipeline {
             } else {
                 h.compiled_adapter.as_str()
             };
+            let key = format!("{}.{}", r.meta.name, r.meta.namespace);
+            if adapter == "sqlstore" {
+                match sqlstore_handler(&h.params, logs) {
+                    Ok(store) => {
+                        handlers.insert(key, HandlerOut::SqlStore(store));
+                    }
+                    Err(message) => issues.push(Issue {
+                        resource: id(r),
+                        message,
+                    }),
+                }
+                continue;
+            }
             if adapter != "prometheus" {
                 issues.push(Issue {
                     resource: id(r),
-                    message: format!("unknown adapter {adapter:?} (prometheus)"),
+                    message: format!("unknown adapter {adapter:?} (prometheus, sqlstore)"),
                 });
                 continue;
             }
             match prometheus_handler(&h.params, &r.meta.namespace) {
                 Ok((metric_specs, feeds)) => {
                     specs.extend(metric_specs);
-                    handlers.insert(format!("{}.{}", r.meta.name, r.meta.namespace), feeds);
+                    handlers.insert(key, HandlerOut::Prometheus(feeds));
                 }
                 Err(message) => issues.push(Issue {
                     resource: id(r),
@@ -365,29 +421,46 @@ impl Pipeline {
                     issues.push(Issue {
                         resource: id(r),
                         message: format!(
-                            "action handler {handler} is not a configured prometheus handler"
+                            "action handler {handler} is not a configured prometheus or sqlstore handler"
                         ),
                     });
                     continue;
                 };
                 for i in &a.instances {
                     let key = instance_key(i, ns);
-                    let Some(instance) = instances.get(&key) else {
-                        issues.push(Issue {
-                            resource: id(r),
-                            message: format!(
-                                "action instance {key} is not a configured metric instance"
-                            ),
-                        });
-                        continue;
-                    };
-                    for (inst, metric) in defined {
-                        if *inst == key
-                            && let Some(metric) = metrics.get(metric)
-                        {
-                            feeds.push(Feed {
+                    match defined {
+                        HandlerOut::Prometheus(defined) => {
+                            let Some(instance) = instances.get(&key) else {
+                                issues.push(Issue {
+                                    resource: id(r),
+                                    message: format!(
+                                        "action instance {key} is not a configured metric instance"
+                                    ),
+                                });
+                                continue;
+                            };
+                            for (inst, metric) in defined {
+                                if *inst == key
+                                    && let Some(metric) = metrics.get(metric)
+                                {
+                                    feeds.push(Feed::Metric {
+                                        instance: instance.clone(),
+                                        metric: metric.clone(),
+                                    });
+                                }
+                            }
+                        }
+                        HandlerOut::SqlStore(store) => {
+                            let Some(instance) = log_instances.get(&key) else {
+                                issues.push(Issue {
+                                    resource: id(r),
+                                    message: format!("action instance {key} is not a configured logentry instance"),
+                                });
+                                continue;
+                            };
+                            feeds.push(Feed::Log {
                                 instance: instance.clone(),
-                                metric: metric.clone(),
+                                store: store.clone(),
                             });
                         }
                     }
@@ -399,6 +472,14 @@ impl Pipeline {
                 feeds,
             });
         }
+        let used: Vec<Arc<LogStore>> = handlers
+            .values()
+            .filter_map(|h| match h {
+                HandlerOut::SqlStore(s) => Some(s.clone()),
+                HandlerOut::Prometheus(_) => None,
+            })
+            .collect();
+        logs.keep(&used);
         issues.sort_by(|a, b| a.resource.cmp(&b.resource));
         Pipeline {
             manifest,
@@ -417,8 +498,10 @@ impl Pipeline {
         &self.manifest
     }
 
-    /// Records what one reported bag gives every metric whose rule applies.
-    pub fn record(&self, bag: &dyn Bag) -> Outcome {
+    /// Records what one reported bag gives every metric whose rule applies, and
+    /// adds the log entries it gives to `logs` (for the caller to hand to their
+    /// stores).
+    pub fn record(&self, bag: &dyn Bag, logs: &mut Logs) -> Outcome {
         let mut out = Outcome::default();
         let destination_ns = destination_namespace(bag);
         let mut labels: Vec<String> = Vec::new();
@@ -434,20 +517,21 @@ impl Pipeline {
                 continue;
             }
             for feed in &rule.feeds {
-                let Some(value) = feed
-                    .instance
-                    .value
-                    .evaluate(bag)
-                    .ok()
-                    .and_then(|v| number(&v))
-                else {
+                let (instance, metric) = match feed {
+                    Feed::Metric { instance, metric } => (instance, metric),
+                    Feed::Log { instance, store } => {
+                        logs.push((store.clone(), log_record(instance, bag)));
+                        continue;
+                    }
+                };
+                let Some(value) = instance.value.evaluate(bag).ok().and_then(|v| number(&v)) else {
                     out.failed += 1;
                     continue;
                 };
                 labels.clear();
                 let mut ok = true;
-                for name in &feed.metric.spec().labels {
-                    match feed.instance.dimensions.get(name).map(|d| d.evaluate(bag)) {
+                for name in &metric.spec().labels {
+                    match instance.dimensions.get(name).map(|d| d.evaluate(bag)) {
                         Some(Ok(v)) => labels.push(text(&v)),
                         // A label no dimension defines is empty, as Istio's
                         // adapter leaves it.
@@ -462,7 +546,7 @@ impl Pipeline {
                     out.failed += 1;
                     continue;
                 }
-                match feed.metric.record(&labels, value) {
+                match metric.record(&labels, value) {
                     Recorded::Yes => out.recorded += 1,
                     Recorded::OverLimit => out.over_limit += 1,
                 }
@@ -493,6 +577,140 @@ fn metric_instance(
         }
     }
     Ok(MetricInstance { value, dimensions })
+}
+
+fn log_instance(
+    name: &str,
+    params: &serde_json::Value,
+    manifest: &Manifest,
+) -> Result<LogInstance, String> {
+    let expr = |field: &str, v: &serde_json::Value| -> Result<Compiled, String> {
+        let text = v
+            .as_str()
+            .ok_or_else(|| format!("params.{field} must be an expression"))?;
+        compile(text, manifest).map_err(|e| format!("params.{field}: {e}"))
+    };
+    let mut variables = BTreeMap::new();
+    if let Some(map) = params.get("variables").and_then(|d| d.as_object()) {
+        for (k, v) in map {
+            variables.insert(k.clone(), expr(&format!("variables.{k}"), v)?);
+        }
+    }
+    let timestamp = match params.get("timestamp") {
+        Some(v) => {
+            let c = expr("timestamp", v)?;
+            if c.result_type() != mixer_core::ValueType::Timestamp {
+                return Err(format!(
+                    "params.timestamp must be a TIMESTAMP expression, not {}",
+                    c.result_type()
+                ));
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let severity = params
+        .get("severity")
+        .map(|v| expr("severity", v))
+        .transpose()?;
+    Ok(LogInstance {
+        name: Arc::from(name),
+        variables,
+        timestamp,
+        severity,
+    })
+}
+
+/// One log entry of `bag`: variables that cannot be evaluated are left out.
+fn log_record(i: &LogInstance, bag: &dyn Bag) -> LogRecord {
+    let mut vars = serde_json::Map::new();
+    for (k, c) in &i.variables {
+        if let Ok(v) = c.evaluate(bag) {
+            vars.insert(k.clone(), json_value(&v));
+        }
+    }
+    let at = i
+        .timestamp
+        .as_ref()
+        .and_then(|c| c.evaluate(bag).ok())
+        .and_then(|v| match v {
+            Value::Timestamp(t) => Some(t),
+            _ => None,
+        })
+        .unwrap_or_else(std::time::SystemTime::now);
+    let at_ms = at
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let severity = i
+        .severity
+        .as_ref()
+        .and_then(|c| c.evaluate(bag).ok())
+        .map_or_else(|| "INFO".to_string(), |v| text(&v));
+    LogRecord {
+        at_ms,
+        name: i.name.clone(),
+        severity,
+        variables: serde_json::Value::Object(vars).to_string(),
+    }
+}
+
+fn json_value(v: &Value) -> serde_json::Value {
+    match v {
+        Value::Int64(i) => (*i).into(),
+        Value::Double(d) => {
+            serde_json::Number::from_f64(*d).map_or(serde_json::Value::Null, Into::into)
+        }
+        Value::Bool(b) => (*b).into(),
+        Value::StringMap(m) => serde_json::Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect(),
+        ),
+        other => serde_json::Value::String(text(other)),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SqlStoreParams {
+    #[serde(default)]
+    database: Option<String>,
+    #[serde(default)]
+    table: Option<String>,
+    #[serde(default)]
+    retention: Option<String>,
+}
+
+/// Log entries are kept this long unless a handler says otherwise.
+pub const DEFAULT_RETENTION: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+fn sqlstore_handler(
+    params: &serde_json::Value,
+    logs: &mut LogStores,
+) -> Result<Arc<LogStore>, String> {
+    let p: SqlStoreParams = if params.is_null() {
+        SqlStoreParams::default()
+    } else {
+        serde_json::from_value(params.clone()).map_err(|e| format!("sqlstore params: {e}"))?
+    };
+    let url = match p.database {
+        Some(url) => url,
+        None => logs.default_database().map(str::to_string).ok_or(
+            "sqlstore params: no database named and mixer-telemetry has no --log-database",
+        )?,
+    };
+    let retention = match &p.retention {
+        Some(r) => mixer_core::expr::parse_duration(r).ok_or_else(|| {
+            format!("sqlstore params: retention {r:?} is not a duration (e.g. 168h)")
+        })?,
+        None => DEFAULT_RETENTION,
+    };
+    let target = Target {
+        url,
+        table: p.table.unwrap_or_else(|| "mixer_log_entries".to_string()),
+    };
+    logs.get(target, retention)
+        .map_err(|e| format!("sqlstore params: {e}"))
 }
 
 type HandlerMetrics = (Vec<MetricSpec>, Vec<(String, String)>);

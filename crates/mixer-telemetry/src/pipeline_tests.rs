@@ -14,6 +14,17 @@ fn resources(text: &str) -> Vec<Resource> {
     set.accepted
 }
 
+fn logs() -> LogStores {
+    LogStores::new(None, Default::default())
+}
+
+fn rec(p: &Pipeline, bag: &dyn Bag) -> Outcome {
+    let mut logs = Vec::new();
+    let out = p.record(bag, &mut logs);
+    assert!(logs.is_empty());
+    out
+}
+
 fn http_bag(code: i64, reporter: &str) -> AttributeBag {
     let mut b = AttributeBag::new();
     b.insert("context.protocol", Value::from("http"));
@@ -46,13 +57,13 @@ fn the_standard_metrics_need_no_configuration() {
     let defaults = standard_metrics();
     assert_eq!(defaults.len(), 9, "every default resource parses");
     let registry = Registry::new();
-    let p = Pipeline::compile([], &defaults, &registry);
+    let p = Pipeline::compile([], &defaults, &registry, &mut logs());
     assert!(p.issues().is_empty(), "{:?}", p.issues());
     let mut total = Outcome::default();
     for _ in 0..3 {
-        total += p.record(&http_bag(200, "inbound"));
+        total += rec(&p, &http_bag(200, "inbound"));
     }
-    total += p.record(&http_bag(503, "outbound"));
+    total += rec(&p, &http_bag(503, "outbound"));
     // Four HTTP metrics per request.
     assert_eq!(
         total,
@@ -97,7 +108,7 @@ fn the_standard_metrics_need_no_configuration() {
     tcp.insert("context.protocol", Value::from("tcp"));
     tcp.insert("connection.sent.bytes", Value::Int64(10));
     tcp.insert("connection.received.bytes", Value::Int64(20));
-    assert_eq!(p.record(&tcp).recorded, 2);
+    assert_eq!(rec(&p, &tcp).recorded, 2);
     let sent = registry.get("istio_tcp_sent_bytes_total").unwrap();
     assert_eq!(sent.len(), 1);
 }
@@ -138,7 +149,7 @@ spec:
 fn configured_metrics_apply_in_their_namespace_within_their_limit() {
     let registry = Registry::new();
     let res = resources(CUSTOM);
-    let p = Pipeline::compile(&res, &[], &registry);
+    let p = Pipeline::compile(&res, &[], &registry, &mut logs());
     assert!(p.issues().is_empty(), "{:?}", p.issues());
     let bag = |path: &str, host: &str| {
         let mut b = AttributeBag::new();
@@ -146,13 +157,13 @@ fn configured_metrics_apply_in_their_namespace_within_their_limit() {
         b.insert("destination.service.host", Value::from(host));
         b
     };
-    assert_eq!(p.record(&bag("/a", "reviews.bookinfo.svc")).recorded, 1);
-    assert_eq!(p.record(&bag("/a", "reviews.bookinfo.svc")).recorded, 1);
+    assert_eq!(rec(&p, &bag("/a", "reviews.bookinfo.svc")).recorded, 1);
+    assert_eq!(rec(&p, &bag("/a", "reviews.bookinfo.svc")).recorded, 1);
     // Another namespace's traffic is not this rule's.
-    assert_eq!(p.record(&bag("/a", "web.shop.svc")).recorded, 0);
-    assert_eq!(p.record(&bag("/b", "reviews.bookinfo.svc")).recorded, 1);
+    assert_eq!(rec(&p, &bag("/a", "web.shop.svc")).recorded, 0);
+    assert_eq!(rec(&p, &bag("/b", "reviews.bookinfo.svc")).recorded, 1);
     // A third path is past the limit of 2 series: refused, counted.
-    let o = p.record(&bag("/c", "reviews.bookinfo.svc"));
+    let o = rec(&p, &bag("/c", "reviews.bookinfo.svc"));
     assert_eq!((o.recorded, o.over_limit), (0, 1));
     let m = registry.get("bookinfo_path_hits_total").unwrap();
     assert_eq!(m.value(&["/a"]), Some(4.0));
@@ -172,11 +183,11 @@ spec:
   actions: [{handler: prometheus, instances: [tcpbytesent]}]
 "#,
     );
-    let p = Pipeline::compile(&res, &standard_metrics(), &registry);
+    let p = Pipeline::compile(&res, &standard_metrics(), &registry, &mut logs());
     assert!(p.issues().is_empty(), "{:?}", p.issues());
     let mut tcp = AttributeBag::new();
     tcp.insert("context.protocol", Value::from("tcp"));
-    assert_eq!(p.record(&tcp).recorded, 0);
+    assert_eq!(rec(&p, &tcp).recorded, 0);
 }
 
 #[test]
@@ -185,7 +196,7 @@ fn unusable_resources_are_reported_by_name() {
     let bad = CUSTOM
         .replace("kind: COUNTER", "kind: SUMMARY")
         .replace("value: \"2\"", "value: request.path ==");
-    let p = Pipeline::compile(&resources(&bad), &[], &registry);
+    let p = Pipeline::compile(&resources(&bad), &[], &registry, &mut logs());
     let issues: Vec<&str> = p.issues().iter().map(|i| i.resource.as_str()).collect();
     assert_eq!(
         issues,

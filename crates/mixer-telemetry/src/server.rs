@@ -56,8 +56,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     accesslog::{Reporter, http_attributes, tcp_attributes},
     defaults::standard_metrics,
-    pipeline::{Outcome, Pipeline},
+    pipeline::{Logs, Outcome, Pipeline},
     prom::{Format, Registry},
+    sqlstore::{LogStores, StoreCounters},
 };
 
 /// The gRPC names served on the report port.
@@ -82,6 +83,8 @@ pub struct MixerTelemetryConfig {
     pub workers: usize,
     /// Whether the standard mesh metrics are configured.
     pub standard_metrics: bool,
+    /// Where sqlstore handlers write unless their params name a database.
+    pub log_database: Option<String>,
 }
 
 /// Why mixer-telemetry stopped.
@@ -117,6 +120,7 @@ struct Metrics {
     refused: Family<ReasonLabels, Counter>,
     queued: Gauge,
     issues: Gauge,
+    logs: StoreCounters,
 }
 
 impl Metrics {
@@ -127,6 +131,7 @@ impl Metrics {
             refused: Family::default(),
             queued: Gauge::default(),
             issues: Gauge::default(),
+            logs: StoreCounters::default(),
         });
         let r = registry.sub_registry_with_prefix("mixer_telemetry");
         r.register(
@@ -148,6 +153,16 @@ impl Metrics {
             "queue_records",
             "Records waiting in the queue",
             m.queued.clone(),
+        );
+        r.register(
+            "log_entries_written",
+            "Log entries written by the sqlstore handlers",
+            m.logs.written.clone(),
+        );
+        r.register(
+            "log_write_errors",
+            "Failed sqlstore writes (each retried with backoff until it succeeds)",
+            m.logs.errors.clone(),
         );
         r.register(
             "config_issues",
@@ -394,6 +409,8 @@ pub async fn start(
             .map_err(MixerTelemetryError::Http)
     });
     let rx = Arc::new(Mutex::new(rx));
+    // Each worker holds a sender: the channel closes when the last one ends.
+    let (alive, mut workers_done) = mpsc::channel::<()>(1);
     for _ in 0..config.workers.max(1) {
         tasks.spawn(work(
             rx.clone(),
@@ -401,8 +418,10 @@ pub async fn start(
             current.clone(),
             metrics.clone(),
             shutdown.clone(),
+            alive.clone(),
         ));
     }
+    drop(alive);
 
     let store = McpStore::new();
     let views = store.subscribe();
@@ -428,7 +447,23 @@ pub async fn start(
     } else {
         Vec::new()
     };
+    let logs = LogStores::new(config.log_database.clone(), metrics.logs.clone());
+    let writers = logs.writers();
+    let sd = shutdown.clone();
+    let flushed = current.clone();
+    tasks.spawn(async move {
+        sd.cancelled().await;
+        // Workers drain the queue, then the pipeline goes, and with it the last
+        // senders of each log store: its writer writes what it holds and ends.
+        let _ = workers_done.recv().await;
+        *flushed.write() = None;
+        if !writers.finish(Duration::from_secs(15)).await {
+            tracing::warn!("log entries still unwritten after 15s; stopping anyway");
+        }
+        Ok(())
+    });
     tasks.spawn(follow(Follow {
+        logs,
         views,
         synced,
         defaults,
@@ -454,21 +489,44 @@ async fn work(
     current: Current,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    _alive: mpsc::Sender<()>,
 ) -> Result<(), MixerTelemetryError> {
+    let mut draining = false;
+    // The pipeline last used, for batches drained after it was retired.
+    let mut last: Option<Arc<Pipeline>> = None;
     loop {
-        let batch = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            b = async { rx.lock().await.recv().await } => match b {
-                Some(b) => b,
-                None => return Ok(()),
-            },
+        let batch = if draining {
+            // Shutting down: what was accepted is still recorded.
+            match rx.lock().await.try_recv() {
+                Ok(b) => b,
+                Err(_) => return Ok(()),
+            }
+        } else {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    draining = true;
+                    continue;
+                }
+                b = async { rx.lock().await.recv().await } => match b {
+                    Some(b) => b,
+                    None => return Ok(()),
+                },
+            }
         };
         let n = batch.bags.len();
-        let pipeline = current.read().clone();
+        let pipeline = current.read().clone().or_else(|| last.clone());
+        last.clone_from(&pipeline);
         let mut out = Outcome::default();
+        let mut logs: Logs = Vec::new();
         if let Some(p) = pipeline {
             for bag in &batch.bags {
-                out += p.record(bag);
+                out += p.record(bag, &mut logs);
+            }
+        }
+        // A store behind makes this wait, and the queue fill: backpressure.
+        for (store, record) in logs {
+            if store.send(record).await.is_err() {
+                metrics.refuse("failed", 1);
             }
         }
         queued.fetch_sub(n, Ordering::AcqRel);
@@ -484,6 +542,7 @@ async fn work(
 }
 
 struct Follow {
+    logs: LogStores,
     views: watch::Receiver<Arc<McpView>>,
     synced: watch::Receiver<bool>,
     defaults: Vec<Resource>,
@@ -506,6 +565,7 @@ async fn follow(mut f: Follow) -> Result<(), MixerTelemetryError> {
             view.resources.values().map(|r| &**r),
             &f.defaults,
             &f.prom,
+            &mut f.logs,
         ));
         for issue in pipeline.issues() {
             tracing::warn!(resource = %issue.resource, problem = %issue.message, "telemetry resource left out");

@@ -29,6 +29,11 @@ pub use check::{CheckError, check};
 pub use eval::{AttributeRef, Compiled, EvalError};
 pub use parse::{MAX_DEPTH, MAX_LEN, MAX_NESTING, ParseError, parse};
 
+/// A duration as the expression language writes them (`10ms`, `1.5s`, `2h45m`).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    text::parse_duration(text)
+}
+
 use crate::value::AttributeTypes;
 
 /// Why an expression does not compile.
