@@ -72,3 +72,13 @@ if ! have prometheus; then
         exit 1
     fi
 fi
+
+# Headless Chromium, for the service-graph page test of mixer-telemetry.
+if ! have chromium; then
+    echo "==> installing Chromium"
+    apt_install chromium
+    if ! have chromium; then
+        echo "chromium still missing after installing it" >&2
+        exit 1
+    fi
+fi

@@ -515,3 +515,120 @@ async fn a_clean_shutdown_writes_what_was_accepted() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2000");
 }
+
+/// The service graph page, loaded in a real headless Chromium, shows the
+/// services that reported calls and the edges between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_graph_page_shows_nodes_and_edges_in_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let galley = start_galley(dir.path()).await.unwrap();
+    let t = start_telemetry(galley.mcp, &[]).await;
+    let mut client = MixerClient::new(
+        Channel::from_shared(format!("http://{}", t.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    let call = |src: &str, dst: &str, code: i64| {
+        let mut b = request_bag("/", code);
+        b.insert("source.workload.name", Value::from(src));
+        b.insert("source.workload.namespace", Value::from("bookinfo"));
+        b.insert("destination.service.host", Value::from(dst));
+        encode(&b, words())
+    };
+    let mut bags = Vec::new();
+    for i in 0..20 {
+        bags.push(call(
+            "productpage-v1",
+            "reviews.bookinfo.svc.cluster.local",
+            200,
+        ));
+        bags.push(call(
+            "productpage-v1",
+            "details.bookinfo.svc.cluster.local",
+            if i < 5 { 503 } else { 200 },
+        ));
+        bags.push(call(
+            "reviews-v2",
+            "ratings.bookinfo.svc.cluster.local",
+            200,
+        ));
+    }
+    client
+        .report(ReportRequest {
+            attributes: bags,
+            repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
+            global_word_count: words(),
+            ..ReportRequest::default()
+        })
+        .await
+        .unwrap();
+    // The JSON view first (the workers record asynchronously).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let g = http_json(t.monitoring, "/graph.json").await.unwrap();
+        let total: u64 = g["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["requests"].as_u64().unwrap())
+            .sum();
+        if total == 60 {
+            assert_eq!(g["edges"].as_array().unwrap().len(), 3, "{g}");
+            let details = g["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["target"] == "details.bookinfo.svc.cluster.local")
+                .unwrap();
+            assert_eq!(details["requests"], 20);
+            assert_eq!(details["error_rate"], 0.25);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{g}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, dot) = http_get(t.monitoring, "/graph.dot").await.unwrap();
+    assert!(
+        dot.contains("\"reviews-v2.bookinfo\" -> \"ratings.bookinfo.svc.cluster.local\""),
+        "{dot}"
+    );
+
+    let profile = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--dump-dom",
+            &format!("http://{}/graph", t.monitoring),
+        ])
+        .output()
+        .await
+        .expect("chromium (Debian's chromium package)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for node in [
+        "productpage-v1.bookinfo",
+        "reviews-v2.bookinfo",
+        "reviews.bookinfo.svc.cluster.local",
+        "details.bookinfo.svc.cluster.local",
+        "ratings.bookinfo.svc.cluster.local",
+    ] {
+        assert!(
+            dom.contains(&format!(r#"class="node" data-name="{node}""#)),
+            "{node} in {dom}"
+        );
+    }
+    assert_eq!(dom.matches(r#"class="node""#).count(), 5, "{dom}");
+    assert_eq!(dom.matches(r#"class="edge""#).count(), 3, "{dom}");
+    assert!(dom.contains(r#"data-source="productpage-v1.bookinfo" data-target="details.bookinfo.svc.cluster.local" data-requests="20" data-errors="5""#), "{dom}");
+    assert!(dom.contains("5 services, 3 edges"), "{dom}");
+}

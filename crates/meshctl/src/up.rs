@@ -279,7 +279,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     endpoints.push((
         "mixer-telemetry",
         format!("http://{}", telemetry.monitoring_addr),
-        "/metrics /ready /debug/telemetryz",
+        "/metrics /ready /debug/telemetryz /graph (service graph)",
     ));
     if let Some(addr) = policy.mtls_addr {
         endpoints.push((

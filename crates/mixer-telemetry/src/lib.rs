@@ -10,6 +10,7 @@
 pub mod accesslog;
 pub mod args;
 pub mod defaults;
+pub mod graph;
 pub mod pipeline;
 pub mod prom;
 pub mod server;

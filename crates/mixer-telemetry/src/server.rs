@@ -18,7 +18,7 @@ use std::{
 
 use axum::{
     Json, Router,
-    extract::State,
+    extract::{Query, State},
     http::{HeaderMap, header},
     response::IntoResponse,
     routing::get,
@@ -56,6 +56,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::{
     accesslog::{Reporter, http_attributes, tcp_attributes},
     defaults::standard_metrics,
+    graph::ServiceGraph,
     pipeline::{Logs, Outcome, Pipeline},
     prom::{Format, Registry},
     sqlstore::{LogStores, StoreCounters},
@@ -380,9 +381,17 @@ pub async fn start(
     let router = router
         .add_service(MixerServer::new(service.clone()))
         .add_service(AccessLogServiceServer::new(service));
+    let graph = Arc::new(ServiceGraph::new());
     let debug = Router::new()
         .route("/debug/telemetryz", get(telemetryz))
-        .with_state(current.clone());
+        .with_state(current.clone())
+        .merge(
+            Router::new()
+                .route("/graph", get(graph_html))
+                .route("/graph.json", get(graph_json))
+                .route("/graph.dot", get(graph_dot))
+                .with_state(graph.clone()),
+        );
     let admin = AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(debug);
 
     let mut tasks = JoinSet::new();
@@ -413,6 +422,7 @@ pub async fn start(
     let (alive, mut workers_done) = mpsc::channel::<()>(1);
     for _ in 0..config.workers.max(1) {
         tasks.spawn(work(
+            graph.clone(),
             rx.clone(),
             queue.queued.clone(),
             current.clone(),
@@ -484,6 +494,7 @@ pub async fn start(
 
 /// Feeds queued batches to the current pipeline.
 async fn work(
+    graph: Arc<ServiceGraph>,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Batch>>>,
     queued: Arc<AtomicUsize>,
     current: Current,
@@ -521,6 +532,7 @@ async fn work(
         if let Some(p) = pipeline {
             for bag in &batch.bags {
                 out += p.record(bag, &mut logs);
+                graph.record(bag);
             }
         }
         // A store behind makes this wait, and the queue fill: backpressure.
@@ -587,6 +599,52 @@ async fn prometheus(State(prom): State<Arc<Registry>>, headers: HeaderMap) -> im
     (
         [(header::CONTENT_TYPE, format.content_type())],
         prom.encode(format),
+    )
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct Window {
+    /// Seconds, 1 to 60 (default 60).
+    window: Option<String>,
+}
+
+impl Window {
+    fn seconds(&self) -> u64 {
+        self.window
+            .as_deref()
+            .and_then(|w| {
+                mixer_core::expr::parse_duration(w)
+                    .map(|d| d.as_secs())
+                    .or_else(|| w.parse().ok())
+            })
+            .unwrap_or(crate::graph::MAX_WINDOW_SECS)
+    }
+}
+
+async fn graph_json(
+    State(graph): State<Arc<ServiceGraph>>,
+    Query(w): Query<Window>,
+) -> Json<crate::graph::GraphView> {
+    Json(graph.view(w.seconds()))
+}
+
+async fn graph_dot(
+    State(graph): State<Arc<ServiceGraph>>,
+    Query(w): Query<Window>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/vnd.graphviz; charset=utf-8")],
+        graph.view(w.seconds()).dot(),
+    )
+}
+
+async fn graph_html(
+    State(graph): State<Arc<ServiceGraph>>,
+    Query(w): Query<Window>,
+) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        graph.view(w.seconds()).html(),
     )
 }
 
