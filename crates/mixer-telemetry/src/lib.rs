@@ -11,6 +11,7 @@ pub mod accesslog;
 pub mod args;
 pub mod defaults;
 pub mod graph;
+pub mod otel;
 pub mod pipeline;
 pub mod prom;
 pub mod server;

@@ -20,7 +20,13 @@ use mixer_core::{
 };
 use serde::Deserialize;
 
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, KeyValue, any_value},
+    trace::v1::{Span, span, status},
+};
+
 use crate::{
+    otel::{OtelExporter, OtelExporters, kv},
     prom::{Kind, Metric, MetricSpec, Recorded, Registry},
     sqlstore::{LogRecord, LogStore, LogStores, Target},
 };
@@ -60,6 +66,41 @@ enum Feed {
         instance: Arc<LogInstance>,
         store: Arc<LogStore>,
     },
+    Span {
+        instance: Arc<SpanInstance>,
+        exporter: Arc<OtelExporter>,
+    },
+}
+
+struct SpanInstance {
+    trace_id: Compiled,
+    span_id: Compiled,
+    parent_span_id: Option<Compiled>,
+    span_name: Compiled,
+    start_time: Compiled,
+    end_time: Compiled,
+    client_span: Option<Compiled>,
+    http_status_code: Option<Compiled>,
+    span_tags: BTreeMap<String, Compiled>,
+}
+
+/// Where log entries, spans and exported metrics go, kept across versions.
+#[derive(Debug)]
+pub struct Sinks {
+    /// sqlstore tables.
+    pub logs: LogStores,
+    /// OTLP collectors.
+    pub otel: OtelExporters,
+}
+
+/// What a bag gave besides metrics, for the caller to hand to its sinks
+/// (waiting while they are behind).
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Log entries, with their stores.
+    pub logs: Vec<(Arc<LogStore>, LogRecord)>,
+    /// Spans, with their exporters.
+    pub spans: Vec<(Arc<OtelExporter>, Span)>,
 }
 
 /// A handler's outputs, by the instance that feeds each.
@@ -68,10 +109,9 @@ enum HandlerOut {
     Prometheus(Vec<(String, String)>),
     /// One store for every logentry instance.
     SqlStore(Arc<LogStore>),
+    /// A collector: metric names by instance, and tracespan instances.
+    Otel(Arc<OtelExporter>, Vec<(String, String)>),
 }
-
-/// Log entries a bag gave, with their stores.
-pub type Logs = Vec<(Arc<LogStore>, LogRecord)>;
 
 struct RuleImpl {
     namespace: String,
@@ -273,7 +313,7 @@ impl Pipeline {
         resources: impl IntoIterator<Item = &'a Resource>,
         defaults: &[Resource],
         registry: &Registry,
-        logs: &mut LogStores,
+        sinks: &mut Sinks,
     ) -> Pipeline {
         // The configuration's resources replace defaults of the same identity.
         let mut chosen: BTreeMap<String, &Resource> = BTreeMap::new();
@@ -304,6 +344,7 @@ impl Pipeline {
         // Metric and logentry instances.
         let mut instances: HashMap<String, Arc<MetricInstance>> = HashMap::new();
         let mut log_instances: HashMap<String, Arc<LogInstance>> = HashMap::new();
+        let mut span_instances: HashMap<String, Arc<SpanInstance>> = HashMap::new();
         for r in &resources {
             let Spec::Instance(i) = &r.spec else { continue };
             let template = if i.compiled_template.is_empty() {
@@ -316,6 +357,18 @@ impl Pipeline {
                 match log_instance(&key, &i.params, &manifest) {
                     Ok(l) => {
                         log_instances.insert(key, Arc::new(l));
+                    }
+                    Err(message) => issues.push(Issue {
+                        resource: id(r),
+                        message,
+                    }),
+                }
+                continue;
+            }
+            if template == "tracespan" {
+                match span_instance(&i.params, &manifest) {
+                    Ok(s) => {
+                        span_instances.insert(key, Arc::new(s));
                     }
                     Err(message) => issues.push(Issue {
                         resource: id(r),
@@ -340,6 +393,8 @@ impl Pipeline {
         // Prometheus handlers: their metrics, by instance.
         let mut specs = Vec::new();
         let mut handlers: HashMap<String, HandlerOut> = HashMap::new();
+        let mut otel_specs: BTreeMap<String, (Arc<OtelExporter>, Vec<MetricSpec>)> =
+            BTreeMap::new();
         for r in &resources {
             let Spec::Handler(h) = &r.spec else { continue };
             let adapter = if h.compiled_adapter.is_empty() {
@@ -348,8 +403,25 @@ impl Pipeline {
                 h.compiled_adapter.as_str()
             };
             let key = format!("{}.{}", r.meta.name, r.meta.namespace);
+            if adapter == "otel" {
+                match otel_handler(&h.params, &r.meta.namespace, &mut sinks.otel) {
+                    Ok((exporter, metric_specs, feeds)) => {
+                        otel_specs
+                            .entry(exporter.endpoint().to_string())
+                            .or_insert_with(|| (exporter.clone(), Vec::new()))
+                            .1
+                            .extend(metric_specs);
+                        handlers.insert(key, HandlerOut::Otel(exporter, feeds));
+                    }
+                    Err(message) => issues.push(Issue {
+                        resource: id(r),
+                        message,
+                    }),
+                }
+                continue;
+            }
             if adapter == "sqlstore" {
-                match sqlstore_handler(&h.params, logs) {
+                match sqlstore_handler(&h.params, &mut sinks.logs) {
                     Ok(store) => {
                         handlers.insert(key, HandlerOut::SqlStore(store));
                     }
@@ -363,7 +435,7 @@ impl Pipeline {
             if adapter != "prometheus" {
                 issues.push(Issue {
                     resource: id(r),
-                    message: format!("unknown adapter {adapter:?} (prometheus, sqlstore)"),
+                    message: format!("unknown adapter {adapter:?} (prometheus, sqlstore, otel)"),
                 });
                 continue;
             }
@@ -382,6 +454,10 @@ impl Pipeline {
         let mut seen = HashMap::new();
         specs.retain(|s: &MetricSpec| seen.insert(s.name.clone(), ()).is_none());
         let metrics = registry.replace(specs);
+        let otel_metrics: HashMap<String, BTreeMap<String, Arc<Metric>>> = otel_specs
+            .into_iter()
+            .map(|(endpoint, (exporter, specs))| (endpoint, exporter.metrics().replace(specs)))
+            .collect();
         let mut rules = Vec::new();
         for r in &resources {
             let Spec::Rule(rule) = &r.spec else { continue };
@@ -450,6 +526,33 @@ impl Pipeline {
                                 }
                             }
                         }
+                        HandlerOut::Otel(exporter, defined) => {
+                            if let Some(instance) = span_instances.get(&key) {
+                                feeds.push(Feed::Span {
+                                    instance: instance.clone(),
+                                    exporter: exporter.clone(),
+                                });
+                                continue;
+                            }
+                            let Some(instance) = instances.get(&key) else {
+                                issues.push(Issue {
+                                    resource: id(r),
+                                    message: format!("action instance {key} is not a configured metric or tracespan instance"),
+                                });
+                                continue;
+                            };
+                            let exported = otel_metrics.get(exporter.endpoint());
+                            for (inst, metric) in defined {
+                                if *inst == key
+                                    && let Some(metric) = exported.and_then(|m| m.get(metric))
+                                {
+                                    feeds.push(Feed::Metric {
+                                        instance: instance.clone(),
+                                        metric: metric.clone(),
+                                    });
+                                }
+                            }
+                        }
                         HandlerOut::SqlStore(store) => {
                             let Some(instance) = log_instances.get(&key) else {
                                 issues.push(Issue {
@@ -476,10 +579,18 @@ impl Pipeline {
             .values()
             .filter_map(|h| match h {
                 HandlerOut::SqlStore(s) => Some(s.clone()),
-                HandlerOut::Prometheus(_) => None,
+                _ => None,
             })
             .collect();
-        logs.keep(&used);
+        sinks.logs.keep(&used);
+        let used: Vec<Arc<OtelExporter>> = handlers
+            .values()
+            .filter_map(|h| match h {
+                HandlerOut::Otel(e, _) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        sinks.otel.keep(&used);
         issues.sort_by(|a, b| a.resource.cmp(&b.resource));
         Pipeline {
             manifest,
@@ -501,7 +612,7 @@ impl Pipeline {
     /// Records what one reported bag gives every metric whose rule applies, and
     /// adds the log entries it gives to `logs` (for the caller to hand to their
     /// stores).
-    pub fn record(&self, bag: &dyn Bag, logs: &mut Logs) -> Outcome {
+    pub fn record(&self, bag: &dyn Bag, outputs: &mut Outputs) -> Outcome {
         let mut out = Outcome::default();
         let destination_ns = destination_namespace(bag);
         let mut labels: Vec<String> = Vec::new();
@@ -520,7 +631,16 @@ impl Pipeline {
                 let (instance, metric) = match feed {
                     Feed::Metric { instance, metric } => (instance, metric),
                     Feed::Log { instance, store } => {
-                        logs.push((store.clone(), log_record(instance, bag)));
+                        outputs
+                            .logs
+                            .push((store.clone(), log_record(instance, bag)));
+                        continue;
+                    }
+                    Feed::Span { instance, exporter } => {
+                        match span_of(instance, bag) {
+                            Some(s) => outputs.spans.push((exporter.clone(), s)),
+                            None => out.failed += 1,
+                        }
                         continue;
                     }
                 };
@@ -711,6 +831,174 @@ fn sqlstore_handler(
     };
     logs.get(target, retention)
         .map_err(|e| format!("sqlstore params: {e}"))
+}
+
+fn span_instance(params: &serde_json::Value, manifest: &Manifest) -> Result<SpanInstance, String> {
+    let field = |name: &str| -> Result<Option<Compiled>, String> {
+        match params.get(name) {
+            None => Ok(None),
+            Some(serde_json::Value::String(text)) => compile(text, manifest)
+                .map(Some)
+                .map_err(|e| format!("params.{name}: {e}")),
+            Some(_) => Err(format!("params.{name} must be an expression")),
+        }
+    };
+    let required = |name: &str| -> Result<Compiled, String> {
+        field(name)?.ok_or_else(|| format!("tracespan needs params.{name}"))
+    };
+    let mut span_tags = BTreeMap::new();
+    if let Some(map) = params.get("spanTags").and_then(|d| d.as_object()) {
+        for (k, v) in map {
+            let text = v
+                .as_str()
+                .ok_or_else(|| format!("params.spanTags.{k} must be an expression"))?;
+            let c = compile(text, manifest).map_err(|e| format!("params.spanTags.{k}: {e}"))?;
+            span_tags.insert(k.clone(), c);
+        }
+    }
+    Ok(SpanInstance {
+        trace_id: required("traceId")?,
+        span_id: required("spanId")?,
+        parent_span_id: field("parentSpanId")?,
+        span_name: required("spanName")?,
+        start_time: required("startTime")?,
+        end_time: required("endTime")?,
+        client_span: field("clientSpan")?,
+        http_status_code: field("httpStatusCode")?,
+        span_tags,
+    })
+}
+
+/// Hex text as `len` bytes; a shorter id (64-bit B3 trace ids) is padded on
+/// the left.
+fn hex_id(text: &str, len: usize) -> Option<Vec<u8>> {
+    if text.is_empty() || text.len() > len * 2 || !text.len().is_multiple_of(2) {
+        return None;
+    }
+    let mut out = vec![0u8; len - text.len() / 2];
+    for pair in text.as_bytes().chunks(2) {
+        let s = std::str::from_utf8(pair).ok()?;
+        out.push(u8::from_str_radix(s, 16).ok()?);
+    }
+    out.iter().any(|b| *b != 0).then_some(out)
+}
+
+fn time_of(c: &Compiled, bag: &dyn Bag) -> Option<u64> {
+    match c.evaluate(bag).ok()? {
+        Value::Timestamp(t) => t
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_nanos()).ok()),
+        _ => None,
+    }
+}
+
+fn any_value(v: &Value) -> AnyValue {
+    AnyValue {
+        value: Some(match v {
+            Value::Int64(i) => any_value::Value::IntValue(*i),
+            Value::Double(d) => any_value::Value::DoubleValue(*d),
+            Value::Bool(b) => any_value::Value::BoolValue(*b),
+            other => any_value::Value::StringValue(text(other)),
+        }),
+    }
+}
+
+/// The span `bag` reports, or none when its ids or times cannot be read.
+fn span_of(i: &SpanInstance, bag: &dyn Bag) -> Option<Span> {
+    let text_of = |c: &Compiled| c.evaluate(bag).ok().map(|v| text(&v));
+    let trace_id = hex_id(&text_of(&i.trace_id)?, 16)?;
+    let span_id = hex_id(&text_of(&i.span_id)?, 8)?;
+    let parent_span_id = i
+        .parent_span_id
+        .as_ref()
+        .and_then(&text_of)
+        .and_then(|p| hex_id(&p, 8))
+        .unwrap_or_default();
+    let client = i
+        .client_span
+        .as_ref()
+        .and_then(|c| c.evaluate_bool(bag).ok())
+        .unwrap_or(false);
+    let mut attributes: Vec<KeyValue> = i
+        .span_tags
+        .iter()
+        .filter_map(|(k, c)| c.evaluate(bag).ok().map(|v| kv(k, any_value(&v))))
+        .collect();
+    let code = i
+        .http_status_code
+        .as_ref()
+        .and_then(|c| c.evaluate(bag).ok())
+        .and_then(|v| match v {
+            Value::Int64(c) => Some(c),
+            _ => None,
+        });
+    if let Some(code) = code {
+        attributes.push(kv(
+            "http.response.status_code",
+            any_value(&Value::Int64(code)),
+        ));
+    }
+    Some(Span {
+        trace_id,
+        span_id,
+        parent_span_id,
+        name: text_of(&i.span_name)?,
+        kind: if client {
+            span::SpanKind::Client
+        } else {
+            span::SpanKind::Server
+        } as i32,
+        start_time_unix_nano: time_of(&i.start_time, bag)?,
+        end_time_unix_nano: time_of(&i.end_time, bag)?,
+        attributes,
+        status: code
+            .filter(|c| *c >= 500)
+            .map(|c| opentelemetry_proto::tonic::trace::v1::Status {
+                message: format!("HTTP {c}"),
+                code: status::StatusCode::Error as i32,
+            }),
+        ..Span::default()
+    })
+}
+
+/// Metrics go to the collector this often unless a handler says otherwise.
+pub const DEFAULT_EXPORT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+type OtelHandler = (Arc<OtelExporter>, Vec<MetricSpec>, Vec<(String, String)>);
+
+fn otel_handler(
+    params: &serde_json::Value,
+    namespace: &str,
+    otel: &mut OtelExporters,
+) -> Result<OtelHandler, String> {
+    let mut rest = params.clone();
+    let map = rest
+        .as_object_mut()
+        .ok_or("otel params: endpoint (http://collector:4317) is required")?;
+    let endpoint = match map.remove("endpoint") {
+        Some(serde_json::Value::String(e))
+            if e.starts_with("http://") || e.starts_with("https://") =>
+        {
+            e
+        }
+        _ => return Err(
+            "otel params: endpoint must be an http:// or https:// URL of an OTLP/gRPC collector"
+                .into(),
+        ),
+    };
+    let interval = match map.remove("exportInterval") {
+        None => DEFAULT_EXPORT_INTERVAL,
+        Some(serde_json::Value::String(d)) => mixer_core::expr::parse_duration(&d)
+            .ok_or_else(|| format!("otel params: exportInterval {d:?} is not a duration"))?,
+        Some(_) => return Err("otel params: exportInterval must be a duration such as 10s".into()),
+    };
+    let (specs, feeds) = prometheus_handler(&rest, namespace)
+        .map_err(|e| e.replace("prometheus params", "otel params"))?;
+    let exporter = otel
+        .get(&endpoint, interval)
+        .map_err(|e| format!("otel params: {e}"))?;
+    Ok((exporter, specs, feeds))
 }
 
 type HandlerMetrics = (Vec<MetricSpec>, Vec<(String, String)>);

@@ -14,14 +14,17 @@ fn resources(text: &str) -> Vec<Resource> {
     set.accepted
 }
 
-fn logs() -> LogStores {
-    LogStores::new(None, Default::default())
+fn logs() -> Sinks {
+    Sinks {
+        logs: LogStores::new(None, Default::default()),
+        otel: OtelExporters::new(Default::default(), "test"),
+    }
 }
 
 fn rec(p: &Pipeline, bag: &dyn Bag) -> Outcome {
-    let mut logs = Vec::new();
-    let out = p.record(bag, &mut logs);
-    assert!(logs.is_empty());
+    let mut outputs = Outputs::default();
+    let out = p.record(bag, &mut outputs);
+    assert!(outputs.logs.is_empty() && outputs.spans.is_empty());
     out
 }
 

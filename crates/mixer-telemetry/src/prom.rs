@@ -55,6 +55,23 @@ enum Series {
     },
 }
 
+/// What one series holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeriesValue {
+    /// A counter's total or a gauge's value.
+    Number(f64),
+    /// A histogram: counts per finite bucket (not cumulative; values above the
+    /// last bound are in `count` only), sum and count.
+    Histogram {
+        /// Per finite bucket.
+        counts: Vec<u64>,
+        /// Sum of values.
+        sum: f64,
+        /// Number of values.
+        count: u64,
+    },
+}
+
 /// One metric and its series.
 #[derive(Debug)]
 pub struct Metric {
@@ -142,6 +159,25 @@ impl Metric {
         self.len() == 0
     }
 
+    /// Every series: its label values and what it holds.
+    pub fn series(&self) -> Vec<(Box<[String]>, SeriesValue)> {
+        self.series
+            .lock()
+            .iter()
+            .map(|(k, v)| {
+                let v = match v {
+                    Series::Number(n) => SeriesValue::Number(*n),
+                    Series::Histogram { counts, sum, count } => SeriesValue::Histogram {
+                        counts: counts.clone(),
+                        sum: *sum,
+                        count: *count,
+                    },
+                };
+                (k.clone(), v)
+            })
+            .collect()
+    }
+
     /// The value of one series (counter or gauge), for tests and debugging.
     pub fn value(&self, labels: &[&str]) -> Option<f64> {
         let key: Vec<String> = labels.iter().map(|s| (*s).to_string()).collect();
@@ -206,6 +242,11 @@ impl Registry {
         }
         *metrics = next.clone();
         next
+    }
+
+    /// Every metric, by name.
+    pub fn all(&self) -> Vec<Arc<Metric>> {
+        self.metrics.read().values().cloned().collect()
     }
 
     /// A metric by exposed name.

@@ -57,7 +57,8 @@ use crate::{
     accesslog::{Reporter, http_attributes, tcp_attributes},
     defaults::standard_metrics,
     graph::ServiceGraph,
-    pipeline::{Logs, Outcome, Pipeline},
+    otel::{OtelCounters, OtelExporters},
+    pipeline::{Outcome, Outputs, Pipeline, Sinks},
     prom::{Format, Registry},
     sqlstore::{LogStores, StoreCounters},
 };
@@ -122,6 +123,7 @@ struct Metrics {
     queued: Gauge,
     issues: Gauge,
     logs: StoreCounters,
+    otel: OtelCounters,
 }
 
 impl Metrics {
@@ -133,6 +135,7 @@ impl Metrics {
             queued: Gauge::default(),
             issues: Gauge::default(),
             logs: StoreCounters::default(),
+            otel: OtelCounters::default(),
         });
         let r = registry.sub_registry_with_prefix("mixer_telemetry");
         r.register(
@@ -159,6 +162,21 @@ impl Metrics {
             "log_entries_written",
             "Log entries written by the sqlstore handlers",
             m.logs.written.clone(),
+        );
+        r.register(
+            "otel_spans_exported",
+            "Spans the OTLP collectors took",
+            m.otel.spans.clone(),
+        );
+        r.register(
+            "otel_metric_exports",
+            "Metric exports the OTLP collectors took",
+            m.otel.metric_exports.clone(),
+        );
+        r.register(
+            "otel_export_errors",
+            "Failed OTLP exports (spans are retried until taken; metrics go again at the next export)",
+            m.otel.errors.clone(),
         );
         r.register(
             "log_write_errors",
@@ -473,7 +491,10 @@ pub async fn start(
         Ok(())
     });
     tasks.spawn(follow(Follow {
-        logs,
+        sinks: Sinks {
+            logs,
+            otel: OtelExporters::new(metrics.otel.clone(), "mixer-telemetry"),
+        },
         views,
         synced,
         defaults,
@@ -528,16 +549,21 @@ async fn work(
         let pipeline = current.read().clone().or_else(|| last.clone());
         last.clone_from(&pipeline);
         let mut out = Outcome::default();
-        let mut logs: Logs = Vec::new();
+        let mut outputs = Outputs::default();
         if let Some(p) = pipeline {
             for bag in &batch.bags {
-                out += p.record(bag, &mut logs);
+                out += p.record(bag, &mut outputs);
                 graph.record(bag);
             }
         }
         // A store behind makes this wait, and the queue fill: backpressure.
-        for (store, record) in logs {
+        for (store, record) in outputs.logs {
             if store.send(record).await.is_err() {
+                metrics.refuse("failed", 1);
+            }
+        }
+        for (exporter, span) in outputs.spans {
+            if exporter.send(span).await.is_err() {
                 metrics.refuse("failed", 1);
             }
         }
@@ -554,7 +580,7 @@ async fn work(
 }
 
 struct Follow {
-    logs: LogStores,
+    sinks: Sinks,
     views: watch::Receiver<Arc<McpView>>,
     synced: watch::Receiver<bool>,
     defaults: Vec<Resource>,
@@ -577,7 +603,7 @@ async fn follow(mut f: Follow) -> Result<(), MixerTelemetryError> {
             view.resources.values().map(|r| &**r),
             &f.defaults,
             &f.prom,
-            &mut f.logs,
+            &mut f.sinks,
         ));
         for issue in pipeline.issues() {
             tracing::warn!(resource = %issue.resource, problem = %issue.message, "telemetry resource left out");
