@@ -77,22 +77,53 @@ pub async fn closed_loop<W: Unit>(
     }
 }
 
-/// Requests started `rate` times a second for `duration`.
+/// Requests started `rate` times a second for `duration`, each timed from its
+/// scheduled start, so a late start counts as latency.
+///
+/// A thread of its own starts them: it sleeps until the next request is due
+/// (a thread's sleep ends within tens of microseconds, where tokio's timer rounds
+/// up to the next millisecond, which would add up to 1 ms to every latency),
+/// then starts every request due by then as a task.
 pub async fn open_loop<W: Unit>(work: &Arc<W>, rate: u64, duration: Duration) -> Outcome {
+    let rate = rate.max(1);
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
-    let start = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for n in 0..total {
-        let scheduled = start + interval.mul_f64(n as f64);
-        tokio::time::sleep_until(scheduled.into()).await;
-        let work = work.clone();
-        tasks.push(tokio::spawn(async move {
-            let ok = work.one(n as usize).await;
-            (ok, scheduled.elapsed())
-        }));
-    }
-    let mut out = Outcome::default();
+    // Request `n` is due `n / rate` seconds after the start.
+    let due = move |start: Instant, n: u64| {
+        start + Duration::from_nanos(n.saturating_mul(1_000_000_000) / rate)
+    };
+    let runtime = tokio::runtime::Handle::current();
+    let work = work.clone();
+    let scheduler = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+        let mut n = 0;
+        while n < total {
+            let now = Instant::now();
+            while n < total && due(start, n) <= now {
+                let scheduled = due(start, n);
+                let work = work.clone();
+                let i = usize::try_from(n).unwrap_or(usize::MAX);
+                tasks.push(runtime.spawn(async move {
+                    let ok = work.one(i).await;
+                    (ok, scheduled.elapsed())
+                }));
+                n += 1;
+            }
+            if n < total {
+                std::thread::sleep(due(start, n).saturating_duration_since(Instant::now()));
+            }
+        }
+        (start, tasks)
+    });
+    let (start, tasks) = scheduler
+        .await
+        .unwrap_or_else(|_| (Instant::now(), Vec::new()));
+    let mut out = Outcome {
+        samples: Vec::with_capacity(tasks.len()),
+        ..Outcome::default()
+    };
+    // Requests the scheduler could not start count as errors.
+    out.errors = total.saturating_sub(tasks.len() as u64);
     for t in tasks {
         match t.await {
             Ok((true, d)) => {

@@ -230,17 +230,18 @@ pub const GLOBAL_WORDS: &[&str] = &[
 ];
 
 /// The index of `word` in [`GLOBAL_WORDS`] (its first place, for the few words
-/// listed twice), looked up in a map built once.
+/// listed twice), looked up in a map built once (with a fast hasher: servers look
+/// up every attribute they name in an answer).
 pub fn global_index(word: &str) -> Option<i32> {
-    static INDEX: std::sync::LazyLock<std::collections::HashMap<&'static str, i32>> =
-        std::sync::LazyLock::new(|| {
-            let mut map = std::collections::HashMap::with_capacity(GLOBAL_WORDS.len());
-            for (i, w) in GLOBAL_WORDS.iter().enumerate() {
-                if let Ok(i) = i32::try_from(i) {
-                    map.entry(*w).or_insert(i);
-                }
+    type Index = std::collections::HashMap<&'static str, i32, foldhash::fast::RandomState>;
+    static INDEX: std::sync::LazyLock<Index> = std::sync::LazyLock::new(|| {
+        let mut map = Index::with_capacity_and_hasher(GLOBAL_WORDS.len(), Default::default());
+        for (i, w) in GLOBAL_WORDS.iter().enumerate() {
+            if let Ok(i) = i32::try_from(i) {
+                map.entry(*w).or_insert(i);
             }
-            map
-        });
+        }
+        map
+    });
     INDEX.get(word).copied()
 }

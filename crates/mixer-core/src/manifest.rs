@@ -5,16 +5,32 @@
 //! `connection.*`, `context.*`, `api.*`, ...). `attributemanifest` resources extend
 //! it ([`Manifest::extend`]); a name may not change type.
 
-use std::collections::BTreeMap;
+use std::{collections::HashMap, fmt};
 
 use mesh_model::policy::{AttributeManifest, ValueType as ModelType};
 
 use crate::{AttributeTypes, ValueType};
 
 /// Attribute names and their types.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Manifest {
-    types: BTreeMap<String, ValueType>,
+    /// Looked up for every attribute of every request: a fast hasher, randomly
+    /// seeded per map.
+    types: HashMap<String, ValueType, foldhash::fast::RandomState>,
+}
+
+impl fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Sorted<'a>(&'a Manifest);
+        impl fmt::Debug for Sorted<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map().entries(self.0.iter()).finish()
+            }
+        }
+        f.debug_struct("Manifest")
+            .field("types", &Sorted(self))
+            .finish()
+    }
 }
 
 /// Why a manifest cannot be merged.
@@ -213,7 +229,10 @@ impl Manifest {
 
     /// Every name and type, in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, ValueType)> {
-        self.types.iter().map(|(n, t)| (n.as_str(), *t))
+        let mut all: Vec<(&str, ValueType)> =
+            self.types.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
     }
 
     /// How many attributes.

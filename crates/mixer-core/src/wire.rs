@@ -8,7 +8,10 @@
 //! timestamp out of range) and answers with an error, never a panic.
 
 use std::{
-    collections::BTreeMap,
+    borrow::Borrow,
+    collections::{BTreeMap, HashMap},
+    fmt,
+    hash::{Hash, Hasher},
     net::IpAddr,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -70,10 +73,65 @@ pub enum WireError {
     },
 }
 
+/// An attribute name held by a bag: a word of the global dictionary (no
+/// allocation) or a name of its own. Hashed, compared and ordered as its text.
+#[derive(Clone)]
+enum Name {
+    Global(&'static str),
+    Owned(Arc<str>),
+}
+
+impl Name {
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Global(s) => s,
+            Name::Owned(s) => s,
+        }
+    }
+}
+
+impl Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Name {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Name {}
+
+impl Hash for Name {
+    // The same hash as the `str` it borrows as, as `Borrow` requires.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+/// The map behind a bag: a fast hasher, randomly seeded per map.
+type Values = HashMap<Name, Value, foldhash::fast::RandomState>;
+
 /// A decoded bag: attribute name to value.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Clone, Default, PartialEq)]
 pub struct AttributeBag {
-    values: BTreeMap<Arc<str>, Value>,
+    values: Values,
+}
+
+impl fmt::Debug for AttributeBag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Sorted<'a>(&'a AttributeBag);
+        impl fmt::Debug for Sorted<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_map().entries(self.0.iter()).finish()
+            }
+        }
+        f.debug_struct("AttributeBag")
+            .field("values", &Sorted(self))
+            .finish()
+    }
 }
 
 impl AttributeBag {
@@ -84,12 +142,15 @@ impl AttributeBag {
 
     /// Sets `name`.
     pub fn insert(&mut self, name: &str, value: Value) {
-        self.values.insert(Arc::from(name), value);
+        self.values.insert(Name::Owned(Arc::from(name)), value);
     }
 
     /// Every attribute, in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.values.iter().map(|(n, v)| (&**n, v))
+        let mut all: Vec<(&str, &Value)> =
+            self.values.iter().map(|(n, v)| (n.as_str(), v)).collect();
+        all.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        all.into_iter()
     }
 
     /// How many attributes.
@@ -119,8 +180,31 @@ impl Bag for AttributeBag {
     }
 }
 
+/// A word of a message: from the global dictionary, or from the message's list.
+#[derive(Clone, Copy)]
+enum Word<'a> {
+    Global(&'static str),
+    Local(&'a str),
+}
+
+impl<'a> Word<'a> {
+    fn as_str(self) -> &'a str {
+        match self {
+            Word::Global(s) | Word::Local(s) => s,
+        }
+    }
+
+    /// The word as a bag's name; only a message's own word is copied.
+    fn to_name(self) -> Name {
+        match self {
+            Word::Global(s) => Name::Global(s),
+            Word::Local(s) => Name::Owned(Arc::from(s)),
+        }
+    }
+}
+
 struct Words<'a> {
-    global: &'a [&'static str],
+    global: &'static [&'static str],
     local: &'a [String],
 }
 
@@ -133,22 +217,29 @@ impl<'a> Words<'a> {
         Ok(Self { global, local })
     }
 
-    fn get(&self, index: i32) -> Result<&'a str, WireError> {
+    fn get(&self, index: i32) -> Result<Word<'a>, WireError> {
         let found = if index >= 0 {
             usize::try_from(index)
                 .ok()
                 .and_then(|i| self.global.get(i).copied())
+                .map(Word::Global)
         } else {
             // -1 is local[0]; computed in i64 so i32::MIN cannot overflow.
             usize::try_from(-(i64::from(index)) - 1)
                 .ok()
-                .and_then(|i| self.local.get(i).map(String::as_str))
+                .and_then(|i| self.local.get(i))
+                .map(|w| Word::Local(w.as_str()))
         };
         found.ok_or(WireError::WordIndex {
             index,
             global: self.global.len(),
             local: self.local.len(),
         })
+    }
+
+    /// The text of word `index`.
+    fn text(&self, index: i32) -> Result<&'a str, WireError> {
+        self.get(index).map(Word::as_str)
     }
 }
 
@@ -167,64 +258,96 @@ pub fn decode(
         &msg.words
     };
     let words = Words::new(local, global_word_count)?;
-    let mut bag = AttributeBag::new();
-    let mut put = |name: &str, value: Value, slot: &'static str| -> Result<(), WireError> {
-        let value = match (types.type_of(name), value) {
+    let count = msg.strings.len()
+        + msg.int64s.len()
+        + msg.doubles.len()
+        + msg.bools.len()
+        + msg.timestamps.len()
+        + msg.durations.len()
+        + msg.bytes.len()
+        + msg.string_maps.len();
+    let mut bag = AttributeBag {
+        values: Values::with_capacity_and_hasher(count, Default::default()),
+    };
+    let type_of = |name: Word<'_>| types.type_of(name.as_str());
+    // `declared` is `type_of(name)`, looked up by the caller.
+    let mut put = |name: Word<'_>,
+                   declared: Option<ValueType>,
+                   value: Value,
+                   slot: &'static str|
+     -> Result<(), WireError> {
+        let text = name.as_str();
+        let value = match (declared, value) {
             (None, v) => v,
             (Some(declared), v) if accepts(declared, &v) => v,
             // IP addresses travel in the bytes slot.
-            (Some(ValueType::IpAddress), Value::Bytes(b)) => Value::Ip(ip_from(name, &b)?),
+            (Some(ValueType::IpAddress), Value::Bytes(b)) => Value::Ip(ip_from(text, &b)?),
             (Some(declared), _) => {
                 return Err(WireError::WrongType {
-                    name: name.to_string(),
+                    name: text.to_string(),
                     declared,
                     sent: slot,
                 });
             }
         };
-        if bag.values.insert(Arc::from(name), value).is_some() {
-            return Err(WireError::Duplicate(name.to_string()));
+        if bag.values.insert(name.to_name(), value).is_some() {
+            return Err(WireError::Duplicate(text.to_string()));
         }
         Ok(())
     };
     for (k, v) in &msg.strings {
-        put(words.get(*k)?, Value::from(words.get(*v)?), "string")?;
+        let name = words.get(*k)?;
+        put(name, type_of(name), Value::from(words.text(*v)?), "string")?;
     }
     for (k, v) in &msg.int64s {
-        put(words.get(*k)?, Value::Int64(*v), "int64")?;
+        let name = words.get(*k)?;
+        put(name, type_of(name), Value::Int64(*v), "int64")?;
     }
     for (k, v) in &msg.doubles {
-        put(words.get(*k)?, Value::Double(*v), "double")?;
+        let name = words.get(*k)?;
+        put(name, type_of(name), Value::Double(*v), "double")?;
     }
     for (k, v) in &msg.bools {
-        put(words.get(*k)?, Value::Bool(*v), "bool")?;
+        let name = words.get(*k)?;
+        put(name, type_of(name), Value::Bool(*v), "bool")?;
     }
     for (k, v) in &msg.timestamps {
         let name = words.get(*k)?;
         put(
             name,
-            Value::Timestamp(timestamp_from(name, v)?),
+            type_of(name),
+            Value::Timestamp(timestamp_from(name.as_str(), v)?),
             "timestamp",
         )?;
     }
     for (k, v) in &msg.durations {
         let name = words.get(*k)?;
-        put(name, Value::Duration(duration_from(name, v)?), "duration")?;
+        put(
+            name,
+            type_of(name),
+            Value::Duration(duration_from(name.as_str(), v)?),
+            "duration",
+        )?;
     }
     for (k, v) in &msg.bytes {
-        put(
-            words.get(*k)?,
-            Value::Bytes(Arc::from(v.as_slice())),
-            "bytes",
-        )?;
+        let name = words.get(*k)?;
+        let declared = type_of(name);
+        // An address is built straight from the slice, without a copy of it.
+        let value = match declared {
+            Some(ValueType::IpAddress) => Value::Ip(ip_from(name.as_str(), v)?),
+            _ => Value::Bytes(Arc::from(v.as_slice())),
+        };
+        put(name, declared, value, "bytes")?;
     }
     for (k, v) in &msg.string_maps {
         let mut map = BTreeMap::new();
         for (mk, mv) in &v.entries {
-            map.insert(words.get(*mk)?.to_string(), words.get(*mv)?.to_string());
+            map.insert(words.text(*mk)?.to_string(), words.text(*mv)?.to_string());
         }
+        let name = words.get(*k)?;
         put(
-            words.get(*k)?,
+            name,
+            type_of(name),
             Value::StringMap(Arc::new(map)),
             "string map",
         )?;
