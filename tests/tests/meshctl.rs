@@ -355,6 +355,47 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
         );
     }
 
+    // mixer-telemetry takes reports over mTLS (15005) and counts them in the
+    // standard metrics on 42422.
+    let channel = mesh_tls::channel(
+        "https://127.0.0.1:15005",
+        std::sync::Arc::new(mesh_tls::FileIdentity::open(&certs).unwrap()),
+        mesh_tls::ServerIdentity::Exact(
+            "spiffe://cluster.local/ns/istio-system/sa/mixer-telemetry"
+                .parse()
+                .unwrap(),
+        ),
+    )
+    .unwrap();
+    let mut bag = mixer_core::wire::AttributeBag::new();
+    bag.insert("context.protocol", mixer_core::Value::from("http"));
+    bag.insert(
+        "destination.service.host",
+        mixer_core::Value::from("ratings.bookinfo.svc.cluster.local"),
+    );
+    mesh_api::mixer::v1::mixer_client::MixerClient::new(channel)
+        .report(mesh_api::mixer::v1::ReportRequest {
+            attributes: vec![mixer_core::wire::encode(&bag, 0)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut counted = false;
+    for _ in 0..100 {
+        let (_, metrics) = dromon_e2e::http_get("127.0.0.1:42422".parse().unwrap(), "/metrics")
+            .await
+            .unwrap();
+        if metrics.lines().any(|l| {
+            l.starts_with("istio_requests_total{")
+                && l.contains("destination_service=\"ratings.bookinfo.svc.cluster.local\"")
+        }) {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(counted, "the report over mTLS was counted");
+
     let status = up.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -336,6 +336,33 @@ pub fn channel(
     channel_with(endpoint, ClientCredentials::Identity(source), expect)
 }
 
+/// The channel `component` follows galley over: none (plaintext, tonic's own)
+/// for an `http://` endpoint; for `https://`, mTLS with the component's
+/// `identity`, accepting the server certificate naming `expected` (default: any
+/// identity of the component's own trust domain).
+pub fn follower_channel(
+    component: &str,
+    endpoint: &str,
+    identity: Option<&Arc<dyn IdentitySource>>,
+    expected: Option<&SpiffeId>,
+) -> Result<Option<Channel>, TlsError> {
+    if !endpoint.starts_with("https://") {
+        return Ok(None);
+    }
+    let Some(identity) = identity else {
+        return Err(TlsError::Settings(format!(
+            "galley endpoint {endpoint} is https: {component} needs a certificate (--tls-dir)"
+        )));
+    };
+    let expect =
+        ServerIdentity::expected_or_same_domain(expected, identity.as_ref()).ok_or_else(|| {
+            TlsError::Settings(format!(
+                "{component}'s certificate names no SPIFFE identity"
+            ))
+        })?;
+    channel(endpoint, identity.clone(), expect).map(Some)
+}
+
 /// As [`channel`], with any [`ClientCredentials`].
 pub fn channel_with(
     endpoint: &str,

@@ -75,6 +75,10 @@ pub enum TlsError {
     /// The TLS library refused a configuration.
     #[error("TLS configuration: {0}")]
     Config(String),
+    /// The settings do not fit together (an `https://` endpoint without a
+    /// certificate, a certificate without a SPIFFE identity).
+    #[error("{0}")]
+    Settings(String),
     /// File watching needs a Tokio runtime to run on.
     #[error("a Tokio runtime is required to watch certificate files")]
     NoRuntime,

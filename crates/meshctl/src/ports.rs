@@ -28,3 +28,6 @@ pub const MIXER_TELEMETRY_GRPC: u16 = 9092;
 pub const MIXER_TELEMETRY_PROMETHEUS: u16 = 42422;
 /// mixer-telemetry monitoring.
 pub const MIXER_TELEMETRY_MONITORING: u16 = 15018;
+/// mixer-telemetry Report API with mutual TLS (15004 in a container; mixer-policy
+/// holds 15004 on one host).
+pub const MIXER_TELEMETRY_MTLS: u16 = 15005;

@@ -86,7 +86,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     // An agent per component writes and renews its certificate under <data>/certs.
     let mut agents = Vec::new();
     let mut cert_dirs = Vec::new();
-    for component in ["galley", "pilot", "mixer-policy"] {
+    for component in ["galley", "pilot", "mixer-policy", "mixer-telemetry"] {
         let token = citadel::args::mint_token(
             &citadel_data,
             CONTROL_PLANE_NAMESPACE,
@@ -173,7 +173,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             tls: Some(mixer_policy::server::MixerTls {
                 dir: cert_dirs[2].clone(),
                 mtls_addr: at(ports::MIXER_POLICY_MTLS),
-                galley_identity: Some(galley_identity),
+                galley_identity: Some(galley_identity.clone()),
             }),
             quota_database: Some(format!(
                 "sqlite://{}",
@@ -187,13 +187,18 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
 
     let telemetry = mixer_telemetry::server::start(
         mixer_telemetry::server::MixerTelemetryConfig {
-            galley: format!("http://{}", reach(galley.mcp_addr)),
+            galley: format!("https://{}", reach(galley_mtls)),
             grpc_addr: at(ports::MIXER_TELEMETRY_GRPC),
             prometheus_addr: at(ports::MIXER_TELEMETRY_PROMETHEUS),
             monitoring_addr: at(ports::MIXER_TELEMETRY_MONITORING),
             queue_records: 100_000,
             workers: 2,
             standard_metrics: true,
+            tls: Some(mixer_telemetry::server::TelemetryTls {
+                dir: cert_dirs[3].clone(),
+                mtls_addr: at(ports::MIXER_TELEMETRY_MTLS),
+                galley_identity: Some(galley_identity),
+            }),
             log_database: Some(format!(
                 "sqlite://{}",
                 args.data.join("mixer-telemetry").join("logs.db").display()
@@ -281,6 +286,13 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
         format!("http://{}", telemetry.monitoring_addr),
         "/metrics /ready /debug/telemetryz /graph (service graph)",
     ));
+    if let Some(addr) = telemetry.mtls_addr {
+        endpoints.push((
+            "mixer-telemetry",
+            addr.to_string(),
+            "Mixer Report API and Envoy access logs over mTLS",
+        ));
+    }
     if let Some(addr) = policy.mtls_addr {
         endpoints.push((
             "mixer-policy",

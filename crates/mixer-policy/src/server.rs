@@ -615,21 +615,13 @@ pub async fn start(
         },
         store,
     );
-    if config.galley.starts_with("https://") {
-        let (Some(tls), Some(identity)) = (&config.tls, &identity) else {
-            return Err(MixerPolicyError::Config(format!(
-                "galley endpoint {} is https: mixer-policy needs a certificate (--tls-dir)",
-                config.galley
-            )));
-        };
-        let expect = mesh_tls::ServerIdentity::expected_or_same_domain(
-            tls.galley_identity.as_ref(),
-            identity.as_ref(),
-        )
-        .ok_or_else(|| {
-            MixerPolicyError::Config("mixer-policy's certificate names no SPIFFE identity".into())
-        })?;
-        client = client.with_channel(mesh_tls::channel(&config.galley, identity.clone(), expect)?);
+    if let Some(channel) = mesh_tls::follower_channel(
+        "mixer-policy",
+        &config.galley,
+        identity.as_ref(),
+        config.tls.as_ref().and_then(|t| t.galley_identity.as_ref()),
+    )? {
+        client = client.with_channel(channel);
     }
     let synced = client.synced();
     tracing::info!(endpoint = %config.galley, "following galley");

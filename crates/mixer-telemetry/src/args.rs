@@ -64,6 +64,22 @@ pub struct Args {
     /// use).
     #[arg(long, env = "MIXER_TELEMETRY_LOG_DATABASE")]
     pub log_database: Option<String>,
+    /// Directory with mixer-telemetry's certificate (`cert-chain.pem`,
+    /// `key.pem`, `root-cert.pem`, as citadel's agent writes them): enables the
+    /// mTLS report port and following galley over `https://`.
+    #[arg(long, env = "MIXER_TELEMETRY_TLS_DIR")]
+    pub tls_dir: Option<std::path::PathBuf>,
+    /// mTLS report listen address (with `--tls-dir`).
+    #[arg(
+        long,
+        env = "MIXER_TELEMETRY_MTLS_ADDR",
+        default_value = "0.0.0.0:15004"
+    )]
+    pub mtls_addr: SocketAddr,
+    /// SPIFFE identity galley's certificate must name (default: any identity of
+    /// the trust domain).
+    #[arg(long, env = "MIXER_TELEMETRY_GALLEY_IDENTITY")]
+    pub galley_identity: Option<mesh_tls::SpiffeId>,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -82,6 +98,14 @@ impl Args {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
             }),
             standard_metrics: !self.no_standard_metrics,
+            tls: self
+                .tls_dir
+                .as_ref()
+                .map(|dir| crate::server::TelemetryTls {
+                    dir: dir.clone(),
+                    mtls_addr: self.mtls_addr,
+                    galley_identity: self.galley_identity.clone(),
+                }),
             log_database: Some(self.log_database.clone().unwrap_or_else(|| {
                 format!("sqlite://{}", self.data_dir.join("logs.db").display())
             })),

@@ -87,6 +87,22 @@ pub struct MixerTelemetryConfig {
     pub standard_metrics: bool,
     /// Where sqlstore handlers write unless their params name a database.
     pub log_database: Option<String>,
+    /// The mTLS report port (15004) and following galley over `https://`.
+    pub tls: Option<TelemetryTls>,
+}
+
+/// mixer-telemetry's certificate and what it is used for.
+#[derive(Debug, Clone)]
+pub struct TelemetryTls {
+    /// Directory with `cert-chain.pem`, `key.pem` and `root-cert.pem`, renewed in
+    /// place by citadel's agent.
+    pub dir: std::path::PathBuf,
+    /// mTLS report listen address (15004): clients present a certificate of the
+    /// mesh's trust domain.
+    pub mtls_addr: SocketAddr,
+    /// The identity galley's certificate must name (default: any identity of the
+    /// trust domain).
+    pub galley_identity: Option<mesh_tls::SpiffeId>,
 }
 
 /// Why mixer-telemetry stopped.
@@ -104,6 +120,10 @@ pub enum MixerTelemetryError {
     /// A task failed.
     #[error("task: {0}")]
     Task(String),
+    /// The certificate directory is unusable, or galley's endpoint does not fit
+    /// the TLS settings.
+    #[error("mTLS: {0}")]
+    Tls(#[from] mesh_tls::TlsError),
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -329,6 +349,8 @@ impl AccessLogService for Service {
 pub struct Running {
     /// The bound report address.
     pub grpc_addr: SocketAddr,
+    /// The bound mTLS report address, when serving one.
+    pub mtls_addr: Option<SocketAddr>,
     /// The bound prometheus address.
     pub prometheus_addr: SocketAddr,
     /// The bound monitoring address.
@@ -410,9 +432,28 @@ pub async fn start(
                 .route("/graph.dot", get(graph_dot))
                 .with_state(graph.clone()),
         );
-    let admin = AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(debug);
 
     let mut tasks = JoinSet::new();
+    let identity: Option<Arc<dyn mesh_tls::IdentitySource>> = match &config.tls {
+        Some(tls) => Some(Arc::new(mesh_tls::FileIdentity::open(&tls.dir)?)),
+        None => None,
+    };
+    let mut mtls_addr = None;
+    if let (Some(tls), Some(identity)) = (&config.tls, &identity) {
+        let acceptor =
+            mesh_tls::MtlsAcceptor::new(identity.clone(), mesh_tls::ClientAuth::Required)
+                .with_metrics(mesh_tls::TlsMetrics::register(&mut registry));
+        let listener = mesh_runtime::bind(tls.mtls_addr, "mixer-telemetry mTLS report").await?;
+        mtls_addr = Some(listener.local_addr().map_err(MixerTelemetryError::Http)?);
+        let router = router.clone();
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            mesh_runtime::grpc::serve_mtls(listener, acceptor, router, sd)
+                .await
+                .map_err(MixerTelemetryError::from)
+        });
+    }
+    let admin = AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(debug);
     let sd = shutdown.clone();
     tasks.spawn(async move {
         mesh_runtime::grpc::serve(grpc_listener, router, sd)
@@ -453,7 +494,7 @@ pub async fn start(
 
     let store = McpStore::new();
     let views = store.subscribe();
-    let client = DeltaClient::new(
+    let mut client = DeltaClient::new(
         DeltaClientConfig {
             endpoint: config.galley.clone(),
             node_id: "mixer-telemetry".into(),
@@ -463,6 +504,14 @@ pub async fn start(
         },
         store,
     );
+    if let Some(channel) = mesh_tls::follower_channel(
+        "mixer-telemetry",
+        &config.galley,
+        identity.as_ref(),
+        config.tls.as_ref().and_then(|t| t.galley_identity.as_ref()),
+    )? {
+        client = client.with_channel(channel);
+    }
     let synced = client.synced();
     tracing::info!(endpoint = %config.galley, "following galley");
     let sd = shutdown.clone();
@@ -506,6 +555,7 @@ pub async fn start(
     }));
     Ok(Running {
         grpc_addr,
+        mtls_addr,
         prometheus_addr,
         monitoring_addr,
         readiness,

@@ -362,20 +362,13 @@ pub async fn start(
         },
         store,
     );
-    if endpoint.starts_with("https://") {
-        let (Some(tls), Some(identity)) = (&config.tls, &identity) else {
-            return Err(PilotError::Config(format!(
-                "galley endpoint {endpoint} is https: pilot needs a certificate (--tls-dir)"
-            )));
-        };
-        let expect = mesh_tls::ServerIdentity::expected_or_same_domain(
-            tls.galley_identity.as_ref(),
-            identity.as_ref(),
-        )
-        .ok_or_else(|| {
-            PilotError::Config("pilot's certificate names no SPIFFE identity".to_string())
-        })?;
-        client = client.with_channel(mesh_tls::channel(&endpoint, identity.clone(), expect)?);
+    if let Some(channel) = mesh_tls::follower_channel(
+        "pilot",
+        &endpoint,
+        identity.as_ref(),
+        config.tls.as_ref().and_then(|t| t.galley_identity.as_ref()),
+    )? {
+        client = client.with_channel(channel);
     }
     let synced = client.synced();
     tracing::info!(%endpoint, "following galley");
