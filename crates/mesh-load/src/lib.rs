@@ -16,6 +16,10 @@
 //!
 //! `mesh-load mixer` drives Mixer Checks with 20-attribute bags against real galley
 //! and mixer-policy processes ([`mixer`]).
+//!
+//! `mesh-load telemetry` drives Mixer Reports (batches of attribute bags) against
+//! real galley and mixer-telemetry processes with the standard metrics on
+//! ([`telemetry`]).
 
 pub mod citadel;
 pub mod configgen;
@@ -27,6 +31,7 @@ pub mod pilotgen;
 pub mod proc;
 pub mod proxy_sim;
 pub mod stats;
+pub mod telemetry;
 
 use std::process::ExitCode;
 
@@ -52,6 +57,8 @@ pub enum Scenario {
     Citadel(citadel::CitadelArgs),
     /// Mixer Check load against real galley and mixer-policy processes.
     Mixer(mixer::MixerArgs),
+    /// Mixer Report load against real galley and mixer-telemetry processes.
+    Telemetry(telemetry::TelemetryArgs),
     /// Write a generated configuration directory.
     Gen(configgen::GenArgs),
 }
@@ -77,6 +84,7 @@ impl Cli {
                 Scenario::Gen(args) => configgen::run(&args),
                 Scenario::Citadel(args) => citadel::run(args).await,
                 Scenario::Mixer(args) => mixer::run(args).await,
+                Scenario::Telemetry(args) => telemetry::run(args).await,
             }
         });
         match result {
