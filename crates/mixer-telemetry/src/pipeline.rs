@@ -43,9 +43,14 @@ pub struct Issue {
 /// Series kept at most per metric unless a handler says otherwise.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
+/// Dimension expressions, shared by the instances that define the same ones
+/// (the standard metrics all do), so a bag's label values are computed once for
+/// consecutive metrics that read them alike.
+type Dimensions = Arc<BTreeMap<String, Compiled>>;
+
 struct MetricInstance {
     value: Compiled,
-    dimensions: BTreeMap<String, Compiled>,
+    dimensions: Dimensions,
 }
 
 struct LogInstance {
@@ -345,6 +350,7 @@ impl Pipeline {
         let mut instances: HashMap<String, Arc<MetricInstance>> = HashMap::new();
         let mut log_instances: HashMap<String, Arc<LogInstance>> = HashMap::new();
         let mut span_instances: HashMap<String, Arc<SpanInstance>> = HashMap::new();
+        let mut shared_dimensions: HashMap<String, Dimensions> = HashMap::new();
         for r in &resources {
             let Spec::Instance(i) = &r.spec else { continue };
             let template = if i.compiled_template.is_empty() {
@@ -380,7 +386,7 @@ impl Pipeline {
             if template != "metric" {
                 continue;
             }
-            match metric_instance(&i.params, &manifest) {
+            match metric_instance(&i.params, &manifest, &mut shared_dimensions) {
                 Ok(m) => {
                     instances.insert(format!("{}.{}", r.meta.name, r.meta.namespace), Arc::new(m));
                 }
@@ -616,6 +622,7 @@ impl Pipeline {
         let mut out = Outcome::default();
         let destination_ns = destination_namespace(bag);
         let mut labels: Vec<String> = Vec::new();
+        let mut last: Option<(&Dimensions, &[String], bool)> = None;
         for rule in &self.rules {
             if rule.namespace != ROOT_NAMESPACE
                 && destination_ns.as_deref() != Some(rule.namespace.as_str())
@@ -648,9 +655,26 @@ impl Pipeline {
                     out.failed += 1;
                     continue;
                 };
+                // The previous metric read the same dimensions for the same
+                // label names: its values stand.
+                let names = &metric.spec().labels;
+                if let Some((dims, last_names, ok)) = &last
+                    && Arc::ptr_eq(dims, &instance.dimensions)
+                    && *last_names == names.as_slice()
+                {
+                    if !ok {
+                        out.failed += 1;
+                        continue;
+                    }
+                    match metric.record(&labels, value) {
+                        Recorded::Yes => out.recorded += 1,
+                        Recorded::OverLimit => out.over_limit += 1,
+                    }
+                    continue;
+                }
                 labels.clear();
                 let mut ok = true;
-                for name in &metric.spec().labels {
+                for name in names {
                     match instance.dimensions.get(name).map(|d| d.evaluate(bag)) {
                         Some(Ok(v)) => labels.push(text(&v)),
                         // A label no dimension defines is empty, as Istio's
@@ -662,6 +686,7 @@ impl Pipeline {
                         }
                     }
                 }
+                last = Some((&instance.dimensions, names.as_slice(), ok));
                 if !ok {
                     out.failed += 1;
                     continue;
@@ -679,6 +704,7 @@ impl Pipeline {
 fn metric_instance(
     params: &serde_json::Value,
     manifest: &Manifest,
+    shared: &mut HashMap<String, Dimensions>,
 ) -> Result<MetricInstance, String> {
     let value_text = match params.get("value") {
         Some(serde_json::Value::String(s)) => s.clone(),
@@ -696,6 +722,14 @@ fn metric_instance(
             dimensions.insert(k.clone(), c);
         }
     }
+    let key = params
+        .get("dimensions")
+        .map(serde_json::Value::to_string)
+        .unwrap_or_default();
+    let dimensions = shared
+        .entry(key)
+        .or_insert_with(|| Arc::new(dimensions))
+        .clone();
     Ok(MetricInstance { value, dimensions })
 }
 

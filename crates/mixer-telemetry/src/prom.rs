@@ -76,7 +76,7 @@ pub enum SeriesValue {
 #[derive(Debug)]
 pub struct Metric {
     spec: MetricSpec,
-    series: Mutex<HashMap<Box<[String]>, Series>>,
+    series: Mutex<HashMap<Box<[String]>, Series, foldhash::fast::RandomState>>,
     refused: AtomicU64,
 }
 
@@ -94,7 +94,7 @@ impl Metric {
     pub fn new(spec: MetricSpec) -> Self {
         Self {
             spec,
-            series: Mutex::new(HashMap::new()),
+            series: Mutex::new(HashMap::default()),
             refused: AtomicU64::new(0),
         }
     }
