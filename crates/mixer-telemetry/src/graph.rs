@@ -71,13 +71,13 @@ pub struct GraphView {
     pub edges: Vec<EdgeView>,
 }
 
-/// (source, target).
-type EdgeKey = (Arc<str>, Arc<str>);
+/// Edges by source, then target: a known edge is found without allocating.
+type Edges = HashMap<Arc<str>, HashMap<Arc<str>, Edge>>;
 
 /// The service graph.
 #[derive(Debug, Default)]
 pub struct ServiceGraph {
-    edges: Mutex<HashMap<EdgeKey, Edge>>,
+    edges: Mutex<Edges>,
 }
 
 fn now_secs() -> u64 {
@@ -121,9 +121,14 @@ impl ServiceGraph {
             .unwrap_or_else(|| "unknown".to_string());
         let error = matches!(bag.get("response.code"), Some(Value::Int64(c)) if c >= 500);
         let mut edges = self.edges.lock();
-        let edge = edges
-            .entry((Arc::from(source.as_str()), Arc::from(target.as_str())))
-            .or_default();
+        let targets = match edges.get_mut(source.as_str()) {
+            Some(t) => t,
+            None => edges.entry(Arc::from(source.as_str())).or_default(),
+        };
+        let edge = match targets.get_mut(target.as_str()) {
+            Some(e) => e,
+            None => targets.entry(Arc::from(target.as_str())).or_default(),
+        };
         let b = &mut edge.buckets[(second % MAX_WINDOW_SECS) as usize];
         if b.second != second {
             *b = Bucket {
@@ -145,10 +150,16 @@ impl ServiceGraph {
         let window = window.clamp(1, MAX_WINDOW_SECS);
         let mut edges = self.edges.lock();
         // Edges idle for the longest window are forgotten.
-        edges.retain(|_, e| e.last + MAX_WINDOW_SECS > now);
+        for targets in edges.values_mut() {
+            targets.retain(|_, e| e.last + MAX_WINDOW_SECS > now);
+        }
+        edges.retain(|_, targets| !targets.is_empty());
         let mut out = Vec::new();
         let mut nodes = BTreeSet::new();
-        for ((source, target), e) in edges.iter() {
+        for (source, target, e) in edges
+            .iter()
+            .flat_map(|(s, targets)| targets.iter().map(move |(t, e)| (s, t, e)))
+        {
             let (requests, errors) = e
                 .buckets
                 .iter()
