@@ -21,6 +21,7 @@ use crate::{
     Snapshot, TypedResources, XdsResource,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
     encode::{self, Encoded},
+    names,
     resource::SetDelta,
     resource::set_version,
     sotw::{ProtocolError, RequestKind, push_order},
@@ -260,6 +261,8 @@ impl DeltaStream {
             }
         }
         if changed {
+            // Shared with every stream subscribing to the same names.
+            state.names = names::share(std::mem::take(&mut state.names));
             // The subscription moved: the next response compares in full, and what
             // the client no longer subscribes to it has forgotten.
             state.resubscribed = true;
@@ -379,7 +382,8 @@ impl DeltaStream {
             state.cover_version = None;
         }
         state.resubscribed = false;
-        state.initial.clear();
+        // Dropped, not cleared: a reconnecting client may declare thousands.
+        state.initial = HashMap::new();
         // Either path leaves the server's view of the client exact again.
         state.overrides.clear();
         if resources.is_empty() && removed.is_empty() && !force {

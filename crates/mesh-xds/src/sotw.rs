@@ -15,16 +15,14 @@
 //! - a request still naming an older version than the one sent (Envoy after a
 //!   NACK) does not ACK it: the NACK stays recorded.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
     Snapshot, TypedResources, XdsResource,
     discovery::{DiscoveryRequest, DiscoveryResponse},
     encode::{self, Encoded},
-    resource::set_version,
+    names::{self, NameSet},
+    resource::Subset,
     status::{Nack, TypeStatus},
 };
 
@@ -37,30 +35,22 @@ pub struct SotwResponse {
     pub version_info: String,
     /// This stream's nonce for the response.
     pub nonce: String,
-    /// A whole set (encoded once, shared by every stream), or
-    whole: Option<Arc<TypedResources>>,
-    /// the resources of a named subscription.
-    subset: Vec<Arc<XdsResource>>,
+    /// A whole set or the subset of a named subscription (either encoded once and
+    /// shared by every stream sent it).
+    payload: Held,
 }
 
 impl SotwResponse {
     /// The resources carried, in name order.
     pub fn resources(&self) -> Vec<&Arc<XdsResource>> {
-        match &self.whole {
-            Some(set) => set.items.values().collect(),
-            None => self.subset.iter().collect(),
-        }
+        self.payload.iter().collect()
     }
 
     /// The wire encoding: the shared body plus this stream's nonce.
     pub fn encode(&self, control_plane: Option<&str>) -> Encoded {
-        let body = match &self.whole {
-            Some(set) => set.wildcard_body(&self.type_url),
-            None => encode::sotw_body(
-                &self.version_info,
-                &self.type_url,
-                self.subset.iter().map(|r| r.sotw_entry()),
-            ),
+        let body = match &self.payload {
+            Held::Whole(set) => set.wildcard_body(&self.type_url),
+            Held::Subset(subset) => subset.sotw_body(&self.type_url),
         };
         Encoded {
             chunks: vec![body, encode::sotw_suffix(&self.nonce, control_plane)],
@@ -150,7 +140,8 @@ pub enum ProtocolError {
 #[derive(Debug, Default, Clone)]
 struct TypeState {
     wildcard: bool,
-    names: BTreeSet<String>,
+    /// The explicit names, shared with every stream subscribing to the same ones.
+    names: Arc<NameSet>,
     nonce: Option<String>,
     sent_version: Option<String>,
     acked_version: Option<String>,
@@ -178,28 +169,37 @@ impl TypeState {
     }
 }
 
-/// The resources of one SotW response: a whole set (shared), or a list in name order.
+/// The resources of one SotW response: a whole set, or a list in name order (both
+/// shared between the streams sent them).
 #[derive(Debug, Clone, PartialEq)]
 enum Held {
     Whole(Arc<TypedResources>),
-    Subset(Vec<Arc<XdsResource>>),
+    Subset(Arc<Subset>),
 }
 
 impl Held {
+    fn empty() -> Self {
+        Held::Subset(Arc::new(Subset::new(Vec::new())))
+    }
+
+    fn version(&self) -> &str {
+        match self {
+            Held::Whole(set) => &set.version,
+            Held::Subset(subset) => &subset.version,
+        }
+    }
+
     fn get(&self, name: &str) -> Option<&Arc<XdsResource>> {
         match self {
             Held::Whole(set) => set.items.get(name),
-            Held::Subset(list) => list
-                .binary_search_by(|r| r.name.as_str().cmp(name))
-                .ok()
-                .and_then(|i| list.get(i)),
+            Held::Subset(subset) => subset.get(name),
         }
     }
 
     fn iter(&self) -> Box<dyn Iterator<Item = &Arc<XdsResource>> + '_> {
         match self {
             Held::Whole(set) => Box::new(set.items.values()),
-            Held::Subset(list) => Box::new(list.iter()),
+            Held::Subset(subset) => Box::new(subset.items.iter()),
         }
     }
 
@@ -254,17 +254,20 @@ impl SotwStream {
             return Err(ProtocolError::MissingTypeUrl);
         }
         let explicit_wildcard = req.resource_names.iter().any(|n| n == "*");
-        let names: BTreeSet<String> = req
-            .resource_names
-            .iter()
-            .filter(|n| *n != "*")
-            .cloned()
-            .collect();
+        let requested = || {
+            req.resource_names
+                .iter()
+                .filter(|n| *n != "*")
+                .map(String::as_str)
+        };
+        // Every request repeats the whole subscription: it is copied only when it
+        // differs from the one held, and then shared with equal ones.
+        let owned = || names::share(Arc::new(requested().map(str::to_string).collect()));
         let state = self.types.entry(req.type_url.clone()).or_default();
 
         let (kind, changed, nack) = if state.nonce.is_none() {
             state.wildcard = req.resource_names.is_empty() || explicit_wildcard;
-            state.names = names;
+            state.names = owned();
             (RequestKind::Initial, true, None)
         } else if state.nonce.as_deref() != Some(req.response_nonce.as_str()) {
             return Ok(Outcome {
@@ -273,10 +276,13 @@ impl SotwStream {
                 nack: None,
             });
         } else {
-            let wildcard = explicit_wildcard || (names.is_empty() && state.wildcard);
-            let changed = wildcard != state.wildcard || names != state.names;
+            let same = names::same_names(&state.names, requested());
+            let wildcard = explicit_wildcard || (requested().next().is_none() && state.wildcard);
+            let changed = wildcard != state.wildcard || !same;
             state.wildcard = wildcard;
-            state.names = names;
+            if !same {
+                state.names = owned();
+            }
             match &req.error_detail {
                 Some(status) => {
                     let nack = Nack {
@@ -402,20 +408,12 @@ impl SotwStream {
     fn plan(&self, type_url: &str, snapshot: &Snapshot, force: bool) -> Option<Planned> {
         let state = self.types.get(type_url)?;
         let set = snapshot.get(type_url);
-        let (version, held) = if state.wildcard {
-            match set {
-                Some(set) => (set.version.clone(), Held::Whole(set.clone())),
-                None => (set_version(std::iter::empty()), Held::Subset(Vec::new())),
-            }
-        } else {
-            let found: Vec<Arc<XdsResource>> = state
-                .names
-                .iter()
-                .filter_map(|n| set.and_then(|s| s.items.get(n)).cloned())
-                .collect();
-            let version = set_version(found.iter().map(|r| (r.name.as_str(), r.version.as_str())));
-            (version, Held::Subset(found))
+        let held = match (set, state.wildcard) {
+            (Some(set), true) => Held::Whole(set.clone()),
+            (Some(set), false) => Held::Subset(set.subset(&state.names)),
+            (None, _) => Held::empty(),
         };
+        let version = held.version().to_string();
         if !force && state.sent_version.as_deref() == Some(version.as_str()) {
             return None;
         }
@@ -435,16 +433,11 @@ impl SotwStream {
         state.sent_version = Some(planned.version.clone());
         state.sent = Some(planned.held.clone());
         state.refused = false;
-        let (whole, subset) = match planned.held {
-            Held::Whole(set) => (Some(set), Vec::new()),
-            Held::Subset(list) => (None, list),
-        };
         Some(SotwResponse {
             type_url: planned.type_url,
             version_info: planned.version,
             nonce,
-            whole,
-            subset,
+            payload: planned.held,
         })
     }
 }
@@ -457,11 +450,11 @@ fn union(type_url: &str, next: &Held, base: &Held, removed: &[String]) -> Planne
         .chain(removed.iter().filter_map(|n| base.get(n).cloned()))
         .collect();
     items.sort_by(|a, b| a.name.cmp(&b.name));
-    let version = set_version(items.iter().map(|r| (r.name.as_str(), r.version.as_str())));
+    let subset = Subset::new(items);
     Planned {
         type_url: type_url.to_string(),
-        version,
-        held: Held::Subset(items),
+        version: subset.version.clone(),
+        held: Held::Subset(Arc::new(subset)),
     }
 }
 
