@@ -87,6 +87,8 @@ pub struct Subset {
     /// The resources, in name order.
     pub items: Vec<Arc<XdsResource>>,
     body: OnceLock<(String, Bytes)>,
+    /// The difference from the subset streams last held (see [`TypedResources`]).
+    delta: Mutex<Option<(Weak<Subset>, Arc<SetDelta>)>>,
 }
 
 impl PartialEq for Subset {
@@ -103,7 +105,25 @@ impl Subset {
             version,
             items,
             body: OnceLock::new(),
+            delta: Mutex::new(None),
         }
+    }
+
+    /// What changed from `prev` to this subset, computed once per `prev`: the
+    /// streams of one subscription share both subsets, so one walk serves them all.
+    pub fn delta_from(&self, prev: &Arc<Subset>) -> Arc<SetDelta> {
+        let mut cached = self.delta.lock();
+        if let Some((weak, delta)) = cached.as_ref()
+            && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(prev))
+        {
+            return delta.clone();
+        }
+        let delta = Arc::new(diff_sorted(
+            prev.items.iter().map(|r| (r.name.as_str(), r)),
+            self.items.iter().map(|r| (r.name.as_str(), r)),
+        ));
+        *cached = Some((Arc::downgrade(prev), delta.clone()));
+        delta
     }
 
     /// The resource named `name`.
@@ -246,18 +266,29 @@ impl TypedResources {
 
 /// Walks two sorted sets side by side.
 fn diff_sets(old: &TypedResources, new: &TypedResources) -> SetDelta {
+    diff_sorted(
+        old.items.iter().map(|(n, r)| (n.as_str(), r)),
+        new.items.iter().map(|(n, r)| (n.as_str(), r)),
+    )
+}
+
+/// What changed between two lists of resources given in name order.
+pub fn diff_sorted<'a>(
+    old: impl Iterator<Item = (&'a str, &'a Arc<XdsResource>)>,
+    new: impl Iterator<Item = (&'a str, &'a Arc<XdsResource>)>,
+) -> SetDelta {
     let mut delta = SetDelta::default();
-    let mut olds = old.items.iter().peekable();
-    for (name, r) in &new.items {
-        while let Some((gone, _)) = olds.next_if(|(o, _)| o.as_str() < name.as_str()) {
-            delta.removed.push(gone.clone());
+    let mut olds = old.peekable();
+    for (name, r) in new {
+        while let Some((gone, _)) = olds.next_if(|(o, _)| *o < name) {
+            delta.removed.push(gone.to_string());
         }
         match olds.next_if(|(o, _)| *o == name) {
             Some((_, before)) if Arc::ptr_eq(before, r) || before.version == r.version => {}
             _ => delta.changed.push(r.clone()),
         }
     }
-    delta.removed.extend(olds.map(|(gone, _)| gone.clone()));
+    delta.removed.extend(olds.map(|(gone, _)| gone.to_string()));
     delta
 }
 
