@@ -9,13 +9,77 @@
 use std::{
     collections::{BTreeSet, HashMap},
     hash::{DefaultHasher, Hash, Hasher},
-    sync::{Arc, LazyLock, Weak},
+    ops::{Deref, DerefMut},
+    sync::{Arc, LazyLock, OnceLock, Weak},
 };
 
 use parking_lot::Mutex;
 
-/// The names of one subscription, in order.
-pub type NameSet = BTreeSet<String>;
+use crate::resource::set_version;
+
+/// The names of one subscription, in order, with their content hash computed once
+/// (a stream's version depends on its subscription; streams sharing the set share
+/// the hash too).
+#[derive(Debug, Default)]
+pub struct NameSet {
+    names: BTreeSet<String>,
+    version: OnceLock<String>,
+}
+
+impl NameSet {
+    /// The content hash of the names.
+    pub fn version(&self) -> &str {
+        self.version
+            .get_or_init(|| set_version(self.names.iter().map(|n| (n.as_str(), ""))))
+    }
+}
+
+impl Clone for NameSet {
+    fn clone(&self) -> Self {
+        Self {
+            names: self.names.clone(),
+            version: self.version.clone(),
+        }
+    }
+}
+
+impl PartialEq for NameSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.names == other.names
+    }
+}
+
+impl Eq for NameSet {}
+
+impl Hash for NameSet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.names.hash(state);
+    }
+}
+
+impl Deref for NameSet {
+    type Target = BTreeSet<String>;
+    fn deref(&self) -> &BTreeSet<String> {
+        &self.names
+    }
+}
+
+impl DerefMut for NameSet {
+    /// Changing the names forgets their hash.
+    fn deref_mut(&mut self) -> &mut BTreeSet<String> {
+        self.version = OnceLock::new();
+        &mut self.names
+    }
+}
+
+impl FromIterator<String> for NameSet {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+        Self {
+            names: iter.into_iter().collect(),
+            version: OnceLock::new(),
+        }
+    }
+}
 
 /// Every subscription in use, by hash of its names.
 #[derive(Debug, Default)]
