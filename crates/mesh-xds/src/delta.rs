@@ -21,6 +21,7 @@ use crate::{
     Snapshot, TypedResources, XdsResource,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
     encode::{self, Encoded},
+    names::{self, NameSet},
     resource::SetDelta,
     resource::set_version,
     sotw::{ProtocolError, RequestKind, push_order},
@@ -32,7 +33,7 @@ struct TypeState {
     initialized: bool,
     wildcard: bool,
     /// Shared with `held_cover` until the subscription changes.
-    names: Arc<BTreeSet<String>>,
+    names: Arc<NameSet>,
     /// The set the client was last brought in line with: it holds exactly the
     /// resources of this set that `held_cover` covered. No per-resource state is
     /// kept per client, so a stream costs the same whatever the size of the set.
@@ -68,7 +69,24 @@ struct Pending {
     /// The version the response carried (only the last part of an update has one).
     version: Option<String>,
     /// Every name the response touched, with the version the client held before.
-    priors: Vec<(String, Option<String>)>,
+    priors: Vec<(Touched, Option<String>)>,
+}
+
+/// A name a response touched: a resource it carried (shared, not copied: a first
+/// response carries thousands), or a name it removed.
+#[derive(Debug, Clone)]
+enum Touched {
+    Resource(Arc<XdsResource>),
+    Removed(String),
+}
+
+impl Touched {
+    fn name(&self) -> &str {
+        match self {
+            Touched::Resource(r) => &r.name,
+            Touched::Removed(n) => n,
+        }
+    }
 }
 
 /// Responses per type remembered for their ACK; a client that answers none loses
@@ -79,7 +97,7 @@ const MAX_PENDING: usize = 64;
 #[derive(Debug, Default, Clone)]
 struct Cover {
     wildcard: bool,
-    names: Arc<BTreeSet<String>>,
+    names: Arc<NameSet>,
 }
 
 impl Cover {
@@ -260,6 +278,8 @@ impl DeltaStream {
             }
         }
         if changed {
+            // Shared with every stream subscribing to the same names.
+            state.names = names::share(std::mem::take(&mut state.names));
             // The subscription moved: the next response compares in full, and what
             // the client no longer subscribes to it has forgotten.
             state.resubscribed = true;
@@ -270,7 +290,7 @@ impl DeltaStream {
         if let (true, Some(snapshot)) = (changed, snapshot) {
             let force = kind == RequestKind::Initial;
             if let Some(p) = self.plan(&req.type_url, snapshot, force) {
-                responses = self.emit(&p, p.resources.clone(), p.removed.clone(), true);
+                responses = self.emit(&p, true, true, true);
             }
         }
         Ok(DeltaOutcome {
@@ -305,16 +325,16 @@ impl DeltaStream {
         let mut deferred = Vec::new();
         for (i, p) in plans.iter().enumerate() {
             if Some(i) == whole || p.removed.is_empty() {
-                out.extend(self.emit(p, p.resources.clone(), p.removed.clone(), true));
+                out.extend(self.emit(p, true, true, true));
                 continue;
             }
             if !p.resources.is_empty() {
-                out.extend(self.emit(p, p.resources.clone(), Vec::new(), false));
+                out.extend(self.emit(p, true, false, false));
             }
             deferred.push(p);
         }
         for p in deferred.into_iter().rev() {
-            out.extend(self.emit(p, Vec::new(), p.removed.clone(), true));
+            out.extend(self.emit(p, false, true, true));
         }
         out
     }
@@ -364,11 +384,13 @@ impl DeltaStream {
         };
         removed.sort();
         removed.dedup();
-        let priors: HashMap<String, Option<String>> = resources
+        let resource_priors = resources
             .iter()
-            .map(|r| r.name.as_str())
-            .chain(removed.iter().map(String::as_str))
-            .map(|n| (n.to_string(), state.holds(n).map(str::to_string)))
+            .map(|r| state.holds(&r.name).map(str::to_string))
+            .collect();
+        let removed_priors = removed
+            .iter()
+            .map(|n| state.holds(n).map(str::to_string))
             .collect();
         state.held = Some(set.clone());
         if !same_cover {
@@ -379,7 +401,8 @@ impl DeltaStream {
             state.cover_version = None;
         }
         state.resubscribed = false;
-        state.initial.clear();
+        // Dropped, not cleared: a reconnecting client may declare thousands.
+        state.initial = HashMap::new();
         // Either path leaves the server's view of the client exact again.
         state.overrides.clear();
         if resources.is_empty() && removed.is_empty() && !force {
@@ -394,10 +417,11 @@ impl DeltaStream {
             let cover = state
                 .cover_version
                 .get_or_insert_with(|| {
-                    let mut pairs: Vec<(&str, &str)> =
-                        vec![("*", if state.held_cover.wildcard { "1" } else { "0" })];
-                    pairs.extend(state.held_cover.names.iter().map(|n| (n.as_str(), "")));
-                    set_version(pairs.into_iter())
+                    // The names' own hash is computed once per shared subscription.
+                    let wildcard = if state.held_cover.wildcard { "1" } else { "0" };
+                    set_version(
+                        [("*", wildcard), ("names", state.held_cover.names.version())].into_iter(),
+                    )
                 })
                 .clone();
             set_version([("set", set.version.as_str()), ("cover", cover.as_str())].into_iter())
@@ -407,7 +431,8 @@ impl DeltaStream {
             version,
             resources,
             removed,
-            priors,
+            resource_priors,
+            removed_priors,
         })
     }
 
@@ -416,8 +441,8 @@ impl DeltaStream {
     fn emit(
         &mut self,
         plan: &Planned,
-        resources: Vec<Arc<XdsResource>>,
-        mut removed: Vec<String>,
+        with_resources: bool,
+        with_removed: bool,
         last: bool,
     ) -> Vec<DeltaResponse> {
         let Some(state) = self.types.get_mut(&plan.type_url) else {
@@ -425,10 +450,12 @@ impl DeltaStream {
         };
         // Large updates go out as several responses of bounded size, so a client
         // (re)connecting to a big set never makes the server hold it all at once.
-        let mut chunks: Vec<Vec<Arc<XdsResource>>> = vec![Vec::new()];
+        // Each chunk: resources with the version the client held before.
+        let mut chunks: Vec<Vec<(&Arc<XdsResource>, &Option<String>)>> = vec![Vec::new()];
         let mut bytes = 0;
-        for r in resources {
-            let len = r.delta_entry().len();
+        let resources = plan.resources.iter().zip(&plan.resource_priors);
+        for r in resources.take(if with_resources { usize::MAX } else { 0 }) {
+            let len = r.0.delta_entry().len();
             if bytes + len > MAX_RESPONSE_BYTES && chunks.last().is_some_and(|c| !c.is_empty()) {
                 chunks.push(Vec::new());
                 bytes = 0;
@@ -438,7 +465,11 @@ impl DeltaStream {
                 last.push(r);
             }
         }
-        let prior = |n: &str| (n.to_string(), plan.priors.get(n).cloned().flatten());
+        let mut removed: Vec<(&String, &Option<String>)> = if with_removed {
+            plan.removed.iter().zip(&plan.removed_priors).collect()
+        } else {
+            Vec::new()
+        };
         let last_chunk = chunks.len() - 1;
         let mut out = Vec::with_capacity(chunks.len());
         for (i, chunk) in chunks.into_iter().enumerate() {
@@ -455,8 +486,12 @@ impl DeltaStream {
             };
             let priors = chunk
                 .iter()
-                .map(|r| prior(&r.name))
-                .chain(removed.iter().map(|n| prior(n)))
+                .map(|(r, prior)| (Touched::Resource((*r).clone()), (*prior).clone()))
+                .chain(
+                    removed
+                        .iter()
+                        .map(|(n, prior)| (Touched::Removed((*n).clone()), (*prior).clone())),
+                )
                 .collect();
             if state.pending.len() >= MAX_PENDING {
                 state.pending.pop_front();
@@ -473,8 +508,8 @@ impl DeltaStream {
                 type_url: plan.type_url.clone(),
                 system_version_info: version.unwrap_or_default(),
                 nonce: nonce.to_string(),
-                resources: chunk,
-                removed_resources: removed,
+                resources: chunk.into_iter().map(|(r, _)| r.clone()).collect(),
+                removed_resources: removed.into_iter().map(|(n, _)| n.clone()).collect(),
             });
         }
         out
@@ -488,8 +523,10 @@ struct Planned {
     version: String,
     resources: Vec<Arc<XdsResource>>,
     removed: Vec<String>,
-    /// For every name touched, the version the client held before.
-    priors: HashMap<String, Option<String>>,
+    /// The version of each of `resources` the client held before.
+    resource_priors: Vec<Option<String>>,
+    /// The version of each of `removed` the client held before.
+    removed_priors: Vec<Option<String>>,
 }
 
 impl TypeState {
@@ -537,15 +574,16 @@ impl TypeState {
     /// touched is back at its prior version, or, when a later response still in
     /// flight touches it too, that response's prior becomes this one.
     fn rollback(&mut self, nacked: Pending) {
-        for (name, prior) in nacked.priors {
+        for (touched, prior) in nacked.priors {
+            let name = touched.name();
             let later = self
                 .pending
                 .iter_mut()
-                .find_map(|p| p.priors.iter_mut().find(|(n, _)| *n == name));
+                .find_map(|p| p.priors.iter_mut().find(|(n, _)| n.name() == name));
             match later {
                 Some((_, later_prior)) => *later_prior = prior,
                 None => {
-                    self.overrides.insert(name, prior);
+                    self.overrides.insert(name.to_string(), prior);
                 }
             }
         }

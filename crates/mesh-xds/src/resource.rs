@@ -10,7 +10,7 @@ use parking_lot::Mutex;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use crate::{Any, encode};
+use crate::{Any, encode, names::NameSet};
 
 /// One named resource, encoded once and shared by every stream that sends it.
 #[derive(Debug, Clone)]
@@ -68,9 +68,89 @@ pub struct TypedResources {
     /// Resources by name.
     pub items: BTreeMap<String, Arc<XdsResource>>,
     wildcard: OnceLock<(String, Bytes)>,
+    /// The subsets named subscriptions select, shared by the streams of one
+    /// subscription (see [`TypedResources::subset`]).
+    subsets: Mutex<Vec<(Weak<NameSet>, Arc<Subset>)>>,
     /// The difference from the set streams last saw, computed by the first stream
     /// that needs it (the previous set is held weakly so no history accumulates).
     delta: Mutex<Option<(Weak<TypedResources>, Arc<SetDelta>)>>,
+}
+
+/// Distinct subscriptions whose subsets a set remembers.
+const MAX_CACHED_SUBSETS: usize = 32;
+
+/// Resources selected by name from a set, in name order, with their content hash.
+#[derive(Debug, Default)]
+pub struct Subset {
+    /// Content hash of every (name, version) pair, as [`set_version`].
+    pub version: String,
+    /// The resources, in name order.
+    pub items: Vec<Arc<XdsResource>>,
+    body: OnceLock<(String, Bytes)>,
+    /// The difference from the subset streams last held (see [`TypedResources`]).
+    delta: Mutex<Option<(Weak<Subset>, Arc<SetDelta>)>>,
+}
+
+impl PartialEq for Subset {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && self.items == other.items
+    }
+}
+
+impl Subset {
+    /// A subset of resources given in name order.
+    pub fn new(items: Vec<Arc<XdsResource>>) -> Self {
+        let version = set_version(items.iter().map(|r| (r.name.as_str(), r.version.as_str())));
+        Self {
+            version,
+            items,
+            body: OnceLock::new(),
+            delta: Mutex::new(None),
+        }
+    }
+
+    /// What changed from `prev` to this subset, computed once per `prev`: the
+    /// streams of one subscription share both subsets, so one walk serves them all.
+    pub fn delta_from(&self, prev: &Arc<Subset>) -> Arc<SetDelta> {
+        let mut cached = self.delta.lock();
+        if let Some((weak, delta)) = cached.as_ref()
+            && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(prev))
+        {
+            return delta.clone();
+        }
+        let delta = Arc::new(diff_sorted(
+            prev.items.iter().map(|r| (r.name.as_str(), r)),
+            self.items.iter().map(|r| (r.name.as_str(), r)),
+        ));
+        *cached = Some((Arc::downgrade(prev), delta.clone()));
+        delta
+    }
+
+    /// The resource named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<XdsResource>> {
+        self.items
+            .binary_search_by(|r| r.name.as_str().cmp(name))
+            .ok()
+            .and_then(|i| self.items.get(i))
+    }
+
+    /// The shared body of a SotW response carrying this subset as `type_url`,
+    /// encoded on first use.
+    pub fn sotw_body(&self, type_url: &str) -> Bytes {
+        let build = || {
+            encode::sotw_body(
+                &self.version,
+                type_url,
+                self.items.iter().map(|r| r.sotw_entry()),
+            )
+        };
+        let (cached_type, body) = self.body.get_or_init(|| (type_url.to_string(), build()));
+        if cached_type == type_url {
+            body.clone()
+        } else {
+            build()
+        }
+    }
 }
 
 /// What changed between two versions of a set.
@@ -88,6 +168,7 @@ impl Clone for TypedResources {
             version: self.version.clone(),
             items: self.items.clone(),
             wildcard: OnceLock::new(),
+            subsets: Mutex::new(Vec::new()),
             delta: Mutex::new(None),
         }
     }
@@ -118,8 +199,35 @@ impl TypedResources {
             version,
             items,
             wildcard: OnceLock::new(),
+            subsets: Mutex::new(Vec::new()),
             delta: Mutex::new(None),
         }
+    }
+
+    /// The resources of this set that `names` select, versioned. Computed once per
+    /// shared subscription (see [`crate::names::share`]) and shared by every stream
+    /// holding it, so a stream in sync keeps a pointer rather than a list.
+    pub fn subset(&self, names: &Arc<NameSet>) -> Arc<Subset> {
+        let mut cache = self.subsets.lock();
+        if let Some((_, subset)) = cache
+            .iter()
+            .find(|(w, _)| std::ptr::eq(w.as_ptr(), Arc::as_ptr(names)))
+        {
+            return subset.clone();
+        }
+        let subset = Arc::new(Subset::new(
+            names
+                .iter()
+                .filter_map(|n| self.items.get(n))
+                .cloned()
+                .collect(),
+        ));
+        cache.retain(|(w, _)| w.strong_count() > 0);
+        if cache.len() >= MAX_CACHED_SUBSETS {
+            cache.remove(0);
+        }
+        cache.push((Arc::downgrade(names), subset.clone()));
+        subset
     }
 
     /// What changed from `prev` to this set, computed once per `prev`.
@@ -158,18 +266,29 @@ impl TypedResources {
 
 /// Walks two sorted sets side by side.
 fn diff_sets(old: &TypedResources, new: &TypedResources) -> SetDelta {
+    diff_sorted(
+        old.items.iter().map(|(n, r)| (n.as_str(), r)),
+        new.items.iter().map(|(n, r)| (n.as_str(), r)),
+    )
+}
+
+/// What changed between two lists of resources given in name order.
+pub fn diff_sorted<'a>(
+    old: impl Iterator<Item = (&'a str, &'a Arc<XdsResource>)>,
+    new: impl Iterator<Item = (&'a str, &'a Arc<XdsResource>)>,
+) -> SetDelta {
     let mut delta = SetDelta::default();
-    let mut olds = old.items.iter().peekable();
-    for (name, r) in &new.items {
-        while let Some((gone, _)) = olds.next_if(|(o, _)| o.as_str() < name.as_str()) {
-            delta.removed.push(gone.clone());
+    let mut olds = old.peekable();
+    for (name, r) in new {
+        while let Some((gone, _)) = olds.next_if(|(o, _)| *o < name) {
+            delta.removed.push(gone.to_string());
         }
         match olds.next_if(|(o, _)| *o == name) {
             Some((_, before)) if Arc::ptr_eq(before, r) || before.version == r.version => {}
             _ => delta.changed.push(r.clone()),
         }
     }
-    delta.removed.extend(olds.map(|(gone, _)| gone.clone()));
+    delta.removed.extend(olds.map(|(gone, _)| gone.to_string()));
     delta
 }
 

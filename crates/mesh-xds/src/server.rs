@@ -19,8 +19,7 @@ use std::collections::VecDeque;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{
-    Status, Streaming,
-    codec::BufferSettings,
+    Status,
     codegen::{Body, BoxFuture, StdError, http},
     server::NamedService,
 };
@@ -31,6 +30,7 @@ use crate::{
     delta::{DeltaResponse, DeltaStream},
     discovery::{DeltaDiscoveryRequest, DiscoveryRequest},
     encode::Encoded,
+    inbound::RequestStream,
     metrics::{RequestLabels, TypeLabels},
     sotw::{ProtocolError, RequestKind, SotwResponse, SotwStream},
     status::{Nack, StreamGuard, SyncStatus, TypeStatus},
@@ -189,12 +189,7 @@ impl AdsServer {
             authorizer,
             peer: mesh_tls::peer_info_from_extensions(&parts.extensions).cloned(),
         });
-        let inbound = Streaming::new_request(
-            tonic_prost::ProstDecoder::<P::Req>::new(BufferSettings::default()),
-            body,
-            None,
-            Some(MAX_REQUEST_BYTES),
-        );
+        let inbound = RequestStream::<B, P::Req>::new(body, MAX_REQUEST_BYTES);
         let (tx, rx) = mpsc::channel(self.inner.opts.response_buffer.max(1));
         tokio::spawn(run_stream(
             self.inner.clone(),
@@ -441,14 +436,18 @@ async fn snapshot_changed(rx: &mut Option<SnapshotRx>) -> bool {
     }
 }
 
-async fn run_stream<P: Protocol>(
+async fn run_stream<P, B>(
     inner: Arc<Inner>,
     mut machine: P,
-    mut inbound: Streaming<P::Req>,
+    mut inbound: RequestStream<B, P::Req>,
     tx: mpsc::Sender<Result<Encoded, Status>>,
     peer: Option<String>,
     gate: Option<Gate>,
-) {
+) where
+    P: Protocol,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
     let guard: StreamGuard = inner.status.register(P::NAME, peer);
     inner.metrics.connected.inc();
     let mut snapshots: Option<SnapshotRx> = None;

@@ -13,20 +13,42 @@
 //!   changing some first sends that type as the union of both, and its final set
 //!   after every other type (see [`SotwStream::on_snapshot`]);
 //! - a request still naming an older version than the one sent (Envoy after a
-//!   NACK) does not ACK it: the NACK stays recorded.
+//!   NACK) does not ACK it: the NACK stays recorded;
+//! - only Listener and Cluster responses (and types no parent refers to, such as
+//!   galley's collections) carry the complete state of the world; endpoints, routes
+//!   and secrets are sent in parts, as the xDS protocol allows (see
+//!   [`sends_complete_state`]).
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    sync::Arc,
-};
+use std::{collections::BTreeMap, sync::Arc};
 
 use crate::{
     Snapshot, TypedResources, XdsResource,
     discovery::{DiscoveryRequest, DiscoveryResponse},
     encode::{self, Encoded},
-    resource::set_version,
+    names::{self, NameSet},
+    resource::{SetDelta, Subset, diff_sorted},
     status::{Nack, TypeStatus},
 };
+
+/// Whether SotW responses of `type_url` carry the complete state of the world.
+///
+/// The xDS protocol requires it for Listener and Cluster: a resource missing from
+/// their response is deleted. Responses of the other types may carry only what
+/// changed, and for them the protocol has no way to delete: a resource goes away
+/// when its parents stop naming it (a load assignment when the cluster that names
+/// it is removed or changed, a route configuration when its listeners are, a
+/// secret when nothing refers to it), and the client drops it then. So
+/// ClusterLoadAssignment, RouteConfiguration and Secret responses carry only the
+/// resources the client does not hold at their current version: a push sends
+/// what changed, a new subscription what it adds, and a removal sends nothing.
+/// Every other type (galley's collections have no parents to convey a removal) is
+/// sent complete.
+pub fn sends_complete_state(type_url: &str) -> bool {
+    !matches!(
+        type_url,
+        crate::type_url::ENDPOINT | crate::type_url::ROUTE | crate::type_url::SECRET
+    )
+}
 
 /// A response the state machine decided to send, not yet encoded.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,33 +59,51 @@ pub struct SotwResponse {
     pub version_info: String,
     /// This stream's nonce for the response.
     pub nonce: String,
-    /// A whole set (encoded once, shared by every stream), or
-    whole: Option<Arc<TypedResources>>,
-    /// the resources of a named subscription.
-    subset: Vec<Arc<XdsResource>>,
+    /// The resources carried.
+    payload: Payload,
+}
+
+/// What a response carries.
+#[derive(Debug, Clone, PartialEq)]
+enum Payload {
+    /// A whole set or the subset of a named subscription (either encoded once and
+    /// shared by every stream sent it).
+    Set(Held),
+    /// Changed resources of a type sent in parts, in name order.
+    Changes(Vec<Arc<XdsResource>>),
 }
 
 impl SotwResponse {
     /// The resources carried, in name order.
     pub fn resources(&self) -> Vec<&Arc<XdsResource>> {
-        match &self.whole {
-            Some(set) => set.items.values().collect(),
-            None => self.subset.iter().collect(),
+        match &self.payload {
+            Payload::Set(held) => held.iter().collect(),
+            Payload::Changes(list) => list.iter().collect(),
         }
     }
 
     /// The wire encoding: the shared body plus this stream's nonce.
     pub fn encode(&self, control_plane: Option<&str>) -> Encoded {
-        let body = match &self.whole {
-            Some(set) => set.wildcard_body(&self.type_url),
-            None => encode::sotw_body(
-                &self.version_info,
-                &self.type_url,
-                self.subset.iter().map(|r| r.sotw_entry()),
-            ),
-        };
-        Encoded {
-            chunks: vec![body, encode::sotw_suffix(&self.nonce, control_plane)],
+        let suffix = encode::sotw_suffix(&self.nonce, control_plane);
+        match &self.payload {
+            Payload::Set(Held::Whole(set)) => Encoded {
+                chunks: vec![set.wildcard_body(&self.type_url), suffix],
+            },
+            Payload::Set(Held::Subset(subset)) => Encoded {
+                chunks: vec![subset.sotw_body(&self.type_url), suffix],
+            },
+            // Each resource's shared entry, then this response's own fields.
+            Payload::Changes(list) => {
+                let mut chunks: Vec<bytes::Bytes> =
+                    list.iter().map(|r| r.sotw_entry().clone()).collect();
+                chunks.push(encode::sotw_body(
+                    &self.version_info,
+                    &self.type_url,
+                    std::iter::empty(),
+                ));
+                chunks.push(suffix);
+                Encoded { chunks }
+            }
         }
     }
 
@@ -150,7 +190,8 @@ pub enum ProtocolError {
 #[derive(Debug, Default, Clone)]
 struct TypeState {
     wildcard: bool,
-    names: BTreeSet<String>,
+    /// The explicit names, shared with every stream subscribing to the same ones.
+    names: Arc<NameSet>,
     nonce: Option<String>,
     sent_version: Option<String>,
     acked_version: Option<String>,
@@ -162,9 +203,22 @@ struct TypeState {
     /// The client answered the last response without taking it (a NACK, or a
     /// request still naming an older version).
     refused: bool,
+    /// Types sent in parts: what the client holds if it refuses the response in
+    /// flight (`sent` is what it holds once it takes it). None when nothing was
+    /// known before it.
+    before: Option<Held>,
 }
 
 impl TypeState {
+    /// What the subscription selects from `set`.
+    fn select(&self, set: Option<&Arc<TypedResources>>) -> Held {
+        match (set, self.wildcard) {
+            (Some(set), true) => Held::Whole(set.clone()),
+            (Some(set), false) => Held::Subset(set.subset(&self.names)),
+            (None, _) => Held::empty(),
+        }
+    }
+
     /// What the client holds as far as the server knows: the last set sent (taken,
     /// or not answered yet), or the last one ACKed when it refused what followed.
     /// A client that refused everything sent on this stream holds what it had
@@ -178,48 +232,72 @@ impl TypeState {
     }
 }
 
-/// The resources of one SotW response: a whole set (shared), or a list in name order.
+/// The resources of one SotW response: a whole set, or a list in name order (both
+/// shared between the streams sent them).
 #[derive(Debug, Clone, PartialEq)]
 enum Held {
     Whole(Arc<TypedResources>),
-    Subset(Vec<Arc<XdsResource>>),
+    Subset(Arc<Subset>),
 }
 
 impl Held {
+    fn empty() -> Self {
+        Held::Subset(Arc::new(Subset::new(Vec::new())))
+    }
+
+    fn version(&self) -> &str {
+        match self {
+            Held::Whole(set) => &set.version,
+            Held::Subset(subset) => &subset.version,
+        }
+    }
+
     fn get(&self, name: &str) -> Option<&Arc<XdsResource>> {
         match self {
             Held::Whole(set) => set.items.get(name),
-            Held::Subset(list) => list
-                .binary_search_by(|r| r.name.as_str().cmp(name))
-                .ok()
-                .and_then(|i| list.get(i)),
+            Held::Subset(subset) => subset.get(name),
         }
     }
 
     fn iter(&self) -> Box<dyn Iterator<Item = &Arc<XdsResource>> + '_> {
         match self {
             Held::Whole(set) => Box::new(set.items.values()),
-            Held::Subset(list) => Box::new(list.iter()),
+            Held::Subset(subset) => Box::new(subset.items.iter()),
+        }
+    }
+
+    /// What going from `self` to `next` adds or changes, and the names it removes.
+    /// Between two versions of a whole set, or two subsets shared by the streams
+    /// of one subscription, the difference is computed once and shared.
+    fn delta(&self, next: &Held) -> Arc<SetDelta> {
+        match (self, next) {
+            (Held::Whole(prev), Held::Whole(next)) => next.delta_from(prev),
+            (Held::Subset(prev), Held::Subset(next)) => next.delta_from(prev),
+            _ => Arc::new(diff_sorted(
+                self.iter().map(|r| (r.name.as_str(), r)),
+                next.iter().map(|r| (r.name.as_str(), r)),
+            )),
         }
     }
 
     /// Whether going from `self` to `next` adds or changes any resource, and the
     /// names it removes.
     fn diff(&self, next: &Held) -> (bool, Vec<String>) {
-        if let (Held::Whole(prev), Held::Whole(next)) = (self, next) {
-            // Two versions of a whole set: the difference computed once and shared.
-            let d = next.delta_from(prev);
-            return (!d.changed.is_empty(), d.removed.clone());
+        let d = self.delta(next);
+        (!d.changed.is_empty(), d.removed.clone())
+    }
+
+    /// These resources without the `removed` names (given in name order).
+    fn without(&self, removed: &[String]) -> Held {
+        if removed.is_empty() {
+            return self.clone();
         }
-        let upserts = next
+        let kept = self
             .iter()
-            .any(|r| self.get(&r.name).is_none_or(|h| h.version != r.version));
-        let removed = self
-            .iter()
-            .filter(|r| next.get(&r.name).is_none())
-            .map(|r| r.name.clone())
+            .filter(|r| removed.binary_search(&r.name).is_err())
+            .cloned()
             .collect();
-        (upserts, removed)
+        Held::Subset(Arc::new(Subset::new(kept)))
     }
 }
 
@@ -228,7 +306,10 @@ impl Held {
 struct Planned {
     type_url: String,
     version: String,
+    /// What the client holds once it takes the response.
     held: Held,
+    /// Types sent in parts: the resources to send (None: all of `held`).
+    changes: Option<Vec<Arc<XdsResource>>>,
 }
 
 /// Protocol state of one state-of-the-world stream.
@@ -254,17 +335,21 @@ impl SotwStream {
             return Err(ProtocolError::MissingTypeUrl);
         }
         let explicit_wildcard = req.resource_names.iter().any(|n| n == "*");
-        let names: BTreeSet<String> = req
-            .resource_names
-            .iter()
-            .filter(|n| *n != "*")
-            .cloned()
-            .collect();
+        let requested = || {
+            req.resource_names
+                .iter()
+                .filter(|n| *n != "*")
+                .map(String::as_str)
+        };
+        // Every request repeats the whole subscription: it is copied only when it
+        // differs from the one held, and then shared with equal ones.
+        let owned = || names::share(Arc::new(requested().map(str::to_string).collect()));
         let state = self.types.entry(req.type_url.clone()).or_default();
+        let was_refused = state.refused;
 
         let (kind, changed, nack) = if state.nonce.is_none() {
             state.wildcard = req.resource_names.is_empty() || explicit_wildcard;
-            state.names = names;
+            state.names = owned();
             (RequestKind::Initial, true, None)
         } else if state.nonce.as_deref() != Some(req.response_nonce.as_str()) {
             return Ok(Outcome {
@@ -273,10 +358,13 @@ impl SotwStream {
                 nack: None,
             });
         } else {
-            let wildcard = explicit_wildcard || (names.is_empty() && state.wildcard);
-            let changed = wildcard != state.wildcard || names != state.names;
+            let same = names::same_names(&state.names, requested());
+            let wildcard = explicit_wildcard || (requested().next().is_none() && state.wildcard);
+            let changed = wildcard != state.wildcard || !same;
             state.wildcard = wildcard;
-            state.names = names;
+            if !same {
+                state.names = owned();
+            }
             match &req.error_detail {
                 Some(status) => {
                     let nack = Nack {
@@ -291,6 +379,7 @@ impl SotwStream {
                     state.acked_version = Some(req.version_info.clone());
                     if state.sent_version.as_deref() == Some(req.version_info.as_str()) {
                         state.acked = state.sent.clone();
+                        state.before = None;
                         state.refused = false;
                         state.nack = None;
                     } else {
@@ -303,10 +392,21 @@ impl SotwStream {
             }
         };
 
+        let partial = !sends_complete_state(&req.type_url);
+        if partial && state.refused && !was_refused {
+            // A type sent in parts: the client kept what it held before the
+            // response it refused.
+            state.sent = state.before.take();
+        }
         let mut responses = Vec::new();
         if let (true, Some(snapshot)) = (changed || kind == RequestKind::Initial, snapshot) {
             let initial = kind == RequestKind::Initial;
-            if let Some(planned) = self.plan(&req.type_url, snapshot, initial) {
+            let planned = if partial {
+                self.plan_changes(&req.type_url, snapshot, initial)
+            } else {
+                self.plan(&req.type_url, snapshot, initial)
+            };
+            if let Some(planned) = planned {
                 responses.extend(self.emit(planned));
             }
         }
@@ -334,6 +434,11 @@ impl SotwStream {
                 .types
                 .get(&type_url)
                 .is_some_and(|s| s.sent_version.is_none());
+            if !sends_complete_state(&type_url) {
+                // Sent in parts: what changed, in type order; nothing to remove.
+                upserts.extend(self.plan_changes(&type_url, snapshot, first));
+                continue;
+            }
             let Some(target) = self.plan(&type_url, snapshot, first) else {
                 continue;
             };
@@ -401,21 +506,8 @@ impl SotwStream {
     /// a stream).
     fn plan(&self, type_url: &str, snapshot: &Snapshot, force: bool) -> Option<Planned> {
         let state = self.types.get(type_url)?;
-        let set = snapshot.get(type_url);
-        let (version, held) = if state.wildcard {
-            match set {
-                Some(set) => (set.version.clone(), Held::Whole(set.clone())),
-                None => (set_version(std::iter::empty()), Held::Subset(Vec::new())),
-            }
-        } else {
-            let found: Vec<Arc<XdsResource>> = state
-                .names
-                .iter()
-                .filter_map(|n| set.and_then(|s| s.items.get(n)).cloned())
-                .collect();
-            let version = set_version(found.iter().map(|r| (r.name.as_str(), r.version.as_str())));
-            (version, Held::Subset(found))
-        };
+        let held = state.select(snapshot.get(type_url));
+        let version = held.version().to_string();
         if !force && state.sent_version.as_deref() == Some(version.as_str()) {
             return None;
         }
@@ -423,6 +515,55 @@ impl SotwStream {
             type_url: type_url.to_string(),
             version,
             held,
+            changes: None,
+        })
+    }
+
+    /// For a type sent in parts: the resources the subscription selects that the
+    /// client does not hold at their current version; None when there are none,
+    /// unless `force` (a first response, always answered). Resources that left
+    /// the selection are forgotten here as the client forgets them.
+    fn plan_changes(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        force: bool,
+    ) -> Option<Planned> {
+        let state = self.types.get_mut(type_url)?;
+        let target = state.select(snapshot.get(type_url));
+        if !force {
+            let held = state
+                .sent
+                .as_ref()
+                .is_some_and(|v| v.version() == target.version());
+            // Refused and unchanged since: not sent again.
+            let refused = state.refused && state.sent_version.as_deref() == Some(target.version());
+            if held || refused {
+                return None;
+            }
+        }
+        let (changes, before) = match &state.sent {
+            None => (None, None),
+            Some(view) => {
+                let d = view.delta(&target);
+                (Some(d.changed.clone()), Some(view.without(&d.removed)))
+            }
+        };
+        if !force && changes.as_ref().is_some_and(Vec::is_empty) {
+            // Only removals, which the parents convey: the client drops them.
+            if let Some(b) = state.before.take() {
+                let removed = b.delta(&target).removed.clone();
+                state.before = Some(b.without(&removed));
+            }
+            state.sent = Some(target);
+            return None;
+        }
+        state.before = before;
+        Some(Planned {
+            type_url: type_url.to_string(),
+            version: target.version().to_string(),
+            held: target,
+            changes,
         })
     }
 
@@ -435,16 +576,15 @@ impl SotwStream {
         state.sent_version = Some(planned.version.clone());
         state.sent = Some(planned.held.clone());
         state.refused = false;
-        let (whole, subset) = match planned.held {
-            Held::Whole(set) => (Some(set), Vec::new()),
-            Held::Subset(list) => (None, list),
+        let payload = match planned.changes {
+            Some(list) => Payload::Changes(list),
+            None => Payload::Set(planned.held),
         };
         Some(SotwResponse {
             type_url: planned.type_url,
             version_info: planned.version,
             nonce,
-            whole,
-            subset,
+            payload,
         })
     }
 }
@@ -457,11 +597,12 @@ fn union(type_url: &str, next: &Held, base: &Held, removed: &[String]) -> Planne
         .chain(removed.iter().filter_map(|n| base.get(n).cloned()))
         .collect();
     items.sort_by(|a, b| a.name.cmp(&b.name));
-    let version = set_version(items.iter().map(|r| (r.name.as_str(), r.version.as_str())));
+    let subset = Subset::new(items);
     Planned {
         type_url: type_url.to_string(),
-        version,
-        held: Held::Subset(items),
+        version: subset.version.clone(),
+        held: Held::Subset(Arc::new(subset)),
+        changes: None,
     }
 }
 

@@ -5,15 +5,22 @@
 //! duplicate answers and reconnects drive a [`SotwStream`] or a [`DeltaStream`]
 //! directly. An honest client applies every response and ACKs it, or NACKs it when
 //! it carries a resource it cannot accept (value [`BAD`]), keeping its last good
-//! state. After every step:
+//! state. A SotW client replaces its clusters and listeners with each response
+//! (complete state) and merges the endpoints and routes of each response into what
+//! it holds (sent in parts); it drops an endpoint or route when the snapshot loses
+//! it (in a real mesh, when its parent cluster or listener stops naming it, which
+//! the server conveys and the model leaves implicit) or when it unsubscribes.
+//! After every step:
 //! - the client holds what the model says: for each type, the snapshot restricted
 //!   to its subscription; where that contains a bad resource, SotW holds the last
-//!   good such set, delta at least nothing bad;
+//!   good such set (for endpoints and routes, less what it dropped since), delta
+//!   at least nothing bad;
 //! - pure ACKs, NACKs, stale nonces and duplicates get no response;
 //! - after a NACK nothing more is sent for that type until its content or the
 //!   subscription changes;
 //! - delta never re-sends a resource the client holds at that version, SotW never
-//!   sends the same set twice in a row;
+//!   sends the same set of clusters or listeners twice in a row, nor an endpoint or
+//!   route the client took on this stream and holds at that version;
 //! - within a push, resources are added and changed in type order (clusters,
 //!   endpoints, listeners, routes) and everything is removed after that, in reverse
 //!   type order;
@@ -29,7 +36,7 @@ use mesh_xds::{
     Any, Snapshot, TypedResources, XdsResource,
     delta::{DeltaResponse, DeltaStream},
     discovery::{DeltaDiscoveryRequest, DiscoveryRequest},
-    sotw::{RequestKind, SotwResponse, SotwStream},
+    sotw::{RequestKind, SotwResponse, SotwStream, sends_complete_state},
     status::TypeStatus,
     type_url,
 };
@@ -46,6 +53,11 @@ const TYPES: [&str; 4] = [
 const EXISTING: u8 = 5;
 /// A resource value the client refuses.
 const BAD: u8 = 7;
+
+/// Whether SotW sends type `t` in parts (endpoints, routes).
+fn in_parts(t: usize) -> bool {
+    !sends_complete_state(TYPES[t])
+}
 
 fn name(n: u8) -> String {
     format!("n{n}")
@@ -112,6 +124,10 @@ impl Model {
             let sel = self.selected(t);
             if !sel.values().any(|v| *v == BAD) {
                 self.last_good[t] = sel;
+            } else if in_parts(t) {
+                // A SotW client keeps what it took of a type sent in parts, less
+                // what left the selection (removed or unsubscribed).
+                self.last_good[t].retain(|n, _| sel.contains_key(n));
             }
         }
     }
@@ -275,6 +291,9 @@ struct Client {
     /// a new stream kept from before; for the push order it stands for it.
     last_received: [Option<Held>; 4],
     taken: [bool; 4],
+    /// SotW, types sent in parts: what the client took on this stream (the
+    /// server knows it holds these).
+    taken_here: [Held; 4],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -450,6 +469,28 @@ impl World {
             }
             let held = &mut self.client.held[t];
             match self.p {
+                Protocol::Sotw if in_parts(t) => {
+                    for (n, _, v) in &r.resources {
+                        prop_assert_ne!(
+                            self.client.taken_here[t].get(n).map(|h| &h.1),
+                            Some(v),
+                            "{} re-sent unchanged",
+                            n
+                        );
+                    }
+                    self.client.last_sent_version[t] = Some(r.version.clone());
+                    self.client.last_received[t] = Some(
+                        r.resources
+                            .iter()
+                            .map(|(n, v, ver)| (n.clone(), (*v, ver.clone())))
+                            .collect(),
+                    );
+                    let mut names = HashSet::new();
+                    for (n, _, _) in &r.resources {
+                        prop_assert!(names.insert(n), "{} named twice", n);
+                        prop_assert!(self.model.subs[t].covers(n), "{} not subscribed", n);
+                    }
+                }
                 Protocol::Sotw => {
                     prop_assert_ne!(
                         self.client.last_sent_version[t].as_ref(),
@@ -484,6 +525,14 @@ impl World {
             let nack = r.resources.iter().any(|(_, v, _)| *v == BAD);
             if !nack {
                 match self.p {
+                    Protocol::Sotw if in_parts(t) => {
+                        for (n, v, ver) in &r.resources {
+                            held.insert(n.clone(), (*v, ver.clone()));
+                            self.client.taken_here[t].insert(n.clone(), (*v, ver.clone()));
+                        }
+                        self.client.accepted_version[t] = r.version.clone();
+                        self.client.taken[t] = true;
+                    }
                     Protocol::Sotw => {
                         *held = r
                             .resources
@@ -598,6 +647,8 @@ impl World {
                     && refused[t].get(n).map(|h| &h.1) != Some(v)
             });
             let removals = match self.p {
+                // Sent in parts: nothing is removed by a response.
+                Protocol::Sotw if in_parts(t) => false,
                 // A name the client unsubscribed from may go at any point.
                 Protocol::Sotw => shadow[t].keys().any(|n| {
                     self.model.subs[t].covers(n) && !r.resources.iter().any(|(m, _, _)| m == n)
@@ -627,6 +678,11 @@ impl World {
                 last_removal = Some(t);
             }
             match self.p {
+                Protocol::Sotw if in_parts(t) => {
+                    for (n, v, ver) in &r.resources {
+                        shadow[t].insert(n.clone(), (*v, ver.clone()));
+                    }
+                }
                 Protocol::Sotw => {
                     shadow[t] = r
                         .resources
@@ -660,6 +716,12 @@ impl World {
                 for (t, before) in before.iter().enumerate() {
                     if *before != self.model.snapshot[t] {
                         self.client.quiet[t] = false;
+                    }
+                    if self.p == Protocol::Sotw && in_parts(t) {
+                        // Its parent no longer names it: the client drops it.
+                        let now = &self.model.snapshot[t];
+                        self.client.held[t].retain(|n, _| now.contains_key(n));
+                        self.client.taken_here[t].retain(|n, _| now.contains_key(n));
                     }
                 }
                 self.snap = self.model.to_snapshot();
@@ -747,6 +809,11 @@ impl World {
         }
         self.model.subs[t] = new.clone();
         self.client.quiet[t] = false;
+        if self.p == Protocol::Sotw && in_parts(t) {
+            // The client forgets what it no longer subscribes to.
+            self.client.held[t].retain(|name, _| new.covers(name));
+            self.client.taken_here[t].retain(|name, _| new.covers(name));
+        }
         if !self.client.opened[t] {
             if new.is_empty() {
                 return Ok(());

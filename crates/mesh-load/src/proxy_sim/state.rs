@@ -292,7 +292,24 @@ impl ProxyState {
                     mesh_api::envoy::envoy::service::discovery::v3::DiscoveryResponse::decode(
                         body,
                     )?;
+                // Clusters and listeners come complete; endpoints and routes only
+                // as they change, merged into what the proxy holds of them (less
+                // what it no longer asks for: their parents stopped naming them).
                 let mut items = std::collections::BTreeMap::new();
+                if matches!(kind, Kind::Eds | Kind::Rds) {
+                    let t = &self.types[kind.index()];
+                    items.extend(
+                        t.set
+                            .items
+                            .iter()
+                            .filter(|(name, _)| match &t.sub {
+                                Some(Want::Wildcard) => true,
+                                Some(Want::Names(n)) => n.contains(*name),
+                                None => false,
+                            })
+                            .map(|(name, held)| (name.clone(), held.clone())),
+                    );
+                }
                 for any in &full.resources {
                     let name = ResourceName::decode(any.value.as_slice())?.name;
                     items.insert(

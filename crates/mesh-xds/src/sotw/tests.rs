@@ -411,3 +411,124 @@ mod make_before_break {
         assert_eq!(got, [(C, vec!["a", "b"]), (L, vec!["l"]), (C, vec!["a"])]);
     }
 }
+
+/// Endpoints and routes are sent in parts: what changed, never a removal.
+mod in_parts {
+    use super::*;
+    use crate::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
+
+    fn mk_eds(items: &[(&str, &str)]) -> Snapshot {
+        Snapshot::new().with(
+            ENDPOINT,
+            TypedResources::new(items.iter().map(|(n, b)| mk_res(n, b))),
+        )
+    }
+
+    fn eds_req(names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: ENDPOINT.into(),
+            ..mk_req(names, version, nonce)
+        }
+    }
+
+    /// A stream subscribed to `names`, in sync with `snap`.
+    fn synced(names: &[&str], snap: &Snapshot) -> (SotwStream, SotwResponse) {
+        let mut s = SotwStream::new();
+        let r = s
+            .on_request(&eds_req(names, "", ""), Some(snap))
+            .unwrap()
+            .responses
+            .remove(0);
+        s.on_request(&eds_req(names, &r.version_info, &r.nonce), Some(snap))
+            .unwrap();
+        (s, r)
+    }
+
+    #[test]
+    fn only_listeners_and_clusters_are_sent_complete() {
+        assert!(sends_complete_state(CLUSTER));
+        assert!(sends_complete_state(LISTENER));
+        assert!(
+            sends_complete_state(T),
+            "types without parents stay complete"
+        );
+        assert!(!sends_complete_state(ENDPOINT));
+        assert!(!sends_complete_state(ROUTE));
+    }
+
+    #[test]
+    fn a_push_sends_only_what_changed_and_a_removal_sends_nothing() {
+        let snap = mk_eds(&[("a", "A"), ("b", "B"), ("c", "C")]);
+        let (mut s, first) = synced(&["a", "b", "c"], &snap);
+        assert_eq!(
+            names_of(&first),
+            ["A", "B", "C"],
+            "the first response has all"
+        );
+
+        let next = mk_eds(&[("a", "A"), ("b", "B2"), ("c", "C")]);
+        let out = s.on_snapshot(&next, &[]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(names_of(&out[0]), ["B2"]);
+        // The version names everything the client then holds.
+        let whole = next.get(ENDPOINT).unwrap().subset(&s.types[ENDPOINT].names);
+        assert_eq!(out[0].version_info, whole.version);
+        let decoded = DiscoveryResponse::decode(out[0].encode(None).to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, out[0].to_proto(None), "the wire form is the same");
+        s.on_request(
+            &eds_req(&["a", "b", "c"], &out[0].version_info, &out[0].nonce),
+            Some(&next),
+        )
+        .unwrap();
+
+        // c removed: its parent conveys that; nothing is sent.
+        let gone = mk_eds(&[("a", "A"), ("b", "B2")]);
+        assert!(s.on_snapshot(&gone, &[]).is_empty());
+        // c back, unchanged: the client dropped it, so it is sent again.
+        let out = s.on_snapshot(&next, &[]);
+        assert_eq!(names_of(&out[0]), ["C"]);
+    }
+
+    #[test]
+    fn a_new_name_is_sent_alone_and_a_refused_change_waits_for_the_next_one() {
+        let snap = mk_eds(&[("a", "A"), ("b", "B")]);
+        let (mut s, first) = synced(&["a"], &snap);
+        let out = s
+            .on_request(
+                &eds_req(&["a", "b"], &first.version_info, &first.nonce),
+                Some(&snap),
+            )
+            .unwrap();
+        assert_eq!(names_of(&out.responses[0]), ["B"]);
+        let r = &out.responses[0];
+        s.on_request(
+            &eds_req(&["a", "b"], &r.version_info, &r.nonce),
+            Some(&snap),
+        )
+        .unwrap();
+
+        let bad = mk_eds(&[("a", "BAD"), ("b", "B")]);
+        let r = s.on_snapshot(&bad, &[]).remove(0);
+        assert_eq!(names_of(&r), ["BAD"]);
+        let mut nack = eds_req(&["a", "b"], &first.version_info, &r.nonce);
+        nack.error_detail = Some(RpcStatus {
+            code: 3,
+            message: "bad a".into(),
+            details: vec![],
+        });
+        assert!(
+            s.on_request(&nack, Some(&bad))
+                .unwrap()
+                .responses
+                .is_empty()
+        );
+        assert!(
+            s.on_snapshot(&bad, &[]).is_empty(),
+            "unchanged: not re-sent"
+        );
+        // The client kept the old a: a change of b sends the new a as well.
+        let next = mk_eds(&[("a", "A2"), ("b", "B2")]);
+        let out = s.on_snapshot(&next, &[]);
+        assert_eq!(names_of(&out[0]), ["A2", "B2"]);
+    }
+}

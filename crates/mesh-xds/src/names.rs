@@ -1,0 +1,168 @@
+//! Subscriptions shared between streams.
+//!
+//! Sidecars of one scope subscribe to the same resource names (an Envoy asks EDS
+//! for every EDS cluster it was sent, 1,401 names in the pilot load test). Each
+//! distinct set of names is kept once, as an `Arc<NameSet>`, and every stream whose
+//! subscription equals it holds that `Arc`: a stream in sync costs a pointer, not a
+//! copy of the names. Sets are held weakly here, so a set no stream uses is freed.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    hash::{DefaultHasher, Hash, Hasher},
+    ops::{Deref, DerefMut},
+    sync::{Arc, LazyLock, OnceLock, Weak},
+};
+
+use parking_lot::Mutex;
+
+use crate::resource::set_version;
+
+/// The names of one subscription, in order, with their content hash computed once
+/// (a stream's version depends on its subscription; streams sharing the set share
+/// the hash too).
+#[derive(Debug, Default)]
+pub struct NameSet {
+    names: BTreeSet<String>,
+    version: OnceLock<String>,
+}
+
+impl NameSet {
+    /// The content hash of the names.
+    pub fn version(&self) -> &str {
+        self.version
+            .get_or_init(|| set_version(self.names.iter().map(|n| (n.as_str(), ""))))
+    }
+}
+
+impl Clone for NameSet {
+    fn clone(&self) -> Self {
+        Self {
+            names: self.names.clone(),
+            version: self.version.clone(),
+        }
+    }
+}
+
+impl PartialEq for NameSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.names == other.names
+    }
+}
+
+impl Eq for NameSet {}
+
+impl Hash for NameSet {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.names.hash(state);
+    }
+}
+
+impl Deref for NameSet {
+    type Target = BTreeSet<String>;
+    fn deref(&self) -> &BTreeSet<String> {
+        &self.names
+    }
+}
+
+impl DerefMut for NameSet {
+    /// Changing the names forgets their hash.
+    fn deref_mut(&mut self) -> &mut BTreeSet<String> {
+        self.version = OnceLock::new();
+        &mut self.names
+    }
+}
+
+impl FromIterator<String> for NameSet {
+    fn from_iter<I: IntoIterator<Item = String>>(iter: I) -> Self {
+        Self {
+            names: iter.into_iter().collect(),
+            version: OnceLock::new(),
+        }
+    }
+}
+
+/// Every subscription in use, by hash of its names.
+#[derive(Debug, Default)]
+struct Registry {
+    sets: HashMap<u64, Vec<Weak<NameSet>>>,
+    /// Insertions since dead entries were last dropped.
+    since_sweep: usize,
+}
+
+static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
+
+/// Sweep dead entries after this many insertions (or when the map doubles).
+const SWEEP_EVERY: usize = 1024;
+
+/// The shared copy of `set`: an equal set already used by another stream, or `set`
+/// itself, registered for the next stream. The empty set is never registered.
+pub fn share(set: Arc<NameSet>) -> Arc<NameSet> {
+    if set.is_empty() {
+        return set;
+    }
+    let mut h = DefaultHasher::new();
+    set.hash(&mut h);
+    let key = h.finish();
+    let mut reg = REGISTRY.lock();
+    let bucket = reg.sets.entry(key).or_default();
+    for weak in bucket.iter() {
+        if let Some(existing) = weak.upgrade()
+            && (Arc::ptr_eq(&existing, &set) || *existing == *set)
+        {
+            return existing;
+        }
+    }
+    bucket.retain(|w| w.strong_count() > 0);
+    bucket.push(Arc::downgrade(&set));
+    reg.since_sweep += 1;
+    if reg.since_sweep >= SWEEP_EVERY.max(reg.sets.len()) {
+        reg.sets.retain(|_, b| {
+            b.retain(|w| w.strong_count() > 0);
+            !b.is_empty()
+        });
+        reg.since_sweep = 0;
+    }
+    set
+}
+
+/// Whether `names` (in any order, possibly repeated) are exactly the set `set`,
+/// without copying them.
+pub fn same_names<'a>(set: &NameSet, names: impl Iterator<Item = &'a str>) -> bool {
+    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    for n in names {
+        if !set.contains(n) {
+            return false;
+        }
+        seen.insert(n);
+    }
+    seen.len() == set.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mk(names: &[&str]) -> Arc<NameSet> {
+        Arc::new(names.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn equal_sets_are_shared_and_freed_with_their_last_user() {
+        let a = share(mk(&["x-shared-test", "y-shared-test"]));
+        let b = share(mk(&["y-shared-test", "x-shared-test"]));
+        assert!(Arc::ptr_eq(&a, &b));
+        let c = share(mk(&["x-shared-test"]));
+        assert!(!Arc::ptr_eq(&a, &c));
+        let weak = Arc::downgrade(&a);
+        drop((a, b));
+        assert!(weak.upgrade().is_none(), "the registry holds sets weakly");
+    }
+
+    #[test]
+    fn same_names_ignores_order_and_repeats() {
+        let set = mk(&["a", "b"]);
+        assert!(same_names(&set, ["b", "a", "b"].into_iter()));
+        assert!(!same_names(&set, ["a"].into_iter()));
+        assert!(!same_names(&set, ["a", "b", "c"].into_iter()));
+    }
+}
