@@ -336,6 +336,21 @@ pub fn channel(
     channel_with(endpoint, ClientCredentials::Identity(source), expect)
 }
 
+/// A component's certificate and what it serves with it: a port that requires
+/// client certificates, and following galley over `https://`.
+#[derive(Debug, Clone)]
+pub struct ServingTls {
+    /// Directory with `cert-chain.pem`, `key.pem` and `root-cert.pem`, renewed in
+    /// place by citadel's agent.
+    pub dir: std::path::PathBuf,
+    /// The mTLS listen address: clients present a certificate of the mesh's
+    /// trust domain.
+    pub mtls_addr: std::net::SocketAddr,
+    /// The identity galley's certificate must name (default: any identity of the
+    /// trust domain).
+    pub galley_identity: Option<SpiffeId>,
+}
+
 /// The channel `component` follows galley over: none (plaintext, tonic's own)
 /// for an `http://` endpoint; for `https://`, mTLS with the component's
 /// `identity`, accepting the server certificate naming `expected` (default: any

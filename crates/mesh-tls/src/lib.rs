@@ -36,8 +36,8 @@ pub mod test_util;
 
 pub use cert::{CertIdentityError, spiffe_id_of};
 pub use client::{
-    ClientCredentials, MtlsConnector, ServerIdentity, SpiffeServerVerifier, channel, channel_with,
-    follower_channel,
+    ClientCredentials, MtlsConnector, ServerIdentity, ServingTls, SpiffeServerVerifier, channel,
+    channel_with, follower_channel,
 };
 pub use error::TlsError;
 pub use identity::{IdentityPattern, SpiffeId, SpiffeIdError};

@@ -450,28 +450,14 @@ impl Policy {
         for r in &resources {
             let Spec::Rule(rule) = &r.spec else { continue };
             let ns = &r.meta.namespace;
-            let condition = if rule.match_expr.trim().is_empty() {
-                None
-            } else {
-                match compile(&rule.match_expr, &manifest) {
-                    Ok(c) if c.result_type() == mixer_core::ValueType::Bool => Some(Expr::new(c)),
-                    Ok(c) => {
-                        issues.push(Issue {
-                            resource: id(r),
-                            message: format!(
-                                "match must be a BOOL expression, not {}",
-                                c.result_type()
-                            ),
-                        });
-                        continue;
-                    }
-                    Err(e) => {
-                        issues.push(Issue {
-                            resource: id(r),
-                            message: format!("match: {e}"),
-                        });
-                        continue;
-                    }
+            let condition = match mixer_core::expr::compile_match(&rule.match_expr, &manifest) {
+                Ok(c) => c.map(Expr::new),
+                Err(message) => {
+                    issues.push(Issue {
+                        resource: id(r),
+                        message,
+                    });
+                    continue;
                 }
             };
             let mut actions = Vec::new();

@@ -93,19 +93,9 @@ pub struct MixerPolicyConfig {
     pub quota_database: Option<String>,
 }
 
-/// mixer-policy's certificate and what it is used for.
-#[derive(Debug, Clone)]
-pub struct MixerTls {
-    /// Directory with `cert-chain.pem`, `key.pem` and `root-cert.pem`, renewed in
-    /// place by citadel's agent.
-    pub dir: std::path::PathBuf,
-    /// mTLS Check listen address (15004): clients present a certificate of the
-    /// mesh's trust domain.
-    pub mtls_addr: SocketAddr,
-    /// The identity galley's certificate must name (default: any identity of the
-    /// trust domain).
-    pub galley_identity: Option<mesh_tls::SpiffeId>,
-}
+/// mixer-policy's certificate and what it is used for: the mTLS Check port (15004)
+/// and following galley over `https://`.
+pub type MixerTls = mesh_tls::ServingTls;
 
 /// Why mixer-policy stopped.
 #[derive(Debug, thiserror::Error)]

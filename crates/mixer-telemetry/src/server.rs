@@ -91,19 +91,9 @@ pub struct MixerTelemetryConfig {
     pub tls: Option<TelemetryTls>,
 }
 
-/// mixer-telemetry's certificate and what it is used for.
-#[derive(Debug, Clone)]
-pub struct TelemetryTls {
-    /// Directory with `cert-chain.pem`, `key.pem` and `root-cert.pem`, renewed in
-    /// place by citadel's agent.
-    pub dir: std::path::PathBuf,
-    /// mTLS report listen address (15004): clients present a certificate of the
-    /// mesh's trust domain.
-    pub mtls_addr: SocketAddr,
-    /// The identity galley's certificate must name (default: any identity of the
-    /// trust domain).
-    pub galley_identity: Option<mesh_tls::SpiffeId>,
-}
+/// mixer-telemetry's certificate and what it is used for: the mTLS report port
+/// (15004) and following galley over `https://`.
+pub type TelemetryTls = mesh_tls::ServingTls;
 
 /// Why mixer-telemetry stopped.
 #[derive(Debug, thiserror::Error)]

@@ -34,7 +34,7 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     text::parse_duration(text)
 }
 
-use crate::value::AttributeTypes;
+use crate::value::{AttributeTypes, ValueType};
 
 /// Why an expression does not compile.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +64,22 @@ impl ExprError {
 }
 
 /// Parses `text`, type-checks it against `types` and lowers it to an evaluator.
+/// A rule's `match`: none when blank, else an expression that must be BOOL. The
+/// error says which, for the rule's issue.
+pub fn compile_match(text: &str, types: &dyn AttributeTypes) -> Result<Option<Compiled>, String> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    match compile(text, types) {
+        Ok(c) if c.result_type() == ValueType::Bool => Ok(Some(c)),
+        Ok(c) => Err(format!(
+            "match must be a BOOL expression, not {}",
+            c.result_type()
+        )),
+        Err(e) => Err(format!("match: {e}")),
+    }
+}
+
 pub fn compile(text: &str, types: &dyn AttributeTypes) -> Result<Compiled, ExprError> {
     let expr = parse(text)?;
     let result_type = check(&expr, types).map_err(|error| ExprError::Check {
