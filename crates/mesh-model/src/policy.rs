@@ -31,6 +31,17 @@ pub struct Handler {
     pub connection: Option<Connection>,
 }
 
+impl Handler {
+    /// The adapter it runs: `compiledAdapter`, else `adapter`.
+    pub fn adapter_name(&self) -> &str {
+        if self.compiled_adapter.is_empty() {
+            &self.adapter
+        } else {
+            &self.compiled_adapter
+        }
+    }
+}
+
 /// Connection to an out-of-process adapter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -65,6 +76,17 @@ pub struct Instance {
     /// Output attributes of APA templates.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attribute_bindings: BTreeMap<String, String>,
+}
+
+impl Instance {
+    /// The template it fills: `compiledTemplate`, else `template`.
+    pub fn template_name(&self) -> &str {
+        if self.compiled_template.is_empty() {
+            &self.template
+        } else {
+            &self.compiled_template
+        }
+    }
 }
 
 /// rule spec: when `match` holds, send the instances to the handlers.

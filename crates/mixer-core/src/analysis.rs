@@ -161,11 +161,7 @@ impl Checker<'_> {
     }
 
     fn instance(&mut self, instance: &Instance) {
-        let template = if instance.compiled_template.is_empty() {
-            instance.template.as_str()
-        } else {
-            instance.compiled_template.as_str()
-        };
+        let template = instance.template_name();
         let params = &instance.params;
         match template {
             "listentry" => {

@@ -382,11 +382,7 @@ impl Policy {
             let key = format!("{}.{}", r.meta.name, r.meta.namespace);
             match &r.spec {
                 Spec::Handler(h) => {
-                    let adapter = if h.compiled_adapter.is_empty() {
-                        h.adapter.as_str()
-                    } else {
-                        h.compiled_adapter.as_str()
-                    };
+                    let adapter = h.adapter_name();
                     let built = match adapter {
                         "denier" => Denier::new(&h.params).map(HandlerImpl::Denier),
                         "listchecker" | "list" => {
@@ -423,11 +419,7 @@ impl Policy {
                     }
                 }
                 Spec::Instance(i) => {
-                    let template = if i.compiled_template.is_empty() {
-                        i.template.as_str()
-                    } else {
-                        i.compiled_template.as_str()
-                    };
+                    let template = i.template_name();
                     match instance(template, &i.params, &manifest) {
                         Ok(inst) => {
                             instances.insert(key, inst);

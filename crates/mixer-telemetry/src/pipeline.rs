@@ -353,11 +353,7 @@ impl Pipeline {
         let mut shared_dimensions: HashMap<String, Dimensions> = HashMap::new();
         for r in &resources {
             let Spec::Instance(i) = &r.spec else { continue };
-            let template = if i.compiled_template.is_empty() {
-                i.template.as_str()
-            } else {
-                i.compiled_template.as_str()
-            };
+            let template = i.template_name();
             let key = format!("{}.{}", r.meta.name, r.meta.namespace);
             if template == "logentry" {
                 match log_instance(&key, &i.params, &manifest) {
@@ -388,7 +384,7 @@ impl Pipeline {
             }
             match metric_instance(&i.params, &manifest, &mut shared_dimensions) {
                 Ok(m) => {
-                    instances.insert(format!("{}.{}", r.meta.name, r.meta.namespace), Arc::new(m));
+                    instances.insert(key, Arc::new(m));
                 }
                 Err(message) => issues.push(Issue {
                     resource: id(r),
@@ -403,11 +399,7 @@ impl Pipeline {
             BTreeMap::new();
         for r in &resources {
             let Spec::Handler(h) = &r.spec else { continue };
-            let adapter = if h.compiled_adapter.is_empty() {
-                h.adapter.as_str()
-            } else {
-                h.compiled_adapter.as_str()
-            };
+            let adapter = h.adapter_name();
             let key = format!("{}.{}", r.meta.name, r.meta.namespace);
             if adapter == "otel" {
                 match otel_handler(&h.params, &r.meta.namespace, &mut sinks.otel) {
