@@ -190,6 +190,16 @@ pub trait Bag {
     fn get(&self, name: &str) -> Option<Value>;
 }
 
+/// The namespace a request goes to: `destination.namespace`, else the namespace
+/// part of `destination.service.host` (`name.namespace...`). Rules of a
+/// namespace other than the root one apply to the requests it gives.
+pub fn destination_namespace(bag: &dyn Bag) -> Option<String> {
+    let text = |name: &str| bag.get(name).and_then(|v| v.as_str().map(str::to_string));
+    text("destination.namespace").or_else(|| {
+        text("destination.service.host").and_then(|h| h.split('.').nth(1).map(str::to_string))
+    })
+}
+
 impl Bag for BTreeMap<String, Value> {
     fn get(&self, name: &str) -> Option<Value> {
         BTreeMap::get(self, name).cloned()

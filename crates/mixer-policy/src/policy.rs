@@ -23,6 +23,7 @@ use mesh_model::{
     Resource, Spec,
     security::{AuthorizationPolicy, ROOT_NAMESPACE},
 };
+use mixer_core::value::destination_namespace;
 use mixer_core::{
     Bag, Value,
     expr::{AttributeRef, Compiled, compile},
@@ -783,13 +784,6 @@ fn text(v: &Value) -> String {
 
 fn string_attr(bag: &dyn Bag, name: &str) -> Option<String> {
     bag.get(name).and_then(|v| v.as_str().map(str::to_string))
-}
-
-fn destination_namespace(bag: &dyn Bag) -> Option<String> {
-    string_attr(bag, "destination.namespace").or_else(|| {
-        string_attr(bag, "destination.service.host")
-            .and_then(|h| h.split('.').nth(1).map(str::to_string))
-    })
 }
 
 fn ip_attr(bag: &dyn Bag, name: &str) -> Option<IpAddr> {

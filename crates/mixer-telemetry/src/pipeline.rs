@@ -13,6 +13,7 @@ use std::{
 };
 
 use mesh_model::{Resource, Spec, security::ROOT_NAMESPACE};
+use mixer_core::value::destination_namespace;
 use mixer_core::{
     Bag, Value,
     expr::{Compiled, compile},
@@ -1101,13 +1102,6 @@ fn text(v: &Value) -> String {
             .collect::<Vec<_>>()
             .join(","),
     }
-}
-
-fn destination_namespace(bag: &dyn Bag) -> Option<String> {
-    let s = |name: &str| bag.get(name).and_then(|v| v.as_str().map(str::to_string));
-    s("destination.namespace").or_else(|| {
-        s("destination.service.host").and_then(|h| h.split('.').nth(1).map(str::to_string))
-    })
 }
 
 #[cfg(test)]
