@@ -1,0 +1,5 @@
+//! The sidecar-injector binary.
+
+fn main() -> std::process::ExitCode {
+    sidecar_injector::args::Args::parse_and_run()
+}

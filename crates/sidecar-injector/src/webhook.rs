@@ -1,0 +1,148 @@
+//! The `/inject` webhook: an `AdmissionReview` in, the review's answer out.
+//!
+//! Only pod creations are injected; any other request the webhook happens to be
+//! sent is allowed unchanged. A review or pod that cannot be read is answered
+//! `invalid` (never a panic, never a dropped connection); a bad traffic
+//! annotation refuses the pod with the annotation's name.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::post,
+};
+use mesh_admission::{
+    AdmissionRequest, AdmissionResponse, Operation, decode_review, encode_review,
+};
+use parking_lot::RwLock;
+use serde_json::Value;
+
+use crate::{
+    inject::{InjectError, Injection, Injector},
+    metrics::Metrics,
+    policy::SkipReason,
+};
+
+/// The largest review accepted: an object may be 1.5 MiB, and updates carry two.
+pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
+
+/// The injector in use; swapped whole when the configuration file changes.
+pub type SharedInjector = Arc<RwLock<Arc<Injector>>>;
+
+/// What a review came to, for metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The pod was injected.
+    Injected,
+    /// The pod was left alone.
+    Skipped(SkipReason),
+    /// Not a pod creation: allowed unchanged.
+    Ignored,
+    /// Refused: the review or pod could not be read, or injection failed.
+    Failed(&'static str),
+}
+
+/// Answers one request.
+pub fn review(injector: &Injector, request: &AdmissionRequest) -> (AdmissionResponse, Outcome) {
+    let uid = request.uid.as_str();
+    let is_pod = request.kind.group.is_empty()
+        && request.kind.kind == "Pod"
+        && request.resource.resource == "pods"
+        && request.sub_resource.as_deref().is_none_or(str::is_empty);
+    if !is_pod || request.operation != Operation::Create {
+        return (AdmissionResponse::allow(uid), Outcome::Ignored);
+    }
+    let Some(pod) = request.object.as_ref() else {
+        return (
+            AdmissionResponse::invalid(uid, "the review has no object"),
+            Outcome::Failed("invalid_pod"),
+        );
+    };
+    let namespace = request
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        .or_else(|| pod.pointer("/metadata/namespace").and_then(Value::as_str))
+        .unwrap_or("default");
+    match injector.inject(pod, namespace, None) {
+        Ok(Injection::Injected {
+            pod: injected,
+            warnings,
+        }) => {
+            let patch = mesh_admission::patch::diff(pod, &injected);
+            let mut response = AdmissionResponse::allow(uid).with_patch(&patch);
+            response.warnings = warnings;
+            (response, Outcome::Injected)
+        }
+        Ok(Injection::Skipped { reason, warnings }) => {
+            let mut response = AdmissionResponse::allow(uid);
+            response.warnings = warnings;
+            (response, Outcome::Skipped(reason))
+        }
+        Err(e @ InjectError::Template(_)) => (
+            AdmissionResponse::internal(uid, format!("sidecar injection failed: {e}")),
+            Outcome::Failed(e.reason()),
+        ),
+        Err(e) => (
+            AdmissionResponse::invalid(uid, format!("sidecar injection refused: {e}")),
+            Outcome::Failed(e.reason()),
+        ),
+    }
+}
+
+#[derive(Clone)]
+struct WebhookState {
+    injector: SharedInjector,
+    metrics: Arc<Metrics>,
+}
+
+/// The webhook's routes: `POST /inject`.
+pub fn router(injector: SharedInjector, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/inject", post(handle))
+        .route("/inject/", post(handle))
+        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .with_state(WebhookState { injector, metrics })
+}
+
+async fn handle(State(state): State<WebhookState>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let injector = state.injector.read().clone();
+    let (status, version, response, outcome) = match decode_review(&body) {
+        Ok((version, request)) => {
+            let (response, outcome) = review(&injector, &request);
+            (StatusCode::OK, version, response, outcome)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "malformed AdmissionReview");
+            // A review without a uid cannot be matched to a request: the API
+            // server gets a 400 with the answer in the body for its logs.
+            let status = if e.uid.is_empty() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                e.version,
+                e.response(),
+                Outcome::Failed("invalid_review"),
+            )
+        }
+    };
+    if let Outcome::Failed(reason) = &outcome {
+        let message = response.status.as_ref().map(|s| s.message.as_str());
+        tracing::info!(uid = %response.uid, reason, message, "pod refused");
+    }
+    state.metrics.record(&outcome, started.elapsed());
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        encode_review(version, &response),
+    )
+        .into_response()
+}
