@@ -10,6 +10,7 @@
 //!   xDS type, from pilot.
 
 pub mod check;
+pub mod inject;
 pub mod ports;
 pub mod sample;
 pub mod status;
@@ -46,6 +47,10 @@ pub enum Command {
     /// Print a token naming a namespace and service account, for citadel's
     /// CreateCertificate (signed by the local issuer `meshctl up` runs).
     Token(TokenArgs),
+    /// Add the sidecar to the workloads of multi-document YAML, as the injector's
+    /// webhook would (Pods, Deployments, StatefulSets, DaemonSets, Jobs,
+    /// CronJobs); everything else is copied unchanged.
+    KubeInject(inject::KubeInjectArgs),
 }
 
 /// Flags of `meshctl token`.
@@ -73,6 +78,7 @@ impl Cli {
             Command::Validate(args) => check::validate(&args),
             Command::Analyze(args) => check::analyze(&args),
             Command::ProxyStatus(args) => status::proxy_status(&args),
+            Command::KubeInject(args) => inject::kube_inject(&args),
             Command::Token(args) => match citadel::args::mint_token(
                 &args.data.join("citadel"),
                 &args.namespace,

@@ -31,3 +31,7 @@ pub const MIXER_TELEMETRY_MONITORING: u16 = 15018;
 /// mixer-telemetry Report API with mutual TLS (15004 in a container; mixer-policy
 /// holds 15004 on one host).
 pub const MIXER_TELEMETRY_MTLS: u16 = 15005;
+/// sidecar-injector's HTTPS webhook (9443 off-cluster; 443 behind a Service).
+pub const SIDECAR_INJECTOR_WEBHOOK: u16 = 9443;
+/// sidecar-injector monitoring.
+pub const SIDECAR_INJECTOR_MONITORING: u16 = 15019;

@@ -209,11 +209,43 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     .await
     .map_err(|e| anyhow::anyhow!("mixer-telemetry: {e}"))?;
 
+    // The injector's webhook: a self-signed certificate for this host, and a
+    // configuration pointing proxies at this plane (written once, then the
+    // user's to edit; the injector reloads it).
+    let injector_dir = args.data.join("sidecar-injector");
+    let injector_tls = injector_dir.join("tls");
+    let ca_bundle = crate::inject::ensure_webhook_cert(&injector_tls, args.bind)
+        .map_err(|e| anyhow::anyhow!("sidecar-injector's certificate: {e}"))?;
+    let injector_config = injector_dir.join("config.yaml");
+    if !injector_config.exists() {
+        std::fs::write(
+            &injector_config,
+            format!(
+                "# sidecar-injector configuration (reloaded when saved).\npolicy: enabled\nvalues:\n  pilotAddress: {pilot}\n  citadelAddress: {citadel}\n",
+                pilot = reach(pilot.xds_mtls_addr.unwrap_or(pilot.xds_addr)),
+                citadel = reach(citadel.grpc_addr),
+            ),
+        )?;
+    }
+    let injector = sidecar_injector::server::start(
+        sidecar_injector::InjectorServerConfig {
+            webhook_addr: at(ports::SIDECAR_INJECTOR_WEBHOOK),
+            tls_dir: injector_tls,
+            config: Some(injector_config.clone()),
+            monitoring_addr: at(ports::SIDECAR_INJECTOR_MONITORING),
+            reload_interval: Duration::from_secs(2),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("sidecar-injector: {e}"))?;
+
     for (name, readiness) in [
         ("galley", &galley.readiness),
         ("pilot", &pilot.readiness),
         ("mixer-policy", &policy.readiness),
         ("mixer-telemetry", &telemetry.readiness),
+        ("sidecar-injector", &injector.readiness),
     ] {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -300,6 +332,16 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             "Mixer Check API and ext_authz over mTLS",
         ));
     }
+    endpoints.push((
+        "sidecar-injector",
+        format!("https://{}/inject", injector.webhook_addr),
+        "mutating webhook (AdmissionReview v1, v1beta1)",
+    ));
+    endpoints.push((
+        "sidecar-injector",
+        format!("http://{}", injector.monitoring_addr),
+        "/metrics /ready /debug/injectorz",
+    ));
     if let Some(addr) = pilot.xds_mtls_addr {
         endpoints.push((
             "pilot",
@@ -313,6 +355,11 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     println!(
         "  certs:  {} (renewed in place)",
         args.data.join("certs").display()
+    );
+    println!(
+        "  injector: {} (config), {} (CA bundle)",
+        injector_config.display(),
+        ca_bundle.display()
     );
     println!();
     for (component, endpoint, what) in [("component", "endpoint".to_string(), "what")]
@@ -341,12 +388,13 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
                     .map_err(|e| format!("{component}'s agent: {e}")),
             )
         }));
-    let (c, g, p, m, t, a) = tokio::join!(
+    let (c, g, p, m, t, i, a) = tokio::join!(
         async { stop_all(citadel.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(galley.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(pilot.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(policy.wait().await.map_err(|e| e.to_string())) },
         async { stop_all(telemetry.wait().await.map_err(|e| e.to_string())) },
+        async { stop_all(injector.wait().await.map_err(|e| e.to_string())) },
         agents,
     );
     c.map_err(|e| anyhow::anyhow!("citadel: {e}"))?;
@@ -354,6 +402,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     p.map_err(|e| anyhow::anyhow!("pilot: {e}"))?;
     m.map_err(|e| anyhow::anyhow!("mixer-policy: {e}"))?;
     t.map_err(|e| anyhow::anyhow!("mixer-telemetry: {e}"))?;
+    i.map_err(|e| anyhow::anyhow!("sidecar-injector: {e}"))?;
     for r in a {
         r.map_err(|e| anyhow::anyhow!("{e}"))?;
     }

@@ -401,7 +401,8 @@ enum Place {
 /// Adds `added` to the list `field` of `spec`. An item with the name of one the
 /// pod already has is merged with it, the pod's own fields winning (so a pod can
 /// set, say, the proxy's resources by declaring a container of that name), and
-/// takes the added item's place.
+/// takes the added item's place. A container of the pod with `image: auto` keeps
+/// the injected image.
 fn merge_named(spec: &mut Map<String, Value>, field: &str, added: Vec<Value>, place: Place) {
     if added.is_empty() {
         return;
@@ -426,8 +427,12 @@ fn merge_named(spec: &mut Map<String, Value>, field: &str, added: Vec<Value>, pl
         .into_iter()
         .map(|mut item| {
             if let Some(own) = name_of(&item).and_then(|n| by_name.remove(&n))
-                && let (Some(target), Value::Object(own)) = (item.as_object_mut(), own)
+                && let (Some(target), Value::Object(mut own)) = (item.as_object_mut(), own)
             {
+                // `image: auto` asks for the injected image.
+                if own.get("image").and_then(Value::as_str) == Some("auto") {
+                    own.remove("image");
+                }
                 target.extend(own);
             }
             item

@@ -179,7 +179,7 @@ fn a_pods_own_proxy_container_overrides_the_template() {
         .expect("containers")
         .insert(
             0,
-            json!({"name": "istio-proxy", "resources": {"limits": {"memory": "256Mi"}}}),
+            json!({"name": "istio-proxy", "image": "auto", "resources": {"limits": {"memory": "256Mi"}}}),
         );
     let out = injected(&pod);
     assert_eq!(names(&out, "containers"), ["web", "istio-proxy"]);
