@@ -1,0 +1,72 @@
+{{/* galley's ports: name, Service port, container port. */}}
+{{- define "galley.ports" -}}
+- {name: grpc-mcp, port: 9901, targetPort: 9901}
+{{- if .Values.tls.secretName }}
+- {name: grpc-mcp-tls, port: 9902, targetPort: 9902}
+{{- end }}
+- {name: http-monitoring, port: 15014, targetPort: 15014}
+{{- if .Values.validationWebhook.enabled }}
+- {name: https-webhook, port: 443, targetPort: {{ .Values.validationWebhook.containerPort }}}
+{{- end }}
+{{- end -}}
+
+{{- define "galley.configMapName" -}}
+{{- .Values.config.existingConfigMap | default (printf "%s-config" (include "galley.fullname" .)) -}}
+{{- end -}}
+
+{{- define "galley.env" -}}
+- name: GALLEY_CONFIG_DIR
+  value: /etc/dromon/config
+- name: GALLEY_MCP_ADDR
+  value: "0.0.0.0:9901"
+- name: GALLEY_MONITORING_ADDR
+  value: "0.0.0.0:15014"
+- name: GALLEY_DEFAULT_NAMESPACE
+  value: {{ .Values.defaultNamespace | quote }}
+- name: GALLEY_DEBOUNCE
+  value: {{ .Values.debounce | quote }}
+- name: GALLEY_DEBOUNCE_MAX
+  value: {{ .Values.debounceMax | quote }}
+{{- if .Values.tls.secretName }}
+- name: GALLEY_TLS_DIR
+  value: /etc/dromon/certs
+- name: GALLEY_MCP_MTLS_ADDR
+  value: "0.0.0.0:9902"
+- name: GALLEY_ALLOWED_CLIENTS
+  {{- $default := list (printf "spiffe://%s/ns/%s/sa/*" (include "galley.trustDomain" .) .Release.Namespace) }}
+  value: {{ join "," (.Values.tls.allowedClients | default $default) | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "galley.volumeMounts" -}}
+- name: config
+  mountPath: /etc/dromon/config
+  readOnly: true
+{{- if .Values.tls.secretName }}
+- name: certs
+  mountPath: /etc/dromon/certs
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "galley.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "galley.configMapName" . }}
+{{- if .Values.tls.secretName }}
+- name: certs
+  secret:
+    secretName: {{ .Values.tls.secretName }}
+{{- end }}
+{{- end -}}
+
+{{- define "galley.podAnnotations" -}}
+checksum/config: {{ toJson .Values.config | sha256sum }}
+{{- end -}}
+
+{{- define "galley.strategy" -}}
+type: RollingUpdate
+rollingUpdate:
+  maxUnavailable: 0
+  maxSurge: 1
+{{- end -}}
