@@ -967,3 +967,43 @@ fn compose_file_runs_every_component_with_postgres_and_prometheus() {
     let mounted = serde_json::to_string(&services["prometheus"]["volumes"]).expect("JSON");
     assert!(mounted.contains("deploy/prometheus.yml"), "{mounted}");
 }
+
+#[test]
+fn the_rendered_injector_configuration_is_accepted_by_the_injector() {
+    let charts = Charts::new();
+    let rendered = charts.render("defaults");
+    let config_map = rendered.one("ConfigMap", "sidecar-injector");
+    let config = config_map
+        .pointer("/data/config.yaml")
+        .and_then(Value::as_str)
+        .expect("the injector ConfigMap holds config.yaml");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let (config_path, pod) = (dir.path().join("config.yaml"), dir.path().join("pod.yaml"));
+    std::fs::write(&config_path, config).expect("write config");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec: {containers: [{name: web, image: web}]}\n",
+    )
+    .expect("write pod");
+    let meshctl = dromon_e2e::bin_path("meshctl").expect("meshctl built");
+    let out = expect_success(
+        Command::new(meshctl)
+            .args(["kube-inject", "--injector-config"])
+            .arg(&config_path)
+            .arg("-f")
+            .arg(&pod),
+    );
+    let injected = parse_documents(&out);
+    let containers = strings(Some(
+        &injected[0]["spec"]["containers"]
+            .as_array()
+            .expect("containers")
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect::<Value>(),
+    ));
+    assert_eq!(containers, ["web", "istio-proxy"]);
+    // The proxies are pointed at this release's pilot and citadel.
+    assert!(out.contains(".svc:15011"), "{out}");
+    assert!(out.contains(".svc:8060"), "{out}");
+}
