@@ -396,6 +396,38 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
     }
     assert!(counted, "the report over mTLS was counted");
 
+    // The injector answers on 9443 with the certificate written under the data
+    // directory, and points proxies at this host's pilot and citadel.
+    wait_http_ok(
+        "127.0.0.1:15019".parse().unwrap(),
+        "/ready",
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    let injectorz = http_json("127.0.0.1:15019".parse().unwrap(), "/debug/injectorz")
+        .await
+        .unwrap();
+    assert_eq!(injectorz["values"]["pilotAddress"], "127.0.0.1:15011");
+    assert_eq!(injectorz["values"]["citadelAddress"], "127.0.0.1:8060");
+    let ca = data.path().join("sidecar-injector/tls/tls.crt");
+    let out = std::process::Command::new(dromon_e2e::python())
+        .arg(dromon_e2e::repo().join("tests/injector/check_injection.py"))
+        .args([
+            "malformed",
+            "--url",
+            "https://127.0.0.1:9443/inject",
+            "--ca",
+        ])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let status = up.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status:?}");
 }

@@ -187,9 +187,7 @@ pub async fn run(args: CitadelArgs) -> anyhow::Result<()> {
         "throughput: {ok} certificates in {:.2}s = {rate:.0}/s, {errors} errors, concurrency {}; latency {}",
         elapsed.as_secs_f64(),
         args.concurrency,
-        summarize(&samples)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
+        crate::drive::latency(&samples)
     );
     println!(
         "citadel CPU: {cpu:.2}s user+sys = {:.0} µs per certificate",

@@ -136,3 +136,10 @@ pub async fn open_loop<W: Unit>(work: &Arc<W>, rate: u64, duration: Duration) ->
     out.elapsed = start.elapsed();
     out
 }
+
+/// The latency summary of `samples`, or nothing when there are none.
+pub fn latency(samples: &[Duration]) -> String {
+    crate::stats::summarize(samples)
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}

@@ -20,11 +20,15 @@
 //! `mesh-load telemetry` drives Mixer Reports (batches of attribute bags) against
 //! real galley and mixer-telemetry processes with the standard metrics on
 //! ([`telemetry`]).
+//!
+//! `mesh-load injector` posts pod-creation AdmissionReviews to a real
+//! sidecar-injector over HTTPS ([`injector`]).
 
 pub mod citadel;
 pub mod configgen;
 pub mod drive;
 pub mod galley;
+pub mod injector;
 pub mod mixer;
 pub mod pilot;
 pub mod pilotgen;
@@ -59,6 +63,8 @@ pub enum Scenario {
     Mixer(mixer::MixerArgs),
     /// Mixer Report load against real galley and mixer-telemetry processes.
     Telemetry(telemetry::TelemetryArgs),
+    /// AdmissionReview load against a real sidecar-injector over HTTPS.
+    Injector(injector::InjectorArgs),
     /// Write a generated configuration directory.
     Gen(configgen::GenArgs),
 }
@@ -85,6 +91,7 @@ impl Cli {
                 Scenario::Citadel(args) => citadel::run(args).await,
                 Scenario::Mixer(args) => mixer::run(args).await,
                 Scenario::Telemetry(args) => telemetry::run(args).await,
+                Scenario::Injector(args) => injector::run(args).await,
             }
         });
         match result {

@@ -33,10 +33,7 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::{
-    drive::{Outcome, Unit, closed_loop, open_loop},
-    stats::summarize,
-};
+use crate::drive::{Outcome, Unit, closed_loop, open_loop};
 
 /// Flags of `mesh-load mixer`.
 #[derive(Debug, Clone, Args)]
@@ -297,25 +294,6 @@ impl Unit for Checks {
 }
 
 /// CPU seconds of mixer-policy and of this process (the load) so far.
-fn cpu_now(pid: u32) -> (f64, f64) {
-    (
-        crate::proc::cpu_seconds(pid).unwrap_or_default(),
-        crate::proc::cpu_seconds(std::process::id()).unwrap_or_default(),
-    )
-}
-
-/// `mixer-policy CPU ... | mesh-load CPU ...` between two [`cpu_now`] readings.
-fn cpu_split(before: (f64, f64), after: (f64, f64), checks: u64) -> String {
-    let per = |s: f64| s / checks.max(1) as f64 * 1e6;
-    let (server, load) = (after.0 - before.0, after.1 - before.1);
-    format!(
-        "mixer-policy CPU: {server:.2}s user+sys = {:.1} µs per check; \
-         mesh-load CPU: {load:.2}s = {:.1} µs per check",
-        per(server),
-        per(load)
-    )
-}
-
 /// Runs the scenario and prints the figures.
 pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -385,39 +363,41 @@ pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
         work.requests.first().map_or(0, Bytes::len)
     );
 
-    let cpu0 = cpu_now(pid);
+    let cpu0 = crate::proc::cpu_pair(pid);
     let Outcome {
         ok,
         errors,
         samples,
         elapsed,
     } = closed_loop(&work, args.concurrency, args.duration).await;
-    let cpu1 = cpu_now(pid);
+    let cpu1 = crate::proc::cpu_pair(pid);
     println!(
         "throughput: {ok} checks in {:.2}s = {:.0}/s, {errors} errors, concurrency {}; latency {}",
         elapsed.as_secs_f64(),
         ok as f64 / elapsed.as_secs_f64(),
         args.concurrency,
-        summarize(&samples)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
+        crate::drive::latency(&samples)
     );
-    println!("{}", cpu_split(cpu0, cpu1, ok));
+    println!(
+        "{}",
+        crate::proc::cpu_split("mixer-policy", "check", cpu0, cpu1, ok)
+    );
     if args.rate > 0 {
-        let cpu0 = cpu_now(pid);
+        let cpu0 = crate::proc::cpu_pair(pid);
         let out = open_loop(&work, args.rate, args.rate_duration).await;
-        let cpu1 = cpu_now(pid);
+        let cpu1 = crate::proc::cpu_pair(pid);
         println!(
             "fixed rate {}/s for {:?}: {} ok, {} errors; latency {}",
             args.rate,
             args.rate_duration,
             out.ok,
             out.errors,
-            summarize(&out.samples)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
+            crate::drive::latency(&out.samples)
         );
-        println!("{}", cpu_split(cpu0, cpu1, out.ok + out.errors));
+        println!(
+            "{}",
+            crate::proc::cpu_split("mixer-policy", "check", cpu0, cpu1, out.ok + out.errors)
+        );
     }
     if let Some((rss, hwm)) = crate::proc::memory_kib(pid) {
         println!(

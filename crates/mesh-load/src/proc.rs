@@ -24,6 +24,34 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / 100.0)
 }
 
+/// CPU seconds of process `pid` and of this process, read together around a
+/// measured phase.
+pub fn cpu_pair(pid: u32) -> (f64, f64) {
+    (
+        cpu_seconds(pid).unwrap_or_default(),
+        cpu_seconds(std::process::id()).unwrap_or_default(),
+    )
+}
+
+/// `<server> CPU: ... per <unit>; mesh-load CPU: ... per <unit>` between two
+/// [`cpu_pair`] readings over `count` units of work.
+pub fn cpu_split(
+    server: &str,
+    unit: &str,
+    before: (f64, f64),
+    after: (f64, f64),
+    count: u64,
+) -> String {
+    let per = |s: f64| s / count.max(1) as f64 * 1e6;
+    let (server_s, load_s) = (after.0 - before.0, after.1 - before.1);
+    format!(
+        "{server} CPU: {server_s:.2}s user+sys = {:.1} µs per {unit}; \
+         mesh-load CPU: {load_s:.2}s = {:.1} µs per {unit}",
+        per(server_s),
+        per(load_s)
+    )
+}
+
 /// Raises this process's open-file limit (RLIMIT_NOFILE) to its hard limit, which
 /// children such as pilot inherit; returns the new soft limit.
 pub fn raise_nofile_limit() -> std::io::Result<u64> {

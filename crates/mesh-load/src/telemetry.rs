@@ -24,10 +24,7 @@ use mixer_core::{
 };
 use tonic::transport::Channel;
 
-use crate::{
-    drive::{Outcome, Unit, closed_loop, open_loop},
-    stats::summarize,
-};
+use crate::drive::{Outcome, Unit, closed_loop, open_loop};
 
 /// Flags of `mesh-load telemetry`.
 #[derive(Debug, Clone, Args)]
@@ -237,9 +234,7 @@ pub async fn run(args: TelemetryArgs) -> anyhow::Result<()> {
         records / took.as_secs_f64(),
         args.concurrency,
         exported1 - exported0,
-        summarize(&samples)
-            .map(|s| s.to_string())
-            .unwrap_or_default()
+        crate::drive::latency(&samples)
     );
     println!(
         "mixer-telemetry CPU: {:.2}s = {:.2} µs per record",
@@ -257,9 +252,7 @@ pub async fn run(args: TelemetryArgs) -> anyhow::Result<()> {
             args.rate_duration,
             out.ok,
             out.errors,
-            summarize(&out.samples)
-                .map(|s| s.to_string())
-                .unwrap_or_default()
+            crate::drive::latency(&out.samples)
         );
         println!(
             "mixer-telemetry CPU: {:.2}s = {:.2} µs per record",

@@ -213,9 +213,10 @@ impl InjectorConfig {
             let de = serde_norway::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de).map_err(|e| {
                 let path = e.path().to_string();
-                let inner = e.into_inner();
-                if path == "." || path.is_empty() {
-                    invalid(inner.to_string())
+                let inner = e.into_inner().to_string();
+                // The YAML reader sometimes names the path itself.
+                if path == "." || path.is_empty() || inner.starts_with(&format!("{path}:")) {
+                    invalid(inner)
                 } else {
                     invalid(format!("{path}: {inner}"))
                 }

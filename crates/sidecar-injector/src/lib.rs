@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod policy;
 pub mod probes;
 pub mod redirect;
+pub mod samples;
 pub mod selector;
 pub mod server;
 pub mod template;

@@ -132,27 +132,29 @@ impl Redirect {
 /// Checks a comma-separated CIDR list (`*` alone allowed when `star`), giving it
 /// back trimmed.
 pub fn check_ip_ranges(value: &str, star: bool) -> Result<String, String> {
-    let value = value.trim();
-    if value == "*" {
-        return if star {
-            Ok("*".into())
-        } else {
-            Err("`*` is not allowed here".into())
-        };
-    }
-    let mut out = Vec::new();
-    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    check_list(value, star, |entry| {
         let net: ipnet::IpNet = entry
             .parse()
             .map_err(|_| format!("{entry:?} is not a CIDR (e.g. 10.0.0.0/8)"))?;
-        out.push(net.to_string());
-    }
-    Ok(out.join(","))
+        Ok(net.to_string())
+    })
 }
 
 /// Checks a comma-separated port list (`*` alone allowed when `star`), giving it
 /// back trimmed.
 pub fn check_ports(value: &str, star: bool) -> Result<String, String> {
+    check_list(value, star, |entry| match entry.parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port.to_string()),
+        _ => Err(format!("{entry:?} is not a port (1-65535)")),
+    })
+}
+
+/// A comma-separated list, each entry checked and normalized by `entry`.
+fn check_list(
+    value: &str,
+    star: bool,
+    entry: impl Fn(&str) -> Result<String, String>,
+) -> Result<String, String> {
     let value = value.trim();
     if value == "*" {
         return if star {
@@ -161,14 +163,13 @@ pub fn check_ports(value: &str, star: bool) -> Result<String, String> {
             Err("`*` is not allowed here".into())
         };
     }
-    let mut out = Vec::new();
-    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        match entry.parse::<u16>() {
-            Ok(port) if port > 0 => out.push(port.to_string()),
-            _ => return Err(format!("{entry:?} is not a port (1-65535)")),
-        }
-    }
-    Ok(out.join(","))
+    let entries = value
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(entry)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(entries.join(","))
 }
 
 #[cfg(test)]
