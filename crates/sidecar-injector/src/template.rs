@@ -96,7 +96,7 @@ fn describe(e: &minijinja::Error) -> String {
 }
 
 fn parse_output(text: &str) -> Result<Sidecar, TemplateError> {
-    let value: Value = serde_norway::from_str(text)
+    let value: Value = mesh_model::parse::from_yaml_str(text)
         .map_err(|e| TemplateError::Output(format!("YAML that does not parse: {e}")))?;
     let mut map = match value {
         Value::Object(map) => map,

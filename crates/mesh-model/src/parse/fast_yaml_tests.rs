@@ -376,3 +376,18 @@ proptest! {
         check_agrees(&doc);
     }
 }
+
+#[test]
+fn from_yaml_str_reads_with_either_reader_alike() {
+    // Plain block YAML (fast reader) and YAML it leaves to the full parser (a block
+    // scalar) give the same values as the full parser.
+    for doc in [
+        "a: 1\nb: [x, \"y\\u003cz\", {c: true}]\nd:\n- e: 2.5\n  f: null\n",
+        "a: |\n  text\nb: &x 1\nc: *x\n",
+    ] {
+        let fast: serde_json::Value = crate::parse::from_yaml_str(doc).expect("reads");
+        let full: serde_json::Value = serde_norway::from_str(doc).expect("reads");
+        assert_eq!(fast, full, "{doc}");
+    }
+    assert!(crate::parse::from_yaml_str::<serde_json::Value>("a: [").is_err());
+}

@@ -53,6 +53,16 @@ const OWNED_GROUPS: &[&str] = &[
     "config.istio.io",
 ];
 
+/// Reads one YAML document into `T`: with the fast block-YAML reader when the
+/// document is plain enough for it (most generated YAML is), else with the full
+/// YAML parser. Both read a document the same way.
+pub fn from_yaml_str<T: serde::de::DeserializeOwned>(doc: &str) -> Result<T, String> {
+    match fast_yaml::parse(doc) {
+        Ok(node) => from_node(&node).map_err(|e| e.to_string()),
+        Err(fast_yaml::Unsupported) => serde_norway::from_str(doc).map_err(|e| e.to_string()),
+    }
+}
+
 /// Options for parsing.
 #[derive(Debug, Clone)]
 pub struct ParseOptions {
