@@ -143,3 +143,69 @@ pub fn latency(samples: &[Duration]) -> String {
         .map(|s| s.to_string())
         .unwrap_or_default()
 }
+
+/// The two phases of a request/response scenario and what they report.
+#[derive(Debug, Clone)]
+pub struct Phases {
+    /// The server process measured.
+    pub server: &'static str,
+    /// Its pid, for CPU and memory.
+    pub pid: u32,
+    /// What one request is called in the output (`check`, `review`).
+    pub unit: &'static str,
+    /// Requests in flight in the throughput phase.
+    pub concurrency: usize,
+    /// Length of the throughput phase.
+    pub duration: Duration,
+    /// Requests per second in the latency phase (0 skips it).
+    pub rate: u64,
+    /// Length of the latency phase.
+    pub rate_duration: Duration,
+}
+
+/// Runs the throughput phase (closed loop), then the latency phase (open loop),
+/// printing each one's count, rate, latency and the CPU of both processes, and
+/// the server's memory at the end.
+pub async fn run_phases<W: Unit>(work: &Arc<W>, phases: &Phases) {
+    let (server, pid, unit) = (phases.server, phases.pid, phases.unit);
+    let cpu0 = crate::proc::cpu_pair(pid);
+    let out = closed_loop(work, phases.concurrency, phases.duration).await;
+    let cpu1 = crate::proc::cpu_pair(pid);
+    println!(
+        "throughput: {} {unit}s in {:.2}s = {:.0}/s, {} errors, concurrency {}; latency {}",
+        out.ok,
+        out.elapsed.as_secs_f64(),
+        out.ok as f64 / out.elapsed.as_secs_f64(),
+        out.errors,
+        phases.concurrency,
+        latency(&out.samples)
+    );
+    println!(
+        "{}",
+        crate::proc::cpu_split(server, unit, cpu0, cpu1, out.ok)
+    );
+    if phases.rate > 0 {
+        let cpu0 = crate::proc::cpu_pair(pid);
+        let out = open_loop(work, phases.rate, phases.rate_duration).await;
+        let cpu1 = crate::proc::cpu_pair(pid);
+        println!(
+            "fixed rate {}/s for {:?}: {} ok, {} errors; latency {}",
+            phases.rate,
+            phases.rate_duration,
+            out.ok,
+            out.errors,
+            latency(&out.samples)
+        );
+        println!(
+            "{}",
+            crate::proc::cpu_split(server, unit, cpu0, cpu1, out.ok + out.errors)
+        );
+    }
+    if let Some((rss, hwm)) = crate::proc::memory_kib(pid) {
+        println!(
+            "{server} memory: RSS {} MiB, peak {} MiB",
+            rss / 1024,
+            hwm / 1024
+        );
+    }
+}

@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::sync::Mutex;
 
-use crate::drive::{Outcome, Unit, closed_loop, open_loop};
+use crate::drive::Unit;
 
 /// Flags of `mesh-load injector`.
 #[derive(Debug, Clone, Args)]
@@ -191,55 +191,19 @@ pub async fn run(args: InjectorArgs) -> anyhow::Result<()> {
         if args.http2 { "HTTP/2" } else { "HTTP/1.1" },
     );
 
-    let cpu0 = crate::proc::cpu_pair(pid);
-    let Outcome {
-        ok,
-        errors,
-        samples,
-        elapsed,
-    } = closed_loop(&work, args.concurrency, args.duration).await;
-    let cpu1 = crate::proc::cpu_pair(pid);
-    println!(
-        "throughput: {ok} reviews in {:.2}s = {:.0}/s, {errors} errors, concurrency {}; latency {}",
-        elapsed.as_secs_f64(),
-        ok as f64 / elapsed.as_secs_f64(),
-        args.concurrency,
-        crate::drive::latency(&samples)
-    );
-    println!(
-        "{}",
-        crate::proc::cpu_split("sidecar-injector", "review", cpu0, cpu1, ok)
-    );
-    if args.rate > 0 {
-        let cpu0 = crate::proc::cpu_pair(pid);
-        let out = open_loop(&work, args.rate, args.rate_duration).await;
-        let cpu1 = crate::proc::cpu_pair(pid);
-        println!(
-            "fixed rate {}/s for {:?}: {} ok, {} errors; latency {}",
-            args.rate,
-            args.rate_duration,
-            out.ok,
-            out.errors,
-            crate::drive::latency(&out.samples)
-        );
-        println!(
-            "{}",
-            crate::proc::cpu_split(
-                "sidecar-injector",
-                "review",
-                cpu0,
-                cpu1,
-                out.ok + out.errors
-            )
-        );
-    }
-    if let Some((rss, hwm)) = crate::proc::memory_kib(pid) {
-        println!(
-            "sidecar-injector memory: RSS {} MiB, peak {} MiB",
-            rss / 1024,
-            hwm / 1024
-        );
-    }
+    crate::drive::run_phases(
+        &work,
+        &crate::drive::Phases {
+            server: "sidecar-injector",
+            pid,
+            unit: "review",
+            concurrency: args.concurrency,
+            duration: args.duration,
+            rate: args.rate,
+            rate_duration: args.rate_duration,
+        },
+    )
+    .await;
     drop(injector);
     Ok(())
 }

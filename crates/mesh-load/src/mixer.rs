@@ -33,7 +33,7 @@ use tonic::{
     transport::Channel,
 };
 
-use crate::drive::{Outcome, Unit, closed_loop, open_loop};
+use crate::drive::Unit;
 
 /// Flags of `mesh-load mixer`.
 #[derive(Debug, Clone, Args)]
@@ -363,49 +363,19 @@ pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
         work.requests.first().map_or(0, Bytes::len)
     );
 
-    let cpu0 = crate::proc::cpu_pair(pid);
-    let Outcome {
-        ok,
-        errors,
-        samples,
-        elapsed,
-    } = closed_loop(&work, args.concurrency, args.duration).await;
-    let cpu1 = crate::proc::cpu_pair(pid);
-    println!(
-        "throughput: {ok} checks in {:.2}s = {:.0}/s, {errors} errors, concurrency {}; latency {}",
-        elapsed.as_secs_f64(),
-        ok as f64 / elapsed.as_secs_f64(),
-        args.concurrency,
-        crate::drive::latency(&samples)
-    );
-    println!(
-        "{}",
-        crate::proc::cpu_split("mixer-policy", "check", cpu0, cpu1, ok)
-    );
-    if args.rate > 0 {
-        let cpu0 = crate::proc::cpu_pair(pid);
-        let out = open_loop(&work, args.rate, args.rate_duration).await;
-        let cpu1 = crate::proc::cpu_pair(pid);
-        println!(
-            "fixed rate {}/s for {:?}: {} ok, {} errors; latency {}",
-            args.rate,
-            args.rate_duration,
-            out.ok,
-            out.errors,
-            crate::drive::latency(&out.samples)
-        );
-        println!(
-            "{}",
-            crate::proc::cpu_split("mixer-policy", "check", cpu0, cpu1, out.ok + out.errors)
-        );
-    }
-    if let Some((rss, hwm)) = crate::proc::memory_kib(pid) {
-        println!(
-            "mixer-policy memory: RSS {} MiB, peak {} MiB",
-            rss / 1024,
-            hwm / 1024
-        );
-    }
+    crate::drive::run_phases(
+        &work,
+        &crate::drive::Phases {
+            server: "mixer-policy",
+            pid,
+            unit: "check",
+            concurrency: args.concurrency,
+            duration: args.duration,
+            rate: args.rate,
+            rate_duration: args.rate_duration,
+        },
+    )
+    .await;
     drop(policy);
     drop(galley);
     Ok(())
