@@ -4,5 +4,6 @@
 //! It owns no port; it speaks HTTPS to the Kubernetes API server.
 
 pub mod client;
+pub mod crds;
 
 pub use client::{ConfigSource, KubeArgs, KubeEnv, KubeError, request_error};
