@@ -60,6 +60,7 @@ struct Cli {
 
 #[test]
 fn flags_parse() {
+    <Cli as clap::CommandFactory>::command().debug_assert();
     let cli = Cli::try_parse_from([
         "x",
         "--kubeconfig",
