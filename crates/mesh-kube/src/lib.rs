@@ -1,0 +1,9 @@
+//! Kubernetes sources shared by Dromon's components: how every component connects to
+//! the API server ([`client`]: flags, `kube::Client`, clear errors) and the Istio
+//! CustomResourceDefinitions galley reads, generated from Rust types ([`crds`]).
+//! It owns no port; it speaks HTTPS to the Kubernetes API server.
+
+pub mod client;
+pub mod crds;
+
+pub use client::{ConfigSource, KubeArgs, KubeEnv, KubeError, request_error};
