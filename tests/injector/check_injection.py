@@ -8,6 +8,8 @@ Kubernetes schemas.
   check_injection.py malformed --url URL --ca CA
   check_injection.py rotated   --url URL --ca NEW_CA [--timeout S]
   check_injection.py validate  FILE...    (multi-document YAML)
+  check_injection.py post      --url URL --ca CA --object FILE [--operation OP]
+                               (any webhook: the review's response, as JSON)
 
 Each prints one JSON summary line on success and exits 1 with the reason
 otherwise.
@@ -215,6 +217,16 @@ def validate_files(args):
     print(json.dumps({"documents": kinds}))
 
 
+def post_object(args):
+    with open(args.object) as f:
+        obj = yaml.safe_load(f)
+    request = review(obj, args.version, namespace=args.namespace, operation=args.operation)
+    group, _, version = obj.get("apiVersion", "").rpartition("/")
+    request["request"]["kind"] = {"group": group, "version": version, "kind": obj.get("kind", "")}
+    request["request"]["name"] = obj.get("metadata", {}).get("name", "")
+    print(json.dumps(send(args.url, args.ca, request)))
+
+
 def main():
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,8 +244,16 @@ def main():
     r.add_argument("--timeout", type=float, default=20)
     v = sub.add_parser("validate")
     v.add_argument("files", nargs="+")
+    p = sub.add_parser("post")
+    p.add_argument("--url", required=True)
+    p.add_argument("--ca", required=True)
+    p.add_argument("--object", required=True)
+    p.add_argument("--operation", default="CREATE")
+    p.add_argument("--namespace", default="shop")
+    p.add_argument("--version", default="v1")
     args = parser.parse_args()
-    {"golden": golden, "malformed": malformed, "rotated": rotated, "validate": validate_files}[args.command](args)
+    commands = {"golden": golden, "malformed": malformed, "rotated": rotated, "validate": validate_files, "post": post_object}
+    commands[args.command](args)
 
 
 if __name__ == "__main__":

@@ -386,3 +386,129 @@ fn tonic_health_client(
 ) -> HealthClient<tonic::transport::Channel> {
     HealthClient::new(channel)
 }
+
+/// Posts `object` to galley's validating webhook; the review's response.
+fn post_review(url: &str, ca: &Path, object: &Path, operation: &str) -> serde_json::Value {
+    let out = std::process::Command::new(dromon_e2e::python())
+        .arg(dromon_e2e::repo().join("tests/injector/check_injection.py"))
+        .args(["post", "--url", url, "--ca"])
+        .arg(ca)
+        .arg("--object")
+        .arg(object)
+        .args(["--operation", operation])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn the_validating_webhook_refuses_what_meshctl_validate_refuses_with_the_same_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(&config).unwrap();
+    let tls = dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(tls.join("tls.crt"), cert.pem()).unwrap();
+    std::fs::write(tls.join("tls.key"), key.serialize_pem()).unwrap();
+    let (mcp, monitoring, webhook) = (
+        dromon_e2e::local_addr(),
+        dromon_e2e::local_addr(),
+        dromon_e2e::local_addr(),
+    );
+    let _galley = ChildGuard::spawn(
+        "galley",
+        &[
+            "--config-dir",
+            config.to_str().unwrap(),
+            "--mcp-addr",
+            &mcp.to_string(),
+            "--monitoring-addr",
+            &monitoring.to_string(),
+            "--webhook-tls-dir",
+            tls.to_str().unwrap(),
+            "--webhook-addr",
+            &webhook.to_string(),
+        ],
+    )
+    .unwrap();
+    dromon_e2e::wait_http_ok(monitoring, "/ready", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let url = format!("https://{webhook}/validate");
+    let ca = tls.join("tls.crt");
+
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        virtual_service("reviews", "reviews.shop.svc.cluster.local"),
+    )
+    .unwrap();
+    let response = post_review(&url, &ca, &good, "CREATE");
+    assert_eq!(response["allowed"], true, "{response}");
+
+    // The same bad resource through meshctl validate and through the webhook.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        service_entry("payments", "payments.shop.svc.cluster.local", 700_000),
+    )
+    .unwrap();
+    let response = post_review(&url, &ca, &bad, "UPDATE");
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().unwrap().to_string();
+    let validate = std::process::Command::new(dromon_e2e::bin_path("meshctl").unwrap())
+        .arg("validate")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!validate.status.success());
+    let stdout = String::from_utf8_lossy(&validate.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("Error: "))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    // `Error: <file>:<line>: <message>`: the webhook says the same without the file.
+    let expected = line
+        .split_once(".yaml:")
+        .and_then(|(_, rest)| rest.split_once(": "))
+        .map(|(_, m)| m)
+        .unwrap_or_else(|| panic!("{line}"));
+    assert_eq!(message, expected);
+    assert!(
+        message.starts_with("ServiceEntry shop/payments: "),
+        "{message}"
+    );
+
+    // Other groups and deletes are not galley's to judge.
+    let deployment = dir.path().join("deployment.yaml");
+    std::fs::write(
+        &deployment,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec: {}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        post_review(&url, &ca, &deployment, "CREATE")["allowed"],
+        true
+    );
+    assert_eq!(post_review(&url, &ca, &bad, "DELETE")["allowed"], true);
+
+    let (_, metrics) = http_get(monitoring, "/metrics").await.unwrap();
+    for verdict in ["allowed", "denied", "ignored"] {
+        assert!(
+            metrics.contains(&format!(
+                "galley_validation_reviews_total{{verdict=\"{verdict}\"}}"
+            )),
+            "{verdict}: {metrics}"
+        );
+    }
+}

@@ -36,6 +36,12 @@
   {{- $default := list (printf "spiffe://%s/ns/%s/sa/*" (include "galley.trustDomain" .) .Release.Namespace) }}
   value: {{ join "," (.Values.tls.allowedClients | default $default) | quote }}
 {{- end }}
+{{- if .Values.validationWebhook.enabled }}
+- name: GALLEY_WEBHOOK_TLS_DIR
+  value: /etc/dromon/webhook-certs
+- name: GALLEY_WEBHOOK_ADDR
+  value: {{ printf "0.0.0.0:%d" (int .Values.validationWebhook.containerPort) | quote }}
+{{- end }}
 {{- end -}}
 
 {{- define "galley.volumeMounts" -}}
@@ -45,6 +51,11 @@
 {{- if .Values.tls.secretName }}
 - name: certs
   mountPath: /etc/dromon/certs
+  readOnly: true
+{{- end }}
+{{- if .Values.validationWebhook.enabled }}
+- name: webhook-certs
+  mountPath: /etc/dromon/webhook-certs
   readOnly: true
 {{- end }}
 {{- end -}}
@@ -57,6 +68,11 @@
 - name: certs
   secret:
     secretName: {{ .Values.tls.secretName }}
+{{- end }}
+{{- if .Values.validationWebhook.enabled }}
+- name: webhook-certs
+  secret:
+    secretName: {{ .Values.validationWebhook.tlsSecretName }}
 {{- end }}
 {{- end -}}
 

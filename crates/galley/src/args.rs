@@ -45,6 +45,14 @@ pub struct Args {
         default_value = crate::DEFAULT_ALLOWED_CLIENTS
     )]
     pub allowed_clients: Vec<mesh_tls::IdentityPattern>,
+    /// Directory with the validating webhook's serving certificate (`tls.crt` and
+    /// `tls.key`, or `cert-chain.pem` and `key.pem`); enables `POST /validate` over
+    /// HTTPS, reloaded when the files change.
+    #[arg(long, env = "GALLEY_WEBHOOK_TLS_DIR")]
+    pub webhook_tls_dir: Option<PathBuf>,
+    /// Validating webhook listen address (with `--webhook-tls-dir`).
+    #[arg(long, env = "GALLEY_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -69,6 +77,13 @@ impl Args {
                 mcp_mtls_addr: self.mcp_mtls_addr,
                 allowed: self.allowed_clients.clone(),
             }),
+            webhook: self
+                .webhook_tls_dir
+                .as_ref()
+                .map(|dir| crate::GalleyWebhook {
+                    addr: self.webhook_addr,
+                    tls_dir: dir.clone(),
+                }),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod offline;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod webhook;
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
@@ -68,6 +69,18 @@ pub struct GalleyConfig {
     pub default_namespace: String,
     /// The mTLS MCP port, when galley has a certificate.
     pub tls: Option<GalleyTls>,
+    /// The validating admission webhook, when galley has a serving certificate.
+    pub webhook: Option<GalleyWebhook>,
+}
+
+/// galley's validating admission webhook (`POST /validate` over HTTPS).
+#[derive(Debug, Clone)]
+pub struct GalleyWebhook {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Directory with the serving certificate: `tls.crt`/`tls.key` or
+    /// `cert-chain.pem`/`key.pem`, reloaded when they change.
+    pub tls_dir: PathBuf,
 }
 
 /// galley's mTLS MCP port: clients (pilot, the mixers) present citadel-issued
@@ -108,6 +121,12 @@ pub enum GalleyError {
     /// The certificate directory of the mTLS port is unusable.
     #[error("mTLS identity: {0}")]
     Tls(#[from] mesh_tls::TlsError),
+    /// The webhook's serving certificate is unusable.
+    #[error("webhook certificate: {0}")]
+    WebhookTls(#[from] mesh_admission::TlsFilesError),
+    /// The webhook's HTTPS server failed.
+    #[error("webhook server: {0}")]
+    Webhook(#[from] mesh_admission::ServeError),
     /// A task panicked or was cancelled.
     #[error("galley task failed: {0}")]
     Task(String),
@@ -130,6 +149,8 @@ pub struct Running {
     pub mcp_addr: SocketAddr,
     /// The bound mTLS MCP address, when serving one.
     pub mcp_mtls_addr: Option<SocketAddr>,
+    /// The bound webhook address, when serving one.
+    pub webhook_addr: Option<SocketAddr>,
     /// The bound monitoring address.
     pub monitoring_addr: SocketAddr,
     /// Becomes ready once the first snapshot is published.
@@ -207,6 +228,17 @@ pub async fn start(
         }
         None => None,
     };
+    let webhook = match &config.webhook {
+        Some(webhook) => {
+            let cert = mesh_admission::ServingCert::load(mesh_admission::CertFiles::new(
+                &webhook.tls_dir,
+            ))?;
+            let listener = mesh_runtime::bind(webhook.addr, "galley validating webhook").await?;
+            let metrics = webhook::WebhookMetrics::register(&mut registry);
+            Some((listener, cert, metrics))
+        }
+        None => None,
+    };
     let monitoring_listener =
         mesh_runtime::bind(config.monitoring_addr, "galley monitoring").await?;
     let mcp_addr = mcp_listener.local_addr().map_err(GalleyError::Monitoring)?;
@@ -230,6 +262,20 @@ pub async fn start(
             mesh_runtime::grpc::serve_mtls(listener, acceptor, router, sd)
                 .await
                 .map_err(GalleyError::from)
+        });
+    }
+    let mut webhook_addr = None;
+    if let Some((listener, cert, metrics)) = webhook {
+        webhook_addr = Some(listener.local_addr().map_err(GalleyError::Monitoring)?);
+        let router = webhook::router(&config.default_namespace, metrics);
+        let server = mesh_admission::HttpsServer::new(cert.clone());
+        let sd = shutdown.clone();
+        tasks.spawn(async move { Ok(server.serve(listener, router, sd).await?) });
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            cert.watch(mesh_admission::tls::DEFAULT_RELOAD_INTERVAL, sd)
+                .await;
+            Ok(())
         });
     }
     let router = router.add_service(ads.into_service());
@@ -274,6 +320,7 @@ pub async fn start(
     Ok(Running {
         mcp_addr,
         mcp_mtls_addr,
+        webhook_addr,
         monitoring_addr,
         readiness,
         cache,

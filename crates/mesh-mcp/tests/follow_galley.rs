@@ -49,6 +49,7 @@ async fn store_follows_galley() {
             monitoring_addr: "127.0.0.1:0".parse().unwrap(),
             default_namespace: "default".into(),
             tls: None,
+            webhook: None,
         },
         stop.clone(),
     )

@@ -50,23 +50,32 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: ", self.source)?;
+        write!(f, "{}: {}", self.source, self.without_source())
+    }
+}
+
+impl ConfigError {
+    /// The message without its file and line: `Kind ns/name: field: message`,
+    /// for errors about a resource that came from no file (an admission review).
+    pub fn without_source(&self) -> String {
+        let mut out = String::new();
         match (&self.kind, &self.name) {
             (Some(kind), Some(name)) => {
                 let ns = self.namespace.as_deref().unwrap_or("");
                 if ns.is_empty() {
-                    write!(f, "{kind} {name}: ")?;
+                    out.push_str(&format!("{kind} {name}: "));
                 } else {
-                    write!(f, "{kind} {ns}/{name}: ")?;
+                    out.push_str(&format!("{kind} {ns}/{name}: "));
                 }
             }
-            (Some(kind), None) => write!(f, "{kind}: ")?,
+            (Some(kind), None) => out.push_str(&format!("{kind}: ")),
             _ => {}
         }
         if let Some(field) = &self.field {
-            write!(f, "{field}: ")?;
+            out.push_str(&format!("{field}: "));
         }
-        f.write_str(&self.message)
+        out.push_str(&self.message);
+        out
     }
 }
 

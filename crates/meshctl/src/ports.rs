@@ -35,3 +35,5 @@ pub const MIXER_TELEMETRY_MTLS: u16 = 15005;
 pub const SIDECAR_INJECTOR_WEBHOOK: u16 = 9443;
 /// sidecar-injector monitoring.
 pub const SIDECAR_INJECTOR_MONITORING: u16 = 15019;
+/// galley's validating webhook (HTTPS; 9443 in its container).
+pub const GALLEY_WEBHOOK: u16 = 9444;

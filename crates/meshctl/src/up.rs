@@ -124,6 +124,13 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             .parse()
             .map_err(|e| anyhow::anyhow!("control-plane identities: {e}"))?;
 
+    // The webhooks' certificate (galley's validating webhook, the injector's):
+    // self-signed for this host.
+    let injector_dir = args.data.join("sidecar-injector");
+    let injector_tls = injector_dir.join("tls");
+    let ca_bundle = crate::inject::ensure_webhook_cert(&injector_tls, args.bind)
+        .map_err(|e| anyhow::anyhow!("webhook certificate: {e}"))?;
+
     let galley = galley::start(
         GalleyConfig {
             source: SourceConfig::Directory {
@@ -137,6 +144,10 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
                 dir: cert_dirs[0].clone(),
                 mcp_mtls_addr: at(ports::GALLEY_MCP_MTLS),
                 allowed: vec![control_plane],
+            }),
+            webhook: Some(galley::GalleyWebhook {
+                addr: at(ports::GALLEY_WEBHOOK),
+                tls_dir: injector_tls.clone(),
             }),
         },
         shutdown.clone(),
@@ -212,10 +223,6 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     // The injector's webhook: a self-signed certificate for this host, and a
     // configuration pointing proxies at this plane (written once, then the
     // user's to edit; the injector reloads it).
-    let injector_dir = args.data.join("sidecar-injector");
-    let injector_tls = injector_dir.join("tls");
-    let ca_bundle = crate::inject::ensure_webhook_cert(&injector_tls, args.bind)
-        .map_err(|e| anyhow::anyhow!("sidecar-injector's certificate: {e}"))?;
     let injector_config = injector_dir.join("config.yaml");
     if !injector_config.exists() {
         std::fs::write(
@@ -281,6 +288,14 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             "galley",
             galley_mtls.to_string(),
             "MCP over mTLS (control-plane identities only)",
+        ),
+        (
+            "galley",
+            format!(
+                "https://{}/validate",
+                galley.webhook_addr.unwrap_or(at(ports::GALLEY_WEBHOOK))
+            ),
+            "validating webhook (AdmissionReview v1, v1beta1)",
         ),
         (
             "pilot",

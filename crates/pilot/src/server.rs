@@ -267,6 +267,7 @@ pub async fn start(
                     monitoring_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
                     default_namespace: "default".into(),
                     tls: None,
+                    webhook: None,
                 },
                 shutdown.clone(),
             )
