@@ -633,3 +633,60 @@ async fn apply_object_sets_up_state_with_status() {
     );
     assert!(server.objects("v1", "Pod").is_empty());
 }
+
+#[tokio::test]
+async fn no_op_writes_namespace_deletion_and_delete_collection() {
+    let server = server().await;
+    let client = server.client();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "bookinfo");
+    server
+        .apply_object(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bookinfo"}}),
+        )
+        .expect("namespace");
+    let cm = |name: &str, tier: &str| ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            labels: Some(BTreeMap::from([("tier".to_string(), tier.to_string())])),
+            ..ObjectMeta::default()
+        },
+        ..ConfigMap::default()
+    };
+    let pp = PostParams::default();
+    let a = configmaps.create(&pp, &cm("a", "front")).await.expect("a");
+    configmaps.create(&pp, &cm("b", "back")).await.expect("b");
+    configmaps.create(&pp, &cm("c", "back")).await.expect("c");
+
+    // Writing the same object again is not a change.
+    let same = configmaps.replace("a", &pp, &a).await.expect("replace");
+    assert_eq!(same.metadata.resource_version, a.metadata.resource_version);
+
+    let deleted = configmaps
+        .delete_collection(
+            &DeleteParams::default(),
+            &ListParams::default().labels("tier=back"),
+        )
+        .await
+        .expect("delete collection");
+    let names: Vec<_> = deleted
+        .left()
+        .expect("the deleted objects")
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    assert_eq!(names, ["b", "c"]);
+
+    let namespaces: Api<Namespace> = Api::all(client);
+    namespaces
+        .delete("bookinfo", &DeleteParams::default())
+        .await
+        .expect("delete ns");
+    assert!(
+        server
+            .objects("v1", "ConfigMap")
+            .iter()
+            .all(|o| o["metadata"]["namespace"] != "bookinfo")
+    );
+    assert_eq!(api_error(configmaps.get("a").await).code, 404);
+}
