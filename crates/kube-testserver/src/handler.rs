@@ -8,12 +8,12 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use k8s_openapi::api::authentication::v1::{TokenReviewSpec, TokenReviewStatus};
 use serde_json::{Value, json};
 
 use crate::discovery;
 use crate::faults::RequestInfo;
 use crate::patch::{PatchKind, apply_patch, parse_body};
+use crate::path::{ResourcePath, not_found_path, parse_resource_path, verb_of};
 use crate::resources::{Behaviour, ResourceType};
 use crate::selector::Selectors;
 use crate::shared::{Shared, unregister_crd, write_object};
@@ -46,56 +46,6 @@ async fn handle(
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
-}
-
-/// A request for a resource, as its path names it.
-#[derive(Debug)]
-pub(crate) struct ResourcePath<'a> {
-    pub(crate) group: &'a str,
-    pub(crate) version: &'a str,
-    pub(crate) namespace: Option<&'a str>,
-    pub(crate) plural: &'a str,
-    pub(crate) name: Option<&'a str>,
-    pub(crate) subresource: Option<&'a str>,
-    pub(crate) legacy_watch: bool,
-}
-
-fn not_found_path() -> ApiError {
-    ApiError::new(404, "the server could not find the requested resource")
-}
-
-fn parse_resource_path<'a>(
-    group: &'a str,
-    version: &'a str,
-    mut rest: &'a [&'a str],
-) -> Result<ResourcePath<'a>, ApiError> {
-    let legacy_watch = rest.first() == Some(&"watch");
-    if legacy_watch {
-        rest = &rest[1..];
-    }
-    let mut namespace = None;
-    if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
-        let namespace_subresource = rest.len() == 3 && matches!(rest[2], "status" | "finalize");
-        if !namespace_subresource {
-            namespace = Some(rest[1]);
-            rest = &rest[2..];
-        }
-    }
-    match rest {
-        [plural] => Ok((plural, None, None)),
-        [plural, name] => Ok((plural, Some(*name), None)),
-        [plural, name, sub] => Ok((plural, Some(*name), Some(*sub))),
-        _ => Err(not_found_path()),
-    }
-    .map(|(plural, name, subresource)| ResourcePath {
-        group,
-        version,
-        namespace,
-        plural,
-        name,
-        subresource,
-        legacy_watch,
-    })
 }
 
 fn dispatch(
@@ -156,27 +106,6 @@ fn dispatch(
     }
 }
 
-/// The verb the API server's authorizer would see.
-fn verb_of(
-    method: &Method,
-    path: &ResourcePath<'_>,
-    query: &HashMap<String, String>,
-) -> &'static str {
-    let watch_param = query.get("watch").is_some_and(|w| w == "true" || w == "1");
-    match (method.as_str(), path.name.is_some()) {
-        ("GET", true) if path.legacy_watch || watch_param => "watch",
-        ("GET", true) => "get",
-        ("GET", false) if path.legacy_watch || watch_param => "watch",
-        ("GET", false) => "list",
-        ("POST", false) => "create",
-        ("PUT", true) => "update",
-        ("PATCH", true) => "patch",
-        ("DELETE", true) => "delete",
-        ("DELETE", false) => "deletecollection",
-        _ => "unsupported",
-    }
-}
-
 fn resource_request(
     shared: &Arc<Shared>,
     method: &Method,
@@ -227,7 +156,7 @@ fn resource_request(
     }
     if t.behaviour == Behaviour::TokenReview {
         return if verb == "create" {
-            token_review(shared, body)
+            crate::tokenreview::answer(shared, body)
         } else {
             Err(ApiError::method_not_allowed(format!(
                 "{verb} is not supported on tokenreviews (create only)"
@@ -610,29 +539,4 @@ impl Request<'_> {
 /// Whether a merge-style patch names `metadata.resourceVersion` (a precondition).
 fn patch_names_rv(patch: &Value) -> bool {
     patch.pointer("/metadata/resourceVersion").is_some()
-}
-
-/// Answers a TokenReview with the installed reviewer (not stored, as on the real server).
-fn token_review(shared: &Arc<Shared>, body: &[u8]) -> Result<Response, ApiError> {
-    let review = parse_body(body, false)?;
-    let spec: TokenReviewSpec =
-        serde_json::from_value(review.get("spec").cloned().unwrap_or_else(|| json!({})))
-            .map_err(|e| ApiError::bad_request(format!("invalid TokenReview spec: {e}")))?;
-    let reviewer = shared.token_reviewer.lock().clone();
-    let status = match reviewer {
-        Some(reviewer) => reviewer(&spec),
-        None => TokenReviewStatus {
-            authenticated: Some(false),
-            error: Some("no token reviewer is installed in kube-testserver".to_string()),
-            ..TokenReviewStatus::default()
-        },
-    };
-    let response = json!({
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenReview",
-        "metadata": review.get("metadata").cloned().unwrap_or_else(|| json!({})),
-        "spec": spec,
-        "status": status,
-    });
-    Ok(json_response(StatusCode::CREATED, &response))
 }

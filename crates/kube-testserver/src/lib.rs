@@ -41,12 +41,14 @@ mod faults;
 mod handler;
 mod meta;
 mod patch;
+mod path;
 mod resources;
 mod selector;
 mod serve;
 mod shared;
 mod status;
 mod store;
+mod tokenreview;
 mod watch;
 
 use std::net::SocketAddr;

@@ -378,3 +378,28 @@ async fn streaming_list_watcher_syncs() {
         "Apply b 1"
     );
 }
+
+#[tokio::test]
+async fn changes_beyond_the_history_limit_expire() {
+    let config = kube_testserver::ServerConfig {
+        history_limit: 2,
+        ..Default::default()
+    };
+    let server = KubeTestServer::start_with(config).await.expect("server");
+    let api: Api<ConfigMap> = Api::default_namespaced(server.client());
+    let start = server.resource_version().to_string();
+    for name in ["a", "b", "c"] {
+        api.create(&PostParams::default(), &configmap(name, "1", &[]))
+            .await
+            .expect("create");
+    }
+    let mut stream = api
+        .watch(&WatchParams::default().disable_bookmarks(), &start)
+        .await
+        .expect("watch")
+        .boxed();
+    match next(&mut stream).await.expect("event") {
+        WatchEvent::Error(status) => assert_eq!(status.code, 410),
+        other => panic!("expected 410, got {other:?}"),
+    }
+}
