@@ -340,7 +340,14 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(64);
     tracing::info!(source = %source.describe(), "reading configuration");
     let sd = shutdown.clone();
-    tasks.spawn(async move { source.run(tx, sd).await.map_err(GalleyError::from) });
+    tasks.spawn(async move {
+        // Without its source galley can never serve: a failed source stops galley.
+        let result = source.run(tx, sd.clone()).await;
+        if result.is_err() {
+            sd.cancel();
+        }
+        result.map_err(GalleyError::from)
+    });
     let processor = Processor {
         store: ConfigStore::new(ParseOptions {
             default_namespace: config.default_namespace.clone(),
