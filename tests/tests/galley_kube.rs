@@ -552,3 +552,23 @@ current-context: test
         .collect();
     assert_eq!(served, ["cart"], "{configz}");
 }
+
+#[tokio::test]
+async fn unreachable_api_server_at_start_is_retried_until_it_answers() {
+    let server = server_with_crds(&[]).await;
+    vs_api(&server, "shop")
+        .create(
+            &PostParams::default(),
+            &virtual_service("cart", "cart.shop"),
+        )
+        .await
+        .unwrap();
+    server.set_unreachable(true).await.unwrap();
+    let galley = Galley::start(&server, &[]).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (code, _) = http_get(galley.monitoring(), "/ready").await.unwrap();
+    assert_eq!(code, 503, "not ready while the API server is unreachable");
+    server.set_unreachable(false).await.unwrap();
+    galley.wait_ready().await;
+    assert_eq!(galley.served().await.len(), 1);
+}
