@@ -5,15 +5,28 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 use mesh_runtime::LogArgs;
 
-use crate::{GalleyConfig, SourceConfig, source::dir::Debounce};
+use crate::{GalleyConfig, KubeConnection, SourceConfig, source::dir::Debounce};
 
 /// galley: configuration ingestion, validation and distribution (MCP over xDS).
+///
+/// Exactly one source: `--config-dir` or `--kube`.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "galley", version, about)]
+#[command(group = clap::ArgGroup::new("source").required(true).multiple(false).args(["config_dir", "kube"]))]
 pub struct Args {
     /// Directory of Istio resource YAML/JSON to serve (watched recursively).
     #[arg(long, env = "GALLEY_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    pub config_dir: Option<PathBuf>,
+    /// Serve the Istio custom resources of a Kubernetes API server (watched), instead
+    /// of a directory.
+    #[arg(long, env = "GALLEY_KUBE")]
+    pub kube: bool,
+    /// How to reach the API server (with `--kube`).
+    #[command(flatten)]
+    pub kube_args: mesh_kube::KubeArgs,
+    /// Namespaces to watch, comma-separated (with `--kube`); every namespace when unset.
+    #[arg(long, env = "GALLEY_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
     /// MCP (xDS gRPC) listen address.
     #[arg(long, env = "GALLEY_MCP_ADDR", default_value = "0.0.0.0:9901")]
     pub mcp_addr: SocketAddr,
@@ -61,14 +74,26 @@ pub struct Args {
 impl Args {
     /// The library configuration these flags describe.
     pub fn config(&self) -> GalleyConfig {
-        GalleyConfig {
-            source: SourceConfig::Directory {
-                path: self.config_dir.clone(),
+        let source = match &self.config_dir {
+            Some(path) if !self.kube => SourceConfig::Directory {
+                path: path.clone(),
                 debounce: Debounce {
                     quiet: self.debounce,
                     max: self.debounce_max,
                 },
             },
+            _ => SourceConfig::Kubernetes {
+                connection: KubeConnection::Args(self.kube_args.clone()),
+                namespaces: self
+                    .watch_namespaces
+                    .iter()
+                    .map(|ns| ns.trim().to_string())
+                    .filter(|ns| !ns.is_empty())
+                    .collect(),
+            },
+        };
+        GalleyConfig {
+            source,
             mcp_addr: self.mcp_addr,
             monitoring_addr: self.monitoring_addr,
             default_namespace: self.default_namespace.clone(),
@@ -92,5 +117,57 @@ impl Args {
         let args = Args::parse();
         let config = args.config();
         mesh_runtime::run_main(&args.log, "galley", |shutdown| crate::run(config, shutdown))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("galley").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn takes_exactly_one_source() {
+        let missing = parse(&[]).unwrap_err().to_string();
+        assert!(
+            missing.contains("--config-dir") && missing.contains("--kube"),
+            "{missing}"
+        );
+        let both = parse(&["--config-dir", "/etc/mesh", "--kube"])
+            .unwrap_err()
+            .to_string();
+        assert!(both.contains("cannot be used with"), "{both}");
+        let dir = parse(&["--config-dir", "/etc/mesh"]).unwrap().config();
+        assert!(matches!(dir.source, SourceConfig::Directory { .. }));
+    }
+
+    #[test]
+    fn kube_source_takes_client_flags_and_namespaces() {
+        let args = parse(&[
+            "--kube",
+            "--kubeconfig",
+            "/tmp/kc",
+            "--kube-context",
+            "dev",
+            "--watch-namespaces",
+            "shop, bookinfo",
+        ])
+        .unwrap();
+        let SourceConfig::Kubernetes {
+            connection: KubeConnection::Args(kube),
+            namespaces,
+        } = args.config().source
+        else {
+            panic!("expected the Kubernetes source");
+        };
+        assert_eq!(
+            kube.kubeconfig.as_deref(),
+            Some(std::ffi::OsStr::new("/tmp/kc"))
+        );
+        assert_eq!(kube.kube_context.as_deref(), Some("dev"));
+        assert_eq!(namespaces, vec!["shop", "bookinfo"]);
     }
 }

@@ -7,22 +7,32 @@ use mesh_xds::SyncStatus;
 use parking_lot::RwLock;
 use serde_json::{Value, json};
 
-use crate::GalleyState;
+use crate::{GalleyState, source::KubeStatus};
 
 #[derive(Clone)]
 struct DebugState {
     galley: Arc<RwLock<GalleyState>>,
     status: Arc<SyncStatus>,
+    kube: KubeStatus,
 }
 
-/// `/debug/configz`, `/debug/syncz`, `/debug/analyze` and `/debug/errors`.
-pub fn routes(galley: Arc<RwLock<GalleyState>>, status: Arc<SyncStatus>) -> Router {
+/// `/debug/configz`, `/debug/syncz`, `/debug/analyze` and `/debug/errors`;
+/// `/debug/syncz` also shows the Kubernetes source's watches when there are any.
+pub fn routes(
+    galley: Arc<RwLock<GalleyState>>,
+    status: Arc<SyncStatus>,
+    kube: KubeStatus,
+) -> Router {
     Router::new()
         .route("/debug/configz", get(configz))
         .route("/debug/syncz", get(syncz))
         .route("/debug/analyze", get(analyze))
         .route("/debug/errors", get(errors))
-        .with_state(DebugState { galley, status })
+        .with_state(DebugState {
+            galley,
+            status,
+            kube,
+        })
 }
 
 async fn configz(State(s): State<DebugState>) -> Json<Value> {
@@ -51,7 +61,12 @@ async fn configz(State(s): State<DebugState>) -> Json<Value> {
 
 async fn syncz(State(s): State<DebugState>) -> Json<Value> {
     let streams = s.status.streams();
-    Json(json!({ "clients": streams }))
+    let watches = s.kube.watches();
+    if watches.is_empty() {
+        Json(json!({ "clients": streams }))
+    } else {
+        Json(json!({ "clients": streams, "kubernetes": watches }))
+    }
 }
 
 async fn analyze(State(s): State<DebugState>) -> Json<Value> {

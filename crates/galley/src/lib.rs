@@ -1,7 +1,8 @@
 //! Galley: configuration ingestion, validation, analysis and distribution.
 //!
-//! Galley reads Istio's resource YAML (a watched directory today; Kubernetes CRDs
-//! through the same [`source::ConfigSource`] trait), validates every document with
+//! Galley reads Istio's resource YAML (a watched directory, or the Istio custom
+//! resources of a Kubernetes API server, through one [`source::ConfigSource`]
+//! trait), validates every document with
 //! `mesh-model`, keeps the last good version of anything refused, analyses the
 //! whole set ([`analysis`]: cross-resource checks and mixer expressions), and
 //! publishes versioned snapshots to pilot and the mixers over MCP:
@@ -37,7 +38,10 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     metrics::{CollectionLabels, GalleyMetrics, LevelLabels},
     snapshot::SnapshotBuilder,
-    source::{ConfigSource, DirectorySource, SourceError, SourceEvent, dir::Debounce},
+    source::{
+        ConfigSource, DirectorySource, KubeSource, KubeStatus, SourceError, SourceEvent,
+        dir::Debounce, kube::KubeSourceMetrics,
+    },
     store::{ConfigStore, ConfigView},
 };
 
@@ -54,6 +58,22 @@ pub enum SourceConfig {
         /// Debounce of file events.
         debounce: Debounce,
     },
+    /// The Istio custom resources of a Kubernetes API server, watched.
+    Kubernetes {
+        /// How to reach the API server.
+        connection: KubeConnection,
+        /// Namespaces to watch; every namespace when empty.
+        namespaces: Vec<String>,
+    },
+}
+
+/// How galley reaches the Kubernetes API server.
+#[derive(Debug, Clone)]
+pub enum KubeConnection {
+    /// The shared `--kubeconfig`/`--kube-context`/`--in-cluster` flags.
+    Args(mesh_kube::KubeArgs),
+    /// A client configuration made by the caller (tests, embedding).
+    Config(Box<kube::Config>),
 }
 
 /// Everything galley needs to run.
@@ -182,6 +202,8 @@ pub async fn start(
     config: GalleyConfig,
     shutdown: CancellationToken,
 ) -> Result<Running, GalleyError> {
+    let mut registry = Registry::default();
+    let kube_status = KubeStatus::default();
     let source: Box<dyn ConfigSource> = match &config.source {
         SourceConfig::Directory { path, debounce } => {
             std::fs::metadata(path).map_err(|source| SourceError::Read {
@@ -190,9 +212,26 @@ pub async fn start(
             })?;
             Box::new(DirectorySource::new(path.clone(), *debounce))
         }
+        SourceConfig::Kubernetes {
+            connection,
+            namespaces,
+        } => {
+            let kube_config = match connection {
+                KubeConnection::Args(args) => args
+                    .config(&mesh_kube::KubeEnv::from_process())
+                    .await
+                    .map_err(|e| SourceError::Kube(Box::new(e)))?,
+                KubeConnection::Config(config) => (**config).clone(),
+            };
+            Box::new(KubeSource::new(
+                kube_config,
+                namespaces.clone(),
+                kube_status.clone(),
+                KubeSourceMetrics::register(&mut registry),
+            ))
+        }
     };
 
-    let mut registry = Registry::default();
     let xds_metrics = XdsMetrics::register(&mut registry);
     let metrics = GalleyMetrics::register(&mut registry);
     let readiness = Readiness::new();
@@ -279,8 +318,11 @@ pub async fn start(
         });
     }
     let router = router.add_service(ads.into_service());
-    let admin = AdminServer::new(Arc::new(registry), readiness.clone())
-        .with_routes(debug::routes(state.clone(), status));
+    let admin = AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(debug::routes(
+        state.clone(),
+        status,
+        kube_status,
+    ));
 
     let sd = shutdown.clone();
     tasks.spawn(async move {
@@ -298,7 +340,14 @@ pub async fn start(
     let (tx, rx) = mpsc::channel(64);
     tracing::info!(source = %source.describe(), "reading configuration");
     let sd = shutdown.clone();
-    tasks.spawn(async move { source.run(tx, sd).await.map_err(GalleyError::from) });
+    tasks.spawn(async move {
+        // Without its source galley can never serve: a failed source stops galley.
+        let result = source.run(tx, sd.clone()).await;
+        if result.is_err() {
+            sd.cancel();
+        }
+        result.map_err(GalleyError::from)
+    });
     let processor = Processor {
         store: ConfigStore::new(ParseOptions {
             default_namespace: config.default_namespace.clone(),

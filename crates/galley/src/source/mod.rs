@@ -2,10 +2,12 @@
 //!
 //! A source sends [`SourceEvent`]s: batches of [`FileChange`]s and, once its initial
 //! load is complete, one [`SourceEvent::Synced`]. Galley serves nothing before that.
-//! The directory source lives here; the Kubernetes source plugs in through the same
-//! trait, feeding each object as one JSON "file" named after it.
+//! Two sources: a watched directory ([`dir`]) and the Istio custom resources of a
+//! Kubernetes API server ([`kube`]), which feeds each object as one JSON "file"
+//! named after it.
 
 pub mod dir;
+pub mod kube;
 
 use futures::future::BoxFuture;
 use tokio::sync::mpsc;
@@ -13,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::store::FileChange;
 pub use dir::{DirectorySource, collect_config_files};
+pub use kube::{KubeSource, KubeStatus};
 
 /// What a source reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,10 @@ pub enum SourceError {
         /// Why.
         message: String,
     },
+    /// The Kubernetes API server cannot be used (bad client configuration, or a
+    /// request forbidden by RBAC).
+    #[error(transparent)]
+    Kube(Box<mesh_kube::KubeError>),
 }
 
 /// A configuration source.
