@@ -46,6 +46,22 @@ pub struct Args {
     /// pilot's trust domain).
     #[arg(long, env = "PILOT_GALLEY_IDENTITY")]
     pub galley_identity: Option<mesh_tls::SpiffeId>,
+    /// Follow a Kubernetes cluster's Services and EndpointSlices (merged before
+    /// ServiceEntries); connects as `--kubeconfig`, `--kube-context` and
+    /// `--in-cluster` say.
+    #[arg(long, env = "PILOT_KUBE")]
+    pub kube: bool,
+    /// Service registries to merge, in order of precedence: `kubernetes`,
+    /// `serviceentry` (ServiceEntries are always read; listing `kubernetes` is
+    /// `--kube`).
+    #[arg(long, env = "PILOT_REGISTRIES", value_delimiter = ',', value_parser = ["kubernetes", "serviceentry"])]
+    pub registries: Vec<String>,
+    /// Cluster domain of Kubernetes service hosts (`<svc>.<ns>.svc.<domain>`).
+    #[arg(long, env = "PILOT_CLUSTER_DOMAIN", default_value = crate::kube::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+    /// How to reach the Kubernetes API server (with `--kube`).
+    #[command(flatten)]
+    pub kube_args: mesh_kube::KubeArgs,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -69,6 +85,12 @@ impl Args {
                 dir: dir.clone(),
                 xds_mtls_addr: self.xds_mtls_addr,
                 galley_identity: self.galley_identity.clone(),
+            }),
+            kube: (self.kube || self.registries.iter().any(|r| r == "kubernetes")).then(|| {
+                crate::kube::KubeRegistryConfig {
+                    args: self.kube_args.clone(),
+                    cluster_domain: self.cluster_domain.clone(),
+                }
             }),
         }
     }
