@@ -104,3 +104,48 @@ impl Args {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        let mut all = vec!["pilot", "--config-dir", "/tmp/config"];
+        all.extend_from_slice(args);
+        match Args::try_parse_from(all) {
+            Ok(a) => a,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn kubernetes_registry_flags() {
+        assert!(parse(&[]).config().kube.is_none());
+        assert!(
+            parse(&["--registries", "serviceentry"])
+                .config()
+                .kube
+                .is_none()
+        );
+        let kube = parse(&["--kube", "--kubeconfig", "/k", "--kube-context", "dev"])
+            .config()
+            .kube
+            .unwrap_or_default();
+        assert_eq!(kube.cluster_domain, "cluster.local");
+        assert_eq!(kube.args.kubeconfig.as_deref(), Some("/k".as_ref()));
+        assert_eq!(kube.args.kube_context.as_deref(), Some("dev"));
+        let kube = parse(&[
+            "--registries",
+            "kubernetes,serviceentry",
+            "--cluster-domain",
+            "corp.internal",
+        ])
+        .config()
+        .kube
+        .unwrap_or_default();
+        assert_eq!(kube.cluster_domain, "corp.internal");
+        assert!(
+            Args::try_parse_from(["pilot", "--config-dir", "x", "--registries", "consul"]).is_err()
+        );
+    }
+}

@@ -15,7 +15,7 @@ use kube::{
     Api,
     api::{DeleteParams, PostParams},
 };
-use kube_testserver::KubeTestServer;
+use kube_testserver::{Fault, KubeTestServer};
 use mesh_api::envoy::{
     envoy::{
         config::{
@@ -172,6 +172,18 @@ fn write_kubeconfig(dir: &Path, url: &str) -> std::path::PathBuf {
 }
 
 async fn start_pilot(server: &KubeTestServer) -> Pilot {
+    let (pilot, mut ready) = start_pilot_unready(server).await;
+    tokio::time::timeout(WAIT, ready.wait_for(|r| *r))
+        .await
+        .expect("pilot not ready in time")
+        .unwrap();
+    pilot
+}
+
+/// Pilot started, not waited for; with its readiness.
+async fn start_pilot_unready(
+    server: &KubeTestServer,
+) -> (Pilot, tokio::sync::watch::Receiver<bool>) {
     let dir = tempfile::tempdir().unwrap();
     let config_dir = dir.path().join("config");
     std::fs::create_dir(&config_dir).unwrap();
@@ -198,11 +210,7 @@ async fn start_pilot(server: &KubeTestServer) -> Pilot {
     )
     .await
     .unwrap();
-    let mut ready = running.readiness.subscribe();
-    tokio::time::timeout(WAIT, ready.wait_for(|r| *r))
-        .await
-        .expect("pilot not ready in time")
-        .unwrap();
+    let ready = running.readiness.subscribe();
     let pilot = Pilot {
         xds: running.xds_addr,
         monitoring: running.monitoring_addr,
@@ -210,7 +218,7 @@ async fn start_pilot(server: &KubeTestServer) -> Pilot {
         _dir: dir,
     };
     tokio::spawn(running.wait());
-    pilot
+    (pilot, ready)
 }
 
 async fn create_namespace(client: &kube::Client, name: &str) {
@@ -454,4 +462,55 @@ async fn pilot_waits_for_the_api_server_and_then_serves() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn pilot_is_not_ready_while_rbac_forbids_listing_and_serves_once_allowed() {
+    let server = KubeTestServer::start().await.unwrap();
+    create_namespace(&server.client(), "shop").await;
+    Api::<KubeService>::namespaced(server.client(), "shop")
+        .create(&PostParams::default(), &web_service(json!({}), None))
+        .await
+        .unwrap();
+    server.inject_fault(Fault::new("endpointslices", 403).verb("list"));
+    let (pilot, mut ready) = start_pilot_unready(&server).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        !*ready.borrow(),
+        "ready before the EndpointSlices were listed"
+    );
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{}", pilot.xds))
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(DiscoveryRequest {
+        type_url: CLUSTER.into(),
+        ..DiscoveryRequest::default()
+    })
+    .await
+    .unwrap();
+    let refused = match client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+    {
+        Err(status) => status,
+        Ok(stream) => tokio::time::timeout(WAIT, stream.into_inner().message())
+            .await
+            .unwrap()
+            .unwrap_err(),
+    };
+    assert_eq!(
+        refused.code(),
+        tonic::Code::Unavailable,
+        "no configuration is served before sync"
+    );
+
+    server.clear_faults();
+    tokio::time::timeout(Duration::from_secs(30), ready.wait_for(|r| *r))
+        .await
+        .expect("pilot not ready after the fault cleared")
+        .unwrap();
+    let mut ads = Ads::connect(pilot.xds, "shop").await;
+    ads.request(CLUSTER, &[], None).await;
+    assert_eq!(cluster_names(&ads.next(CLUSTER, &[]).await), [WEB]);
 }
