@@ -172,7 +172,12 @@ fn write_kubeconfig(dir: &Path, url: &str) -> std::path::PathBuf {
 }
 
 async fn start_pilot(server: &KubeTestServer) -> Pilot {
-    let (pilot, mut ready) = start_pilot_unready(server).await;
+    start_pilot_with(server, "").await
+}
+
+/// Pilot with `config` (YAML) in its configuration directory, ready.
+async fn start_pilot_with(server: &KubeTestServer, config: &str) -> Pilot {
+    let (pilot, mut ready) = start_pilot_unready_with(server, config).await;
     tokio::time::timeout(WAIT, ready.wait_for(|r| *r))
         .await
         .expect("pilot not ready in time")
@@ -184,9 +189,19 @@ async fn start_pilot(server: &KubeTestServer) -> Pilot {
 async fn start_pilot_unready(
     server: &KubeTestServer,
 ) -> (Pilot, tokio::sync::watch::Receiver<bool>) {
+    start_pilot_unready_with(server, "").await
+}
+
+async fn start_pilot_unready_with(
+    server: &KubeTestServer,
+    config: &str,
+) -> (Pilot, tokio::sync::watch::Receiver<bool>) {
     let dir = tempfile::tempdir().unwrap();
     let config_dir = dir.path().join("config");
     std::fs::create_dir(&config_dir).unwrap();
+    if !config.is_empty() {
+        std::fs::write(config_dir.join("rules.yaml"), config).unwrap();
+    }
     let kubeconfig = write_kubeconfig(dir.path(), &server.url());
     let shutdown = CancellationToken::new();
     let local = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -513,4 +528,88 @@ async fn pilot_is_not_ready_while_rbac_forbids_listing_and_serves_once_allowed()
     let mut ads = Ads::connect(pilot.xds, "shop").await;
     ads.request(CLUSTER, &[], None).await;
     assert_eq!(cluster_names(&ads.next(CLUSTER, &[]).await), [WEB]);
+}
+
+const SUBSETS: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec:
+  host: web.shop.svc.cluster.local
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+";
+
+#[tokio::test]
+async fn pod_labels_choose_subset_endpoints_and_relabelling_is_eds_only() {
+    let server = KubeTestServer::start().await.unwrap();
+    let client = server.client();
+    create_namespace(&client, "shop").await;
+    for (pod, version, ip) in [("web-1", "v1", "10.1.0.1"), ("web-2", "v2", "10.1.0.2")] {
+        server
+            .apply_object(json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": "shop",
+                             "labels": {"app": "web", "version": version}},
+                "spec": {"containers": [{"name": "app", "image": "web"}], "nodeName": "n1"},
+                "status": {"podIP": ip, "phase": "Running"}}))
+            .unwrap();
+    }
+    server
+        .apply_object(json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "n1", "labels": {"topology.kubernetes.io/region": "r1"}}}))
+        .unwrap();
+    Api::<KubeService>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &web_service(json!({}), None))
+        .await
+        .unwrap();
+    let mut slice = web_slice(&[("10.1.0.1", true), ("10.1.0.2", true)]);
+    for (ep, pod) in slice.endpoints.iter_mut().zip(["web-1", "web-2"]) {
+        ep.target_ref = Some(
+            serde_json::from_value(json!({"kind": "Pod", "name": pod, "namespace": "shop"}))
+                .unwrap(),
+        );
+    }
+    Api::<EndpointSlice>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &slice)
+        .await
+        .unwrap();
+    let pilot = start_pilot_with(&server, SUBSETS).await;
+
+    const V1: &str = "outbound|80|v1|web.shop.svc.cluster.local";
+    const V2: &str = "outbound|80|v2|web.shop.svc.cluster.local";
+    let mut ads = Ads::connect(pilot.xds, "shop").await;
+    ads.request(CLUSTER, &[], None).await;
+    let cds = ads.next(CLUSTER, &[]).await;
+    assert_eq!(cluster_names(&cds), [V1, V2, WEB]);
+    ads.request(ENDPOINT, &[V1, V2], None).await;
+    let eds = ads.next(ENDPOINT, &[V1, V2]).await;
+    assert_eq!(endpoints(&eds, V1), ["10.1.0.1:8080"]);
+    assert_eq!(endpoints(&eds, V2), ["10.1.0.2:8080"]);
+    let locality = ClusterLoadAssignment::decode(eds.resources[0].value.as_slice())
+        .unwrap()
+        .endpoints[0]
+        .locality
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        (locality.region.as_str(), locality.zone.as_str()),
+        ("r1", "z1"),
+        "the node's region, the slice's zone"
+    );
+
+    // web-2 relabelled v1: both in v1, an EDS-only push.
+    let full_before = translations(pilot.monitoring, "full").await;
+    server
+        .apply_object(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-2", "namespace": "shop",
+                         "labels": {"app": "web", "version": "v1"}}}))
+        .unwrap();
+    loop {
+        let eds = ads.next(ENDPOINT, &[V1, V2]).await;
+        if endpoints(&eds, V1) == ["10.1.0.1:8080", "10.1.0.2:8080"] {
+            assert!(endpoints(&eds, V2).is_empty());
+            break;
+        }
+    }
+    assert_eq!(translations(pilot.monitoring, "full").await, full_before);
 }
