@@ -1,6 +1,8 @@
 //! The Kubernetes service registry: Services, EndpointSlices, Pods and Nodes of
 //! every namespace, followed with `kube::runtime` reflectors and read as the
-//! mesh's [`Service`]s ([`convert`] says how).
+//! mesh's [`Service`]s ([`convert`] says how). Pods and Nodes are watched as
+//! metadata only (labels are all the registry reads of them), which keeps their
+//! specs and statuses (a node's image list, say) out of pilot's memory.
 //!
 //! [`KubeRegistry::watch`] returns the registry and the future that keeps its
 //! caches current; every change bumps a counter the translator waits on. The
@@ -17,13 +19,14 @@ use std::{fmt::Debug, sync::Arc};
 
 use ::kube::{
     Api, Client, Resource,
+    core::PartialObjectMeta,
     runtime::{
         WatchStreamExt,
         reflector::{self, Store},
         watcher,
     },
 };
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::{
     core::v1::{Node, Pod, Service as KubeService},
     discovery::v1::EndpointSlice,
@@ -53,8 +56,8 @@ pub struct KubeRegistryConfig {
 pub struct KubeRegistry {
     services: Store<KubeService>,
     slices: Store<EndpointSlice>,
-    pods: Store<Pod>,
-    nodes: Store<Node>,
+    pods: Store<PartialObjectMeta<Pod>>,
+    nodes: Store<PartialObjectMeta<Node>>,
     cluster_domain: String,
 }
 
@@ -99,12 +102,32 @@ impl KubeRegistry {
         let run = {
             let feed = feed.clone();
             async move {
+                let config = watcher::Config::default;
+                let client = feed.client.clone();
                 tokio::join!(
-                    feed.clone().reflect(services_w, "services"),
-                    feed.clone()
-                        .reflect(slices_w, "endpointslices.discovery.k8s.io"),
-                    feed.clone().reflect(pods_w, "pods"),
-                    feed.reflect(nodes_w, "nodes"),
+                    feed.clone().reflect(
+                        services_w,
+                        watcher::watcher(Api::all(client.clone()), config()),
+                        "services"
+                    ),
+                    feed.clone().reflect(
+                        slices_w,
+                        watcher::watcher(Api::all(client.clone()), config()),
+                        "endpointslices.discovery.k8s.io"
+                    ),
+                    feed.clone().reflect(
+                        pods_w,
+                        watcher::watcher(
+                            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+                            config()
+                        ),
+                        "pods"
+                    ),
+                    feed.clone().reflect(
+                        nodes_w,
+                        watcher::watcher(Api::<PartialObjectMeta<Node>>::all(client), config()),
+                        "nodes"
+                    ),
                 );
             }
         };
@@ -156,13 +179,15 @@ struct Feed {
 impl Feed {
     /// Keeps `writer`'s cache equal to the cluster's objects of kind `K` until
     /// shutdown, bumping the change counter after each applied change.
-    async fn reflect<K>(self, writer: reflector::store::Writer<K>, resource: &'static str)
-    where
+    async fn reflect<K>(
+        self,
+        writer: reflector::store::Writer<K>,
+        watch: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send,
+        resource: &'static str,
+    ) where
         K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
     {
-        let api: Api<K> = Api::all(self.client.clone());
-        let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff();
+        let stream = reflector::reflector(writer, watch).default_backoff();
         let mut stream = std::pin::pin!(stream);
         let mut failing = false;
         loop {

@@ -564,6 +564,7 @@ async fn pod_labels_choose_subset_endpoints_and_relabelling_is_eds_only() {
         .unwrap();
     let mut slice = web_slice(&[("10.1.0.1", true), ("10.1.0.2", true)]);
     for (ep, pod) in slice.endpoints.iter_mut().zip(["web-1", "web-2"]) {
+        ep.node_name = Some("n1".into());
         ep.target_ref = Some(
             serde_json::from_value(json!({"kind": "Pod", "name": pod, "namespace": "shop"}))
                 .unwrap(),

@@ -21,7 +21,8 @@
 //!   subsets). Its locality is `region/zone/subzone`: the pod label `istio-locality`
 //!   (`region.zone.subzone`) when present, else the node's
 //!   `topology.kubernetes.io/region`, the slice's zone (or the node's
-//!   `topology.kubernetes.io/zone`) and the node's `topology.istio.io/subzone`.
+//!   `topology.kubernetes.io/zone`) and the node's `topology.istio.io/subzone`, the
+//!   node being the endpoint's `nodeName`.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -35,6 +36,7 @@ use k8s_openapi::{
     },
     apimachinery::pkg::util::intstr::IntOrString,
 };
+use kube::core::PartialObjectMeta;
 use mesh_model::{
     networking::{Labels, Location, Resolution},
     protocol::Protocol,
@@ -62,10 +64,10 @@ pub struct ClusterObjects {
     pub services: Vec<Arc<KubeService>>,
     /// EndpointSlices.
     pub slices: Vec<Arc<EndpointSlice>>,
-    /// Pods.
-    pub pods: Vec<Arc<Pod>>,
-    /// Nodes.
-    pub nodes: Vec<Arc<Node>>,
+    /// Pods, metadata only.
+    pub pods: Vec<Arc<PartialObjectMeta<Pod>>>,
+    /// Nodes, metadata only.
+    pub nodes: Vec<Arc<PartialObjectMeta<Node>>>,
 }
 
 /// Every service of `objects`, sorted by host.
@@ -77,7 +79,7 @@ pub fn services(objects: &ClusterObjects, cluster_domain: &str) -> Vec<Service> 
             slices.entry((ns, svc)).or_default().push(slice);
         }
     }
-    let pods: HashMap<(&str, &str), &Pod> = objects
+    let pods: HashMap<(&str, &str), &PartialObjectMeta<Pod>> = objects
         .pods
         .iter()
         .map(|p| {
@@ -89,7 +91,7 @@ pub fn services(objects: &ClusterObjects, cluster_domain: &str) -> Vec<Service> 
             (key, p.as_ref())
         })
         .collect();
-    let nodes: HashMap<&str, &Node> = objects
+    let nodes: HashMap<&str, &PartialObjectMeta<Node>> = objects
         .nodes
         .iter()
         .filter_map(|n| Some((n.metadata.name.as_deref()?, n.as_ref())))
@@ -112,8 +114,8 @@ pub fn services(objects: &ClusterObjects, cluster_domain: &str) -> Vec<Service> 
 
 /// Pods and nodes by key, for endpoint labels and localities.
 struct Lookup<'a> {
-    pods: HashMap<(&'a str, &'a str), &'a Pod>,
-    nodes: HashMap<&'a str, &'a Node>,
+    pods: HashMap<(&'a str, &'a str), &'a PartialObjectMeta<Pod>>,
+    nodes: HashMap<&'a str, &'a PartialObjectMeta<Node>>,
 }
 
 fn label<'a>(labels: &'a Option<BTreeMap<String, String>>, key: &str) -> Option<&'a str> {
@@ -248,11 +250,10 @@ fn endpoints(namespace: &str, slices: &[&EndpointSlice], lookup: &Lookup<'_>) ->
                     let ns = r.namespace.as_deref().unwrap_or(namespace);
                     lookup.pods.get(&(ns, r.name.as_deref()?)).copied()
                 });
-            let node_name = ep.node_name.as_deref().or_else(|| {
-                pod.and_then(|p| p.spec.as_ref())
-                    .and_then(|s| s.node_name.as_deref())
-            });
-            let node = node_name.and_then(|n| lookup.nodes.get(n).copied());
+            let node = ep
+                .node_name
+                .as_deref()
+                .and_then(|n| lookup.nodes.get(n).copied());
             out.push(Endpoint {
                 address: address.clone(),
                 ports: ports.clone(),
@@ -268,7 +269,11 @@ fn endpoints(namespace: &str, slices: &[&EndpointSlice], lookup: &Lookup<'_>) ->
 }
 
 /// `region/zone/subzone` of an endpoint; empty when nothing is known.
-fn locality(pod: Option<&Pod>, node: Option<&Node>, zone: Option<&str>) -> String {
+fn locality(
+    pod: Option<&PartialObjectMeta<Pod>>,
+    node: Option<&PartialObjectMeta<Node>>,
+    zone: Option<&str>,
+) -> String {
     if let Some(l) = pod.and_then(|p| label(&p.metadata.labels, LOCALITY_LABEL)) {
         return l.replace('.', "/");
     }
