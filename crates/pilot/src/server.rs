@@ -1,12 +1,14 @@
 //! pilot's process: follow galley, translate, serve xDS.
 //!
 //! Configuration arrives from galley over MCP (delta), or from a directory through
-//! an in-process galley when pilot runs alone. Each burst of changes (debounced:
+//! an in-process galley when pilot runs alone; with a [`KubeRegistryConfig`], the
+//! services of a Kubernetes cluster are merged in ([`crate::kube`]). Each burst of
+//! changes, from either source (debounced:
 //! 100 ms quiet, 10 s at most) is translated into Envoy resources and published as
 //! one snapshot; the ADS server pushes to every connected proxy what changed for
 //! it, clusters before endpoints before listeners before routes. Pilot serves
 //! nothing, and refuses streams with `Unavailable`, until galley's configuration has
-//! been received whole and translated once.
+//! been received whole (and the Kubernetes caches listed) and translated once.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
