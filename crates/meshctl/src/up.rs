@@ -170,6 +170,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
                 xds_mtls_addr: at(ports::PILOT_XDS_MTLS),
                 galley_identity: Some(galley_identity.clone()),
             }),
+            kube: None,
         },
         shutdown.clone(),
     )

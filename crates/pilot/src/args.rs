@@ -46,6 +46,22 @@ pub struct Args {
     /// pilot's trust domain).
     #[arg(long, env = "PILOT_GALLEY_IDENTITY")]
     pub galley_identity: Option<mesh_tls::SpiffeId>,
+    /// Follow a Kubernetes cluster's Services and EndpointSlices (merged before
+    /// ServiceEntries); connects as `--kubeconfig`, `--kube-context` and
+    /// `--in-cluster` say.
+    #[arg(long, env = "PILOT_KUBE")]
+    pub kube: bool,
+    /// Service registries to merge, in order of precedence: `kubernetes`,
+    /// `serviceentry` (ServiceEntries are always read; listing `kubernetes` is
+    /// `--kube`).
+    #[arg(long, env = "PILOT_REGISTRIES", value_delimiter = ',', value_parser = ["kubernetes", "serviceentry"])]
+    pub registries: Vec<String>,
+    /// Cluster domain of Kubernetes service hosts (`<svc>.<ns>.svc.<domain>`).
+    #[arg(long, env = "PILOT_CLUSTER_DOMAIN", default_value = crate::kube::DEFAULT_CLUSTER_DOMAIN)]
+    pub cluster_domain: String,
+    /// How to reach the Kubernetes API server (with `--kube`).
+    #[command(flatten)]
+    pub kube_args: mesh_kube::KubeArgs,
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
@@ -70,6 +86,12 @@ impl Args {
                 xds_mtls_addr: self.xds_mtls_addr,
                 galley_identity: self.galley_identity.clone(),
             }),
+            kube: (self.kube || self.registries.iter().any(|r| r == "kubernetes")).then(|| {
+                crate::kube::KubeRegistryConfig {
+                    args: self.kube_args.clone(),
+                    cluster_domain: self.cluster_domain.clone(),
+                }
+            }),
         }
     }
 
@@ -80,5 +102,50 @@ impl Args {
         mesh_runtime::run_main(&args.log, "pilot", |shutdown| {
             crate::server::run(config, shutdown)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Args {
+        let mut all = vec!["pilot", "--config-dir", "/tmp/config"];
+        all.extend_from_slice(args);
+        match Args::try_parse_from(all) {
+            Ok(a) => a,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn kubernetes_registry_flags() {
+        assert!(parse(&[]).config().kube.is_none());
+        assert!(
+            parse(&["--registries", "serviceentry"])
+                .config()
+                .kube
+                .is_none()
+        );
+        let kube = parse(&["--kube", "--kubeconfig", "/k", "--kube-context", "dev"])
+            .config()
+            .kube
+            .unwrap_or_default();
+        assert_eq!(kube.cluster_domain, "cluster.local");
+        assert_eq!(kube.args.kubeconfig.as_deref(), Some("/k".as_ref()));
+        assert_eq!(kube.args.kube_context.as_deref(), Some("dev"));
+        let kube = parse(&[
+            "--registries",
+            "kubernetes,serviceentry",
+            "--cluster-domain",
+            "corp.internal",
+        ])
+        .config()
+        .kube
+        .unwrap_or_default();
+        assert_eq!(kube.cluster_domain, "corp.internal");
+        assert!(
+            Args::try_parse_from(["pilot", "--config-dir", "x", "--registries", "consul"]).is_err()
+        );
     }
 }

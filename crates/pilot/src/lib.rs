@@ -1,6 +1,6 @@
 //! Pilot: the mesh's service discovery and traffic configuration component.
 //!
-//! Pilot merges service registries (ServiceEntry resources today, Kubernetes later)
+//! Pilot merges service registries (Kubernetes Services and EndpointSlices, ServiceEntry resources)
 //! into one service model and translates it, together with VirtualServices and
 //! DestinationRules, into Envoy v3 resources (CDS, EDS, RDS, LDS) for sidecars and
 //! proxyless gRPC clients. It will serve them over xDS ADS on port 15010 (plaintext)
@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod dump;
+pub mod kube;
 pub mod model;
 pub mod proxy;
 pub mod push;

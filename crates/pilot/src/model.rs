@@ -1,7 +1,7 @@
 //! The service model: services, their ports and endpoints, merged from registries.
 //!
-//! Every registry (ServiceEntry resources now, Kubernetes Services and
-//! EndpointSlices later) implements [`ServiceRegistry`]; translation reads only
+//! Every registry (ServiceEntry resources, Kubernetes Services and EndpointSlices
+//! in [`crate::kube`]) implements [`ServiceRegistry`]; translation reads only
 //! [`Service`] values, never the registry's own resources.
 
 use std::collections::BTreeMap;

@@ -27,7 +27,7 @@ use mesh_xds::{Snapshot, SnapshotCache, TypedResources, XdsResource, type_url};
 
 use crate::{
     NamedResource, ServiceEntryRegistry, ServiceRegistry,
-    model::Service,
+    model::{Service, merge_registries},
     proxy::{Proxy, ProxyKind},
     scope::{ScopeKey, scope_key, visible},
     translate::{self, MeshContext},
@@ -58,9 +58,21 @@ pub struct Inputs {
 impl Inputs {
     /// Reads a view: resources in key order and services from its ServiceEntries.
     pub fn from_view(view: Arc<McpView>) -> Self {
+        Self::from_view_and(view, &[])
+    }
+
+    /// Reads a view, merging `services` (another registry's, sorted by host) before
+    /// the view's ServiceEntries: for a host both declare, `services` wins.
+    pub fn from_view_and(view: Arc<McpView>, services: &[Service]) -> Self {
         let resources: Vec<Arc<Resource>> = view.resources.values().cloned().collect();
         let refs: Vec<&Resource> = resources.iter().map(|r| r.as_ref()).collect();
-        let services = ServiceEntryRegistry::from_resources(&refs).services();
+        let entries = ServiceEntryRegistry::from_resources(&refs);
+        let services = if services.is_empty() {
+            entries.services()
+        } else {
+            let first = Fixed(services);
+            merge_registries(&[&first, &entries])
+        };
         Self {
             view,
             resources,
@@ -82,6 +94,15 @@ impl Inputs {
         let same_rules =
             a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| Arc::ptr_eq(x, y) || x == y);
         same_rules && shape(&self.services) == shape(&before.services)
+    }
+}
+
+/// A registry of services already read.
+struct Fixed<'a>(&'a [Service]);
+
+impl ServiceRegistry for Fixed<'_> {
+    fn services(&self) -> Vec<Service> {
+        self.0.to_vec()
     }
 }
 
@@ -161,7 +182,13 @@ impl PushEngine {
 
     /// Serves `view` to every watched group.
     pub fn update(&mut self, view: Arc<McpView>) -> PushStats {
-        let inputs = Arc::new(Inputs::from_view(view));
+        self.update_inputs(Inputs::from_view(view))
+    }
+
+    /// Serves `inputs` to every watched group: only EDS is recomputed when they
+    /// differ from the last ones in endpoints of EDS services only.
+    pub fn update_inputs(&mut self, inputs: Inputs) -> PushStats {
+        let inputs = Arc::new(inputs);
         let endpoints_only = !self.groups.is_empty() && inputs.endpoints_only_change(&self.inputs);
         self.inputs = inputs;
         self.cache.prune();

@@ -1,12 +1,14 @@
 //! pilot's process: follow galley, translate, serve xDS.
 //!
 //! Configuration arrives from galley over MCP (delta), or from a directory through
-//! an in-process galley when pilot runs alone. Each burst of changes (debounced:
+//! an in-process galley when pilot runs alone; with a [`KubeRegistryConfig`], the
+//! services of a Kubernetes cluster are merged in ([`crate::kube`]). Each burst of
+//! changes, from either source (debounced:
 //! 100 ms quiet, 10 s at most) is translated into Envoy resources and published as
 //! one snapshot; the ADS server pushes to every connected proxy what changed for
 //! it, clusters before endpoints before listeners before routes. Pilot serves
 //! nothing, and refuses streams with `Unavailable`, until galley's configuration has
-//! been received whole and translated once.
+//! been received whole (and the Kubernetes caches listed) and translated once.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -28,6 +30,9 @@ use tokio::{sync::watch, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    ServiceRegistry,
+    kube::{KubeRegistry, KubeRegistryConfig},
+    model::Service,
     proxy::Proxy,
     push::{Inputs, PushEngine},
 };
@@ -67,6 +72,9 @@ pub struct PilotConfig {
     /// The mTLS xDS port and the mTLS connection to galley, when pilot has a
     /// certificate.
     pub tls: Option<PilotTls>,
+    /// The Kubernetes service registry, merged before ServiceEntries; `None` for
+    /// ServiceEntries only.
+    pub kube: Option<KubeRegistryConfig>,
 }
 
 /// pilot's certificate and what it is used for: the mTLS xDS port (15011), where
@@ -146,6 +154,9 @@ pub enum PilotError {
     /// the TLS settings.
     #[error("mTLS: {0}")]
     Tls(#[from] mesh_tls::TlsError),
+    /// The Kubernetes client could not be configured.
+    #[error("Kubernetes registry: {0}")]
+    Kube(#[from] mesh_kube::KubeError),
     /// Inconsistent settings.
     #[error("{0}")]
     Config(String),
@@ -278,6 +289,35 @@ pub async fn start(
         }
     };
 
+    let kube = match &config.kube {
+        None => None,
+        Some(kube) => {
+            let kube_config = kube
+                .args
+                .config(&mesh_kube::KubeEnv::from_process())
+                .await?;
+            let url = kube_config.cluster_url.to_string();
+            let client = mesh_kube::client::client_from(kube_config)?;
+            let domain = if kube.cluster_domain.is_empty() {
+                crate::kube::DEFAULT_CLUSTER_DOMAIN.to_string()
+            } else {
+                kube.cluster_domain.clone()
+            };
+            tracing::info!(%url, cluster_domain = %domain, "following Kubernetes services and endpoints");
+            let (registry, changes, run) =
+                KubeRegistry::watch(client, url, domain, shutdown.clone());
+            tasks.spawn(async move {
+                run.await;
+                Ok(())
+            });
+            Some(KubeFeed {
+                registry,
+                changes,
+                last: Vec::new(),
+            })
+        }
+    };
+
     let mut registry = Registry::default();
     let xds_metrics = XdsMetrics::register(&mut registry);
     let metrics = Metrics::register(&mut registry);
@@ -386,6 +426,7 @@ pub async fn start(
         metrics,
         debounce: config.debounce,
         debounce_max: config.debounce_max,
+        kube,
     };
     tasks.spawn(translator.run(views, synced, shutdown));
     Ok(Running {
@@ -405,6 +446,29 @@ struct Translator {
     metrics: Arc<Metrics>,
     debounce: Duration,
     debounce_max: Duration,
+    kube: Option<KubeFeed>,
+}
+
+/// The Kubernetes registry as the translator follows it.
+struct KubeFeed {
+    registry: KubeRegistry,
+    changes: watch::Receiver<u64>,
+    /// The services last published.
+    last: Vec<Service>,
+}
+
+impl KubeFeed {
+    /// Waits for the next change of the caches; never returns when there is no
+    /// registry, or once its watches stopped.
+    async fn changed(feed: &mut Option<KubeFeed>) {
+        let stopped = match feed {
+            Some(f) => f.changes.changed().await.is_err(),
+            None => true,
+        };
+        if stopped {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Translator {
@@ -417,6 +481,13 @@ impl Translator {
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = synced.wait_for(|s| *s) => if r.is_err() { return Ok(()) },
+        }
+        if let Some(kube) = &self.kube {
+            tracing::info!("waiting for the Kubernetes caches to sync");
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                synced = kube.registry.wait_synced() => if !synced { return Ok(()) },
+            }
         }
         let view = views.borrow_and_update().clone();
         self.publish(view);
@@ -431,6 +502,7 @@ impl Translator {
                     continue;
                 }
                 changed = views.changed() => if changed.is_err() { return Ok(()) },
+                _ = KubeFeed::changed(&mut self.kube) => {}
             }
             // Debounce: wait for quiet, but never longer than the maximum. Proxies
             // connecting meanwhile are served the current configuration at once.
@@ -445,10 +517,18 @@ impl Translator {
                         self.serve_new_groups();
                     }
                     changed = views.changed() => if changed.is_err() { return Ok(()) },
+                    _ = KubeFeed::changed(&mut self.kube) => {}
                 }
             }
             let view = views.borrow_and_update().clone();
-            self.publish(view);
+            let kube_services = self.kube.as_ref().map(|k| k.registry.services());
+            if Arc::ptr_eq(&view, &self.engine.inputs().view)
+                && kube_services.as_ref() == self.kube.as_ref().map(|k| &k.last)
+            {
+                tracing::debug!("Kubernetes objects changed nothing the mesh sees");
+                continue;
+            }
+            self.publish_with(view, kube_services);
         }
     }
 
@@ -463,10 +543,22 @@ impl Translator {
     }
 
     fn publish(&mut self, view: Arc<McpView>) {
+        self.publish_with(view, None);
+    }
+
+    /// Publishes `view` with the Kubernetes services (read now when `None`).
+    fn publish_with(&mut self, view: Arc<McpView>, kube_services: Option<Vec<Service>>) {
         let started = std::time::Instant::now();
         // Groups arriving from here on are built by this push.
         self.demand.borrow_and_update();
-        let stats = self.engine.update(view);
+        let stats = match &mut self.kube {
+            None => self.engine.update(view),
+            Some(kube) => {
+                kube.last = kube_services.unwrap_or_else(|| kube.registry.services());
+                self.engine
+                    .update_inputs(Inputs::from_view_and(view, &kube.last))
+            }
+        };
         let kind = if stats.endpoints_only { "eds" } else { "full" };
         self.metrics
             .translations
