@@ -48,6 +48,7 @@ impl TestCitadel {
             ledger_url: None,
             local_issuer: true,
             jwt_issuers: Vec::new(),
+            token_review: None,
             serving_dns_names: vec!["localhost".into()],
             identity: ("istio-system".into(), "citadel".into()),
         };
