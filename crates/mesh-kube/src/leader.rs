@@ -382,7 +382,11 @@ impl LeaderElector {
             }
             let started = Instant::now();
             let attempt = tokio::select! {
-                () = shutdown.cancelled() => return None,
+                () = shutdown.cancelled() => {
+                    // The interrupted write may have reached the server.
+                    self.release().await;
+                    return None;
+                }
                 a = tokio::time::timeout(self.config.renew_deadline, self.try_acquire_or_renew()) => a,
             };
             match attempt {
