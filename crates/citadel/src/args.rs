@@ -12,7 +12,7 @@ use crate::{
     authn::{JwksSource, LocalIssuer},
     ca::CaPolicy,
     ledger::{Ledger, RevocationReason},
-    server::{CitadelConfig, JwtIssuerConfig},
+    server::{CitadelConfig, JwtIssuerConfig, TokenReviewConfig},
 };
 
 /// citadel: the mesh's certificate authority (SPIFFE identities over gRPC, SDS, files).
@@ -99,6 +99,22 @@ pub struct ServeArgs {
     /// system roots; SSL_CERT_FILE names others).
     #[arg(long, env = "CITADEL_JWKS_URL", group = "jwks")]
     pub jwks_url: Option<String>,
+    /// Authenticate bearer tokens with the Kubernetes TokenReview API: an
+    /// authenticated service account gets `spiffe://<td>/ns/<ns>/sa/<sa>`. Needs
+    /// `create tokenreviews` (the chart's ClusterRole).
+    #[arg(long, env = "CITADEL_KUBE_TOKEN_REVIEW")]
+    pub kube_token_review: bool,
+    /// Audiences a reviewed token must be bound to, one of them (comma-separated).
+    #[arg(
+        long,
+        env = "CITADEL_TOKEN_AUDIENCE",
+        value_delimiter = ',',
+        default_value = crate::authn::DEFAULT_TOKEN_AUDIENCE
+    )]
+    pub token_audience: Vec<String>,
+    /// The Kubernetes API server, for --kube-token-review.
+    #[command(flatten)]
+    pub kube: mesh_kube::KubeArgs,
     /// DNS names in citadel's serving certificate (comma-separated).
     #[arg(
         long,
@@ -145,6 +161,10 @@ impl ServeArgs {
             ledger_url: self.ledger.clone(),
             local_issuer: self.local_issuer,
             jwt_issuers,
+            token_review: self.kube_token_review.then(|| TokenReviewConfig {
+                kube: self.kube.clone(),
+                audiences: self.token_audience.clone(),
+            }),
             serving_dns_names: self.dns_names.clone(),
             identity: (self.namespace.clone(), self.service_account.clone()),
         }
@@ -347,5 +367,47 @@ impl Args {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str]) -> CitadelConfig {
+        let args = Args::try_parse_from(std::iter::once("citadel").chain(args.iter().copied()))
+            .expect("valid flags");
+        args.serve.config()
+    }
+
+    #[test]
+    fn token_review_is_off_by_default_and_requires_istio_ca() {
+        assert!(serve(&[]).token_review.is_none());
+        let review = serve(&["--kube-token-review", "--in-cluster"])
+            .token_review
+            .expect("on");
+        assert_eq!(review.audiences, vec!["istio-ca".to_string()]);
+        assert!(review.kube.in_cluster);
+    }
+
+    #[test]
+    fn token_review_takes_the_shared_kube_flags_and_audiences() {
+        let review = serve(&[
+            "--kube-token-review",
+            "--kubeconfig",
+            "/etc/dromon/kubeconfig",
+            "--kube-context",
+            "prod",
+            "--token-audience",
+            "istio-ca,dromon-ca",
+        ])
+        .token_review
+        .expect("on");
+        assert_eq!(review.audiences, vec!["istio-ca", "dromon-ca"]);
+        assert_eq!(
+            review.kube.kubeconfig.as_deref(),
+            Some(std::ffi::OsStr::new("/etc/dromon/kubeconfig"))
+        );
+        assert_eq!(review.kube.kube_context.as_deref(), Some("prod"));
     }
 }

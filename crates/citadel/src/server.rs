@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     authn::{
         Authenticators, CallerContext, JwksSource, JwtAuthenticator, JwtConfig, LocalIssuer,
-        MtlsAuthenticator, RevokedSerials,
+        MtlsAuthenticator, RevokedSerials, TokenReviewAuthenticator,
         local::{CA_AUDIENCE, LOCAL_ISSUER},
     },
     ca::{Authority, CaPolicy, CaSource, IssuedCert, MaterialError},
@@ -53,6 +53,15 @@ pub struct JwtIssuerConfig {
     pub jwks: JwksSource,
 }
 
+/// Kubernetes TokenReview authentication of service-account tokens.
+#[derive(Debug, Clone)]
+pub struct TokenReviewConfig {
+    /// How to reach the API server.
+    pub kube: mesh_kube::KubeArgs,
+    /// A reviewed token must be bound to one of these audiences.
+    pub audiences: Vec<String>,
+}
+
 /// citadel's configuration.
 #[derive(Debug, Clone)]
 pub struct CitadelConfig {
@@ -72,6 +81,8 @@ pub struct CitadelConfig {
     pub local_issuer: bool,
     /// Other JWT issuers.
     pub jwt_issuers: Vec<JwtIssuerConfig>,
+    /// Service-account tokens checked with the Kubernetes TokenReview API, when set.
+    pub token_review: Option<TokenReviewConfig>,
     /// DNS names in citadel's serving certificate, beside its SPIFFE ID.
     pub serving_dns_names: Vec<String>,
     /// citadel's own identity: namespace and service account.
@@ -107,6 +118,9 @@ pub enum CitadelError {
     /// A JWKS cannot be loaded.
     #[error(transparent)]
     Jwks(#[from] crate::authn::jwt::JwksError),
+    /// The Kubernetes client for TokenReviews cannot be configured.
+    #[error("TokenReview authentication: {0}")]
+    Kube(#[from] mesh_kube::KubeError),
     /// A port cannot be bound.
     #[error(transparent)]
     Bind(#[from] mesh_runtime::BindError),
@@ -248,6 +262,15 @@ pub async fn start(
         let a = JwtAuthenticator::new(c).await?;
         a.spawn_refresh(Duration::from_secs(60), shutdown.clone());
         authenticators = authenticators.with(a);
+    }
+    if let Some(review) = &config.token_review {
+        let client = review.kube.client().await?;
+        authenticators = authenticators.with(Arc::new(TokenReviewAuthenticator::new(
+            client,
+            review.audiences.clone(),
+            config.policy.trust_domain.clone(),
+        )));
+        tracing::info!(audiences = ?review.audiences, "authenticating service-account tokens with Kubernetes TokenReviews");
     }
 
     let identity = SpiffeId::new(

@@ -4,7 +4,8 @@
 //! Each refusal has its gRPC code: `Unauthenticated` (nothing more said),
 //! `InvalidArgument` for a bad CSR or lifetime, `PermissionDenied` for an
 //! identity outside the trust domain, `Unavailable` when the CA cannot issue or
-//! record. A certificate that could not be recorded is never returned.
+//! record or a credential's verifier cannot answer, `Internal` when an
+//! authenticator cannot work (e.g. lacks a permission). A certificate that could not be recorded is never returned.
 
 use std::{sync::Arc, time::Instant};
 
@@ -17,7 +18,7 @@ use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    authn::{Authenticators, CallerContext, Secret},
+    authn::{AuthError, Authenticators, CallerContext, Secret},
     ca::{Authority, IssueError, IssuedCert},
     metrics::{AuthenticatorLabels, CaMetrics},
 };
@@ -83,9 +84,21 @@ impl CaService {
         let (identity, authenticator) = match self.authenticators.authenticate(&ctx).await {
             Ok(found) => found,
             Err(e) => {
-                tracing::info!(error = %e, "CreateCertificate refused: authentication failed");
-                self.metrics.refuse("unauthenticated");
-                return Err(Status::unauthenticated(e.public_message()));
+                self.metrics.refuse(e.refusal_reason());
+                return Err(match &e {
+                    AuthError::Missing | AuthError::Invalid { .. } => {
+                        tracing::info!(error = %e, "CreateCertificate refused: authentication failed");
+                        Status::unauthenticated(e.public_message())
+                    }
+                    AuthError::Unavailable { .. } => {
+                        tracing::warn!(error = %e, "CreateCertificate refused: an authenticator is unavailable");
+                        Status::unavailable(e.public_message())
+                    }
+                    AuthError::Internal { .. } => {
+                        tracing::error!(error = %e, "CreateCertificate refused: an authenticator cannot work");
+                        Status::internal(e.public_message())
+                    }
+                });
             }
         };
         let issued = match self.authority.issue(

@@ -44,6 +44,11 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(None).await
+}
+
+/// The fixture's chain (mTLS, the local issuer's JWTs), then `extra` if given.
+async fn fixture_with(extra: Option<Arc<dyn crate::authn::Authenticator>>) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let authority = Arc::new(
         Authority::open(
@@ -69,6 +74,10 @@ async fn fixture() -> Fixture {
             revoked.clone(),
         )))
         .with(jwt);
+    let authenticators = match extra {
+        Some(a) => authenticators.with(a),
+        None => authenticators,
+    };
     let recorded = Arc::new(Recorded::default());
     let metrics = CaMetrics::register(&mut prometheus_client::registry::Registry::default());
     let service = CaService::new(
@@ -248,4 +257,111 @@ fn bearer_tokens_are_read_from_the_authorization_header() {
     assert_eq!(bearer(&md).unwrap().expose(), "abc.def.ghi");
     md.insert("authorization", "Basic xyz".parse().unwrap());
     assert!(bearer(&md).is_none());
+}
+
+/// The only SAN of a PEM leaf.
+fn leaf_uri(pem: &str) -> String {
+    use x509_parser::{extensions::GeneralName, prelude::FromDer};
+    let der = crate::ca::material::parse_certs(pem, "leaf")
+        .unwrap()
+        .remove(0)
+        .der;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der.as_ref()).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    match san.value.general_names.as_slice() {
+        [GeneralName::URI(u)] => u.to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_kubernetes_service_account_token_gets_a_certificate_for_its_service_account() {
+    use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
+    let server = kube_testserver::KubeTestServer::start().await.unwrap();
+    server.set_token_reviewer(|spec| {
+        let known = spec.token.as_deref() == Some("k8s-sa-token")
+            && spec
+                .audiences
+                .as_ref()
+                .is_some_and(|a| a.iter().any(|a| a == "istio-ca"));
+        TokenReviewStatus {
+            authenticated: Some(known),
+            audiences: known.then(|| vec!["istio-ca".to_string()]),
+            user: known.then(|| UserInfo {
+                username: Some("system:serviceaccount:bookinfo:reviews".into()),
+                ..UserInfo::default()
+            }),
+            error: (!known).then(|| "invalid bearer token".to_string()),
+        }
+    });
+    let review = crate::authn::TokenReviewAuthenticator::new(
+        server.client(),
+        vec!["istio-ca".into()],
+        "cluster.local",
+    );
+    let f = fixture_with(Some(Arc::new(review))).await;
+    let resp = f
+        .service
+        .create(with_token("k8s-sa-token"), request(csr(vec![]), 3600))
+        .await
+        .unwrap();
+    assert_eq!(
+        leaf_uri(&resp.cert_chain[0]),
+        "spiffe://cluster.local/ns/bookinfo/sa/reviews"
+    );
+    let issued = f
+        .metrics
+        .issued
+        .get_or_create(&AuthenticatorLabels {
+            authenticator: "kube-token-review".into(),
+        })
+        .get();
+    assert_eq!(issued, 1);
+    // The local issuer's tokens still work beside it.
+    let token = f
+        .issuer
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap();
+    let resp = f
+        .service
+        .create(with_token(&token), request(csr(vec![]), 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        leaf_uri(&resp.cert_chain[0]),
+        "spiffe://cluster.local/ns/default/sa/productpage"
+    );
+
+    // A token the API server does not authenticate.
+    let err = f
+        .service
+        .create(with_token("stolen"), request(csr(vec![]), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unauthenticated, "authentication failed")
+    );
+
+    // citadel may not create TokenReviews: Internal, the caller told nothing more.
+    server.inject_fault(kube_testserver::Fault::new("tokenreviews", 403).times(1));
+    let err = f
+        .service
+        .create(with_token("k8s-sa-token"), request(csr(vec![]), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(!err.message().contains("forbidden"), "{}", err.message());
+    assert_eq!(refused(&f, "authenticator_error"), 1);
+
+    // The API server is unreachable: Unavailable, so the caller retries.
+    server.set_unreachable(true).await.unwrap();
+    let err = f
+        .service
+        .create(with_token("k8s-sa-token"), request(csr(vec![]), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert_eq!(refused(&f, "authenticator_unavailable"), 1);
+    assert_eq!(f.recorded.0.lock().len(), 2);
 }

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use citadel::{
     authn::{
         Authenticators, CallerContext, JwksSource, JwtAuthenticator, JwtConfig, LocalIssuer,
-        Secret,
+        Secret, TokenReviewAuthenticator,
         local::{CA_AUDIENCE, LOCAL_ISSUER},
     },
     ca::{Authority, CaPolicy, CaSource, IssuedCert},
@@ -16,6 +16,7 @@ use citadel::{
     service::{CaService, Recorder},
 };
 use futures::future::BoxFuture;
+use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
 use mesh_api::ca::v1::IstioCertificateRequest;
 use parking_lot::Mutex;
 use rcgen::{CertificateParams, KeyPair, SanType, string::Ia5String};
@@ -56,6 +57,10 @@ fn request(sans: Vec<SanType>) -> IstioCertificateRequest {
     }
 }
 
+/// A service-account token the test API server authenticates, and one it does not.
+const KUBE_TOKEN: &str = "k8s-sa-token-3f9c1d7e5b2a4c6e8d0f";
+const KUBE_FORGED: &str = "k8s-sa-token-forged-77aa55cc33ee11";
+
 fn with_token(token: &str) -> CallerContext {
     CallerContext {
         bearer: Some(Secret::new(token)),
@@ -90,10 +95,25 @@ async fn keys_and_tokens_never_reach_the_log() {
     })
     .await
     .unwrap();
+    let kube = kube_testserver::KubeTestServer::start().await.unwrap();
+    kube.set_token_reviewer(|spec| {
+        let known = spec.token.as_deref() == Some(KUBE_TOKEN);
+        TokenReviewStatus {
+            authenticated: Some(known),
+            audiences: known.then(|| vec!["istio-ca".to_string()]),
+            user: known.then(|| UserInfo {
+                username: Some("system:serviceaccount:shop:cart".into()),
+                ..UserInfo::default()
+            }),
+            error: (!known).then(|| "invalid bearer token".to_string()),
+        }
+    });
+    let review =
+        TokenReviewAuthenticator::new(kube.client(), vec!["istio-ca".into()], "cluster.local");
     let metrics = CaMetrics::register(&mut prometheus_client::registry::Registry::default());
     let service = CaService::new(
         authority.clone(),
-        Authenticators::new().with(jwt),
+        Authenticators::new().with(jwt).with(Arc::new(review)),
         Arc::new(Accept),
         metrics,
         Arc::new(|_, _| CallerContext::default()),
@@ -107,9 +127,25 @@ async fn keys_and_tokens_never_reach_the_log() {
         .create(with_token(&token), request(vec![]))
         .await
         .unwrap();
-    for ctx in [with_token(&forged), CallerContext::default()] {
+    service
+        .create(with_token(KUBE_TOKEN), request(vec![]))
+        .await
+        .unwrap();
+    for ctx in [
+        with_token(&forged),
+        CallerContext::default(),
+        with_token(KUBE_FORGED),
+    ] {
         assert!(service.create(ctx, request(vec![])).await.is_err());
     }
+    // citadel may not review tokens: the reason is logged, the token is not.
+    kube.inject_fault(kube_testserver::Fault::new("tokenreviews", 403));
+    assert!(
+        service
+            .create(with_token(KUBE_TOKEN), request(vec![]))
+            .await
+            .is_err()
+    );
     let other = SanType::URI(Ia5String::try_from("spiffe://cluster.local/ns/x/sa/y").unwrap());
     assert!(
         service
@@ -136,4 +172,11 @@ async fn keys_and_tokens_never_reach_the_log() {
         "a forged token in the log"
     );
     assert!(!log.contains("PRIVATE KEY"));
+    for secret in [KUBE_TOKEN, KUBE_FORGED] {
+        assert!(!log.contains(secret), "a Kubernetes token in the log");
+    }
+    assert!(
+        log.contains("forbidden: cannot create tokenreviews"),
+        "the missing permission is logged: {log}"
+    );
 }

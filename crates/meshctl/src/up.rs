@@ -75,6 +75,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             ledger_url: None,
             local_issuer: true,
             jwt_issuers: Vec::new(),
+            token_review: None,
             serving_dns_names: vec!["localhost".into()],
             identity: (CONTROL_PLANE_NAMESPACE.into(), "citadel".into()),
         },

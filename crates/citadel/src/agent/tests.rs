@@ -27,7 +27,7 @@ use super::*;
 use crate::{
     authn::LocalIssuer,
     ca::CaPolicy,
-    server::{CitadelConfig, Running},
+    server::{CitadelConfig, Running, TokenReviewConfig},
 };
 
 struct TestCitadel {
@@ -38,6 +38,14 @@ struct TestCitadel {
 
 impl TestCitadel {
     async fn start(data: &Path, grpc_addr: SocketAddr) -> Self {
+        Self::start_with(data, grpc_addr, None).await
+    }
+
+    async fn start_with(
+        data: &Path,
+        grpc_addr: SocketAddr,
+        token_review: Option<TokenReviewConfig>,
+    ) -> Self {
         let shutdown = CancellationToken::new();
         let config = CitadelConfig {
             grpc_addr,
@@ -48,6 +56,7 @@ impl TestCitadel {
             ledger_url: None,
             local_issuer: true,
             jwt_issuers: Vec::new(),
+            token_review,
             serving_dns_names: vec!["localhost".into()],
             identity: ("istio-system".into(), "citadel".into()),
         };
@@ -373,4 +382,72 @@ fn configurations_that_cannot_work_are_refused_up_front() {
         "Some(Static([redacted]))",
         "a static token is never printed"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_service_account_token_gets_a_certificate_over_the_ca_port() {
+    use k8s_openapi::api::authentication::v1::{TokenReviewStatus, UserInfo};
+    let tmp = tempfile::tempdir().unwrap();
+    let kube = kube_testserver::KubeTestServer::start().await.unwrap();
+    kube.set_token_reviewer(|spec| {
+        let known = spec.token.as_deref() == Some("projected-sa-token")
+            && spec.audiences.as_deref() == Some(&["istio-ca".to_string()][..]);
+        TokenReviewStatus {
+            authenticated: Some(known),
+            audiences: known.then(|| vec!["istio-ca".to_string()]),
+            user: known.then(|| UserInfo {
+                username: Some("system:serviceaccount:bookinfo:ratings".into()),
+                ..UserInfo::default()
+            }),
+            error: None,
+        }
+    });
+    // citadel reaches the API server through a kubeconfig, as with --kubeconfig.
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: test\n\
+             clusters: [{{name: test, cluster: {{server: \"{}\"}}}}]\n\
+             users: [{{name: test, user: {{}}}}]\n\
+             contexts: [{{name: test, context: {{cluster: test, user: test}}}}]\n",
+            kube.url()
+        ),
+    )
+    .unwrap();
+    let review = TokenReviewConfig {
+        kube: mesh_kube::KubeArgs {
+            kubeconfig: Some(kubeconfig.into_os_string()),
+            ..mesh_kube::KubeArgs::default()
+        },
+        audiences: vec!["istio-ca".into()],
+    };
+    let citadel = TestCitadel::start_with(
+        &tmp.path().join("c"),
+        "127.0.0.1:0".parse().unwrap(),
+        Some(review),
+    )
+    .await;
+    let mut config = mk_config(
+        &citadel,
+        TokenSource::from_string("projected-sa-token".to_string()),
+        Duration::from_secs(3600),
+    );
+    config.output_dir = Some(tmp.path().join("certs"));
+    let bundle = within("a certificate", 10, fetch_once(&config))
+        .await
+        .unwrap();
+    assert_eq!(
+        bundle.spiffe_id.as_ref().unwrap().to_string(),
+        "spiffe://cluster.local/ns/bookinfo/sa/ratings"
+    );
+    // An unknown token is refused.
+    let mut config = mk_config(
+        &citadel,
+        TokenSource::from_string("someone-elses".to_string()),
+        Duration::from_secs(3600),
+    );
+    config.output_dir = Some(tmp.path().join("other"));
+    assert!(within("a refusal", 10, fetch_once(&config)).await.is_err());
+    citadel.stop().await;
 }

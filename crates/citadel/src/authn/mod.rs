@@ -1,13 +1,14 @@
 //! Who is asking: authenticators turn a caller's credentials into a SPIFFE
 //! identity before anything is signed.
 //!
-//! Two are built in: [`MtlsAuthenticator`] (a client certificate citadel issued,
-//! for renewal) and [`JwtAuthenticator`] (a signed token from a configured
-//! issuer). Kubernetes TokenReview plugs in through the same [`Authenticator`]
-//! trait. A caller that fails learns only that authentication failed; the reason
-//! goes to the log.
+//! Three are built in: [`MtlsAuthenticator`] (a client certificate citadel issued,
+//! for renewal), [`JwtAuthenticator`] (a signed token from a configured issuer) and
+//! [`TokenReviewAuthenticator`] (a Kubernetes service-account token, checked by the
+//! API server). A caller that fails learns only that authentication failed (or, when
+//! a verifier cannot answer, that it should retry); the reason goes to the log.
 
 pub mod jwt;
+pub mod kube;
 pub mod local;
 pub mod mtls;
 
@@ -17,6 +18,7 @@ use futures::future::BoxFuture;
 use mesh_tls::SpiffeId;
 
 pub use jwt::{JwksSource, JwtAuthenticator, JwtConfig};
+pub use kube::{DEFAULT_TOKEN_AUDIENCE, TokenReviewAuthenticator};
 pub use local::LocalIssuer;
 pub use mtls::{MtlsAuthenticator, RevokedSerials};
 
@@ -73,12 +75,54 @@ pub enum AuthError {
         /// Why, for the log.
         reason: String,
     },
+    /// A credential could not be checked now: its verifier did not answer (the
+    /// caller should retry).
+    #[error("{authenticator} unavailable: {reason}")]
+    Unavailable {
+        /// Which authenticator could not decide.
+        authenticator: &'static str,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// A credential could not be checked because the authenticator is misconfigured
+    /// or lacks a permission (retrying will not help).
+    #[error("{authenticator} failed: {reason}")]
+    Internal {
+        /// Which authenticator could not decide.
+        authenticator: &'static str,
+        /// Why, for the log.
+        reason: String,
+    },
 }
 
 impl AuthError {
     /// What the caller is told: nothing about why.
     pub fn public_message(&self) -> &'static str {
-        "authentication failed"
+        match self {
+            Self::Missing | Self::Invalid { .. } => "authentication failed",
+            Self::Unavailable { .. } => "authentication is unavailable; retry later",
+            Self::Internal { .. } => "authentication could not be performed",
+        }
+    }
+
+    /// The `reason` label of `citadel_csr_refused_total`.
+    pub fn refusal_reason(&self) -> &'static str {
+        match self {
+            Self::Missing | Self::Invalid { .. } => "unauthenticated",
+            Self::Unavailable { .. } => "authenticator_unavailable",
+            Self::Internal { .. } => "authenticator_error",
+        }
+    }
+
+    /// Which error the chain reports when no authenticator vouched for the caller:
+    /// an undecided credential outranks a refused one (it may be valid), and a
+    /// refusal outranks the absence of credentials.
+    fn rank(&self) -> u8 {
+        match self {
+            Self::Missing => 0,
+            Self::Invalid { .. } => 1,
+            Self::Unavailable { .. } | Self::Internal { .. } => 2,
+        }
     }
 }
 
@@ -121,21 +165,25 @@ impl Authenticators {
         self
     }
 
-    /// The identity of the caller and the authenticator that vouched for it.
+    /// The identity of the caller and the authenticator that vouched for it. When
+    /// none does, the first error of the highest rank: a verifier that could not
+    /// answer, else a refusal, else [`AuthError::Missing`].
     pub async fn authenticate(
         &self,
         ctx: &CallerContext,
     ) -> Result<(SpiffeId, &'static str), AuthError> {
-        let mut first_error = None;
+        let mut worst = AuthError::Missing;
         for a in &self.chain {
             match a.authenticate(ctx).await {
                 Ok(Some(id)) => return Ok((id, a.name())),
                 Ok(None) => {}
                 Err(e) => {
-                    first_error.get_or_insert(e);
+                    if e.rank() > worst.rank() {
+                        worst = e;
+                    }
                 }
             }
         }
-        Err(first_error.unwrap_or(AuthError::Missing))
+        Err(worst)
     }
 }
