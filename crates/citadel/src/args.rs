@@ -5,12 +5,14 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Args as ClapArgs, Parser, Subcommand};
+use mesh_kube::leader::{LeaseConfig, default_identity};
 use mesh_runtime::LogArgs;
 
 use crate::{
     agent::{AgentConfig, TokenSource},
     authn::{JwksSource, LocalIssuer},
     ca::CaPolicy,
+    controllers::{ControllersConfig, DEFAULT_LEASE_NAME, SecretsConfig},
     ledger::{Ledger, RevocationReason},
     server::{CitadelConfig, JwtIssuerConfig, TokenReviewConfig},
 };
@@ -112,9 +114,30 @@ pub struct ServeArgs {
         default_value = crate::authn::DEFAULT_TOKEN_AUDIENCE
     )]
     pub token_audience: Vec<String>,
-    /// The Kubernetes API server, for --kube-token-review.
+    /// The Kubernetes API server, for --kube-token-review, --kube-secrets and
+    /// --patch-webhooks.
     #[command(flatten)]
     pub kube: mesh_kube::KubeArgs,
+    /// Keep an `istio.<sa>` Secret (type istio.io/key-and-cert: cert-chain.pem,
+    /// key.pem, root-cert.pem) for every ServiceAccount. Runs in the replica holding
+    /// the controllers' Lease.
+    #[arg(long, env = "CITADEL_KUBE_SECRETS")]
+    pub kube_secrets: bool,
+    /// Namespaces whose ServiceAccounts get Secrets (comma-separated); every
+    /// namespace when unset.
+    #[arg(long, env = "CITADEL_SECRET_NAMESPACES", value_delimiter = ',')]
+    pub secret_namespaces: Vec<String>,
+    /// Lifetime of the certificates written into Secrets (capped by --max-ttl).
+    #[arg(long, env = "CITADEL_SECRET_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub secret_ttl: Duration,
+    /// Mutating/ValidatingWebhookConfigurations whose webhooks' caBundle citadel
+    /// keeps equal to its roots (comma-separated names). Runs in the replica holding
+    /// the controllers' Lease.
+    #[arg(long, env = "CITADEL_PATCH_WEBHOOKS", value_delimiter = ',')]
+    pub patch_webhooks: Vec<String>,
+    /// Namespace of the controllers' Lease (`citadel-controllers`).
+    #[arg(long, env = "CITADEL_LEASE_NAMESPACE", default_value = "istio-system")]
+    pub lease_namespace: String,
     /// DNS names in citadel's serving certificate (comma-separated).
     #[arg(
         long,
@@ -167,7 +190,41 @@ impl ServeArgs {
             }),
             serving_dns_names: self.dns_names.clone(),
             identity: (self.namespace.clone(), self.service_account.clone()),
+            controllers: self.controllers(),
         }
+    }
+
+    /// The controllers these flags turn on, if any.
+    fn controllers(&self) -> Option<ControllersConfig> {
+        let webhooks: Vec<String> = self
+            .patch_webhooks
+            .iter()
+            .map(|w| w.trim().to_string())
+            .filter(|w| !w.is_empty())
+            .collect();
+        if !self.kube_secrets && webhooks.is_empty() {
+            return None;
+        }
+        let ttl = self.secret_ttl.min(self.max_ttl);
+        Some(ControllersConfig {
+            kube: self.kube.clone(),
+            secrets: self.kube_secrets.then(|| SecretsConfig {
+                namespaces: self
+                    .secret_namespaces
+                    .iter()
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+                ttl,
+                ..SecretsConfig::default()
+            }),
+            webhooks,
+            lease: LeaseConfig::new(
+                self.lease_namespace.clone(),
+                DEFAULT_LEASE_NAME,
+                default_identity(),
+            ),
+        })
     }
 }
 
@@ -378,6 +435,51 @@ mod tests {
         let args = Args::try_parse_from(std::iter::once("citadel").chain(args.iter().copied()))
             .expect("valid flags");
         args.serve.config()
+    }
+
+    #[test]
+    fn controllers_are_off_by_default() {
+        assert!(serve(&[]).controllers.is_none());
+    }
+
+    #[test]
+    fn controller_flags_configure_secrets_webhooks_and_the_lease() {
+        let c = serve(&[
+            "--kube-secrets",
+            "--secret-namespaces",
+            "shop,bank",
+            "--secret-ttl",
+            "12h",
+            "--patch-webhooks",
+            "dromon-sidecar-injector,dromon-galley",
+            "--lease-namespace",
+            "dromon",
+        ])
+        .controllers
+        .expect("on");
+        let secrets = c.secrets.expect("secrets on");
+        assert_eq!(secrets.namespaces, ["shop", "bank"]);
+        assert_eq!(secrets.ttl, Duration::from_secs(12 * 3600));
+        assert_eq!(c.webhooks, ["dromon-sidecar-injector", "dromon-galley"]);
+        assert_eq!(c.lease.lease_key(), "dromon/citadel-controllers");
+        assert!(!c.lease.identity.is_empty());
+
+        let only_webhooks = serve(&["--patch-webhooks", "dromon-galley"])
+            .controllers
+            .expect("on");
+        assert!(only_webhooks.secrets.is_none());
+        assert_eq!(
+            only_webhooks.lease.lease_key(),
+            "istio-system/citadel-controllers"
+        );
+        // The Secrets' lifetime never exceeds the CA's maximum.
+        let capped = serve(&["--kube-secrets", "--secret-ttl", "365days"])
+            .controllers
+            .expect("on");
+        assert_eq!(
+            capped.secrets.expect("on").ttl,
+            Duration::from_secs(90 * 24 * 3600)
+        );
     }
 
     #[test]

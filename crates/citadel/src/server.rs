@@ -1,6 +1,7 @@
 //! Wiring: the authority, the ledger, the authenticators, citadel's own serving
 //! certificate, the gRPC CA port (TLS; client certificates optional, for
-//! renewal) and the monitoring port (metrics, health, `/debug/ca`, `/crl`).
+//! renewal) and the monitoring port (metrics, health, `/debug/ca`, `/crl`), and on
+//! Kubernetes the controllers (Secrets, webhook caBundles) behind leader election.
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -29,6 +30,9 @@ use crate::{
         local::{CA_AUDIENCE, LOCAL_ISSUER},
     },
     ca::{Authority, CaPolicy, CaSource, IssuedCert, MaterialError},
+    controllers::{
+        ControllerContext, ControllerMetrics, Controllers, ControllersConfig, ControllersView,
+    },
     ledger::{IssuedCertificate, Ledger, LedgerError},
     metrics::CaMetrics,
     service::{CaService, Recorder},
@@ -87,6 +91,8 @@ pub struct CitadelConfig {
     pub serving_dns_names: Vec<String>,
     /// citadel's own identity: namespace and service account.
     pub identity: (String, String),
+    /// The Kubernetes controllers (Secrets, webhook caBundles), when on.
+    pub controllers: Option<ControllersConfig>,
 }
 
 impl CitadelConfig {
@@ -118,9 +124,12 @@ pub enum CitadelError {
     /// A JWKS cannot be loaded.
     #[error(transparent)]
     Jwks(#[from] crate::authn::jwt::JwksError),
-    /// The Kubernetes client for TokenReviews cannot be configured.
-    #[error("TokenReview authentication: {0}")]
+    /// The Kubernetes client (TokenReviews, controllers) cannot be configured.
+    #[error("Kubernetes: {0}")]
     Kube(#[from] mesh_kube::KubeError),
+    /// The controllers' leader election is misconfigured.
+    #[error(transparent)]
+    LeaderElection(#[from] mesh_kube::leader::LeaderElectionError),
     /// A port cannot be bound.
     #[error(transparent)]
     Bind(#[from] mesh_runtime::BindError),
@@ -165,7 +174,15 @@ pub async fn run(config: CitadelConfig, shutdown: CancellationToken) -> Result<(
     result
 }
 
-struct LedgerRecorder(Ledger);
+/// Records issued certificates in the ledger.
+pub struct LedgerRecorder(Ledger);
+
+impl LedgerRecorder {
+    /// A recorder writing into `ledger`.
+    pub fn new(ledger: Ledger) -> Self {
+        Self(ledger)
+    }
+}
 
 impl Recorder for LedgerRecorder {
     fn record<'a>(&'a self, cert: &'a IssuedCert) -> BoxFuture<'a, Result<(), String>> {
@@ -304,13 +321,43 @@ pub async fn start(
     let router = router.add_service(IstioCertificateServiceServer::new(service));
     let acceptor = MtlsAcceptor::new(serving.clone(), ClientAuth::Optional)
         .with_metrics(mesh_tls::TlsMetrics::register(&mut registry));
+    let mut tasks = JoinSet::new();
+    let mut controllers_view = None;
+    if let Some(c) = &config.controllers {
+        let client = c.kube.client().await?;
+        let context = ControllerContext {
+            authority: authority.clone(),
+            recorder: Arc::new(LedgerRecorder(ledger.clone())),
+            metrics: ControllerMetrics::register(&mut registry),
+        };
+        let leader_metrics = mesh_kube::leader::LeaderMetrics::register(&mut registry);
+        let controllers = Controllers::spawn(
+            client,
+            context,
+            c.clone(),
+            Some(leader_metrics),
+            shutdown.clone(),
+        )?;
+        tracing::info!(
+            lease = %c.lease.lease_key(),
+            identity = %c.lease.identity,
+            secrets = c.secrets.is_some(),
+            webhooks = ?c.webhooks,
+            "Kubernetes controllers enabled; they run while this replica holds the lease"
+        );
+        controllers_view = Some(controllers.view());
+        tasks.spawn(async move {
+            controllers.stopped().await;
+            Ok(())
+        });
+    }
     let admin =
         AdminServer::new(Arc::new(registry), readiness.clone()).with_routes(routes(DebugState {
             authority: authority.clone(),
             ledger: ledger.clone(),
+            controllers: controllers_view,
         }));
 
-    let mut tasks = JoinSet::new();
     let sd = shutdown.clone();
     tasks.spawn(async move {
         mesh_runtime::grpc::serve_mtls(grpc_listener, acceptor, router, sd)
@@ -424,6 +471,7 @@ async fn refresh_loop(mut s: RefreshLoop) -> Result<(), CitadelError> {
 struct DebugState {
     authority: Arc<Authority>,
     ledger: Ledger,
+    controllers: Option<ControllersView>,
 }
 
 fn routes(state: DebugState) -> Router {
@@ -452,6 +500,7 @@ async fn debug_ca(State(s): State<DebugState>) -> Response {
                 "signing": cert(&m.signing),
                 "chain": m.chain.iter().map(cert).collect::<Vec<_>>(),
                 "roots": m.roots.iter().map(cert).collect::<Vec<_>>(),
+                "controllers": s.controllers.as_ref().map(ControllersView::to_json),
             }))
             .into_response()
         }

@@ -78,6 +78,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             token_review: None,
             serving_dns_names: vec!["localhost".into()],
             identity: (CONTROL_PLANE_NAMESPACE.into(), "citadel".into()),
+            controllers: None,
         },
         shutdown.clone(),
     )

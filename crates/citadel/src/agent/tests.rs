@@ -59,6 +59,7 @@ impl TestCitadel {
             token_review,
             serving_dns_names: vec!["localhost".into()],
             identity: ("istio-system".into(), "citadel".into()),
+            controllers: None,
         };
         let running = crate::server::start(config, shutdown.clone())
             .await
