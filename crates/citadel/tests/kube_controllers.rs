@@ -518,3 +518,97 @@ async fn only_the_leader_writes_and_another_replica_takes_over() {
     assert_eq!(versions, unchanged);
     follower.stop().await;
 }
+
+fn write_kubeconfig(dir: &Path, url: &str) -> std::path::PathBuf {
+    let path = dir.join("kubeconfig");
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test, namespace: default}}\ncurrent-context: test\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A plain HTTP GET on the monitoring port; the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: citadel\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn citadel_runs_the_controllers_from_its_flags_and_shows_leadership() {
+    use clap::Parser;
+    let server = test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = write_kubeconfig(dir.path(), &server.url());
+    let data = dir.path().join("data");
+    let args = citadel::args::Args::try_parse_from([
+        "citadel",
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--monitoring-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--kube-secrets",
+        "--patch-webhooks",
+        "dromon-galley",
+    ])
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let running = citadel::server::start(args.serve.config(), shutdown.clone())
+        .await
+        .unwrap();
+    add_account(&server, "shop", "cart");
+    let secret = eventually("istio.cart", || get_secret(&server, "shop", "cart")).await;
+    check_secret(&secret, "spiffe://cluster.local/ns/shop/sa/cart");
+    let debug: Value =
+        serde_json::from_str(&http_get(running.monitoring_addr, "/debug/ca").await).unwrap();
+    assert_eq!(
+        debug["controllers"]["lease"],
+        "istio-system/citadel-controllers"
+    );
+    assert_eq!(debug["controllers"]["leading"], true);
+    assert_eq!(debug["controllers"]["secrets"], true);
+    assert_eq!(debug["controllers"]["webhooks"], json!(["dromon-galley"]));
+    let metrics = http_get(running.monitoring_addr, "/metrics").await;
+    assert!(
+        metrics.contains("leader_election_leading{lease=\"istio-system/citadel-controllers\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("citadel_controller_writes_total{controller=\"secrets\",op=\"create\"} 1"),
+        "{metrics}"
+    );
+    // Shutting down releases the Lease.
+    shutdown.cancel();
+    tokio::time::timeout(WAIT, running.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let lease = server
+        .get_object(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "istio-system",
+            "citadel-controllers",
+        )
+        .unwrap();
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .unwrap_or_default()
+            .is_empty()
+    );
+}

@@ -12,6 +12,9 @@ use citadel::{
         local::{CA_AUDIENCE, LOCAL_ISSUER},
     },
     ca::{Authority, CaPolicy, CaSource, IssuedCert},
+    controllers::{
+        ControllerContext, ControllerMetrics, Controllers, ControllersConfig, SecretsConfig,
+    },
     metrics::CaMetrics,
     service::{CaService, Recorder},
 };
@@ -155,7 +158,79 @@ async fn keys_and_tokens_never_reach_the_log() {
     );
     tracing::debug!(issuer = ?issuer, authority = ?authority, material = ?authority.material(), "state");
 
+    // The Secret controller writes a key into a Secret, and renews it: neither the
+    // key nor the Secret's data is logged.
+    kube.apply_object(serde_json::json!({"apiVersion": "v1", "kind": "Namespace",
+                                         "metadata": {"name": "istio-system"}}))
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let controllers = Controllers::spawn(
+        kube.client(),
+        ControllerContext {
+            authority: authority.clone(),
+            recorder: Arc::new(Accept),
+            metrics: ControllerMetrics::register(
+                &mut prometheus_client::registry::Registry::default(),
+            ),
+        },
+        ControllersConfig {
+            kube: mesh_kube::KubeArgs::default(),
+            secrets: Some(SecretsConfig::default()),
+            webhooks: Vec::new(),
+            lease: mesh_kube::leader::LeaseConfig::new(
+                "istio-system",
+                "citadel-controllers",
+                "test",
+            ),
+        },
+        None,
+        stop.clone(),
+    )
+    .unwrap();
+    kube.apply_object(
+        serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                                         "metadata": {"name": "cart", "namespace": "shop"}}),
+    )
+    .unwrap();
+    let mut key_data = Vec::new();
+    for round in 0..2 {
+        let mut polls = 0;
+        let secret = loop {
+            polls += 1;
+            assert!(polls < 400, "no Secret written (round {round})");
+            if let Some(s) = kube.get_object("v1", "Secret", "shop", "istio.cart")
+                && !key_data.contains(&s["data"]["key.pem"])
+            {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        key_data.push(secret["data"]["key.pem"].clone());
+        if round == 0 {
+            // Broken data makes the controller write a new key.
+            let mut broken = secret.clone();
+            broken["data"]["cert-chain.pem"] = serde_json::json!("");
+            kube.apply_object(broken).unwrap();
+        }
+    }
+    stop.cancel();
+    controllers.stopped().await;
+
     let log = String::from_utf8(captured.0.lock().clone()).unwrap();
+    assert!(
+        log.contains("wrote the service account's certificate Secret"),
+        "Secret writes are logged: {log}"
+    );
+    for data in &key_data {
+        let b64 = data.as_str().unwrap();
+        assert!(!log.contains(&b64[40..80]), "a Secret's key in the log");
+        let pem = String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap(),
+        )
+        .unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        assert!(!log.contains(&body[..32]), "a Secret's key in the log");
+    }
     assert!(
         log.contains("CreateCertificate refused"),
         "refusals are logged: {log}"
