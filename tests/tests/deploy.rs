@@ -702,6 +702,62 @@ fn minimal_renders_pilot_alone() {
 }
 
 #[test]
+fn kubernetes_modes_render_valid_and_switch_each_component_to_the_cluster() {
+    let charts = Charts::new();
+    let rendered = charts.render("kubernetes");
+    rendered.assert_schema_valid("kubernetes");
+    assert_least_privilege(&rendered);
+    let value = |deployment: &Value, var: &str| {
+        env_of(deployment, var)
+            .map(|e| str_at(e, "/value").to_owned())
+            .unwrap_or_default()
+    };
+    let galley = rendered.one("Deployment", "galley");
+    assert_eq!(value(galley, "GALLEY_KUBE"), "true");
+    assert_eq!(value(galley, "DROMON_KUBE_IN_CLUSTER"), "true");
+    assert_eq!(value(galley, "GALLEY_WATCH_NAMESPACES"), "shop,payments");
+    // One source only: no configuration directory beside the cluster.
+    assert!(env_of(galley, "GALLEY_CONFIG_DIR").is_none());
+    assert_eq!(
+        value(galley, "GALLEY_WEBHOOK_TLS_DIR"),
+        "/etc/dromon/webhook-certs"
+    );
+    let pilot = rendered.one("Deployment", "pilot");
+    assert_eq!(value(pilot, "PILOT_KUBE"), "true");
+    assert_eq!(value(pilot, "PILOT_CLUSTER_DOMAIN"), "cluster.local");
+    let citadel = rendered.one("Deployment", "citadel");
+    assert_eq!(value(citadel, "CITADEL_KUBE_TOKEN_REVIEW"), "true");
+    assert_eq!(value(citadel, "CITADEL_KUBE_SECRETS"), "true");
+    // citadel patches exactly the webhook configurations this release renders.
+    let mut patched: Vec<String> = value(citadel, "CITADEL_PATCH_WEBHOOKS")
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    patched.sort();
+    let mut webhooks: Vec<String> = rendered
+        .objects
+        .iter()
+        .filter(|o| kind(o).ends_with("WebhookConfiguration"))
+        .map(|o| name(o).to_owned())
+        .collect();
+    webhooks.sort();
+    assert_eq!(patched, webhooks);
+    // The injector's two webhook entries and galley's one.
+    assert_eq!(assert_webhooks(&rendered), 3);
+    // The defaults stay on files and off the cluster.
+    let defaults = charts.render("defaults");
+    assert!(env_of(defaults.one("Deployment", "galley"), "GALLEY_KUBE").is_none());
+    assert!(env_of(defaults.one("Deployment", "pilot"), "PILOT_KUBE").is_none());
+    assert!(
+        env_of(
+            defaults.one("Deployment", "citadel"),
+            "CITADEL_KUBE_SECRETS"
+        )
+        .is_none()
+    );
+}
+
+#[test]
 fn ha_renders_three_replicas_autoscaled_with_budgets_and_postgresql() {
     let charts = Charts::new();
     let rendered = charts.render("ha");

@@ -55,6 +55,31 @@
   valueFrom:
     fieldRef:
       fieldPath: spec.serviceAccountName
+{{- $k := .Values.kubernetes }}
+{{- if or $k.tokenReview $k.secrets $k.patchWebhookCABundles }}
+- name: DROMON_KUBE_IN_CLUSTER
+  value: "true"
+- name: CITADEL_LEASE_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+{{- end }}
+{{- if $k.tokenReview }}
+- name: CITADEL_KUBE_TOKEN_REVIEW
+  value: "true"
+{{- end }}
+{{- if $k.secrets }}
+- name: CITADEL_KUBE_SECRETS
+  value: "true"
+{{- with $k.secretNamespaces }}
+- name: CITADEL_SECRET_NAMESPACES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end }}
+{{- if $k.patchWebhookCABundles }}
+{{- $injector := printf "%s-%s" (include "citadel.peer" (dict "ctx" . "peer" "sidecar-injector")) .Release.Namespace }}
+{{- $galley := printf "%s-%s" (include "citadel.peer" (dict "ctx" . "peer" "galley")) .Release.Namespace }}
+- name: CITADEL_PATCH_WEBHOOKS
+  value: {{ printf "%s,%s" $injector $galley | quote }}
+{{- end }}
 {{- if .Values.cacerts.secretName }}
 - name: CITADEL_CACERTS
   value: /etc/dromon/cacerts

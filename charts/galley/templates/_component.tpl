@@ -15,8 +15,19 @@
 {{- end -}}
 
 {{- define "galley.env" -}}
+{{- if eq .Values.source "kubernetes" }}
+- name: GALLEY_KUBE
+  value: "true"
+- name: DROMON_KUBE_IN_CLUSTER
+  value: "true"
+{{- with .Values.watchNamespaces }}
+- name: GALLEY_WATCH_NAMESPACES
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- else }}
 - name: GALLEY_CONFIG_DIR
   value: /etc/dromon/config
+{{- end }}
 - name: GALLEY_MCP_ADDR
   value: "0.0.0.0:9901"
 - name: GALLEY_MONITORING_ADDR
@@ -45,9 +56,11 @@
 {{- end -}}
 
 {{- define "galley.volumeMounts" -}}
+{{- if ne .Values.source "kubernetes" }}
 - name: config
   mountPath: /etc/dromon/config
   readOnly: true
+{{- end }}
 {{- if .Values.tls.secretName }}
 - name: certs
   mountPath: /etc/dromon/certs
@@ -61,9 +74,11 @@
 {{- end -}}
 
 {{- define "galley.volumes" -}}
+{{- if ne .Values.source "kubernetes" }}
 - name: config
   configMap:
     name: {{ include "galley.configMapName" . }}
+{{- end }}
 {{- if .Values.tls.secretName }}
 - name: certs
   secret:

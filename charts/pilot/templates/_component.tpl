@@ -32,6 +32,14 @@
   value: {{ .Values.debounce | quote }}
 - name: PILOT_DEBOUNCE_MAX
   value: {{ .Values.debounceMax | quote }}
+{{- if .Values.kubernetes.enabled }}
+- name: PILOT_KUBE
+  value: "true"
+- name: DROMON_KUBE_IN_CLUSTER
+  value: "true"
+- name: PILOT_CLUSTER_DOMAIN
+  value: {{ .Values.kubernetes.clusterDomain | quote }}
+{{- end }}
 {{- if .Values.tls.secretName }}
 - name: PILOT_TLS_DIR
   value: /etc/dromon/certs
