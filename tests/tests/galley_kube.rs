@@ -500,30 +500,7 @@ async fn binary_watches_the_namespaces_it_is_given_through_a_kubeconfig() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1
-kind: Config
-clusters:
-- name: test
-  cluster:
-    server: {}
-contexts:
-- name: test
-  context:
-    cluster: test
-    user: test
-users:
-- name: test
-  user: {{}}
-current-context: test
-",
-            server.url()
-        ),
-    )
-    .unwrap();
+    let kubeconfig = server.write_kubeconfig(dir.path()).unwrap();
     let (mcp, monitoring) = (dromon_e2e::local_addr(), dromon_e2e::local_addr());
     let _child = ChildGuard::spawn(
         "galley",

@@ -6,7 +6,7 @@
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -52,15 +52,6 @@ impl PilotProcess {
     }
 }
 
-fn write_kubeconfig(dir: &Path, url: &str) -> PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test}}\ncurrent-context: test\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 fn cluster_names(
     resp: &mesh_api::envoy::envoy::service::discovery::v3::DiscoveryResponse,
 ) -> Vec<String> {
@@ -93,7 +84,7 @@ async fn pilot_binary_reports_rbac_and_unreachable_api_server_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
     let config_dir = dir.path().join("config");
     std::fs::create_dir(&config_dir).unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), &server.url());
+    let kubeconfig = server.write_kubeconfig(dir.path()).unwrap();
     let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let monitoring = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let log = dir.path().join("pilot.log");

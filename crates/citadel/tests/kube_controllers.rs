@@ -519,15 +519,6 @@ async fn only_the_leader_writes_and_another_replica_takes_over() {
     follower.stop().await;
 }
 
-fn write_kubeconfig(dir: &Path, url: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test, namespace: default}}\ncurrent-context: test\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 /// A plain HTTP GET on the monitoring port; the body.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -549,7 +540,7 @@ async fn citadel_runs_the_controllers_from_its_flags_and_shows_leadership() {
     use clap::Parser;
     let server = test_server().await;
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = write_kubeconfig(dir.path(), &server.url());
+    let kubeconfig = server.write_kubeconfig(dir.path()).unwrap();
     let data = dir.path().join("data");
     let args = citadel::args::Args::try_parse_from([
         "citadel",

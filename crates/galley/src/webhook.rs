@@ -12,22 +12,16 @@ use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, State},
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::post,
 };
-use mesh_admission::{
-    AdmissionRequest, AdmissionResponse, Operation, decode_review, encode_review,
-};
+use mesh_admission::{AdmissionRequest, AdmissionResponse, Operation};
 use mesh_model::parse::{ParseOptions, parse_document_set};
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family},
     registry::Registry,
 };
-
-/// The largest review accepted (an object may be 1.5 MiB; updates carry two).
-pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
 
 /// What a review came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -150,7 +144,9 @@ struct WebhookState {
 pub fn router(default_namespace: &str, metrics: WebhookMetrics) -> Router {
     Router::new()
         .route("/validate", post(handle))
-        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .layer(DefaultBodyLimit::max(
+            mesh_admission::serve::MAX_REVIEW_BYTES,
+        ))
         .with_state(WebhookState {
             default_namespace: default_namespace.into(),
             metrics,
@@ -158,31 +154,16 @@ pub fn router(default_namespace: &str, metrics: WebhookMetrics) -> Router {
 }
 
 async fn handle(State(state): State<WebhookState>, body: Bytes) -> Response {
-    let (status, version, response, verdict) = match decode_review(&body) {
-        Ok((version, request)) => {
-            let (response, verdict) = review(&request, &state.default_namespace);
-            (StatusCode::OK, version, response, verdict)
+    let (response, verdict) = mesh_admission::serve::respond(&body, |request| {
+        let (response, verdict) = review(request, &state.default_namespace);
+        if verdict == Verdict::Denied {
+            let message = response.status.as_ref().map(|s| s.message.as_str());
+            tracing::info!(uid = %response.uid, message, "resource refused by the validating webhook");
         }
-        Err(e) => {
-            let status = if e.uid.is_empty() {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::OK
-            };
-            (status, e.version, e.response(), Verdict::Invalid)
-        }
-    };
-    if verdict == Verdict::Denied {
-        let message = response.status.as_ref().map(|s| s.message.as_str());
-        tracing::info!(uid = %response.uid, message, "resource refused by the validating webhook");
-    }
-    state.metrics.record(verdict);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        encode_review(version, &response),
-    )
-        .into_response()
+        (response, verdict)
+    });
+    state.metrics.record(verdict.unwrap_or(Verdict::Invalid));
+    response
 }
 
 #[cfg(test)]

@@ -157,6 +157,20 @@ impl KubeTestServer {
         config
     }
 
+    /// Writes a kubeconfig file for this server (context `test`, the configured
+    /// default namespace) as `<dir>/kubeconfig`, for binaries started with
+    /// `--kubeconfig`; its path.
+    pub fn write_kubeconfig(&self, dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test, namespace: {ns}}}\ncurrent-context: test\n",
+            url = self.url(),
+            ns = self.shared.config.default_namespace,
+        );
+        std::fs::write(&path, text)?;
+        Ok(path)
+    }
+
     /// A `kube::Client` for this server.
     pub fn try_client(&self) -> Result<kube::Client, TestServerError> {
         kube::Client::try_from(self.kube_config()).map_err(|e| TestServerError::Client {

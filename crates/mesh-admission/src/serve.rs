@@ -109,3 +109,42 @@ impl HttpsServer {
         Ok(())
     }
 }
+
+/// The largest review a webhook accepts: an object may be 1.5 MiB, and updates
+/// carry two.
+pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
+
+/// Answers one webhook request body: decodes the review, lets `judge` answer the
+/// request (with an outcome of its own, for metrics and logs), and encodes the
+/// answer in the review's version. A review that cannot be read is answered
+/// `invalid` and gives no outcome; without even a uid to match, the HTTP status
+/// is 400.
+pub fn respond<T>(
+    body: &[u8],
+    judge: impl FnOnce(&crate::AdmissionRequest) -> (crate::AdmissionResponse, T),
+) -> (axum::response::Response, Option<T>) {
+    use axum::{
+        http::{StatusCode, header},
+        response::IntoResponse,
+    };
+    let (status, version, response, outcome) = match crate::decode_review(body) {
+        Ok((version, request)) => {
+            let (response, outcome) = judge(&request);
+            (StatusCode::OK, version, response, Some(outcome))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "malformed AdmissionReview");
+            let status = if e.uid.is_empty() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            (status, e.version, e.response(), None)
+        }
+    };
+    let body = crate::encode_review(version, &response);
+    (
+        (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        outcome,
+    )
+}

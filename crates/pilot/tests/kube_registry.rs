@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use k8s_openapi::api::{
     core::v1::{Namespace, Service as KubeService},
@@ -162,15 +162,6 @@ impl Drop for Pilot {
     }
 }
 
-fn write_kubeconfig(dir: &Path, url: &str) -> std::path::PathBuf {
-    let path = dir.join("kubeconfig");
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster: {{server: \"{url}\"}}\nusers:\n- name: test\n  user: {{}}\ncontexts:\n- name: test\n  context: {{cluster: test, user: test, namespace: default}}\ncurrent-context: test\n"
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
 async fn start_pilot(server: &KubeTestServer) -> Pilot {
     start_pilot_with(server, "").await
 }
@@ -202,7 +193,7 @@ async fn start_pilot_unready_with(
     if !config.is_empty() {
         std::fs::write(config_dir.join("rules.yaml"), config).unwrap();
     }
-    let kubeconfig = write_kubeconfig(dir.path(), &server.url());
+    let kubeconfig = server.write_kubeconfig(dir.path()).unwrap();
     let shutdown = CancellationToken::new();
     let local = SocketAddr::from(([127, 0, 0, 1], 0));
     let running = pilot::server::start(

@@ -11,13 +11,10 @@ use axum::{
     Router,
     body::Bytes,
     extract::{DefaultBodyLimit, State},
-    http::{StatusCode, header},
-    response::{IntoResponse, Response},
+    response::Response,
     routing::post,
 };
-use mesh_admission::{
-    AdmissionRequest, AdmissionResponse, Operation, decode_review, encode_review,
-};
+use mesh_admission::{AdmissionRequest, AdmissionResponse, Operation};
 use parking_lot::RwLock;
 use serde_json::Value;
 
@@ -26,9 +23,6 @@ use crate::{
     metrics::Metrics,
     policy::SkipReason,
 };
-
-/// The largest review accepted: an object may be 1.5 MiB, and updates carry two.
-pub const MAX_REVIEW_BYTES: usize = 8 * 1024 * 1024;
 
 /// The injector in use; swapped whole when the configuration file changes.
 pub type SharedInjector = Arc<RwLock<Arc<Injector>>>;
@@ -105,44 +99,24 @@ pub fn router(injector: SharedInjector, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/inject", post(handle))
         .route("/inject/", post(handle))
-        .layer(DefaultBodyLimit::max(MAX_REVIEW_BYTES))
+        .layer(DefaultBodyLimit::max(
+            mesh_admission::serve::MAX_REVIEW_BYTES,
+        ))
         .with_state(WebhookState { injector, metrics })
 }
 
 async fn handle(State(state): State<WebhookState>, body: Bytes) -> Response {
     let started = Instant::now();
     let injector = state.injector.read().clone();
-    let (status, version, response, outcome) = match decode_review(&body) {
-        Ok((version, request)) => {
-            let (response, outcome) = review(&injector, &request);
-            (StatusCode::OK, version, response, outcome)
+    let (response, outcome) = mesh_admission::serve::respond(&body, |request| {
+        let (response, outcome) = review(&injector, request);
+        if let Outcome::Failed(reason) = &outcome {
+            let message = response.status.as_ref().map(|s| s.message.as_str());
+            tracing::info!(uid = %response.uid, reason, message, "pod refused");
         }
-        Err(e) => {
-            tracing::debug!(error = %e, "malformed AdmissionReview");
-            // A review without a uid cannot be matched to a request: the API
-            // server gets a 400 with the answer in the body for its logs.
-            let status = if e.uid.is_empty() {
-                StatusCode::BAD_REQUEST
-            } else {
-                StatusCode::OK
-            };
-            (
-                status,
-                e.version,
-                e.response(),
-                Outcome::Failed("invalid_review"),
-            )
-        }
-    };
-    if let Outcome::Failed(reason) = &outcome {
-        let message = response.status.as_ref().map(|s| s.message.as_str());
-        tracing::info!(uid = %response.uid, reason, message, "pod refused");
-    }
+        (response, outcome)
+    });
+    let outcome = outcome.unwrap_or(Outcome::Failed("invalid_review"));
     state.metrics.record(&outcome, started.elapsed());
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        encode_review(version, &response),
-    )
-        .into_response()
+    response
 }
