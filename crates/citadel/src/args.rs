@@ -12,7 +12,7 @@ use crate::{
     agent::{AgentConfig, TokenSource},
     authn::{JwksSource, LocalIssuer},
     ca::CaPolicy,
-    controllers::{ControllersConfig, DEFAULT_LEASE_NAME, SecretsConfig},
+    controllers::{ControllersConfig, DEFAULT_LEASE_NAME, DnsCert, SecretsConfig},
     ledger::{Ledger, RevocationReason},
     server::{CitadelConfig, JwtIssuerConfig, TokenReviewConfig},
 };
@@ -130,6 +130,17 @@ pub struct ServeArgs {
     /// Lifetime of the certificates written into Secrets (capped by --max-ttl).
     #[arg(long, env = "CITADEL_SECRET_TTL", default_value = "24h", value_parser = humantime::parse_duration)]
     pub secret_ttl: Duration,
+    /// Service accounts whose Secret certificates also carry DNS names, so webhooks
+    /// running as them can serve the API server with them (with --kube-secrets):
+    /// `NAMESPACE/SERVICE_ACCOUNT=NAME[,NAME...]`, entries separated by `;` or the
+    /// flag repeated.
+    #[arg(
+        long,
+        env = "CITADEL_DNS_CERTS",
+        value_delimiter = ';',
+        requires = "kube_secrets"
+    )]
+    pub dns_certs: Vec<DnsCert>,
     /// Mutating/ValidatingWebhookConfigurations whose webhooks' caBundle citadel
     /// keeps equal to its roots (comma-separated names). Runs in the replica holding
     /// the controllers' Lease.
@@ -155,8 +166,8 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
-    /// The configuration these flags describe.
-    pub fn config(&self) -> CitadelConfig {
+    /// The configuration these flags describe, or why they cannot work together.
+    pub fn config(&self) -> Result<CitadelConfig, String> {
         let jwks = match (&self.jwks_file, &self.jwks_url) {
             (Some(f), _) => Some(JwksSource::File(f.clone())),
             (None, Some(u)) => Some(JwksSource::Url(u.clone())),
@@ -170,7 +181,7 @@ impl ServeArgs {
             }],
             _ => Vec::new(),
         };
-        CitadelConfig {
+        Ok(CitadelConfig {
             grpc_addr: self.grpc_addr,
             monitoring_addr: self.monitoring_addr,
             data_dir: self.data_dir.clone(),
@@ -190,12 +201,12 @@ impl ServeArgs {
             }),
             serving_dns_names: self.dns_names.clone(),
             identity: (self.namespace.clone(), self.service_account.clone()),
-            controllers: self.controllers(),
-        }
+            controllers: self.controllers()?,
+        })
     }
 
     /// The controllers these flags turn on, if any.
-    fn controllers(&self) -> Option<ControllersConfig> {
+    fn controllers(&self) -> Result<Option<ControllersConfig>, String> {
         let webhooks: Vec<String> = self
             .patch_webhooks
             .iter()
@@ -203,12 +214,11 @@ impl ServeArgs {
             .filter(|w| !w.is_empty())
             .collect();
         if !self.kube_secrets && webhooks.is_empty() {
-            return None;
+            return Ok(None);
         }
         let ttl = self.secret_ttl.min(self.max_ttl);
-        Some(ControllersConfig {
-            kube: self.kube.clone(),
-            secrets: self.kube_secrets.then(|| SecretsConfig {
+        let secrets = if self.kube_secrets {
+            let config = SecretsConfig {
                 namespaces: self
                     .secret_namespaces
                     .iter()
@@ -217,14 +227,21 @@ impl ServeArgs {
                     .collect(),
                 ttl,
                 ..SecretsConfig::default()
-            }),
+            };
+            Some(config.with_dns_certs(&self.dns_certs)?)
+        } else {
+            None
+        };
+        Ok(Some(ControllersConfig {
+            kube: self.kube.clone(),
+            secrets,
             webhooks,
             lease: LeaseConfig::new(
                 self.lease_namespace.clone(),
                 DEFAULT_LEASE_NAME,
                 default_identity(),
             ),
-        })
+        }))
     }
 }
 
@@ -371,7 +388,13 @@ impl Args {
         let args = Args::parse();
         match args.command {
             None => {
-                let config = args.serve.config();
+                let config = match args.serve.config() {
+                    Ok(config) => config,
+                    Err(e) => {
+                        eprintln!("citadel: {e}");
+                        return ExitCode::from(2);
+                    }
+                };
                 mesh_runtime::run_main(&args.log, "citadel", |shutdown| {
                     crate::server::run(config, shutdown)
                 })
@@ -434,12 +457,71 @@ mod tests {
     fn serve(args: &[&str]) -> CitadelConfig {
         let args = Args::try_parse_from(std::iter::once("citadel").chain(args.iter().copied()))
             .expect("valid flags");
-        args.serve.config()
+        args.serve.config().expect("flags that work together")
     }
 
     #[test]
     fn controllers_are_off_by_default() {
         assert!(serve(&[]).controllers.is_none());
+    }
+
+    #[test]
+    fn dns_certs_name_webhook_accounts_and_bad_ones_are_refused() {
+        let c = serve(&[
+            "--kube-secrets",
+            "--dns-certs",
+            "dromon/injector=injector.dromon.svc,injector.dromon.svc.cluster.local;dromon/galley=galley.dromon.svc",
+            "--dns-certs",
+            "shop/web=web.shop.svc",
+        ])
+        .controllers
+        .expect("on");
+        let names = c.secrets.expect("secrets on").dns_names;
+        let key = |ns: &str, sa: &str| (ns.to_string(), sa.to_string());
+        assert_eq!(
+            names[&key("dromon", "injector")],
+            ["injector.dromon.svc", "injector.dromon.svc.cluster.local"]
+        );
+        assert_eq!(names[&key("dromon", "galley")], ["galley.dromon.svc"]);
+        assert_eq!(names[&key("shop", "web")], ["web.shop.svc"]);
+
+        let parse = |args: &[&str]| {
+            Args::try_parse_from(std::iter::once("citadel").chain(args.iter().copied()))
+                .map_err(|e| e.to_string())
+                .and_then(|a| a.serve.config().map(|_| ()))
+        };
+        let refused = |args: &[&str], why: &str| {
+            let error = parse(args).expect_err("refused");
+            assert!(error.contains(why), "{error}");
+        };
+        refused(&["--dns-certs", "a/b=x.svc"], "--kube-secrets");
+        refused(
+            &["--kube-secrets", "--dns-certs", "a/b"],
+            "NAMESPACE/SERVICE_ACCOUNT=",
+        );
+        refused(
+            &["--kube-secrets", "--dns-certs", "ab=x.svc"],
+            "NAMESPACE/SERVICE_ACCOUNT=",
+        );
+        refused(&["--kube-secrets", "--dns-certs", "a/b="], "no DNS name");
+        refused(
+            &["--kube-secrets", "--dns-certs", "a/b=X_Y.svc"],
+            "`X_Y.svc` is not a DNS name",
+        );
+        refused(
+            &["--kube-secrets", "--dns-certs", "a/b=x.svc;a/b=y.svc"],
+            "names a/b twice",
+        );
+        refused(
+            &[
+                "--kube-secrets",
+                "--secret-namespaces",
+                "shop",
+                "--dns-certs",
+                "a/b=x.svc",
+            ],
+            "--secret-namespaces leaves out",
+        );
     }
 
     #[test]

@@ -81,6 +81,7 @@ fn config(secrets: bool, webhooks: &[&str]) -> ControllersConfig {
             namespaces: Vec::new(),
             ttl: Duration::from_secs(3600),
             resync: Duration::from_secs(30),
+            ..SecretsConfig::default()
         }),
         webhooks: webhooks.iter().map(|w| w.to_string()).collect(),
         lease: LeaseConfig::new("istio-system", "citadel-controllers", default_identity())
@@ -162,6 +163,13 @@ async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A certificate's DNS SANs.
+fn leaf_dns_names(chain_pem: &str) -> Vec<String> {
+    let (_, pem) = parse_x509_pem(chain_pem.as_bytes()).unwrap();
+    let cert = pem.parse_x509().unwrap();
+    citadel::controllers::secret::leaf_dns_names(&cert)
 }
 
 /// A certificate's serial (hex) and SPIFFE URI SANs.
@@ -253,6 +261,7 @@ async fn service_accounts_get_secrets_kept_current_and_removed_with_them() {
     let (_, old) = secret::issue(
         &r.authority,
         &identity,
+        &[],
         Duration::from_secs(270),
         time::OffsetDateTime::now_utc() - time::Duration::minutes(4),
     )
@@ -398,6 +407,59 @@ fn bundles(server: &KubeTestServer, kind: &str, name: &str) -> Vec<Option<String
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn webhook_accounts_get_dns_serving_certificates_and_older_secrets_gain_them() {
+    let server = test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    add_account(&server, "istio-system", "injector");
+    add_account(&server, "istio-system", "plain");
+    // A citadel without --dns-certs writes the account's Secret first.
+    let first = replica(&server, dir.path(), "ledger", config(true, &[])).await;
+    let plain = eventually("istio.injector written", || {
+        get_secret(&server, "istio-system", "injector")
+    })
+    .await;
+    assert!(leaf_dns_names(&unb64(&plain["data"][CERT_CHAIN_KEY])).is_empty());
+    let plain_other = eventually("istio.plain written", || {
+        get_secret(&server, "istio-system", "plain")
+    })
+    .await;
+    first.stop().await;
+
+    // One given DNS names for it renews that Secret in place, and only that one.
+    let names = [
+        "injector.istio-system.svc",
+        "injector.istio-system.svc.cluster.local",
+    ];
+    let mut c = config(true, &[]);
+    let certs = [format!("istio-system/injector={}", names.join(","))
+        .parse::<citadel::controllers::DnsCert>()
+        .unwrap()];
+    c.secrets = c.secrets.map(|s| s.with_dns_certs(&certs).unwrap());
+    let second = replica(&server, dir.path(), "ledger", c).await;
+    let renewed = eventually("istio.injector renewed with DNS names", || {
+        get_secret(&server, "istio-system", "injector").filter(|s| rv(s) != rv(&plain))
+    })
+    .await;
+    check_secret(
+        &renewed,
+        "spiffe://cluster.local/ns/istio-system/sa/injector",
+    );
+    assert_eq!(renewed["metadata"]["uid"], plain["metadata"]["uid"]);
+    assert_eq!(
+        leaf_dns_names(&unb64(&renewed["data"][CERT_CHAIN_KEY])),
+        names
+    );
+    assert_eq!(second.writes("renew"), 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        rv(&get_secret(&server, "istio-system", "plain").unwrap()),
+        rv(&plain_other)
+    );
+    assert_eq!(second.writes("renew"), 1, "a current Secret is left alone");
+    second.stop().await;
 }
 
 #[tokio::test]
@@ -558,9 +620,10 @@ async fn citadel_runs_the_controllers_from_its_flags_and_shows_leadership() {
     ])
     .unwrap();
     let shutdown = CancellationToken::new();
-    let running = citadel::server::start(args.serve.config(), shutdown.clone())
-        .await
-        .unwrap();
+    let running =
+        citadel::server::start(args.serve.config().expect("valid flags"), shutdown.clone())
+            .await
+            .unwrap();
     add_account(&server, "shop", "cart");
     let secret = eventually("istio.cart", || get_secret(&server, "shop", "cart")).await;
     check_secret(&secret, "spiffe://cluster.local/ns/shop/sa/cart");

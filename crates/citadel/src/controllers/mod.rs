@@ -18,7 +18,7 @@ pub mod secret;
 pub mod secret_controller;
 pub mod webhook_controller;
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, str::FromStr, sync::Arc, time::Duration};
 
 use mesh_kube::{
     KubeArgs, KubeError,
@@ -57,6 +57,9 @@ pub struct SecretsConfig {
     pub ttl: Duration,
     /// Every Secret is looked at this often even without a change.
     pub resync: Duration,
+    /// Service accounts whose certificates also carry DNS names (webhook serving
+    /// certificates), by namespace and name; the names sorted, without duplicates.
+    pub dns_names: BTreeMap<(String, String), Vec<String>>,
 }
 
 impl Default for SecretsConfig {
@@ -65,8 +68,102 @@ impl Default for SecretsConfig {
             namespaces: Vec::new(),
             ttl: Duration::from_secs(24 * 3600),
             resync: DEFAULT_RESYNC,
+            dns_names: BTreeMap::new(),
         }
     }
+}
+
+impl SecretsConfig {
+    /// Adds `certs` to [`Self::dns_names`]: refused when a service account is named
+    /// twice or lies in a namespace this controller does not serve.
+    pub fn with_dns_certs(mut self, certs: &[DnsCert]) -> Result<Self, String> {
+        for cert in certs {
+            let served =
+                self.namespaces.is_empty() || self.namespaces.iter().any(|n| *n == cert.namespace);
+            if !served {
+                return Err(format!(
+                    "--dns-certs names {}/{}, in a namespace --secret-namespaces leaves out",
+                    cert.namespace, cert.service_account
+                ));
+            }
+            let key = (cert.namespace.clone(), cert.service_account.clone());
+            if self.dns_names.contains_key(&key) {
+                return Err(format!(
+                    "--dns-certs names {}/{} twice",
+                    cert.namespace, cert.service_account
+                ));
+            }
+            let mut names = cert.dns_names.clone();
+            names.sort();
+            names.dedup();
+            self.dns_names.insert(key, names);
+        }
+        Ok(self)
+    }
+}
+
+/// A service account whose certificate also names DNS names, so that a webhook
+/// running as it can serve the API server with it:
+/// `NAMESPACE/SERVICE_ACCOUNT=NAME[,NAME...]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsCert {
+    /// The service account's namespace.
+    pub namespace: String,
+    /// The service account.
+    pub service_account: String,
+    /// DNS names, e.g. `dromon-sidecar-injector.dromon-system.svc`.
+    pub dns_names: Vec<String>,
+}
+
+impl FromStr for DnsCert {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let shape = || format!("`{text}` is not NAMESPACE/SERVICE_ACCOUNT=NAME[,NAME...]");
+        let (account, names) = text.trim().split_once('=').ok_or_else(shape)?;
+        let (namespace, service_account) = account.split_once('/').ok_or_else(shape)?;
+        for (what, part) in [
+            ("namespace", namespace),
+            ("service account", service_account),
+        ] {
+            if part.is_empty() || part.contains(['/', ' ']) {
+                return Err(format!("{}: bad {what} `{part}`", shape()));
+            }
+        }
+        let dns_names: Vec<String> = names
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(|n| check_dns_name(n).map(|()| n.to_string()))
+            .collect::<Result<_, _>>()?;
+        if dns_names.is_empty() {
+            return Err(format!("{}: no DNS name", shape()));
+        }
+        Ok(Self {
+            namespace: namespace.to_string(),
+            service_account: service_account.to_string(),
+            dns_names,
+        })
+    }
+}
+
+/// A DNS name as a certificate may carry it: lowercase RFC 1123 labels of at most
+/// 63 characters, at most 253 in all.
+fn check_dns_name(name: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "`{name}` is not a DNS name (lowercase letters, digits, `-` and `.`)"
+        ));
+    }
+    Ok(())
 }
 
 /// The controllers' configuration.

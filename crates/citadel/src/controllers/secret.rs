@@ -20,7 +20,7 @@ use rcgen::{KeyPair, PublicKeyData};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 use zeroize::Zeroizing;
 
 use crate::{
@@ -104,13 +104,14 @@ impl SecretMaterial {
     }
 }
 
-/// Issues a key and certificate for `identity` from `authority`, valid `ttl` (never
-/// beyond the issuer). The key is generated here (ECDSA P-256) and goes nowhere
+/// Issues a key and certificate for `identity` (and `dns_names`, for a webhook's
+/// serving certificate) from `authority`, valid `ttl` (never beyond the issuer). The key is generated here (ECDSA P-256) and goes nowhere
 /// but into the returned material. The caller records the [`IssuedCert`] in the
 /// ledger before using the material.
 pub fn issue(
     authority: &Authority,
     identity: &SpiffeId,
+    dns_names: &[String],
     ttl: Duration,
     now: OffsetDateTime,
 ) -> Result<(IssuedCert, SecretMaterial), IssueError> {
@@ -118,8 +119,13 @@ pub fn issue(
         .material()
         .map_err(IssueError::IssuerUnavailable)?;
     let key = KeyPair::generate().map_err(|e| IssueError::Sign(format!("key: {e}")))?;
-    let issued =
-        authority.issue_for_key(identity, &[], &key.subject_public_key_info(), ttl, now)?;
+    let issued = authority.issue_for_key(
+        identity,
+        dns_names,
+        &key.subject_public_key_info(),
+        ttl,
+        now,
+    )?;
     let root_ders: Vec<&[u8]> = material.roots.iter().map(|r| r.der.as_ref()).collect();
     let mut chain_pem = String::new();
     for (i, pem) in issued.chain_pem.iter().enumerate() {
@@ -208,6 +214,8 @@ pub enum RenewReason {
     Unusable(String),
     /// The certificate names another identity.
     WrongIdentity(String),
+    /// The certificate's DNS names are not the ones configured (these).
+    DnsNamesChanged(Vec<String>),
     /// `root-cert.pem` is not the CA's current trust bundle (a root rotation).
     RootChanged,
     /// Past its renewal point.
@@ -219,6 +227,7 @@ impl fmt::Display for RenewReason {
         match self {
             Self::Unusable(why) => write!(f, "unusable: {why}"),
             Self::WrongIdentity(id) => write!(f, "names {id}"),
+            Self::DnsNamesChanged(found) => write!(f, "DNS names [{}] changed", found.join(", ")),
             Self::RootChanged => f.write_str("root changed"),
             Self::Due => f.write_str("due for renewal"),
         }
@@ -258,9 +267,15 @@ pub fn renew_point(not_before: SystemTime, not_after: SystemTime, serial: &str) 
     renew_at_fraction(not_before, not_after, not_before, renewal_fraction(serial))
 }
 
-/// Decides whether `secret` still holds a good certificate for `identity` under
-/// the current `roots_pem` at `now`.
-pub fn assess(secret: &Secret, identity: &SpiffeId, roots_pem: &str, now: SystemTime) -> Verdict {
+/// Decides whether `secret` still holds a good certificate for `identity`, with
+/// exactly `dns_names` (sorted) besides it, under the current `roots_pem` at `now`.
+pub fn assess(
+    secret: &Secret,
+    identity: &SpiffeId,
+    dns_names: &[String],
+    roots_pem: &str,
+    now: SystemTime,
+) -> Verdict {
     let kind = secret.type_.as_deref().unwrap_or("Opaque");
     if kind != SECRET_TYPE {
         return Verdict::Foreign(format!("type {kind}, not {SECRET_TYPE}"));
@@ -296,6 +311,11 @@ pub fn assess(secret: &Secret, identity: &SpiffeId, roots_pem: &str, now: System
     let Ok((_, leaf)) = X509Certificate::from_der(tls.leaf().as_ref()) else {
         return Verdict::Renew(RenewReason::Unusable("unparseable leaf".into()));
     };
+    let mut found = leaf_dns_names(&leaf);
+    found.sort();
+    if found != dns_names {
+        return Verdict::Renew(RenewReason::DnsNamesChanged(found));
+    }
     let validity = leaf.validity();
     let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0).unsigned_abs());
     let serial = hex::encode(leaf.raw_serial());
@@ -309,6 +329,21 @@ pub fn assess(secret: &Secret, identity: &SpiffeId, roots_pem: &str, now: System
     } else {
         Verdict::Current { renew_at, serial }
     }
+}
+
+/// The DNS names among a certificate's subject alternative names.
+pub fn leaf_dns_names(leaf: &X509Certificate<'_>) -> Vec<String> {
+    let Ok(Some(san)) = leaf.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some((*d).to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -282,12 +282,22 @@ impl Controller {
             return Ok(None);
         };
         if let (Some(secret), Some(roots)) = (&cached, current_roots(&self.context.authority))
-            && let Verdict::Current { renew_at, .. } =
-                assess(secret, &identity, &roots, SystemTime::now())
+            && let Verdict::Current { renew_at, .. } = assess(
+                secret,
+                &identity,
+                self.dns_names(key),
+                &roots,
+                SystemTime::now(),
+            )
         {
             return Ok(Some(renew_at));
         }
         self.ensure(&account, &identity).await
+    }
+
+    /// The DNS names configured for an account's certificate (most have none).
+    fn dns_names(&self, key: &Key) -> &[String] {
+        self.config.dns_names.get(key).map_or(&[], Vec::as_slice)
     }
 
     /// Reads the Secret, and creates or renews it if needed.
@@ -297,6 +307,7 @@ impl Controller {
         identity: &SpiffeId,
     ) -> Result<Option<SystemTime>, ControllerError> {
         let ns = account.namespace().unwrap_or_default();
+        let dns_names = self.dns_names(&(ns.clone(), account.name_any()));
         let name = secret_name(&account.name_any());
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &ns);
         for _ in 0..CONFLICT_RETRIES {
@@ -307,7 +318,7 @@ impl Controller {
             let roots = self.context.authority.roots_pem()?;
             let reason = match &found {
                 None => "missing".to_string(),
-                Some(s) => match assess(s, identity, &roots, SystemTime::now()) {
+                Some(s) => match assess(s, identity, dns_names, &roots, SystemTime::now()) {
                     Verdict::Current { renew_at, .. } => return Ok(Some(renew_at)),
                     Verdict::Foreign(why) => {
                         tracing::warn!(secret = %format!("{ns}/{name}"), %why, "leaving alone a Secret citadel cannot write");
@@ -319,6 +330,7 @@ impl Controller {
             let (issued, material) = issue(
                 &self.context.authority,
                 identity,
+                dns_names,
                 self.config.ttl,
                 OffsetDateTime::now_utc(),
             )?;
@@ -343,6 +355,7 @@ impl Controller {
                     tracing::info!(
                         secret = %format!("{ns}/{name}"),
                         identity = %identity,
+                        dns_names = %dns_names.join(","),
                         serial = %issued.serial,
                         not_after = %issued.not_after,
                         %reason,

@@ -32,7 +32,7 @@ fn service_account() -> ServiceAccount {
 }
 
 fn issued_secret(a: &Authority, ttl: Duration, now: OffsetDateTime) -> (Secret, SecretMaterial) {
-    let (_, material) = issue(a, &identity(), ttl, now).unwrap();
+    let (_, material) = issue(a, &identity(), &[], ttl, now).unwrap();
     (build_secret(&service_account(), &material, None), material)
 }
 
@@ -98,6 +98,7 @@ fn a_renewal_keeps_foreign_metadata_and_the_resource_version() {
     let (_, fresh) = issue(
         &a,
         &identity(),
+        &[],
         Duration::from_secs(3600),
         OffsetDateTime::now_utc(),
     )
@@ -115,6 +116,7 @@ fn the_key_never_shows_in_debug_output() {
     let (_, material) = issue(
         &a,
         &identity(),
+        &[],
         Duration::from_secs(3600),
         OffsetDateTime::now_utc(),
     )
@@ -132,7 +134,7 @@ fn a_fresh_secret_is_current_until_between_half_and_four_fifths_of_its_life() {
     let (secret, material) = issued_secret(&a, Duration::from_secs(1000), now);
     let roots = a.roots_pem().unwrap();
     let Verdict::Current { renew_at, serial } =
-        assess(&secret, &identity(), &roots, SystemTime::now())
+        assess(&secret, &identity(), &[], &roots, SystemTime::now())
     else {
         panic!("a fresh secret is current");
     };
@@ -145,7 +147,7 @@ fn a_fresh_secret_is_current_until_between_half_and_four_fifths_of_its_life() {
         "{since}"
     );
     assert_eq!(
-        assess(&secret, &identity(), &roots, renew_at),
+        assess(&secret, &identity(), &[], &roots, renew_at),
         Verdict::Renew(RenewReason::Due)
     );
 }
@@ -179,30 +181,30 @@ fn a_changed_root_a_wrong_identity_or_broken_data_means_renewal() {
     // The CA now trusts another bundle (a rotation): renew.
     let rotated = format!("{other_root}{roots}");
     assert_eq!(
-        assess(&secret, &identity(), &rotated, now),
+        assess(&secret, &identity(), &[], &rotated, now),
         Verdict::Renew(RenewReason::RootChanged)
     );
     let other: SpiffeId = "spiffe://cluster.local/ns/shop/sa/web".parse().unwrap();
     assert!(matches!(
-        assess(&secret, &other, &roots, now),
+        assess(&secret, &other, &[], &roots, now),
         Verdict::Renew(RenewReason::WrongIdentity(_))
     ));
     let mut broken = secret.clone();
     set(&mut broken, KEY_KEY, "garbage");
     assert!(matches!(
-        assess(&broken, &identity(), &roots, now),
+        assess(&broken, &identity(), &[], &roots, now),
         Verdict::Renew(RenewReason::Unusable(_))
     ));
     let mut empty = secret.clone();
     empty.data = None;
     assert!(matches!(
-        assess(&empty, &identity(), &roots, now),
+        assess(&empty, &identity(), &[], &roots, now),
         Verdict::Renew(RenewReason::Unusable(_))
     ));
     let mut opaque = secret;
     opaque.type_ = Some("Opaque".into());
     assert!(matches!(
-        assess(&opaque, &identity(), &roots, now),
+        assess(&opaque, &identity(), &[], &roots, now),
         Verdict::Foreign(_)
     ));
 }
@@ -217,7 +219,40 @@ fn an_expired_certificate_is_renewed() {
     let (secret, _) = issued_secret(&a, Duration::from_secs(180), past);
     let roots = a.roots_pem().unwrap();
     assert!(matches!(
-        assess(&secret, &identity(), &roots, SystemTime::now()),
+        assess(&secret, &identity(), &[], &roots, SystemTime::now()),
         Verdict::Renew(_)
     ));
+}
+
+#[test]
+fn dns_names_are_issued_and_a_change_of_them_renews() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = authority(dir.path());
+    let roots = a.roots_pem().unwrap();
+    let names = vec![
+        "cart.shop.svc".to_string(),
+        "cart.shop.svc.cluster.local".to_string(),
+    ];
+    let now = OffsetDateTime::now_utc();
+    let (_, material) = issue(&a, &identity(), &names, Duration::from_secs(3600), now).unwrap();
+    let secret = build_secret(&service_account(), &material, None);
+    assert!(matches!(
+        assess(&secret, &identity(), &names, &roots, SystemTime::now()),
+        Verdict::Current { .. }
+    ));
+    // The SPIFFE identity stays the certificate's identity.
+    let chain = material.chain_pem.as_bytes();
+    let tls =
+        TlsIdentity::from_pem(chain, material.key_pem().as_bytes(), roots.as_bytes()).unwrap();
+    assert_eq!(tls.spiffe_id(), Some(&identity()));
+    let fewer = &names[..1];
+    assert_eq!(
+        assess(&secret, &identity(), fewer, &roots, SystemTime::now()),
+        Verdict::Renew(RenewReason::DnsNamesChanged(names.clone()))
+    );
+    let (plain, _) = issued_secret(&a, Duration::from_secs(3600), now);
+    assert_eq!(
+        assess(&plain, &identity(), &names, &roots, SystemTime::now()),
+        Verdict::Renew(RenewReason::DnsNamesChanged(Vec::new()))
+    );
 }
