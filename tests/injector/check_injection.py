@@ -9,7 +9,10 @@ Kubernetes schemas.
   check_injection.py rotated   --url URL --ca NEW_CA [--timeout S]
   check_injection.py validate  FILE...    (multi-document YAML)
   check_injection.py post      --url URL --ca CA --object FILE [--operation OP]
-                               (any webhook: the review's response, as JSON)
+                               [--server-name NAME]
+                               (any webhook: the review's response, as JSON;
+                               NAME is the name the certificate must carry, as
+                               the API server checks `<service>.<ns>.svc`)
 
 Each prints one JSON summary line on success and exits 1 with the reason
 otherwise.
@@ -21,6 +24,7 @@ import glob
 import http.client
 import json
 import os
+import socket
 import ssl
 import sys
 import time
@@ -39,10 +43,26 @@ def fail(message):
     sys.exit(1)
 
 
-def post(url, ca, body, timeout=10):
+class NamedHTTPSConnection(http.client.HTTPSConnection):
+    """Dials host:port but verifies the certificate for `server_name`."""
+
+    def __init__(self, host, port, server_name, context, timeout):
+        super().__init__(host, port, context=context, timeout=timeout)
+        self.server_name = server_name
+        self.tls_context = context
+
+    def connect(self):
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = self.tls_context.wrap_socket(sock, server_hostname=self.server_name)
+
+
+def post(url, ca, body, timeout=10, server_name=None):
     u = urllib.parse.urlparse(url)
     context = ssl.create_default_context(cafile=ca)
-    conn = http.client.HTTPSConnection(u.hostname, u.port, context=context, timeout=timeout)
+    if server_name:
+        conn = NamedHTTPSConnection(u.hostname, u.port, server_name, context, timeout)
+    else:
+        conn = http.client.HTTPSConnection(u.hostname, u.port, context=context, timeout=timeout)
     try:
         conn.request("POST", u.path, body=body, headers={"Content-Type": "application/json"})
         response = conn.getresponse()
@@ -70,8 +90,11 @@ def review(pod, version, namespace="shop", operation="CREATE"):
     }
 
 
-def send(url, ca, request):
-    status, body = post(url, ca, json.dumps(request).encode())
+def send(url, ca, request, server_name=None):
+    try:
+        status, body = post(url, ca, json.dumps(request).encode(), server_name=server_name)
+    except ssl.SSLError as e:
+        fail(f"TLS: {e}")
     if status != 200:
         fail(f"HTTP {status}: {body[:300]!r}")
     answer = json.loads(body)
@@ -224,7 +247,7 @@ def post_object(args):
     group, _, version = obj.get("apiVersion", "").rpartition("/")
     request["request"]["kind"] = {"group": group, "version": version, "kind": obj.get("kind", "")}
     request["request"]["name"] = obj.get("metadata", {}).get("name", "")
-    print(json.dumps(send(args.url, args.ca, request)))
+    print(json.dumps(send(args.url, args.ca, request, server_name=args.server_name)))
 
 
 def main():
@@ -251,6 +274,7 @@ def main():
     p.add_argument("--operation", default="CREATE")
     p.add_argument("--namespace", default="shop")
     p.add_argument("--version", default="v1")
+    p.add_argument("--server-name")
     args = parser.parse_args()
     commands = {"golden": golden, "malformed": malformed, "rotated": rotated, "validate": validate_files, "post": post_object}
     commands[args.command](args)
