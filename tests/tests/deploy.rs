@@ -744,6 +744,43 @@ fn kubernetes_modes_render_valid_and_switch_each_component_to_the_cluster() {
     assert_eq!(patched, webhooks);
     // The injector's two webhook entries and galley's one.
     assert_eq!(assert_webhooks(&rendered), 3);
+    // citadel issues both webhooks' serving certificates: each names the Service the
+    // webhook configuration calls, for the account the Deployment runs as, and the
+    // Deployment serves from that account's istio.<sa> Secret. The caBundle is
+    // citadel's to fill, so the chart leaves it out.
+    let dns_certs = value(citadel, "CITADEL_DNS_CERTS");
+    let mut wanted = Vec::new();
+    for (component, volume) in [("sidecar-injector", "certs"), ("galley", "webhook-certs")] {
+        let deployment = rendered.one("Deployment", component);
+        let account = str_at(deployment, "/spec/template/spec/serviceAccountName");
+        let service = name(rendered.one("Service", component));
+        wanted.push(format!("{NAMESPACE}/{account}={service}.{NAMESPACE}.svc"));
+        let secret = deployment
+            .pointer("/spec/template/spec/volumes")
+            .and_then(Value::as_array)
+            .and_then(|v| v.iter().find(|v| str_at(v, "/name") == volume))
+            .map(|v| str_at(v, "/secret/secretName"))
+            .unwrap_or_else(|| panic!("{component}: volume {volume}"));
+        assert_eq!(secret, format!("istio.{account}"), "{component}");
+    }
+    assert_eq!(dns_certs, wanted.join(";"));
+    assert!(
+        !rendered.text.contains("caBundle:"),
+        "caBundle left to citadel"
+    );
+    // With only the webhooks' certificates wanted, citadel serves only its namespace.
+    assert_eq!(value(citadel, "CITADEL_SECRET_NAMESPACES"), "");
+    let only_webhooks =
+        charts.template_with(&["--set", "global.webhookCertificates.fromCitadel=true"]);
+    assert!(only_webhooks.status.success());
+    let text = String::from_utf8_lossy(&only_webhooks.stdout);
+    let objects = parse_documents(&text);
+    let citadel = objects
+        .iter()
+        .find(|o| kind(o) == "Deployment" && name(o).ends_with("citadel"))
+        .expect("citadel");
+    assert_eq!(value(citadel, "CITADEL_KUBE_SECRETS"), "true");
+    assert_eq!(value(citadel, "CITADEL_SECRET_NAMESPACES"), NAMESPACE);
     // The defaults stay on files and off the cluster.
     let defaults = charts.render("defaults");
     assert!(env_of(defaults.one("Deployment", "galley"), "GALLEY_KUBE").is_none());
@@ -861,6 +898,10 @@ fn schema_validation_refuses_broken_manifests_and_values() {
             "timeoutSeconds",
         ),
         ("citadel.replicas=3", "cacerts"),
+        (
+            "global.webhookCertificates.fromCitadel=true,sidecar-injector.serviceAccount.name=x",
+            "default service account",
+        ),
         ("global.postgresql.enabled=true", "postgresql"),
     ] {
         let out = charts.template_with(&["--set", set]);

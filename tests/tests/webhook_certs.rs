@@ -7,11 +7,9 @@
 //! trusts only that `caBundle` and checks `<service>.<namespace>.svc` gets its
 //! reviews answered. kube-testserver stands in for the API server.
 
-use std::{
-    path::Path,
-    process::Command,
-    time::Duration,
-};
+#![allow(clippy::unwrap_used)]
+
+use std::{path::Path, process::Command, time::Duration};
 
 use dromon_e2e::{ChildGuard, citadel::CitadelProcess, local_addr, python, repo, wait_http_ok};
 use kube_testserver::KubeTestServer;
@@ -215,7 +213,10 @@ async fn webhooks_serve_citadel_issued_certificates_the_api_server_trusts_by_ca_
     assert!(ok, "{out}");
     let response: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(response["allowed"], true, "{response}");
-    assert!(response["patch"].is_string(), "a proxy is added: {response}");
+    assert!(
+        response["patch"].is_string(),
+        "a proxy is added: {response}"
+    );
     // The longer name in the certificate works too.
     let long = format!("{}.cluster.local", dns(INJECTOR));
     assert!(post(&inject_url, &ca, &long, &pod).0);

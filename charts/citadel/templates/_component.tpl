@@ -56,7 +56,9 @@
     fieldRef:
       fieldPath: spec.serviceAccountName
 {{- $k := .Values.kubernetes }}
-{{- if or $k.tokenReview $k.secrets $k.patchWebhookCABundles }}
+{{- $fromCitadel := include "citadel.webhookCertificates" . | eq "true" }}
+{{- $secrets := or $k.secrets $fromCitadel }}
+{{- if or $k.tokenReview $secrets $k.patchWebhookCABundles }}
 - name: DROMON_KUBE_IN_CLUSTER
   value: "true"
 - name: CITADEL_LEASE_NAMESPACE
@@ -66,15 +68,30 @@
 - name: CITADEL_KUBE_TOKEN_REVIEW
   value: "true"
 {{- end }}
-{{- if $k.secrets }}
+{{- if $secrets }}
 - name: CITADEL_KUBE_SECRETS
   value: "true"
-{{- with $k.secretNamespaces }}
+{{- $namespaces := $k.secretNamespaces }}
+{{- if and $fromCitadel (or (not $k.secrets) $namespaces) }}
+{{- /* Only the webhooks' Secrets wanted, or a list that must include them. */}}
+{{- $namespaces = (not $k.secrets) | ternary (list .Release.Namespace) (append $namespaces .Release.Namespace | uniq) }}
+{{- end }}
+{{- with $namespaces }}
 - name: CITADEL_SECRET_NAMESPACES
   value: {{ join "," . | quote }}
 {{- end }}
 {{- end }}
-{{- if $k.patchWebhookCABundles }}
+{{- if $fromCitadel }}
+{{- $ns := .Release.Namespace }}
+{{- $certs := list }}
+{{- range $peer := list "sidecar-injector" "galley" }}
+{{- $name := include "citadel.peer" (dict "ctx" $ "peer" $peer) }}
+{{- $certs = append $certs (printf "%s/%s=%s.%s.svc" $ns $name $name $ns) }}
+{{- end }}
+- name: CITADEL_DNS_CERTS
+  value: {{ join ";" $certs | quote }}
+{{- end }}
+{{- if or $k.patchWebhookCABundles $fromCitadel }}
 {{- $injector := printf "%s-%s" (include "citadel.peer" (dict "ctx" . "peer" "sidecar-injector")) .Release.Namespace }}
 {{- $galley := printf "%s-%s" (include "citadel.peer" (dict "ctx" . "peer" "galley")) .Release.Namespace }}
 - name: CITADEL_PATCH_WEBHOOKS

@@ -30,6 +30,11 @@ name, so the charts can sit side by side under the dromon umbrella chart.
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when global.webhookCertificates.fromCitadel is set. */}}
+{{- define "citadel.webhookCertificates" -}}
+{{- (((.Values.global | default dict).webhookCertificates | default dict).fromCitadel | default false) -}}
+{{- end -}}
+
 {{- define "citadel.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

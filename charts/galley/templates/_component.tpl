@@ -87,7 +87,7 @@
 {{- if .Values.validationWebhook.enabled }}
 - name: webhook-certs
   secret:
-    secretName: {{ .Values.validationWebhook.tlsSecretName }}
+    secretName: {{ include "galley.webhookTlsSecretName" . }}
 {{- end }}
 {{- end -}}
 

@@ -48,6 +48,23 @@ app.kubernetes.io/part-of: dromon
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/* "true" when global.webhookCertificates.fromCitadel is set. */}}
+{{- define "galley.certificatesFromCitadel" -}}
+{{- (((.Values.global | default dict).webhookCertificates | default dict).fromCitadel | default false) -}}
+{{- end -}}
+
+{{/* The Secret the validating webhook serves from: citadel's istio.<sa>, or validationWebhook.tlsSecretName. */}}
+{{- define "galley.webhookTlsSecretName" -}}
+{{- if eq (include "galley.certificatesFromCitadel" .) "true" -}}
+{{- if ne (include "galley.serviceAccountName" .) (include "galley.fullname" .) -}}
+{{- fail "global.webhookCertificates.fromCitadel: citadel issues the certificate of galley's default service account; unset serviceAccount.name" -}}
+{{- end -}}
+{{- printf "istio.%s" (include "galley.serviceAccountName" .) -}}
+{{- else -}}
+{{- .Values.validationWebhook.tlsSecretName -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "galley.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "galley.fullname" .) .Values.serviceAccount.name -}}

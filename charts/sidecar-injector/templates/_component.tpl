@@ -54,7 +54,7 @@ template: {{ . | quote }}
 {{- define "sidecar-injector.volumes" -}}
 - name: certs
   secret:
-    secretName: {{ .Values.webhook.tlsSecretName }}
+    secretName: {{ include "sidecar-injector.tlsSecretName" . }}
 - name: config
   configMap:
     name: {{ include "sidecar-injector.configMapName" . }}

@@ -48,6 +48,23 @@ app.kubernetes.io/part-of: dromon
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
+{{/* "true" when global.webhookCertificates.fromCitadel is set. */}}
+{{- define "sidecar-injector.certificatesFromCitadel" -}}
+{{- (((.Values.global | default dict).webhookCertificates | default dict).fromCitadel | default false) -}}
+{{- end -}}
+
+{{/* The Secret the webhook serves from: citadel's istio.<sa>, or webhook.tlsSecretName. */}}
+{{- define "sidecar-injector.tlsSecretName" -}}
+{{- if eq (include "sidecar-injector.certificatesFromCitadel" .) "true" -}}
+{{- if ne (include "sidecar-injector.serviceAccountName" .) (include "sidecar-injector.fullname" .) -}}
+{{- fail "global.webhookCertificates.fromCitadel: citadel issues the certificate of the injector's default service account; unset serviceAccount.name" -}}
+{{- end -}}
+{{- printf "istio.%s" (include "sidecar-injector.serviceAccountName" .) -}}
+{{- else -}}
+{{- .Values.webhook.tlsSecretName -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "sidecar-injector.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "sidecar-injector.fullname" .) .Values.serviceAccount.name -}}

@@ -78,8 +78,7 @@ impl SecretsConfig {
     /// twice or lies in a namespace this controller does not serve.
     pub fn with_dns_certs(mut self, certs: &[DnsCert]) -> Result<Self, String> {
         for cert in certs {
-            let served =
-                self.namespaces.is_empty() || self.namespaces.iter().any(|n| *n == cert.namespace);
+            let served = self.namespaces.is_empty() || self.namespaces.contains(&cert.namespace);
             if !served {
                 return Err(format!(
                     "--dns-certs names {}/{}, in a namespace --secret-namespaces leaves out",
