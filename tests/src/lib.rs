@@ -65,6 +65,8 @@ pub struct ChildGuard {
     child: Option<Child>,
     /// What it is, for messages.
     pub name: String,
+    /// The file its stderr (its log) goes to.
+    pub log: std::path::PathBuf,
 }
 
 impl ChildGuard {
@@ -110,7 +112,23 @@ impl ChildGuard {
         Ok(Self {
             child: Some(child),
             name: bin.to_string(),
+            log,
         })
+    }
+
+    /// Waits until the process's log contains `text`; fails with the log after `timeout`.
+    pub async fn await_log(&self, text: &str, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(text) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("{}'s log never said {text:?}:\n{log}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The process id.

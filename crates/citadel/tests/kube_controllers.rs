@@ -101,7 +101,17 @@ async fn replica(
     ledger: &str,
     config: ControllersConfig,
 ) -> Replica {
-    let authority = authority(&dir.join("ca"));
+    replica_of(server, authority(&dir.join("ca")), dir, ledger, config).await
+}
+
+/// As [`replica`], issuing from `authority`.
+async fn replica_of(
+    server: &KubeTestServer,
+    authority: Arc<Authority>,
+    dir: &Path,
+    ledger: &str,
+    config: ControllersConfig,
+) -> Replica {
     let ledger = Ledger::open(&format!(
         "sqlite://{}",
         dir.join(format!("{ledger}.db")).display()
@@ -203,14 +213,25 @@ fn check_secret(secret: &Value, identity: &str) -> String {
     assert!(key.contains("PRIVATE KEY"));
     let (serial, uris) = leaf_facts(&chain);
     assert_eq!(uris, [identity]);
-    let (_, leaf_pem) = parse_x509_pem(chain.as_bytes()).unwrap();
-    let leaf = leaf_pem.parse_x509().unwrap();
-    let verified = Pem::iter_from_buffer(roots.as_bytes()).any(|root| {
-        let root = root.unwrap();
-        let root = root.parse_x509().unwrap();
-        leaf.verify_signature(Some(root.public_key())).is_ok()
-    });
-    assert!(verified, "the leaf verifies against root-cert.pem");
+    // Each certificate of the chain is signed by the next, the last by a root.
+    let chain_pems: Vec<Pem> = Pem::iter_from_buffer(chain.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let root_pems: Vec<Pem> = Pem::iter_from_buffer(roots.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let certs: Vec<_> = chain_pems.iter().map(|p| p.parse_x509().unwrap()).collect();
+    let root_certs: Vec<_> = root_pems.iter().map(|p| p.parse_x509().unwrap()).collect();
+    for pair in certs.windows(2) {
+        pair[0]
+            .verify_signature(Some(pair[1].public_key()))
+            .unwrap();
+    }
+    let last = certs.last().unwrap();
+    let verified = root_certs
+        .iter()
+        .any(|root| last.verify_signature(Some(root.public_key())).is_ok());
+    assert!(verified, "the chain verifies against root-cert.pem");
     // The key is the leaf's.
     mesh_tls::TlsIdentity::from_pem(chain.as_bytes(), key.as_bytes(), roots.as_bytes()).unwrap();
     serial
@@ -373,6 +394,76 @@ async fn a_root_rotation_renews_every_secret() {
         "both roots trusted during the rotation"
     );
     check_secret(&after, "spiffe://cluster.local/ns/shop/sa/cart");
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn a_plugged_ca_rotated_to_a_new_root_renews_every_secret_through_the_overlap() {
+    use mesh_tls::test_util::TestCa;
+    let server = test_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cacerts = dir.path().join("cacerts");
+    let old_root = TestCa::new("Old Root");
+    let old_issuer = old_root.intermediate("Old Intermediate");
+    old_issuer.write_cacerts(&cacerts, &[&old_root]);
+    let authority = Arc::new(
+        Authority::open(
+            CaSource::Plugged(cacerts.clone()),
+            CaPolicy::default(),
+            time::OffsetDateTime::now_utc(),
+        )
+        .unwrap(),
+    );
+    let r = replica_of(&server, authority, dir.path(), "ledger", config(true, &[])).await;
+    add_account(&server, "shop", "cart");
+    let first = eventually("istio.cart", || get_secret(&server, "shop", "cart")).await;
+    check_secret(&first, "spiffe://cluster.local/ns/shop/sa/cart");
+    let chain = unb64(&first["data"][CERT_CHAIN_KEY]);
+    assert!(
+        chain.contains(old_issuer.cert_pem()),
+        "signed by the old intermediate"
+    );
+    assert_eq!(unb64(&first["data"][ROOT_CERT_KEY]), old_root.cert_pem());
+
+    // The operator plugs a new root and intermediate in, both roots trusted for the
+    // overlap (Istio's way of rotating a plugged CA). citadel reloads the files
+    // (every second; here at once) and renews every Secret.
+    let new_root = TestCa::new("New Root");
+    let new_issuer = new_root.intermediate("New Intermediate");
+    std::thread::sleep(Duration::from_millis(20));
+    new_issuer.write_cacerts(&cacerts, &[&old_root, &new_root]);
+    assert!(r.authority.refresh(time::OffsetDateTime::now_utc()));
+    let both = format!("{}{}", old_root.cert_pem(), new_root.cert_pem());
+    let overlap = eventually("istio.cart renewed under both roots", || {
+        get_secret(&server, "shop", "cart").filter(|s| unb64(&s["data"][ROOT_CERT_KEY]) == both)
+    })
+    .await;
+    check_secret(&overlap, "spiffe://cluster.local/ns/shop/sa/cart");
+    let chain = unb64(&overlap["data"][CERT_CHAIN_KEY]);
+    assert!(
+        chain.contains(new_issuer.cert_pem()),
+        "signed by the new intermediate"
+    );
+    assert!(
+        !chain.contains(new_root.cert_pem()),
+        "the root is not repeated"
+    );
+
+    // The old root is retired: the Secrets follow again.
+    std::thread::sleep(Duration::from_millis(20));
+    new_issuer.write_cacerts(&cacerts, &[&new_root]);
+    assert!(r.authority.refresh(time::OffsetDateTime::now_utc()));
+    let after = eventually("istio.cart renewed under the new root alone", || {
+        get_secret(&server, "shop", "cart")
+            .filter(|s| unb64(&s["data"][ROOT_CERT_KEY]) == new_root.cert_pem())
+    })
+    .await;
+    check_secret(&after, "spiffe://cluster.local/ns/shop/sa/cart");
+    assert_eq!(
+        after["metadata"]["uid"], first["metadata"]["uid"],
+        "renewed in place"
+    );
+    assert!(r.writes("renew") >= 2);
     r.stop().await;
 }
 

@@ -33,6 +33,7 @@ pub struct TestCa {
     cert: CertificateDer<'static>,
     cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    key_pem: String,
     /// This CA's certificate and its parents' below the root (empty for a root).
     chain_pem: Vec<String>,
 }
@@ -95,6 +96,7 @@ impl TestCa {
         Self {
             cert: cert.der().clone(),
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
             chain_pem: Vec::new(),
         }
@@ -111,6 +113,7 @@ impl TestCa {
         Self {
             cert: cert.der().clone(),
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
             chain_pem,
         }
@@ -119,6 +122,21 @@ impl TestCa {
     /// This CA's certificate, PEM.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// Writes this CA as an Istio-style `cacerts` directory, trusting `roots`:
+    /// `ca-cert.pem` and `ca-key.pem` (this CA signs), `cert-chain.pem` (this CA,
+    /// then its parents below the root) and `root-cert.pem`.
+    pub fn write_cacerts(&self, dir: &Path, roots: &[&TestCa]) {
+        write_atomic(dir, "ca-key.pem", self.key_pem.as_bytes());
+        write_atomic(dir, "ca-cert.pem", self.cert_pem.as_bytes());
+        let chain: String = if self.chain_pem.is_empty() {
+            self.cert_pem.clone()
+        } else {
+            self.chain_pem.concat()
+        };
+        write_atomic(dir, "cert-chain.pem", chain.as_bytes());
+        write_atomic(dir, ROOT_CERT_FILE, roots_pem(roots).as_bytes());
     }
 
     /// This CA's certificate, DER.
