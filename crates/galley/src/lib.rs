@@ -7,7 +7,9 @@
 //! whole set ([`analysis`]: cross-resource checks and mixer expressions), and
 //! publishes versioned snapshots to pilot and the mixers over MCP:
 //! `envoy.service.discovery.v3` ADS (state-of-the-world and delta) with one type URL
-//! per collection, on port 9901.
+//! per collection, on port 9901. With the Kubernetes source, the replica holding
+//! the `galley-status` Lease also writes the analysis messages into the status of
+//! the resources they are about ([`status`]).
 //!
 //! Monitoring (15014 in a container): `/metrics`, `/healthz`, `/ready`,
 //! `/debug/configz`, `/debug/syncz`, `/debug/analyze`, `/debug/errors`.

@@ -110,7 +110,7 @@ mod tests {
             },
             source: None,
             field: field.map(str::to_string),
-            message: "gateway shop/missing not found".into(),
+            message: "gateway shop/missing does not exist".into(),
         }
     }
 
@@ -133,7 +133,7 @@ mod tests {
             json!({
                 "level": "ERROR",
                 "type": {"code": "GAL0103", "name": "GatewayNotFound"},
-                "description": "gateway shop/missing not found",
+                "description": "gateway shop/missing does not exist",
                 "field": "spec.gateways[0]"
             })
         );
