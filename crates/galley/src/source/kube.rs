@@ -731,6 +731,42 @@ mod tests {
     }
 
     #[test]
+    fn object_states_follow_the_watch_status_changes_included() {
+        let mut watch = mk_watch();
+        let states = watch.states.clone();
+        let path = "kubernetes/virtualservices.networking.istio.io/shop/a";
+        let mut out = Vec::new();
+        watch.apply(watcher::Event::Init, &mut out);
+        watch.apply(watcher::Event::InitApply(mk_vs("a", "a")), &mut out);
+        assert!(
+            states.get(path).is_none(),
+            "nothing before the list completes"
+        );
+        watch.apply(watcher::Event::InitDone, &mut out);
+        let listed = states.get(path).unwrap();
+        assert_eq!(listed.resource_version.as_deref(), Some("7"));
+        assert_eq!(listed.status, Some(json!({"validationMessages": []})));
+        out.clear();
+
+        // A status-only change is no configuration change, but is recorded.
+        let mut written = mk_vs("a", "a");
+        written.metadata.resource_version = Some("8".into());
+        written.data["status"] = json!({"observedGeneration": 1});
+        let mut changes = states.subscribe();
+        changes.borrow_and_update();
+        watch.apply(watcher::Event::Apply(written), &mut out);
+        assert!(out.is_empty());
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(
+            states.get(path).unwrap().status,
+            Some(json!({"observedGeneration": 1}))
+        );
+
+        watch.apply(watcher::Event::Delete(mk_vs("a", "a")), &mut out);
+        assert!(states.get(path).is_none());
+    }
+
+    #[test]
     fn backoff_doubles_to_its_ceiling_and_resets() {
         let mut b = RetryBackoff::default();
         let first: Vec<Duration> = b.by_ref().take(3).collect();
