@@ -544,6 +544,85 @@ fn env_of<'a>(deployment: &'a Value, var: &str) -> Option<&'a Value> {
         .find(|e| str_at(e, "/name") == var)
 }
 
+/// The Istio resources galley reads, as `(group, plural)`.
+const ISTIO_RESOURCES: [(&str, &str); 12] = [
+    ("networking.istio.io", "virtualservices"),
+    ("networking.istio.io", "destinationrules"),
+    ("networking.istio.io", "gateways"),
+    ("networking.istio.io", "serviceentries"),
+    ("networking.istio.io", "sidecars"),
+    ("security.istio.io", "peerauthentications"),
+    ("security.istio.io", "authorizationpolicies"),
+    ("security.istio.io", "requestauthentications"),
+    ("config.istio.io", "handlers"),
+    ("config.istio.io", "instances"),
+    ("config.istio.io", "rules"),
+    ("config.istio.io", "attributemanifests"),
+];
+
+/// galley's RBAC: reading the Istio resources; when `writes`, also `patch` on
+/// exactly their `status` subresources and a Role for its Lease
+/// (get/create/update on leases), and no other write.
+fn assert_galley_writes_status_only(rendered: &Rendered, writes: bool) {
+    let role = rendered.one("ClusterRole", "galley");
+    let mut patched: Vec<(String, String)> = Vec::new();
+    for rule in role
+        .pointer("/rules")
+        .and_then(Value::as_array)
+        .expect("rules")
+    {
+        let verbs = strings(rule.get("verbs"));
+        if verbs == ["get", "list", "watch"] {
+            continue;
+        }
+        assert_eq!(verbs, ["patch"], "galley's only write is patch: {rule}");
+        for group in strings(rule.get("apiGroups")) {
+            for resource in strings(rule.get("resources")) {
+                patched.push((group.clone(), resource));
+            }
+        }
+    }
+    let mut expected: Vec<(String, String)> = if writes {
+        ISTIO_RESOURCES
+            .iter()
+            .map(|(g, r)| ((*g).to_owned(), format!("{r}/status")))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    patched.sort();
+    expected.sort();
+    assert_eq!(
+        patched, expected,
+        "galley patches the status subresources only"
+    );
+    let lease_roles: Vec<&Value> = rendered
+        .of_kind("Role")
+        .filter(|o| component_of(o) == "galley")
+        .collect();
+    if !writes {
+        assert!(lease_roles.is_empty(), "no Lease role for galley");
+        return;
+    }
+    assert_eq!(lease_roles.len(), 1);
+    let rules = lease_roles[0]
+        .pointer("/rules")
+        .and_then(Value::as_array)
+        .expect("rules");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(strings(rules[0].get("apiGroups")), ["coordination.k8s.io"]);
+    assert_eq!(strings(rules[0].get("resources")), ["leases"]);
+    assert_eq!(strings(rules[0].get("verbs")), ["get", "create", "update"]);
+    assert_eq!(str_at(lease_roles[0], "/metadata/namespace"), NAMESPACE);
+    assert!(
+        rendered
+            .of_kind("RoleBinding")
+            .any(|b| component_of(b) == "galley"
+                && str_at(b, "/roleRef/name") == name(lease_roles[0])),
+        "galley's Lease role is bound"
+    );
+}
+
 // ---- tests ---------------------------------------------------------------------------
 
 #[test]
@@ -722,6 +801,32 @@ fn kubernetes_modes_render_valid_and_switch_each_component_to_the_cluster() {
         value(galley, "GALLEY_WEBHOOK_TLS_DIR"),
         "/etc/dromon/webhook-certs"
     );
+    // galley writes analysis messages into status, elected through a Lease in the
+    // release namespace.
+    assert_eq!(value(galley, "GALLEY_WRITE_STATUS"), "true");
+    assert_eq!(value(galley, "GALLEY_LEASE_NAMESPACE"), NAMESPACE);
+    assert_galley_writes_status_only(&rendered, true);
+    // writeStatus: false leaves galley read-only.
+    let values = repo().join("charts/dromon/ci/kubernetes-values.yaml");
+    let out = charts.template_with(&[
+        "--values",
+        values.to_str().expect("utf-8 path"),
+        "--set",
+        "galley.writeStatus=false",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read_only = Rendered {
+        objects: parse_documents(&String::from_utf8_lossy(&out.stdout)),
+        text: String::new(),
+    };
+    assert_galley_writes_status_only(&read_only, false);
+    let galley_read_only = read_only.one("Deployment", "galley");
+    assert_eq!(value(galley_read_only, "GALLEY_WRITE_STATUS"), "false");
+    assert!(env_of(galley_read_only, "GALLEY_LEASE_NAMESPACE").is_none());
     let pilot = rendered.one("Deployment", "pilot");
     assert_eq!(value(pilot, "PILOT_KUBE"), "true");
     assert_eq!(value(pilot, "PILOT_CLUSTER_DOMAIN"), "cluster.local");
@@ -784,6 +889,11 @@ fn kubernetes_modes_render_valid_and_switch_each_component_to_the_cluster() {
     // The defaults stay on files and off the cluster.
     let defaults = charts.render("defaults");
     assert!(env_of(defaults.one("Deployment", "galley"), "GALLEY_KUBE").is_none());
+    assert_galley_writes_status_only(&defaults, false);
+    assert!(
+        env_of(defaults.one("Deployment", "galley"), "GALLEY_WRITE_STATUS").is_none(),
+        "no status writer without the Kubernetes source"
+    );
     assert!(env_of(defaults.one("Deployment", "pilot"), "PILOT_KUBE").is_none());
     assert!(
         env_of(

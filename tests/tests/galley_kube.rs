@@ -1,13 +1,24 @@
 //! galley's Kubernetes source against kube-testserver: galley runs in-process (and
-//! once as the binary with `--kube --kubeconfig`), the test writes Istio resources
-//! through the real `kube` client and reads what galley publishes over MCP.
+//! as the binary with `--kube --kubeconfig`), the test writes Istio resources
+//! through the real `kube` client and reads what galley publishes over MCP, and
+//! the analysis messages galley writes into the resources' status.
 
 #![allow(clippy::unwrap_used)]
 
-use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
 
-use dromon_e2e::{ChildGuard, ads::DeltaClient, http_get, http_json};
-use galley::{GalleyConfig, KubeConnection, Running, SourceConfig, source::kube::api_resource};
+use dromon_e2e::{ChildGuard, ads::DeltaClient, citadel::metric_value, http_get, http_json};
+use galley::{
+    GalleyConfig, KubeConnection, Running, SourceConfig,
+    source::kube::api_resource,
+    status::writer::{DEFAULT_LEASE_NAME, StatusConfig},
+};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube_testserver::{Fault, KubeTestServer};
 use mesh_api::envoy::envoy::service::discovery::v3::{
@@ -53,12 +64,34 @@ struct Galley {
     shutdown: CancellationToken,
 }
 
+/// Namespace of the status writers' Lease in these tests.
+const LEASE_NAMESPACE: &str = "istio-system";
+
 impl Galley {
     async fn start(server: &KubeTestServer, namespaces: &[&str]) -> Self {
+        Self::start_with(server, namespaces, None).await
+    }
+
+    /// A galley that writes analysis messages into status while it holds the Lease.
+    async fn start_writing_status(server: &KubeTestServer, identity: &str) -> Self {
+        let lease = mesh_kube::leader::LeaseConfig::new(
+            LEASE_NAMESPACE,
+            DEFAULT_LEASE_NAME,
+            format!("{identity}-{}", std::process::id()),
+        );
+        Self::start_with(server, &[], Some(StatusConfig { lease })).await
+    }
+
+    async fn start_with(
+        server: &KubeTestServer,
+        namespaces: &[&str],
+        status: Option<StatusConfig>,
+    ) -> Self {
         let config = GalleyConfig {
             source: SourceConfig::Kubernetes {
                 connection: KubeConnection::Config(Box::new(server.kube_config())),
                 namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+                status,
             },
             mcp_addr: "127.0.0.1:0".parse().unwrap(),
             monitoring_addr: "127.0.0.1:0".parse().unwrap(),
@@ -88,6 +121,33 @@ impl Galley {
 
     async fn wait_ready(&self) {
         wait_ready(self.monitoring()).await;
+    }
+
+    /// A sample of galley's /metrics (name and labels as written), 0 when absent.
+    async fn metric(&self, series: &str) -> f64 {
+        let text = http_get(self.monitoring(), "/metrics").await.unwrap().1;
+        metric_value(&text, series).unwrap_or(0.0)
+    }
+
+    async fn leading(&self) -> bool {
+        let series =
+            format!("leader_election_leading{{lease=\"{LEASE_NAMESPACE}/{DEFAULT_LEASE_NAME}\"}}");
+        self.metric(&series).await == 1.0
+    }
+
+    async fn status_writes(&self) -> f64 {
+        self.metric("galley_status_writes_total{result=\"written\"}")
+            .await
+    }
+
+    /// Shuts galley down and waits until it stopped (its Lease released).
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        let running = self.running.take().unwrap();
+        tokio::time::timeout(WAIT, running.wait())
+            .await
+            .expect("galley stops")
+            .unwrap();
     }
 
     /// Names and hosts of the VirtualServices on /debug/configz.
@@ -548,4 +608,324 @@ async fn unreachable_api_server_at_start_is_retried_until_it_answers() {
     server.set_unreachable(false).await.unwrap();
     galley.wait_ready().await;
     assert_eq!(galley.served().await.len(), 1);
+}
+
+// Analysis messages in status.
+
+const CART_HOST: &str = "cart.shop.svc.cluster.local";
+
+/// A server with the CRDs, namespace `shop` holding a ServiceEntry for
+/// [`CART_HOST`] (so routes to it raise nothing), and the Lease's namespace.
+async fn server_for_status() -> KubeTestServer {
+    let server = server_with_crds(&[]).await;
+    server
+        .apply_object(
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LEASE_NAMESPACE}}),
+        )
+        .unwrap();
+    let entries: Api<DynamicObject> =
+        Api::namespaced_with(server.client(), "shop", &api_resource(Kind::ServiceEntry));
+    let entry = serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "ServiceEntry",
+        "metadata": {"name": "cart"},
+        "spec": {"hosts": [CART_HOST], "location": "MESH_INTERNAL", "resolution": "DNS",
+                 "ports": [{"number": 80, "name": "http", "protocol": "HTTP"}]}
+    }))
+    .unwrap();
+    entries
+        .create(&PostParams::default(), &entry)
+        .await
+        .unwrap();
+    server
+}
+
+/// A VirtualService for [`CART_HOST`] bound to `gateways` (which do not exist).
+fn routed_virtual_service(name: &str, gateways: &[&str]) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "networking.istio.io/v1",
+        "kind": "VirtualService",
+        "metadata": {"name": name},
+        "spec": {"hosts": [CART_HOST], "gateways": gateways,
+                 "http": [{"route": [{"destination": {"host": CART_HOST}}]}]}
+    }))
+    .unwrap()
+}
+
+/// The object `shop/<name>` as stored.
+fn stored_vs(server: &KubeTestServer, name: &str) -> Value {
+    server
+        .get_object("networking.istio.io/v1", "VirtualService", "shop", name)
+        .unwrap()
+}
+
+/// The codes of the object's `status.validationMessages`.
+fn message_codes(object: &Value) -> Vec<String> {
+    object
+        .pointer("/status/validationMessages")
+        .and_then(Value::as_array)
+        .map(|messages| {
+            messages
+                .iter()
+                .map(|m| m["type"]["code"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until `shop/<name>`'s status satisfies `check`; the object.
+async fn await_status(
+    server: &KubeTestServer,
+    name: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let object = stored_vs(server, name);
+        if check(&object) {
+            return object;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out: {what}; the object: {object:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn analysis_messages_are_written_into_status_and_cleared_when_fixed() {
+    let server = server_for_status().await;
+    // Another controller's status field, which galley must keep.
+    server
+        .apply_object(json!({
+            "apiVersion": "networking.istio.io/v1",
+            "kind": "VirtualService",
+            "metadata": {"name": "cart", "namespace": "shop"},
+            "spec": {"hosts": [CART_HOST], "gateways": ["missing"],
+                     "http": [{"route": [{"destination": {"host": CART_HOST}}]}]},
+            "status": {"conditions": [{"type": "Reconciled", "status": "True"}]}
+        }))
+        .unwrap();
+    let galley = Galley::start_writing_status(&server, "only").await;
+    galley.wait_ready().await;
+
+    let written = await_status(&server, "cart", "GatewayNotFound in status", |o| {
+        message_codes(o).contains(&"GAL0103".to_string())
+    })
+    .await;
+    let generation = written.pointer("/metadata/generation").unwrap().clone();
+    let status = &written["status"];
+    assert_eq!(status["observedGeneration"], generation, "{written:#}");
+    let gateway = status["validationMessages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["type"]["code"] == "GAL0103")
+        .unwrap();
+    assert_eq!(gateway["level"], "ERROR");
+    assert_eq!(gateway["type"]["name"], "GatewayNotFound");
+    assert_eq!(gateway["field"], "spec.gateways[0]");
+    assert!(
+        gateway["description"].as_str().unwrap().contains("missing"),
+        "{gateway}"
+    );
+    assert_eq!(status["conditions"][0]["type"], "Reconciled", "kept");
+    assert!(galley.leading().await);
+
+    // Steady state: no more writes, the object untouched.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let writes = galley.status_writes().await;
+    let version = stored_vs(&server, "cart")["metadata"]["resourceVersion"].clone();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        galley.status_writes().await,
+        writes,
+        "no write in a steady state"
+    );
+    assert_eq!(
+        stored_vs(&server, "cart")["metadata"]["resourceVersion"],
+        version
+    );
+    assert_eq!(writes, 1.0, "one write for one finding");
+
+    // Fixed: the messages go, with the new generation; the other field stays.
+    let patch = json!({"spec": {"gateways": null}});
+    vs_api(&server, "shop")
+        .patch("cart", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let fixed = await_status(&server, "cart", "messages cleared", |o| {
+        o.pointer("/status/validationMessages").is_none()
+    })
+    .await;
+    assert_ne!(fixed["metadata"]["generation"], generation);
+    assert_eq!(
+        fixed["status"]["observedGeneration"], fixed["metadata"]["generation"],
+        "{fixed:#}"
+    );
+    assert_eq!(fixed["status"]["conditions"][0]["type"], "Reconciled");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(galley.status_writes().await, 2.0, "{fixed:#}");
+
+    // A resource without messages and without status is never written.
+    let entry = server
+        .get_object("networking.istio.io/v1", "ServiceEntry", "shop", "cart")
+        .unwrap();
+    assert!(entry.get("status").is_none(), "{entry:#}");
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_writes_status_and_another_takes_over() {
+    let server = server_for_status().await;
+    let api = vs_api(&server, "shop");
+    api.create(
+        &PostParams::default(),
+        &routed_virtual_service("cart", &["missing"]),
+    )
+    .await
+    .unwrap();
+    let first = Galley::start_writing_status(&server, "first").await;
+    let second = Galley::start_writing_status(&server, "second").await;
+    first.wait_ready().await;
+    second.wait_ready().await;
+    await_status(&server, "cart", "status written", |o| {
+        message_codes(o).contains(&"GAL0103".to_string())
+    })
+    .await;
+    // Both serve; exactly one leads, and only it wrote.
+    let (leader, follower) = if first.leading().await {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert!(leader.leading().await);
+    assert!(!follower.leading().await);
+    assert_eq!(leader.status_writes().await, 1.0);
+    assert_eq!(follower.status_writes().await, 0.0);
+    assert_eq!(follower.served().await.len(), 1);
+
+    // The leader stops and releases the Lease: the other takes over and writes what
+    // analysis of the next generation finds.
+    leader.stop().await;
+    eventually("the follower takes the Lease", || follower.leading()).await;
+    let patch = json!({"spec": {"gateways": ["missing", "gone"]}});
+    api.patch("cart", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let written = await_status(&server, "cart", "the new leader writes", |o| {
+        o.pointer("/status/observedGeneration") == o.pointer("/metadata/generation")
+            && message_codes(o).iter().filter(|c| *c == "GAL0103").count() == 2
+    })
+    .await;
+    assert_eq!(follower.status_writes().await, 1.0, "{written:#}");
+}
+
+/// The galley binary, its stderr in a file.
+struct GalleyProcess {
+    child: Child,
+    log: PathBuf,
+    monitoring: SocketAddr,
+}
+
+impl Drop for GalleyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl GalleyProcess {
+    async fn await_log(&self, text: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains(text) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "galley's log never said {text:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn binary_logs_a_forbidden_status_write_keeps_serving_and_writes_once_allowed() {
+    let server = server_for_status().await;
+    vs_api(&server, "shop")
+        .create(
+            &PostParams::default(),
+            &routed_virtual_service("cart", &["missing"]),
+        )
+        .await
+        .unwrap();
+    server.inject_fault(Fault::new("virtualservices", 403).verb("patch"));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = server.write_kubeconfig(dir.path()).unwrap();
+    let (mcp, monitoring) = (dromon_e2e::local_addr(), dromon_e2e::local_addr());
+    let log = dir.path().join("galley.log");
+    let child = Command::new(dromon_e2e::bin_path("galley").unwrap())
+        .args([
+            "--kube",
+            "--kubeconfig",
+            &kubeconfig.display().to_string(),
+            "--lease-namespace",
+            "shop",
+            "--mcp-addr",
+            &mcp.to_string(),
+            "--monitoring-addr",
+            &monitoring.to_string(),
+        ])
+        .env("DROMON_LOG", "info")
+        .env("DROMON_LOG_FORMAT", "text")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let galley = GalleyProcess {
+        child,
+        log,
+        monitoring,
+    };
+    galley
+        .await_log(
+            "forbidden: cannot patch virtualservices.networking.istio.io/status in namespace shop",
+        )
+        .await;
+    let (code, _) = http_get(galley.monitoring, "/ready").await.unwrap();
+    assert_eq!(code, 200, "galley keeps serving");
+    let metrics = http_get(galley.monitoring, "/metrics").await.unwrap().1;
+    assert!(
+        metric_value(&metrics, "galley_status_writes_total{result=\"forbidden\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    assert!(stored_vs(&server, "cart").get("status").is_none());
+
+    // RBAC granted: the next retry writes.
+    server.clear_faults();
+    await_status(&server, "cart", "written after the retry", |o| {
+        message_codes(o).contains(&"GAL0103".to_string())
+    })
+    .await;
+    // The Lease in the namespace given names this process.
+    let lease = server
+        .get_object(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "shop",
+            DEFAULT_LEASE_NAME,
+        )
+        .unwrap();
+    assert!(
+        lease
+            .pointer("/spec/holderIdentity")
+            .and_then(Value::as_str)
+            .is_some_and(|h| !h.is_empty()),
+        "{lease:#}"
+    );
 }

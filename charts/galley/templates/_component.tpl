@@ -24,6 +24,12 @@
 - name: GALLEY_WATCH_NAMESPACES
   value: {{ join "," . | quote }}
 {{- end }}
+- name: GALLEY_WRITE_STATUS
+  value: {{ .Values.writeStatus | quote }}
+{{- if .Values.writeStatus }}
+- name: GALLEY_LEASE_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+{{- end }}
 {{- else }}
 - name: GALLEY_CONFIG_DIR
   value: /etc/dromon/config

@@ -3,7 +3,23 @@
 //! `mesh_model::analyze` and the mixer expression checks of
 //! `mixer_core::analysis` (`GAL0111`), merged into one sorted list.
 
+use std::sync::Arc;
+
 use mesh_model::{AnalysisMessage, Resource, analysis::sort_messages};
+
+use crate::store::ConfigView;
+
+/// One analysis of a published view, as the status writer reads it.
+#[derive(Debug, Clone)]
+pub struct AnalysisRun {
+    /// The view analysed.
+    pub view: Arc<ConfigView>,
+    /// The Kubernetes generation of each object behind the view's files, by file
+    /// name (empty for other sources).
+    pub generations: imbl::HashMap<String, i64>,
+    /// What analysis found, sorted.
+    pub messages: Arc<Vec<AnalysisMessage>>,
+}
 
 /// Every analysis message for `resources`, sorted by resource, code, field and text.
 pub fn analyze(resources: &[&Resource]) -> Vec<AnalysisMessage> {

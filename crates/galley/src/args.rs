@@ -5,7 +5,13 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 use clap::Parser;
 use mesh_runtime::LogArgs;
 
-use crate::{GalleyConfig, KubeConnection, SourceConfig, source::dir::Debounce};
+use mesh_kube::leader::{LeaseConfig, default_identity};
+
+use crate::{
+    GalleyConfig, KubeConnection, SourceConfig,
+    source::dir::Debounce,
+    status::writer::{DEFAULT_LEASE_NAME, StatusConfig},
+};
 
 /// galley: configuration ingestion, validation and distribution (MCP over xDS).
 ///
@@ -27,6 +33,22 @@ pub struct Args {
     /// Namespaces to watch, comma-separated (with `--kube`); every namespace when unset.
     #[arg(long, env = "GALLEY_WATCH_NAMESPACES", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
+    /// Write analysis messages into the status of the resources they are about
+    /// (with `--kube`; `--write-status=false` turns it off). Only the replica holding
+    /// the `galley-status` Lease writes.
+    #[arg(
+        long,
+        env = "GALLEY_WRITE_STATUS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub write_status: bool,
+    /// Namespace of the `galley-status` Lease electing the replica that writes
+    /// status (with `--kube`); usually galley's own.
+    #[arg(long, env = "GALLEY_LEASE_NAMESPACE", default_value = "istio-system")]
+    pub lease_namespace: String,
     /// MCP (xDS gRPC) listen address.
     #[arg(long, env = "GALLEY_MCP_ADDR", default_value = "0.0.0.0:9901")]
     pub mcp_addr: SocketAddr,
@@ -90,6 +112,13 @@ impl Args {
                     .map(|ns| ns.trim().to_string())
                     .filter(|ns| !ns.is_empty())
                     .collect(),
+                status: self.write_status.then(|| StatusConfig {
+                    lease: LeaseConfig::new(
+                        self.lease_namespace.clone(),
+                        DEFAULT_LEASE_NAME,
+                        default_identity(),
+                    ),
+                }),
             },
         };
         GalleyConfig {
@@ -159,6 +188,7 @@ mod tests {
         let SourceConfig::Kubernetes {
             connection: KubeConnection::Args(kube),
             namespaces,
+            status,
         } = args.config().source
         else {
             panic!("expected the Kubernetes source");
@@ -169,5 +199,25 @@ mod tests {
         );
         assert_eq!(kube.kube_context.as_deref(), Some("dev"));
         assert_eq!(namespaces, vec!["shop", "bookinfo"]);
+        // Status is written by default, elected through a Lease.
+        let lease = status.unwrap().lease;
+        assert_eq!(lease.lease_key(), "istio-system/galley-status");
+        assert!(!lease.identity.is_empty());
+    }
+
+    #[test]
+    fn status_writing_can_be_turned_off_and_its_lease_moved() {
+        let status = |args: &[&str]| {
+            let SourceConfig::Kubernetes { status, .. } = parse(args).unwrap().config().source
+            else {
+                panic!("expected the Kubernetes source");
+            };
+            status
+        };
+        assert!(status(&["--kube", "--write-status=false"]).is_none());
+        assert!(status(&["--kube", "--write-status", "false"]).is_none());
+        assert!(status(&["--kube", "--write-status"]).is_some());
+        let moved = status(&["--kube", "--lease-namespace", "dromon"]).unwrap();
+        assert_eq!(moved.lease.lease_key(), "dromon/galley-status");
     }
 }

@@ -7,7 +7,9 @@
 //! whole set ([`analysis`]: cross-resource checks and mixer expressions), and
 //! publishes versioned snapshots to pilot and the mixers over MCP:
 //! `envoy.service.discovery.v3` ADS (state-of-the-world and delta) with one type URL
-//! per collection, on port 9901.
+//! per collection, on port 9901. With the Kubernetes source, the replica holding
+//! the `galley-status` Lease also writes the analysis messages into the status of
+//! the resources they are about ([`status`]).
 //!
 //! Monitoring (15014 in a container): `/metrics`, `/healthz`, `/ready`,
 //! `/debug/configz`, `/debug/syncz`, `/debug/analyze`, `/debug/errors`.
@@ -19,6 +21,7 @@ pub mod metrics;
 pub mod offline;
 pub mod snapshot;
 pub mod source;
+pub mod status;
 pub mod store;
 pub mod webhook;
 
@@ -36,12 +39,14 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    analysis::AnalysisRun,
     metrics::{CollectionLabels, GalleyMetrics, LevelLabels},
     snapshot::SnapshotBuilder,
     source::{
-        ConfigSource, DirectorySource, KubeSource, KubeStatus, SourceError, SourceEvent,
-        dir::Debounce, kube::KubeSourceMetrics,
+        ConfigSource, DirectorySource, KubeObjects, KubeSource, KubeStatus, SourceError,
+        SourceEvent, dir::Debounce, kube::KubeSourceMetrics,
     },
+    status::writer::{StatusConfig, StatusMetrics, StatusWriter},
     store::{ConfigStore, ConfigView},
 };
 
@@ -64,6 +69,9 @@ pub enum SourceConfig {
         connection: KubeConnection,
         /// Namespaces to watch; every namespace when empty.
         namespaces: Vec<String>,
+        /// Write analysis messages into the resources' status (in the replica
+        /// holding the Lease), when set.
+        status: Option<StatusConfig>,
     },
 }
 
@@ -150,6 +158,9 @@ pub enum GalleyError {
     /// A task panicked or was cancelled.
     #[error("galley task failed: {0}")]
     Task(String),
+    /// The status writer's leader election is misconfigured.
+    #[error(transparent)]
+    LeaderElection(#[from] mesh_kube::leader::LeaderElectionError),
 }
 
 /// What the debug endpoints read.
@@ -204,6 +215,8 @@ pub async fn start(
 ) -> Result<Running, GalleyError> {
     let mut registry = Registry::default();
     let kube_status = KubeStatus::default();
+    let objects = KubeObjects::default();
+    let mut status_writer = None;
     let source: Box<dyn ConfigSource> = match &config.source {
         SourceConfig::Directory { path, debounce } => {
             std::fs::metadata(path).map_err(|source| SourceError::Read {
@@ -215,6 +228,7 @@ pub async fn start(
         SourceConfig::Kubernetes {
             connection,
             namespaces,
+            status,
         } => {
             let kube_config = match connection {
                 KubeConnection::Args(args) => args
@@ -223,11 +237,22 @@ pub async fn start(
                     .map_err(|e| SourceError::Kube(Box::new(e)))?,
                 KubeConnection::Config(config) => (**config).clone(),
             };
+            if let Some(status) = status {
+                let client = mesh_kube::client::client_from(kube_config.clone())
+                    .map_err(|e| SourceError::Kube(Box::new(e)))?;
+                status_writer = Some((
+                    client,
+                    status.clone(),
+                    StatusMetrics::register(&mut registry),
+                    mesh_kube::leader::LeaderMetrics::register(&mut registry),
+                ));
+            }
             Box::new(KubeSource::new(
                 kube_config,
                 namespaces.clone(),
                 kube_status.clone(),
                 KubeSourceMetrics::register(&mut registry),
+                objects.clone(),
             ))
         }
     };
@@ -358,9 +383,22 @@ pub async fn start(
         state: state.clone(),
         metrics: metrics.clone(),
         analysis: watch::channel(None).0,
+        generations: imbl::HashMap::new(),
     };
+    let runs = watch::channel(None).0;
+    if let Some((client, status, status_metrics, leader_metrics)) = status_writer {
+        let writer = StatusWriter::new(client, objects, runs.subscribe(), status_metrics);
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            writer
+                .run_elected(status.lease, leader_metrics, sd)
+                .await
+                .map_err(GalleyError::from)
+        });
+    }
     tasks.spawn(run_analysis(
         processor.analysis.subscribe(),
+        runs,
         state,
         metrics,
         shutdown.clone(),
@@ -384,7 +422,16 @@ struct Processor {
     readiness: Readiness,
     state: Arc<RwLock<GalleyState>>,
     metrics: Arc<GalleyMetrics>,
-    analysis: watch::Sender<Option<Arc<ConfigView>>>,
+    analysis: watch::Sender<Option<Published>>,
+    /// Kubernetes generation of the object behind each file.
+    generations: imbl::HashMap<String, i64>,
+}
+
+/// A published view, with the generations of the objects it was read from.
+#[derive(Debug, Clone)]
+struct Published {
+    view: Arc<ConfigView>,
+    generations: imbl::HashMap<String, i64>,
 }
 
 impl Processor {
@@ -411,6 +458,14 @@ impl Processor {
                     }
                     if synced {
                         self.publish();
+                    }
+                }
+                SourceEvent::Generations(generations) => {
+                    for (path, generation) in generations {
+                        match generation {
+                            Some(g) => self.generations.insert(path, g),
+                            None => self.generations.remove(&path),
+                        };
                     }
                 }
                 SourceEvent::Synced => {
@@ -466,7 +521,10 @@ impl Processor {
             state.versions = versions;
         }
         // Analysis runs beside distribution, on the newest view only.
-        self.analysis.send_replace(Some(view));
+        self.analysis.send_replace(Some(Published {
+            view,
+            generations: self.generations.clone(),
+        }));
     }
 }
 
@@ -476,7 +534,8 @@ const ANALYSIS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(
 
 /// Analyses the newest published view, off the publishing path.
 async fn run_analysis(
-    mut views: watch::Receiver<Option<Arc<ConfigView>>>,
+    mut views: watch::Receiver<Option<Published>>,
+    runs: watch::Sender<Option<Arc<AnalysisRun>>>,
     state: Arc<RwLock<GalleyState>>,
     metrics: Arc<GalleyMetrics>,
     shutdown: CancellationToken,
@@ -486,9 +545,10 @@ async fn run_analysis(
             _ = shutdown.cancelled() => return Ok(()),
             changed = views.changed() => if changed.is_err() { return Ok(()) },
         }
-        let Some(view) = views.borrow_and_update().clone() else {
+        let Some(Published { view, generations }) = views.borrow_and_update().clone() else {
             continue;
         };
+        let analysed = view.clone();
         let analysis = tokio::task::spawn_blocking(move || {
             let resources: Vec<&mesh_model::Resource> =
                 view.resources.values().map(|r| r.as_ref()).collect();
@@ -505,7 +565,12 @@ async fn run_analysis(
                 })
                 .set(n as i64);
         }
-        state.write().analysis = analysis;
+        state.write().analysis = analysis.clone();
+        runs.send_replace(Some(Arc::new(AnalysisRun {
+            view: analysed,
+            generations,
+            messages: Arc::new(analysis),
+        })));
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             _ = tokio::time::sleep(ANALYSIS_INTERVAL) => {}

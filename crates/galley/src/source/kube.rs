@@ -23,6 +23,13 @@
 //!   verb and resource (a deployment problem, fixed in RBAC, not by waiting); after
 //!   it, logged and retried while the last good configuration is served;
 //! - any other failure: logged and retried with backoff (0.5 s doubling to 30 s).
+//!
+//! Beside the configuration, each object's generation, resource version and status
+//! are kept in [`KubeObjects`] for galley's status writer, and the generation of
+//! every changed object is sent ahead of its change
+//! ([`SourceEvent::Generations`]).
+
+pub mod objects;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -49,6 +56,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{ConfigSource, FileChange, SourceError, SourceEvent};
+pub use objects::{KubeObjects, ObjectState};
 
 /// Shortest wait before retrying a failed request.
 pub const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -64,6 +72,7 @@ pub struct KubeSource {
     namespaces: Vec<String>,
     status: KubeStatus,
     metrics: Arc<KubeSourceMetrics>,
+    objects: KubeObjects,
 }
 
 impl std::fmt::Debug for KubeSource {
@@ -77,18 +86,21 @@ impl std::fmt::Debug for KubeSource {
 
 impl KubeSource {
     /// A source reading from the API server `config` names, in `namespaces` (all
-    /// namespaces when empty); it reports each watch's state to `status`.
+    /// namespaces when empty); it reports each watch's state to `status`, and each
+    /// object's generation, resource version and status to `objects`.
     pub fn new(
         config: kube::Config,
         namespaces: Vec<String>,
         status: KubeStatus,
         metrics: Arc<KubeSourceMetrics>,
+        objects: KubeObjects,
     ) -> Self {
         Self {
             config,
             namespaces,
             status,
             metrics,
+            objects,
         }
     }
 }
@@ -285,8 +297,10 @@ struct Watch {
     namespace: Option<String>,
     /// Path -> content of every object reported.
     objects: HashMap<String, String>,
-    /// Objects of a list in progress.
-    relist: Option<HashMap<String, String>>,
+    /// Objects of a list in progress, with their state.
+    relist: Option<HashMap<String, (String, ObjectState)>>,
+    /// Where each object's generation, resource version and status go.
+    states: KubeObjects,
     /// The first list completed (or the CRD is missing).
     synced: bool,
     crd_missing: bool,
@@ -311,11 +325,12 @@ impl Watch {
                 let (path, content) = object_document(&self.resource, &object);
                 self.relist
                     .get_or_insert_with(HashMap::new)
-                    .insert(path, content);
+                    .insert(path, (content, ObjectState::of(&object)));
             }
             watcher::Event::InitDone => {
                 let listed = self.relist.take().unwrap_or_default();
-                for (path, content) in &listed {
+                for (path, (content, state)) in &listed {
+                    self.states.set(path, state.clone());
                     if self.objects.get(path) != Some(content) {
                         out.push(FileChange {
                             path: path.clone(),
@@ -325,16 +340,21 @@ impl Watch {
                 }
                 for path in self.objects.keys() {
                     if !listed.contains_key(path) {
+                        self.states.remove(path);
                         out.push(FileChange {
                             path: path.clone(),
                             content: None,
                         });
                     }
                 }
-                self.objects = listed;
+                self.objects = listed
+                    .into_iter()
+                    .map(|(path, (content, _))| (path, content))
+                    .collect();
             }
             watcher::Event::Apply(object) => {
                 let (path, content) = object_document(&self.resource, &object);
+                self.states.set(&path, ObjectState::of(&object));
                 if self.objects.get(&path) != Some(&content) {
                     out.push(FileChange {
                         path: path.clone(),
@@ -345,6 +365,7 @@ impl Watch {
             }
             watcher::Event::Delete(object) => {
                 let (path, _) = object_document(&self.resource, &object);
+                self.states.remove(&path);
                 if self.objects.remove(&path).is_some() {
                     out.push(FileChange {
                         path,
@@ -472,6 +493,7 @@ impl KubeSource {
                     namespace: namespace.clone(),
                     objects: HashMap::new(),
                     relist: None,
+                    states: self.objects.clone(),
                     synced: false,
                     crd_missing: false,
                 });
@@ -502,7 +524,24 @@ impl KubeSource {
             }
             if !changes.is_empty() {
                 tracing::debug!(changed = changes.len(), "Kubernetes resources changed");
-                if tx.send(SourceEvent::Changes(changes)).await.is_err() {
+                // The generations first, so galley never sees content without the
+                // generation it belongs to.
+                let generations = changes
+                    .iter()
+                    .map(|c| {
+                        let generation = c
+                            .content
+                            .as_ref()
+                            .and_then(|_| self.objects.generation(&c.path));
+                        (c.path.clone(), generation)
+                    })
+                    .collect();
+                if tx
+                    .send(SourceEvent::Generations(generations))
+                    .await
+                    .is_err()
+                    || tx.send(SourceEvent::Changes(changes)).await.is_err()
+                {
                     return Ok(());
                 }
             }
@@ -610,6 +649,7 @@ mod tests {
             namespace: None,
             objects: HashMap::new(),
             relist: None,
+            states: KubeObjects::default(),
             synced: false,
             crd_missing: false,
         }
@@ -688,6 +728,42 @@ mod tests {
         watch.apply(watcher::Event::Delete(mk_vs("c", "c")), &mut out);
         assert_eq!(out.len(), 1);
         assert!(out[0].content.is_none());
+    }
+
+    #[test]
+    fn object_states_follow_the_watch_status_changes_included() {
+        let mut watch = mk_watch();
+        let states = watch.states.clone();
+        let path = "kubernetes/virtualservices.networking.istio.io/shop/a";
+        let mut out = Vec::new();
+        watch.apply(watcher::Event::Init, &mut out);
+        watch.apply(watcher::Event::InitApply(mk_vs("a", "a")), &mut out);
+        assert!(
+            states.get(path).is_none(),
+            "nothing before the list completes"
+        );
+        watch.apply(watcher::Event::InitDone, &mut out);
+        let listed = states.get(path).unwrap();
+        assert_eq!(listed.resource_version.as_deref(), Some("7"));
+        assert_eq!(listed.status, Some(json!({"validationMessages": []})));
+        out.clear();
+
+        // A status-only change is no configuration change, but is recorded.
+        let mut written = mk_vs("a", "a");
+        written.metadata.resource_version = Some("8".into());
+        written.data["status"] = json!({"observedGeneration": 1});
+        let mut changes = states.subscribe();
+        changes.borrow_and_update();
+        watch.apply(watcher::Event::Apply(written), &mut out);
+        assert!(out.is_empty());
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(
+            states.get(path).unwrap().status,
+            Some(json!({"observedGeneration": 1}))
+        );
+
+        watch.apply(watcher::Event::Delete(mk_vs("a", "a")), &mut out);
+        assert!(states.get(path).is_none());
     }
 
     #[test]

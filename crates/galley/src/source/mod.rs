@@ -15,13 +15,17 @@ use tokio_util::sync::CancellationToken;
 
 pub use crate::store::FileChange;
 pub use dir::{DirectorySource, collect_config_files};
-pub use kube::{KubeSource, KubeStatus};
+pub use kube::{KubeObjects, KubeSource, KubeStatus};
 
 /// What a source reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceEvent {
     /// Files changed (added, modified or deleted).
     Changes(Vec<FileChange>),
+    /// The Kubernetes generation (`metadata.generation`) of the objects behind the
+    /// files of the next [`SourceEvent::Changes`], sent just before it; `None`
+    /// forgets a file's. Only the Kubernetes source sends it.
+    Generations(Vec<(String, Option<i64>)>),
     /// The initial load is complete.
     Synced,
 }
