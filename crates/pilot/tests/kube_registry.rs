@@ -211,6 +211,7 @@ async fn start_pilot_unready_with(
                 },
                 cluster_domain: "cluster.local".into(),
             }),
+            trust_domain: "cluster.local".into(),
         },
         shutdown.clone(),
     )
