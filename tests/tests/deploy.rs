@@ -830,6 +830,7 @@ fn kubernetes_modes_render_valid_and_switch_each_component_to_the_cluster() {
     let pilot = rendered.one("Deployment", "pilot");
     assert_eq!(value(pilot, "PILOT_KUBE"), "true");
     assert_eq!(value(pilot, "PILOT_CLUSTER_DOMAIN"), "cluster.local");
+    assert_eq!(value(pilot, "PILOT_TRUST_DOMAIN"), "cluster.local");
     let citadel = rendered.one("Deployment", "citadel");
     assert_eq!(value(citadel, "CITADEL_KUBE_TOKEN_REVIEW"), "true");
     assert_eq!(value(citadel, "CITADEL_KUBE_SECRETS"), "true");

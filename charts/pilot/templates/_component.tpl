@@ -32,6 +32,8 @@
   value: {{ .Values.debounce | quote }}
 - name: PILOT_DEBOUNCE_MAX
   value: {{ .Values.debounceMax | quote }}
+- name: PILOT_TRUST_DOMAIN
+  value: {{ include "pilot.trustDomain" . | quote }}
 {{- if .Values.kubernetes.enabled }}
 - name: PILOT_KUBE
   value: "true"

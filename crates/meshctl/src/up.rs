@@ -173,6 +173,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
                 galley_identity: Some(galley_identity.clone()),
             }),
             kube: None,
+            trust_domain: trust_domain.clone(),
         },
         shutdown.clone(),
     )

@@ -59,6 +59,10 @@ pub struct Args {
     /// Cluster domain of Kubernetes service hosts (`<svc>.<ns>.svc.<domain>`).
     #[arg(long, env = "PILOT_CLUSTER_DOMAIN", default_value = crate::kube::DEFAULT_CLUSTER_DOMAIN)]
     pub cluster_domain: String,
+    /// Trust domain of workload identities: under `ISTIO_MUTUAL` a cluster checks
+    /// the server's `spiffe://<trust domain>/ns/<ns>/sa/<account>`.
+    #[arg(long, env = "PILOT_TRUST_DOMAIN", default_value = crate::model::DEFAULT_TRUST_DOMAIN)]
+    pub trust_domain: String,
     /// How to reach the Kubernetes API server (with `--kube`).
     #[command(flatten)]
     pub kube_args: mesh_kube::KubeArgs,
@@ -92,6 +96,7 @@ impl Args {
                     cluster_domain: self.cluster_domain.clone(),
                 }
             }),
+            trust_domain: self.trust_domain.clone(),
         }
     }
 
@@ -144,6 +149,13 @@ mod tests {
         .kube
         .unwrap_or_default();
         assert_eq!(kube.cluster_domain, "corp.internal");
+        assert_eq!(parse(&[]).config().trust_domain, "cluster.local");
+        assert_eq!(
+            parse(&["--trust-domain", "corp.example"])
+                .config()
+                .trust_domain,
+            "corp.example"
+        );
         assert!(
             Args::try_parse_from(["pilot", "--config-dir", "x", "--registries", "consul"]).is_err()
         );

@@ -1,8 +1,10 @@
 //! The Kubernetes service registry: Services, EndpointSlices, Pods and Nodes of
 //! every namespace, followed with `kube::runtime` reflectors and read as the
-//! mesh's [`Service`]s ([`convert`] says how). Pods and Nodes are watched as
-//! metadata only (labels are all the registry reads of them), which keeps their
-//! specs and statuses (a node's image list, say) out of pilot's memory.
+//! mesh's [`Service`]s ([`convert`] says how). Nodes are watched as metadata only
+//! (labels are all the registry reads of them); Pods are cut down to their labels
+//! and service account before they are cached ([`convert::strip_pod`]). Either way
+//! specs and statuses (a node's image list, a pod's containers) stay out of
+//! pilot's memory.
 //!
 //! [`KubeRegistry::watch`] returns the registry and the future that keeps its
 //! caches current; every change bumps a counter the translator waits on. The
@@ -56,7 +58,7 @@ pub struct KubeRegistryConfig {
 pub struct KubeRegistry {
     services: Store<KubeService>,
     slices: Store<EndpointSlice>,
-    pods: Store<PartialObjectMeta<Pod>>,
+    pods: Store<Pod>,
     nodes: Store<PartialObjectMeta<Node>>,
     cluster_domain: String,
 }
@@ -117,10 +119,8 @@ impl KubeRegistry {
                     ),
                     feed.clone().reflect(
                         pods_w,
-                        watcher::watcher(
-                            Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-                            config()
-                        ),
+                        watcher::watcher(Api::<Pod>::all(client.clone()), config())
+                            .modify(convert::strip_pod),
                         "pods"
                     ),
                     feed.clone().reflect(

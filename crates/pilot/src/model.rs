@@ -4,7 +4,7 @@
 //! in [`crate::kube`]) implements [`ServiceRegistry`]; translation reads only
 //! [`Service`] values, never the registry's own resources.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mesh_model::{
     Resource, Spec,
@@ -37,12 +37,77 @@ pub struct Service {
     /// Labels of the workloads that serve the service (ServiceEntry
     /// `workloadSelector`); a sidecar carrying them gets the service's inbound ports.
     pub workload_selector: Option<Labels>,
+    /// Server identities the service declares beyond its endpoints' service
+    /// accounts (ServiceEntry `subjectAltNames`).
+    pub subject_alt_names: Vec<String>,
+    /// The registry that declared the service.
+    pub registry: RegistryKind,
+}
+
+/// Which registry a service comes from; a few rules differ between them (a
+/// Kubernetes headless service's outbound traffic is matched by endpoint address).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RegistryKind {
+    /// A ServiceEntry resource.
+    #[default]
+    ServiceEntry,
+    /// A Kubernetes Service.
+    Kubernetes,
+}
+
+impl RegistryKind {
+    /// The registry's name, as `--registries` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistryKind::ServiceEntry => "serviceentry",
+            RegistryKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+/// The trust domain of workload identities when none is configured.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// The SPIFFE identity of service account `account` in `namespace`:
+/// `spiffe://<trust domain>/ns/<namespace>/sa/<account>`.
+pub fn spiffe_id(trust_domain: &str, namespace: &str, account: &str) -> String {
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{account}")
 }
 
 impl Service {
     /// The port with this number, if the service has one.
     pub fn port(&self, number: u32) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
+    }
+
+    /// The identities a client accepts from the service's servers, sorted, each
+    /// once: the SPIFFE id of every endpoint's service account (in the service's
+    /// namespace, under `trust_domain`) and the declared `subject_alt_names`.
+    pub fn identities(&self, trust_domain: &str) -> Vec<String> {
+        let accounts = self
+            .endpoints
+            .iter()
+            .filter(|e| !e.service_account.is_empty())
+            .map(|e| spiffe_id(trust_domain, &self.namespace, &e.service_account));
+        let declared = self
+            .subject_alt_names
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned();
+        accounts
+            .chain(declared)
+            .collect::<BTreeSet<String>>()
+            .into_iter()
+            .collect()
+    }
+
+    /// The service accounts of the endpoints, sorted, each once.
+    pub fn service_accounts(&self) -> BTreeSet<&str> {
+        self.endpoints
+            .iter()
+            .map(|e| e.service_account.as_str())
+            .filter(|s| !s.is_empty())
+            .collect()
     }
 }
 
@@ -72,6 +137,9 @@ pub struct Endpoint {
     pub locality: String,
     /// Load balancing weight; `None` means 1.
     pub weight: Option<u32>,
+    /// Service account the workload runs as (a Pod's `serviceAccountName`, a
+    /// WorkloadEntry's `serviceAccount`); empty when unknown.
+    pub service_account: String,
 }
 
 impl Endpoint {
@@ -173,11 +241,14 @@ fn service_from_entry(host: String, namespace: &str, se: &ServiceEntry) -> Servi
                 labels: e.labels.clone(),
                 locality: e.locality.clone(),
                 weight: e.weight,
+                service_account: e.service_account.clone(),
             })
             .collect(),
         export_to: se.export_to.clone(),
         addresses: se.addresses.clone(),
         workload_selector: se.workload_selector.as_ref().map(|w| w.labels.clone()),
+        subject_alt_names: se.subject_alt_names.clone(),
+        registry: RegistryKind::ServiceEntry,
     }
 }
 
@@ -220,6 +291,29 @@ mod tests {
     }
 
     #[test]
+    fn service_entry_identities_are_endpoint_accounts_and_declared_names() {
+        let reg = mk_registry(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: a, namespace: ns}\nspec:\n  hosts: [svc]\n  resolution: STATIC\n  ports: [{number: 80, name: http, protocol: HTTP}]\n  subjectAltNames: [spiffe://cluster.local/ns/ns/sa/b, x.example.com]\n  endpoints:\n  - {address: 10.0.0.1, serviceAccount: b}\n  - {address: 10.0.0.2, serviceAccount: a}\n  - {address: 10.0.0.3}\n",
+        );
+        let s = &reg.services()[0];
+        assert_eq!(s.registry, RegistryKind::ServiceEntry);
+        assert_eq!(s.endpoints[0].service_account, "b");
+        assert_eq!(
+            s.service_accounts().into_iter().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(
+            s.identities("td"),
+            [
+                "spiffe://cluster.local/ns/ns/sa/b",
+                "spiffe://td/ns/ns/sa/a",
+                "spiffe://td/ns/ns/sa/b",
+                "x.example.com"
+            ]
+        );
+    }
+
+    #[test]
     fn first_registry_wins_on_merge() {
         struct Fixed(Vec<Service>);
         impl ServiceRegistry for Fixed {
@@ -237,6 +331,8 @@ mod tests {
             export_to: vec![],
             addresses: vec![],
             workload_selector: None,
+            subject_alt_names: vec![],
+            registry: RegistryKind::ServiceEntry,
         };
         let a = Fixed(vec![mk("a")]);
         let b = Fixed(vec![mk("b")]);

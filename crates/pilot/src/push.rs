@@ -11,18 +11,21 @@
 //!
 //! A change that moves only endpoints (the services' shape and every rule are as
 //! before) recomputes only EDS: the other sets of every snapshot are kept as they
-//! are, so nothing else is re-sent or even re-encoded.
+//! are, so nothing else is re-sent or even re-encoded. An endpoint whose service
+//! account is new to its service changes the clusters (their SAN matchers), and an
+//! endpoint of a headless service coming or going changes sidecar listeners (which
+//! match those endpoints' addresses): both are full pushes.
 //!
 //! Resources are interned by name and content across scopes and pushes: an unchanged
 //! cluster is the same shared, already-encoded resource in every snapshot.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::Arc,
 };
 
 use mesh_mcp::McpView;
-use mesh_model::{Kind, Resource};
+use mesh_model::{Kind, Resource, networking::Resolution};
 use mesh_xds::{Snapshot, SnapshotCache, TypedResources, XdsResource, type_url};
 
 use crate::{
@@ -106,17 +109,40 @@ impl ServiceRegistry for Fixed<'_> {
     }
 }
 
-/// Services with the endpoints of EDS services left out: what clusters, routes and
-/// listeners depend on.
-fn shape(services: &[Service]) -> Vec<Service> {
+/// What clusters, routes and listeners read of a service: all of it but the
+/// endpoints of services resolved STATIC or NONE, of which only the service
+/// accounts count (clusters verify their identities) and, for NONE, the addresses
+/// (a sidecar's listeners match a headless service's endpoints by address).
+#[derive(Debug, PartialEq)]
+struct Shape {
+    service: Service,
+    accounts: BTreeSet<String>,
+    addresses: BTreeSet<String>,
+}
+
+fn shape(services: &[Service]) -> Vec<Shape> {
     services
         .iter()
         .map(|s| {
-            let mut s = s.clone();
-            if translate::clusters::uses_eds(&s) {
-                s.endpoints.clear();
+            let mut service = s.clone();
+            let (accounts, addresses) = match s.resolution {
+                Resolution::Static | Resolution::None => {
+                    service.endpoints.clear();
+                    let accounts = s.service_accounts().into_iter().map(String::from).collect();
+                    let addresses = if s.resolution == Resolution::None {
+                        s.endpoints.iter().map(|e| e.address.clone()).collect()
+                    } else {
+                        BTreeSet::new()
+                    };
+                    (accounts, addresses)
+                }
+                Resolution::Dns | Resolution::DnsRoundRobin => (BTreeSet::new(), BTreeSet::new()),
+            };
+            Shape {
+                service,
+                accounts,
+                addresses,
             }
-            s
         })
         .collect()
 }
@@ -150,6 +176,7 @@ pub struct PushEngine {
     variants: HashMap<(ScopeKey, String), Variant>,
     groups: HashMap<String, GroupEntry>,
     interner: Interner,
+    trust_domain: String,
 }
 
 impl PushEngine {
@@ -162,7 +189,19 @@ impl PushEngine {
             variants: HashMap::new(),
             groups: HashMap::new(),
             interner: Interner::default(),
+            trust_domain: crate::model::DEFAULT_TRUST_DOMAIN.to_string(),
         }
+    }
+
+    /// The same engine naming workload identities under `trust_domain`.
+    pub fn with_trust_domain(mut self, trust_domain: &str) -> Self {
+        self.trust_domain = trust_domain.to_string();
+        self
+    }
+
+    /// The trust domain of workload identities.
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
     }
 
     /// The configuration served now.
@@ -229,7 +268,8 @@ impl PushEngine {
         for scope in self.scopes.values_mut() {
             let proxy = &scope.proxy;
             let (services, resources) = visible(proxy, &inputs.services, &inputs.resources);
-            scope.ctx = MeshContext::new(services, &resources);
+            scope.ctx =
+                MeshContext::new(services, &resources).with_trust_domain(&self.trust_domain);
             let endpoints = translate::endpoints::build_endpoints(&scope.ctx, proxy);
             let set = Arc::new(self.interner.set(type_url::ENDPOINT, endpoints));
             scope.sets.insert(type_url::ENDPOINT, set);
@@ -335,7 +375,7 @@ impl PushEngine {
                 .any(|m| !m.source_labels.is_empty()),
             _ => false,
         });
-        let ctx = MeshContext::new(services, &resources);
+        let ctx = MeshContext::new(services, &resources).with_trust_domain(&self.trust_domain);
         let mut sets = BTreeMap::new();
         let mut clusters = translate::clusters::build_clusters(&ctx, proxy);
         let endpoints = translate::endpoints::build_endpoints(&ctx, proxy);

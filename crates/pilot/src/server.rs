@@ -75,6 +75,9 @@ pub struct PilotConfig {
     /// The Kubernetes service registry, merged before ServiceEntries; `None` for
     /// ServiceEntries only.
     pub kube: Option<KubeRegistryConfig>,
+    /// Trust domain of workload identities: clusters under `ISTIO_MUTUAL` check
+    /// `spiffe://<trust domain>/ns/<ns>/sa/<account>` of the service's endpoints.
+    pub trust_domain: String,
 }
 
 /// pilot's certificate and what it is used for: the mTLS xDS port (15011), where
@@ -198,6 +201,7 @@ pub async fn run(config: PilotConfig, shutdown: CancellationToken) -> Result<(),
 struct PilotState {
     inputs: Arc<Inputs>,
     cache: SnapshotCache,
+    trust_domain: String,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -324,9 +328,15 @@ pub async fn start(
     let readiness = Readiness::new();
     let cache = SnapshotCache::new();
     let status = SyncStatus::new();
+    let trust_domain = if config.trust_domain.is_empty() {
+        crate::model::DEFAULT_TRUST_DOMAIN.to_string()
+    } else {
+        config.trust_domain.clone()
+    };
     let state = Arc::new(RwLock::new(PilotState {
         inputs: Arc::new(Inputs::default()),
         cache: cache.clone(),
+        trust_domain: trust_domain.clone(),
     }));
 
     let ads = AdsServer::new(
@@ -419,7 +429,7 @@ pub async fn start(
         Ok(())
     });
     let translator = Translator {
-        engine: PushEngine::new(cache.clone()),
+        engine: PushEngine::new(cache.clone()).with_trust_domain(&trust_domain),
         demand: cache.demand(),
         readiness: readiness.clone(),
         state,
@@ -612,21 +622,33 @@ async fn configz(State(s): State<DebugState>) -> Json<Value> {
 }
 
 async fn registryz(State(s): State<DebugState>) -> Json<Value> {
-    let inputs = s.pilot.read().inputs.clone();
+    let (inputs, trust_domain) = {
+        let pilot = s.pilot.read();
+        (pilot.inputs.clone(), pilot.trust_domain.clone())
+    };
     let services: Vec<Value> = inputs
         .services
         .iter()
-        .map(|svc| {
-            json!({
-                "host": svc.host,
-                "namespace": svc.namespace,
-                "ports": svc.ports.iter().map(|p| json!({"number": p.number, "name": p.name})).collect::<Vec<_>>(),
-                "endpoints": svc.endpoints.len(),
-                "exportTo": svc.export_to,
-            })
-        })
+        .map(|svc| registry_entry(svc, &trust_domain))
         .collect();
     Json(json!({ "services": services }))
+}
+
+/// One service as `/debug/registryz` shows it: its registry, resolution, ports,
+/// endpoint count, the service accounts of its endpoints and the identities its
+/// clusters verify under `ISTIO_MUTUAL`.
+fn registry_entry(svc: &Service, trust_domain: &str) -> Value {
+    json!({
+        "host": svc.host,
+        "namespace": svc.namespace,
+        "registry": svc.registry.as_str(),
+        "resolution": svc.resolution,
+        "ports": svc.ports.iter().map(|p| json!({"number": p.number, "name": p.name})).collect::<Vec<_>>(),
+        "endpoints": svc.endpoints.len(),
+        "serviceAccounts": svc.service_accounts(),
+        "identities": svc.identities(trust_domain),
+        "exportTo": svc.export_to,
+    })
 }
 
 #[derive(Debug, serde::Deserialize)]

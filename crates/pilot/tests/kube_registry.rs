@@ -19,14 +19,23 @@ use kube_testserver::{Fault, KubeTestServer};
 use mesh_api::envoy::{
     envoy::{
         config::{
-            cluster::v3::Cluster,
-            core::v3::{Node, address, socket_address::PortSpecifier},
+            cluster::v3::{
+                Cluster,
+                cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
+            },
+            core::v3::{
+                Node, address, socket_address::PortSpecifier, transport_socket::ConfigType,
+            },
             endpoint::v3::{ClusterLoadAssignment, lb_endpoint::HostIdentifier},
+        },
+        extensions::transport_sockets::tls::v3::{
+            UpstreamTlsContext, common_tls_context::ValidationContextType,
         },
         service::discovery::v3::{
             DiscoveryRequest, DiscoveryResponse,
             aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
         },
+        r#type::matcher::v3::string_matcher::MatchPattern,
     },
     google::protobuf::{Struct, Value, value::Kind},
 };
@@ -49,8 +58,18 @@ struct Ads {
 
 impl Ads {
     async fn connect(addr: SocketAddr, namespace: &str) -> Self {
+        Self::connect_as(addr, namespace, format!("client-{namespace}")).await
+    }
+
+    /// A workload's Envoy in `namespace`.
+    async fn connect_sidecar(addr: SocketAddr, namespace: &str) -> Self {
+        let id = format!("sidecar~10.1.9.9~client.{namespace}~{namespace}.svc.cluster.local");
+        Self::connect_as(addr, namespace, id).await
+    }
+
+    async fn connect_as(addr: SocketAddr, namespace: &str, id: String) -> Self {
         let node = Node {
-            id: format!("client-{namespace}"),
+            id,
             metadata: Some(Struct {
                 fields: [(
                     "NAMESPACE".to_string(),
@@ -108,6 +127,40 @@ impl Ads {
             panic!("unexpected {} response {}", r.type_url, r.version_info);
         }
     }
+}
+
+/// The cluster `name` of a CDS response.
+fn cluster(resp: &DiscoveryResponse, name: &str) -> Cluster {
+    resp.resources
+        .iter()
+        .map(|a| Cluster::decode(a.value.as_slice()).unwrap())
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no cluster {name}"))
+}
+
+/// The server identities a proxyless client's cluster checks (ISTIO_MUTUAL).
+fn verified_sans(c: &Cluster) -> Vec<String> {
+    let Some(ConfigType::TypedConfig(any)) = c
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.as_ref())
+    else {
+        panic!("{}: no TLS", c.name);
+    };
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    let Some(ValidationContextType::ValidationContext(v)) =
+        tls.common_tls_context.unwrap().validation_context_type
+    else {
+        panic!("{}: no validation context", c.name);
+    };
+    #[allow(deprecated)] // What gRPC reads.
+    v.match_subject_alt_names
+        .into_iter()
+        .filter_map(|m| match m.match_pattern {
+            Some(MatchPattern::Exact(s)) => Some(s),
+            _ => None,
+        })
+        .collect()
 }
 
 fn cluster_names(resp: &DiscoveryResponse) -> Vec<String> {
@@ -211,6 +264,7 @@ async fn start_pilot_unready_with(
                 },
                 cluster_domain: "cluster.local".into(),
             }),
+            trust_domain: "cluster.local".into(),
         },
         shutdown.clone(),
     )
@@ -266,14 +320,23 @@ fn web_slice(endpoints: &[(&str, bool)]) -> EndpointSlice {
     .unwrap()
 }
 
-async fn translations(addr: SocketAddr, kind: &str) -> u64 {
+/// The body of `GET path` on pilot's monitoring port.
+async fn get(addr: SocketAddr, path: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: pilot\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: pilot\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+async fn translations(addr: SocketAddr, kind: &str) -> u64 {
+    let body = get(addr, "/metrics").await;
     let prefix = format!("pilot_translations_total{{kind=\"{kind}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -433,8 +496,22 @@ async fn headless_services_and_export_to() {
     assert_eq!(
         endpoints(&eds, WEB),
         ["10.1.0.7:8080"],
-        "headless endpoints"
+        "a proxyless client (no original destination clusters) gets EDS"
     );
+
+    let mut sidecar = Ads::connect_sidecar(pilot.xds, "shop").await;
+    sidecar.request(CLUSTER, &[], None).await;
+    let cds = sidecar.next(CLUSTER, &[]).await;
+    let web = cluster(&cds, WEB);
+    assert_eq!(
+        web.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32
+        )),
+        "a sidecar reaches a headless service at the address the app dialled"
+    );
+    assert_eq!(web.lb_policy, LbPolicy::ClusterProvided as i32);
+    assert!(web.eds_cluster_config.is_none() && web.load_assignment.is_none());
 
     let mut other = Ads::connect(pilot.xds, "other").await;
     other.request(CLUSTER, &[], None).await;
@@ -604,4 +681,115 @@ async fn pod_labels_choose_subset_endpoints_and_relabelling_is_eds_only() {
         }
     }
     assert_eq!(translations(pilot.monitoring, "full").await, full_before);
+}
+
+/// A running pod `name` of `web` at `ip`, running as `account` (none: `default`).
+fn web_pod(name: &str, ip: &str, account: Option<&str>) -> serde_json::Value {
+    let mut spec = json!({"containers": [{"name": "app", "image": "web"}]});
+    if let Some(account) = account {
+        spec["serviceAccountName"] = json!(account);
+    }
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"app": "web"}},
+        "spec": spec,
+        "status": {"podIP": ip, "phase": "Running"}})
+}
+
+/// A slice of `web` whose endpoints point at `(ip, pod)`.
+fn web_slice_of_pods(pods: &[(&str, &str)]) -> EndpointSlice {
+    let ips: Vec<(&str, bool)> = pods.iter().map(|(ip, _)| (*ip, true)).collect();
+    let mut slice = web_slice(&ips);
+    for (ep, (_, pod)) in slice.endpoints.iter_mut().zip(pods) {
+        ep.target_ref = Some(
+            serde_json::from_value(json!({"kind": "Pod", "name": pod, "namespace": "shop"}))
+                .unwrap(),
+        );
+    }
+    slice
+}
+
+const ISTIO_MUTUAL: &str = "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: web, namespace: shop}
+spec:
+  host: web.shop.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+";
+
+#[tokio::test]
+async fn pod_service_accounts_become_verified_identities_and_a_new_account_is_a_full_push() {
+    let server = KubeTestServer::start().await.unwrap();
+    let client = server.client();
+    create_namespace(&client, "shop").await;
+    server
+        .apply_object(web_pod("web-1", "10.1.0.1", Some("web")))
+        .unwrap();
+    server
+        .apply_object(web_pod("web-2", "10.1.0.2", None))
+        .unwrap();
+    Api::<KubeService>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &web_service(json!({}), None))
+        .await
+        .unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "shop");
+    slices
+        .create(
+            &PostParams::default(),
+            &web_slice_of_pods(&[("10.1.0.1", "web-1"), ("10.1.0.2", "web-2")]),
+        )
+        .await
+        .unwrap();
+    let pilot = start_pilot_with(&server, ISTIO_MUTUAL).await;
+
+    let mut ads = Ads::connect(pilot.xds, "shop").await;
+    ads.request(CLUSTER, &[], None).await;
+    let cds = ads.next(CLUSTER, &[]).await;
+    assert_eq!(
+        verified_sans(&cluster(&cds, WEB)),
+        [
+            "spiffe://cluster.local/ns/shop/sa/default",
+            "spiffe://cluster.local/ns/shop/sa/web"
+        ],
+        "each pod's service account, `default` when it names none"
+    );
+    let registry: serde_json::Value =
+        serde_json::from_str(&get(pilot.monitoring, "/debug/registryz").await).unwrap();
+    let web = &registry["services"][0];
+    assert_eq!(web["host"], "web.shop.svc.cluster.local");
+    assert_eq!(web["registry"], "kubernetes");
+    assert_eq!(web["serviceAccounts"], json!(["default", "web"]));
+    assert_eq!(
+        web["identities"],
+        json!([
+            "spiffe://cluster.local/ns/shop/sa/default",
+            "spiffe://cluster.local/ns/shop/sa/web"
+        ])
+    );
+
+    // A pod running as a new account joins: the clusters change, a full push.
+    let full_before = translations(pilot.monitoring, "full").await;
+    server
+        .apply_object(web_pod("web-3", "10.1.0.3", Some("web-canary")))
+        .unwrap();
+    let mut slice = slices.get("web-abc").await.unwrap();
+    slice.endpoints = web_slice_of_pods(&[
+        ("10.1.0.1", "web-1"),
+        ("10.1.0.2", "web-2"),
+        ("10.1.0.3", "web-3"),
+    ])
+    .endpoints;
+    slices
+        .replace("web-abc", &PostParams::default(), &slice)
+        .await
+        .unwrap();
+    let cds = ads.next(CLUSTER, &[]).await;
+    assert_eq!(
+        verified_sans(&cluster(&cds, WEB)),
+        [
+            "spiffe://cluster.local/ns/shop/sa/default",
+            "spiffe://cluster.local/ns/shop/sa/web",
+            "spiffe://cluster.local/ns/shop/sa/web-canary"
+        ]
+    );
+    assert!(translations(pilot.monitoring, "full").await > full_before);
 }

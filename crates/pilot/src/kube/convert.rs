@@ -3,9 +3,10 @@
 //!
 //! - A Service `<name>` in `<ns>` becomes the host `<name>.<ns>.svc.<cluster domain>`,
 //!   inside the mesh. A ClusterIP service resolves `STATIC` (EDS) with its cluster IPs
-//!   as addresses; a headless one (`clusterIP: None`) resolves `NONE` (still EDS, its
-//!   endpoints being the pods), without addresses; an ExternalName service resolves by
-//!   DNS to its external name.
+//!   as addresses; a headless one (`clusterIP: None`) resolves `NONE`, without
+//!   addresses, its endpoints being the pods (sidecars reach them through an original
+//!   destination cluster, see [`crate::translate::clusters`]); an ExternalName
+//!   service resolves by DNS to its external name.
 //! - Port protocols: `appProtocol` first, then the port name (`http`, `http-web`,
 //!   `grpc-web-x`, ...), then UDP from the port's transport; anything else is unknown
 //!   (TCP).
@@ -18,7 +19,9 @@
 //!   The first address of an endpoint is used; an address listed by two slices
 //!   counts once.
 //! - An endpoint pointing at a Pod carries the pod's labels (DestinationRule
-//!   subsets). Its locality is `region/zone/subzone`: the pod label `istio-locality`
+//!   subsets) and service account (`spec.serviceAccountName`, `default` when unset),
+//!   whose SPIFFE identity clients verify under `ISTIO_MUTUAL`; an endpoint without
+//!   a known pod has no service account. Its locality is `region/zone/subzone`: the pod label `istio-locality`
 //!   (`region.zone.subzone`) when present, else the node's
 //!   `topology.kubernetes.io/region`, the slice's zone (or the node's
 //!   `topology.kubernetes.io/zone`) and the node's `topology.istio.io/subzone`, the
@@ -31,10 +34,10 @@ use std::{
 
 use k8s_openapi::{
     api::{
-        core::v1::{Node, Pod, Service as KubeService, ServicePort as KubeServicePort},
+        core::v1::{Node, Pod, PodSpec, Service as KubeService, ServicePort as KubeServicePort},
         discovery::v1::EndpointSlice,
     },
-    apimachinery::pkg::util::intstr::IntOrString,
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
 };
 use kube::core::PartialObjectMeta;
 use mesh_model::{
@@ -42,7 +45,7 @@ use mesh_model::{
     protocol::Protocol,
 };
 
-use crate::model::{Endpoint, Service, ServicePort};
+use crate::model::{Endpoint, RegistryKind, Service, ServicePort};
 
 /// The annotation holding a Service's exportTo.
 pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
@@ -64,8 +67,9 @@ pub struct ClusterObjects {
     pub services: Vec<Arc<KubeService>>,
     /// EndpointSlices.
     pub slices: Vec<Arc<EndpointSlice>>,
-    /// Pods, metadata only.
-    pub pods: Vec<Arc<PartialObjectMeta<Pod>>>,
+    /// Pods: name, namespace, labels and service account only (see
+    /// [`strip_pod`]).
+    pub pods: Vec<Arc<Pod>>,
     /// Nodes, metadata only.
     pub nodes: Vec<Arc<PartialObjectMeta<Node>>>,
 }
@@ -79,7 +83,7 @@ pub fn services(objects: &ClusterObjects, cluster_domain: &str) -> Vec<Service> 
             slices.entry((ns, svc)).or_default().push(slice);
         }
     }
-    let pods: HashMap<(&str, &str), &PartialObjectMeta<Pod>> = objects
+    let pods: HashMap<(&str, &str), &Pod> = objects
         .pods
         .iter()
         .map(|p| {
@@ -112,9 +116,46 @@ pub fn services(objects: &ClusterObjects, cluster_domain: &str) -> Vec<Service> 
     out
 }
 
+/// The service account of pods that name none.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+
+/// Reduces a Pod to what the registry reads (name, namespace, labels, service
+/// account), so the cache does not hold every pod's full spec and status.
+pub fn strip_pod(pod: &mut Pod) {
+    let meta = std::mem::take(&mut pod.metadata);
+    pod.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        labels: meta.labels,
+        resource_version: meta.resource_version,
+        uid: meta.uid,
+        ..ObjectMeta::default()
+    };
+    let account = pod
+        .spec
+        .take()
+        .and_then(|s| s.service_account_name)
+        .filter(|s| !s.is_empty());
+    pod.spec = Some(PodSpec {
+        service_account_name: account,
+        ..PodSpec::default()
+    });
+    pod.status = None;
+}
+
+/// A pod's service account: `spec.serviceAccountName`, else `default`.
+fn service_account(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|s| !s.is_empty())
+        .unwrap_or(DEFAULT_SERVICE_ACCOUNT)
+        .to_string()
+}
+
 /// Pods and nodes by key, for endpoint labels and localities.
 struct Lookup<'a> {
-    pods: HashMap<(&'a str, &'a str), &'a PartialObjectMeta<Pod>>,
+    pods: HashMap<(&'a str, &'a str), &'a Pod>,
     nodes: HashMap<&'a str, &'a PartialObjectMeta<Node>>,
 }
 
@@ -184,6 +225,7 @@ fn service(
                 labels: Labels::new(),
                 locality: String::new(),
                 weight: None,
+                service_account: String::new(),
             }],
         ),
         None if spec.cluster_ip.as_deref() == Some("None") => (
@@ -213,6 +255,8 @@ fn service(
         export_to,
         addresses,
         workload_selector,
+        subject_alt_names: Vec::new(),
+        registry: RegistryKind::Kubernetes,
     }
 }
 
@@ -262,6 +306,7 @@ fn endpoints(namespace: &str, slices: &[&EndpointSlice], lookup: &Lookup<'_>) ->
                     .unwrap_or_default(),
                 locality: locality(pod, node, ep.zone.as_deref()),
                 weight: None,
+                service_account: pod.map(service_account).unwrap_or_default(),
             });
         }
     }
@@ -270,7 +315,7 @@ fn endpoints(namespace: &str, slices: &[&EndpointSlice], lookup: &Lookup<'_>) ->
 
 /// `region/zone/subzone` of an endpoint; empty when nothing is known.
 fn locality(
-    pod: Option<&PartialObjectMeta<Pod>>,
+    pod: Option<&Pod>,
     node: Option<&PartialObjectMeta<Node>>,
     zone: Option<&str>,
 ) -> String {

@@ -3,11 +3,18 @@
 use std::sync::Arc;
 
 use mesh_mcp::McpView;
-use mesh_model::{ParseOptions, parse_document_set};
+use mesh_model::{
+    ParseOptions,
+    networking::{Location, Resolution},
+    parse_document_set,
+};
 use mesh_xds::{Snapshot, SnapshotCache, type_url};
 
-use super::PushEngine;
-use crate::proxy::{Proxy, ProxyKind};
+use super::{Inputs, PushEngine};
+use crate::{
+    model::{Endpoint, RegistryKind, Service, ServicePort},
+    proxy::{Proxy, ProxyKind},
+};
 
 fn view(yaml: &str, generation: u64) -> Arc<McpView> {
     let set = parse_document_set("t.yaml", yaml, &ParseOptions::default());
@@ -346,5 +353,93 @@ fn a_workload_selected_sidecar_scopes_only_its_workloads() {
     assert_eq!(
         names(&cache.get(&open).unwrap(), type_url::ENDPOINT).len(),
         2
+    );
+}
+
+/// A Kubernetes service `<name>.shop`, headless or with a cluster IP, with
+/// endpoints `(address, service account)`.
+fn kube_service(name: &str, headless: bool, endpoints: &[(&str, &str)]) -> Service {
+    Service {
+        host: format!("{name}.shop.svc.cluster.local"),
+        namespace: "shop".into(),
+        ports: vec![ServicePort {
+            number: 5432,
+            name: "tcp".into(),
+            protocol: None,
+            target_port: None,
+        }],
+        resolution: if headless {
+            Resolution::None
+        } else {
+            Resolution::Static
+        },
+        location: Location::MeshInternal,
+        endpoints: endpoints
+            .iter()
+            .map(|(address, account)| Endpoint {
+                address: address.to_string(),
+                ports: Default::default(),
+                labels: Default::default(),
+                locality: String::new(),
+                weight: None,
+                service_account: account.to_string(),
+            })
+            .collect(),
+        export_to: Vec::new(),
+        addresses: if headless {
+            Vec::new()
+        } else {
+            vec!["10.96.0.1".into()]
+        },
+        workload_selector: None,
+        subject_alt_names: Vec::new(),
+        registry: RegistryKind::Kubernetes,
+    }
+}
+
+#[test]
+fn new_service_accounts_and_headless_endpoints_are_full_pushes() {
+    let cache = SnapshotCache::new();
+    let mut engine = PushEngine::new(cache.clone());
+    let sidecar = group(ProxyKind::Sidecar, "shop", "x");
+    let proxyless = group(ProxyKind::Proxyless, "shop", "x");
+    let _w = [cache.watch(&sidecar), cache.watch(&proxyless)];
+    let empty = view("", 1);
+    let mut push =
+        |services: &[Service]| engine.update_inputs(Inputs::from_view_and(empty.clone(), services));
+    let db = |eps: &[(&str, &str)]| kube_service("db", false, eps);
+    let pg = |eps: &[(&str, &str)]| kube_service("pg", true, eps);
+    assert!(!push(&[db(&[("10.1.0.1", "db")]), pg(&[("10.1.0.5", "pg")])]).endpoints_only);
+
+    // A new pod running as an account the service already has: EDS only.
+    let stats = push(&[
+        db(&[("10.1.0.1", "db"), ("10.1.0.2", "db")]),
+        pg(&[("10.1.0.5", "pg")]),
+    ]);
+    assert!(stats.endpoints_only, "{stats:?}");
+
+    // A pod running as a new account changes the clusters' SAN matchers.
+    let stats = push(&[
+        db(&[("10.1.0.1", "db"), ("10.1.0.2", "db-v2")]),
+        pg(&[("10.1.0.5", "pg")]),
+    ]);
+    assert!(!stats.endpoints_only, "{stats:?}");
+
+    // A headless service's new endpoint changes sidecar listeners.
+    let stats = push(&[
+        db(&[("10.1.0.1", "db"), ("10.1.0.2", "db-v2")]),
+        pg(&[("10.1.0.5", "pg"), ("10.1.0.6", "pg")]),
+    ]);
+    assert!(!stats.endpoints_only, "{stats:?}");
+    let snapshot = cache.get(&sidecar).unwrap();
+    assert!(
+        !names(&snapshot, type_url::ENDPOINT)
+            .contains(&"outbound|5432||pg.shop.svc.cluster.local".to_string()),
+        "sidecars reach headless services without EDS"
+    );
+    assert!(
+        names(&cache.get(&proxyless).unwrap(), type_url::ENDPOINT)
+            .contains(&"outbound|5432||pg.shop.svc.cluster.local".to_string()),
+        "proxyless clients get the headless service's endpoints"
     );
 }

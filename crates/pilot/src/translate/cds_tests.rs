@@ -615,15 +615,22 @@ fn arb_mesh() -> impl Strategy<Value = (Vec<Resource>, Proxy)> {
         "h.io",
         "unix:///s",
     ]);
-    let endpoint = (addr, locality.clone(), 0u32..3, any::<Option<u32>>()).prop_map(
-        |(a, loc, net, weight)| WorkloadEntry {
+    let account = prop::sample::select(vec!["", "a", "b"]);
+    let endpoint = (
+        addr,
+        locality.clone(),
+        0u32..3,
+        any::<Option<u32>>(),
+        account,
+    )
+        .prop_map(|(a, loc, net, weight, sa)| WorkloadEntry {
             address: a.to_string(),
             locality: loc.to_string(),
             labels: [("net".to_string(), net.to_string())].into(),
             weight,
+            service_account: sa.to_string(),
             ..Default::default()
-        },
-    );
+        });
     let entry = (
         host.clone(),
         resolution,
@@ -815,6 +822,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Whatever the rules say, priorities are contiguous from 0, Envoy's rules hold,
+    /// services resolved NONE are original destination clusters for sidecars only,
     /// and a proxyless client only sees what gRPC accepts.
     #[test]
     fn any_rule_gives_contiguous_priorities_and_grpc_acceptable_clusters(
@@ -824,6 +832,24 @@ proptest! {
         let registry = ServiceEntryRegistry::from_resources(&refs);
         let out = translate_for(&registry, &refs, &proxy);
         prop_assert_eq!(validate::check(&out), Vec::new());
+        let none: std::collections::BTreeSet<String> = registry
+            .services()
+            .into_iter()
+            .filter(|s| s.resolution == mesh_model::networking::Resolution::None)
+            .map(|s| s.host)
+            .collect();
+        for (name, any) in &out.clusters {
+            let c = Cluster::decode(any.value.as_slice()).expect("decodes");
+            let host = name.rsplit('|').next().unwrap_or_default();
+            let original_dst = c.cluster_discovery_type
+                == Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32));
+            prop_assert_eq!(
+                original_dst,
+                proxy.kind == ProxyKind::Sidecar && none.contains(host),
+                "{}", name
+            );
+            prop_assert!(!original_dst || !out.endpoints.iter().any(|(n, _)| n == name));
+        }
         for (name, any) in &out.endpoints {
             let cla = ClusterLoadAssignment::decode(any.value.as_slice()).expect("decodes");
             prop_assert!(contiguous(&cla), "{}: {:?}", name, cla);

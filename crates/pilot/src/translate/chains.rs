@@ -326,27 +326,46 @@ pub(crate) struct ChainSet {
 
 impl ChainSet {
     /// Adds `chain` unless an earlier chain already claims its match. A chain matching
-    /// on server names keeps the names no earlier chain claimed. Returns whether the
-    /// chain (or part of it) was added.
+    /// on server names keeps the names no earlier chain claimed, then one matching on
+    /// destination prefixes the prefixes no earlier chain claimed. Returns whether
+    /// the chain (or part of it) was added.
     pub(crate) fn push(&mut self, listener: &str, mut chain: FilterChain) -> bool {
-        let taken = |set: &BTreeSet<MatchKey>, m: Option<&FilterChainMatch>| {
-            match_keys(m).iter().any(|k| set.contains(k))
+        let taken = |set: &BTreeSet<MatchKey>, m: &FilterChainMatch| {
+            match_keys(Some(m)).iter().any(|k| set.contains(k))
         };
-        if taken(&self.taken, chain.filter_chain_match.as_ref()) {
+        let default = FilterChainMatch::default();
+        if taken(
+            &self.taken,
+            chain.filter_chain_match.as_ref().unwrap_or(&default),
+        ) {
             let kept = match chain.filter_chain_match.as_mut() {
-                Some(m) if !m.server_names.is_empty() => {
+                Some(m) if !m.server_names.is_empty() || !m.prefix_ranges.is_empty() => {
                     let names = std::mem::take(&mut m.server_names);
+                    let had_names = !names.is_empty();
                     for name in names {
                         let probe = FilterChainMatch {
                             server_names: vec![name.clone()],
                             ..m.clone()
                         };
-                        if !taken(&self.taken, Some(&probe)) {
+                        if !taken(&self.taken, &probe) {
                             m.server_names.push(name);
                         }
                     }
-                    // No names left would mean "any name": broader, not narrower.
-                    !m.server_names.is_empty()
+                    let prefixes = std::mem::take(&mut m.prefix_ranges);
+                    let had_prefixes = !prefixes.is_empty();
+                    for prefix in prefixes {
+                        let probe = FilterChainMatch {
+                            prefix_ranges: vec![prefix.clone()],
+                            ..m.clone()
+                        };
+                        if !taken(&self.taken, &probe) {
+                            m.prefix_ranges.push(prefix);
+                        }
+                    }
+                    // An emptied list would mean "any": broader, not narrower.
+                    (!had_names || !m.server_names.is_empty())
+                        && (!had_prefixes || !m.prefix_ranges.is_empty())
+                        && !taken(&self.taken, m)
                 }
                 _ => false,
             };

@@ -17,6 +17,20 @@
 //! Fields gRPC merely ignores (connect timeout, upstream HTTP protocol options,
 //! consecutive-error outlier detection) are kept. Ring sizes are capped at 8M
 //! entries, which both Envoy and gRPC require.
+//!
+//! Services resolved `NONE` (Kubernetes headless services, ServiceEntries without
+//! endpoints) send a sidecar's connection where the application sent it: sidecars
+//! get an `ORIGINAL_DST` cluster (load balancer `CLUSTER_PROVIDED`, no endpoints,
+//! the DestinationRule's load balancer and locality settings not applying); a
+//! ServiceEntry port's `targetPort` becomes the cluster's upstream port override.
+//! Gateways, which receive connections addressed to themselves, and proxyless gRPC
+//! clients, which have no original destination cluster, get an EDS cluster of the
+//! service's endpoints instead.
+//!
+//! Under `ISTIO_MUTUAL` a cluster verifies the server's identity: the
+//! DestinationRule's `subjectAltNames` when it lists some, else the service's
+//! identities ([`Service::identities`]: its endpoints' service accounts as SPIFFE
+//! ids, plus a ServiceEntry's `subjectAltNames`), the same list for every subset.
 
 use std::collections::BTreeMap;
 
@@ -28,7 +42,7 @@ use mesh_api::envoy::{
                 circuit_breakers::Thresholds,
                 cluster::{
                     ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig,
-                    LbConfig, LbPolicy, MaglevLbConfig, RingHashLbConfig,
+                    LbConfig, LbPolicy, MaglevLbConfig, OriginalDstLbConfig, RingHashLbConfig,
                     common_lb_config::{LocalityConfigSpecifier, LocalityWeightedLbConfig},
                 },
             },
@@ -60,7 +74,7 @@ use super::{
     endpoints::{self, locality::LocalityPlan},
     into_sorted, pack, pack_named, parse_pb_duration, type_url,
 };
-use crate::model::{Service, ServicePort};
+use crate::model::{RegistryKind, Service, ServicePort};
 use crate::proxy::{Proxy, ProxyKind};
 
 pub mod tls;
@@ -83,15 +97,20 @@ pub fn build_clusters(ctx: &MeshContext, proxy: &Proxy) -> Vec<NamedResource> {
     let mut notes = Notes::default();
     for service in ctx.services.values() {
         let rule = ctx.destination_rules.get(&service.host);
+        let identities = service.identities(&ctx.trust_domain);
         for port in &service.ports {
             let subsets = rule.map(|r| r.subsets.as_slice()).unwrap_or(&[]);
             let subsets = std::iter::once(None)
                 .chain(subsets.iter().filter(|s| !s.name.is_empty()).map(Some));
             for subset in subsets {
                 let policy = effective_policy(rule, subset, port.number);
-                if let Some(cluster) =
-                    build_cluster(service, port, subset, &policy, proxy, &mut notes)
-                {
+                let target = ClusterTarget {
+                    service,
+                    port,
+                    subset,
+                    identities: &identities,
+                };
+                if let Some(cluster) = build_cluster(target, &policy, proxy, &mut notes) {
                     out.insert(cluster.name.clone(), pack(type_url::CLUSTER, &cluster));
                 }
             }
@@ -124,9 +143,29 @@ impl Notes {
     }
 }
 
-/// Whether clusters of `service` get their endpoints over EDS.
-pub fn uses_eds(service: &Service) -> bool {
-    matches!(service.resolution, Resolution::Static | Resolution::None)
+/// Whether `kind`'s clusters of `service` get their endpoints over EDS.
+pub fn uses_eds(service: &Service, kind: ProxyKind) -> bool {
+    match service.resolution {
+        Resolution::Static => true,
+        Resolution::None => !original_dst(service, kind),
+        Resolution::Dns | Resolution::DnsRoundRobin => false,
+    }
+}
+
+/// Whether `kind`'s clusters of `service` forward to the original destination:
+/// services resolved `NONE`, for sidecars only.
+pub fn original_dst(service: &Service, kind: ProxyKind) -> bool {
+    service.resolution == Resolution::None && kind == ProxyKind::Sidecar
+}
+
+/// What one cluster is built for.
+#[derive(Debug, Clone, Copy)]
+struct ClusterTarget<'a> {
+    service: &'a Service,
+    port: &'a ServicePort,
+    subset: Option<&'a Subset>,
+    /// The identities the service's servers may present.
+    identities: &'a [String],
 }
 
 /// The policies in force for one cluster: the rule's, then its port-level settings,
@@ -195,13 +234,17 @@ pub fn effective_policy(
 }
 
 fn build_cluster(
-    service: &Service,
-    port: &ServicePort,
-    subset: Option<&Subset>,
+    target: ClusterTarget<'_>,
     policy: &EffectivePolicy,
     proxy: &Proxy,
     notes: &mut Notes,
 ) -> Option<Cluster> {
+    let ClusterTarget {
+        service,
+        port,
+        subset,
+        identities,
+    } = target;
     let proxyless = proxy.kind == ProxyKind::Proxyless;
     let subset_name = subset.map(|s| s.name.as_str()).unwrap_or("");
     let name = cluster_name(port.number, subset_name, &service.host);
@@ -223,7 +266,23 @@ fn build_cluster(
         policy.outlier_detection.as_ref(),
         proxy,
     );
+    let original_dst = original_dst(service, proxy.kind);
     match service.resolution {
+        Resolution::None if original_dst => {
+            cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(
+                DiscoveryType::OriginalDst as i32,
+            ));
+            cluster.lb_policy = LbPolicy::ClusterProvided as i32;
+            let override_port = port
+                .target_port
+                .filter(|_| service.registry == RegistryKind::ServiceEntry);
+            if let Some(value) = override_port {
+                cluster.lb_config = Some(LbConfig::OriginalDstLbConfig(OriginalDstLbConfig {
+                    upstream_port_override: Some(UInt32Value { value }),
+                    ..Default::default()
+                }));
+            }
+        }
         Resolution::Static | Resolution::None => {
             cluster.cluster_discovery_type =
                 Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
@@ -263,14 +322,16 @@ fn build_cluster(
             cluster.load_assignment = Some(assignment);
         }
     }
-    apply_load_balancer(&mut cluster, policy.load_balancer.as_ref(), proxyless);
+    if !original_dst {
+        apply_load_balancer(&mut cluster, policy.load_balancer.as_ref(), proxyless);
+    }
     if let Some(cp) = &policy.connection_pool {
         cluster.circuit_breakers = circuit_breakers(cp);
     }
     if let Some(od) = &policy.outlier_detection {
         apply_outlier_detection(&mut cluster, od);
     }
-    if plan.weighted() {
+    if plan.weighted() && !original_dst {
         cluster
             .common_lb_config
             .get_or_insert_with(CommonLbConfig::default)
@@ -283,8 +344,14 @@ fn build_cluster(
         port: port.number,
         subset: subset_name,
     };
-    cluster.transport_socket =
-        tls::transport_socket(policy.tls.as_ref(), identity, proxy.kind, &name, notes);
+    cluster.transport_socket = tls::transport_socket(
+        policy.tls.as_ref(),
+        identity,
+        identities,
+        proxy.kind,
+        &name,
+        notes,
+    );
     if let Some(options) = http_protocol_options(port, policy.connection_pool.as_ref()) {
         // A single entry, so the map encodes deterministically.
         cluster

@@ -38,7 +38,7 @@ use locality::{LocalityPlan, Rank};
 /// by `proxy`, sorted by cluster name.
 pub fn build_endpoints(ctx: &MeshContext, proxy: &Proxy) -> Vec<NamedResource> {
     let mut out: BTreeMap<String, Any> = BTreeMap::new();
-    for service in ctx.services.values().filter(|s| uses_eds(s)) {
+    for service in ctx.services.values().filter(|s| uses_eds(s, proxy.kind)) {
         let rule = ctx.destination_rules.get(&service.host);
         let subsets = rule.map(|r| r.subsets.as_slice()).unwrap_or(&[]);
         for port in &service.ports {
@@ -110,6 +110,7 @@ pub fn dns_load_assignment(
             labels: Labels::new(),
             locality: String::new(),
             weight: None,
+            service_account: String::new(),
         };
         let port_number = port.target_port.unwrap_or(port.number);
         chosen.push((&host_endpoint, socket(&service.host, port_number)));

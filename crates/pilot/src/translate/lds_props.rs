@@ -12,7 +12,7 @@ use super::{
     *,
 };
 use crate::{
-    model::{Service, ServicePort},
+    model::{Endpoint, RegistryKind, Service, ServicePort},
     proxy::ProxyKind,
 };
 
@@ -48,33 +48,71 @@ fn arb_service() -> impl Strategy<Value = Service> {
             0..3,
         ),
         proptest::bool::ANY,
+        (
+            prop_oneof![
+                Just(RegistryKind::ServiceEntry),
+                Just(RegistryKind::Kubernetes)
+            ],
+            prop_oneof![Just(Resolution::None), Just(Resolution::Static)],
+            proptest::collection::vec(
+                (
+                    prop_oneof![
+                        Just("10.1.0.1"),
+                        Just("10.1.0.2"),
+                        Just("fd00::1"),
+                        Just("db.example.com"),
+                    ],
+                    prop_oneof![Just(""), Just("a"), Just("b")],
+                ),
+                0..3,
+            ),
+        ),
     )
-        .prop_map(|(name, domain, ports, addresses, wildcard)| Service {
-            host: if wildcard {
-                format!("*.{domain}")
-            } else {
-                format!("{name}.{domain}")
+        .prop_map(
+            |(name, domain, ports, addresses, wildcard, (registry, resolution, endpoints))| {
+                Service {
+                    host: if wildcard {
+                        format!("*.{domain}")
+                    } else {
+                        format!("{name}.{domain}")
+                    },
+                    namespace: "ns".to_string(),
+                    ports: ports
+                        .into_iter()
+                        .map(|(number, protocol)| ServicePort {
+                            number,
+                            name: format!("p{number}"),
+                            protocol,
+                            target_port: None,
+                        })
+                        .collect(),
+                    resolution,
+                    location: Location::MeshExternal,
+                    endpoints: endpoints
+                        .into_iter()
+                        .map(|(address, account)| Endpoint {
+                            address: address.to_string(),
+                            ports: Default::default(),
+                            labels: Default::default(),
+                            locality: String::new(),
+                            weight: None,
+                            service_account: account.to_string(),
+                        })
+                        .collect(),
+                    addresses: addresses.into_iter().map(String::from).collect(),
+                    workload_selector: None,
+                    export_to: Vec::new(),
+                    subject_alt_names: Vec::new(),
+                    registry,
+                }
             },
-            namespace: "ns".to_string(),
-            ports: ports
-                .into_iter()
-                .map(|(number, protocol)| ServicePort {
-                    number,
-                    name: format!("p{number}"),
-                    protocol,
-                    target_port: None,
-                })
-                .collect(),
-            resolution: Resolution::None,
-            location: Location::MeshExternal,
-            endpoints: Vec::new(),
-            addresses: addresses.into_iter().map(String::from).collect(),
-            workload_selector: None,
-            export_to: Vec::new(),
-        })
+        )
 }
 
 proptest! {
+    /// Headless services (resolved NONE, Kubernetes or with endpoints) sharing
+    /// ports and endpoint addresses with each other and with services that have
+    /// virtual addresses still give listeners without overlapping chains.
     #[test]
     fn random_services_give_listeners_envoy_accepts(
         services in proptest::collection::vec(arb_service(), 0..8),

@@ -40,6 +40,10 @@ mod cds_tests;
 #[cfg(test)]
 mod gateway_tests;
 #[cfg(test)]
+mod headless_tests;
+#[cfg(test)]
+mod identity_tests;
+#[cfg(test)]
 mod lds_props;
 #[cfg(test)]
 mod lds_tests;
@@ -149,6 +153,8 @@ pub struct MeshContext {
     vs_exact: std::collections::HashMap<String, usize>,
     /// Wildcard hosts of `virtual_services`, in key order.
     vs_wildcard: Vec<(String, usize)>,
+    /// Trust domain of workload identities (`spiffe://<trust domain>/ns/..`).
+    pub trust_domain: String,
 }
 
 pub use mesh_model::security::ROOT_NAMESPACE;
@@ -181,7 +187,10 @@ impl MeshContext {
         sorted.sort_by(|a, b| {
             (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name))
         });
-        let mut ctx = Self::default();
+        let mut ctx = Self {
+            trust_domain: crate::model::DEFAULT_TRUST_DOMAIN.to_string(),
+            ..Self::default()
+        };
         for r in sorted {
             match &r.spec {
                 Spec::DestinationRule(dr) => {
@@ -220,6 +229,12 @@ impl MeshContext {
             }
         }
         ctx
+    }
+
+    /// The same context with workload identities under `trust_domain`.
+    pub fn with_trust_domain(mut self, trust_domain: &str) -> Self {
+        self.trust_domain = trust_domain.to_string();
+        self
     }
 
     /// The first mesh VirtualService (in key order) with a host covering `host`,

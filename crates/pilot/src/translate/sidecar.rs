@@ -15,8 +15,22 @@
 //! Envoy refuses a listener whose chains overlap, so on a collision the service first
 //! in host order keeps the match. Connections matching no chain take the listener's
 //! default chain, the same passthrough or black hole as `virtualOutbound`.
+//!
+//! Headless services (resolved `NONE`, no addresses) are reached at their
+//! endpoints' own addresses, through an original destination cluster. On HTTP ports
+//! the route for the host picks that cluster. On other ports the service's chain
+//! matches its endpoints' IPs (each a /32 or /128; no SNI, the address says which
+//! pod is meant), so several headless services and the ClusterIP services on one
+//! port stay apart, one listener per port as for every service: a Kubernetes
+//! headless service without ready endpoints has no chain, as nothing could serve
+//! it. A ServiceEntry resolved `NONE` has no endpoints (validation refuses them)
+//! and keeps the chain for the whole port, so connections to any address on it
+//! take the entry's cluster.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
 
 use mesh_api::envoy::{
     envoy::{
@@ -26,7 +40,8 @@ use mesh_api::envoy::{
                 cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
             },
             core::v3::{
-                BindConfig, SocketAddress, TrafficDirection, socket_address::PortSpecifier,
+                BindConfig, CidrRange, SocketAddress, TrafficDirection,
+                socket_address::PortSpecifier,
             },
             endpoint::v3::ClusterLoadAssignment,
             listener::v3::{FilterChain, FilterChainMatch, Listener},
@@ -38,8 +53,8 @@ use mesh_api::envoy::{
 use mesh_model::{
     host::{fqdn, host_covered_by},
     networking::{
-        L4MatchAttributes, OutboundTrafficMode, RouteDestination, Sidecar, TlsMatchAttributes,
-        VirtualService,
+        L4MatchAttributes, OutboundTrafficMode, Resolution, RouteDestination, Sidecar,
+        TlsMatchAttributes, VirtualService,
     },
 };
 
@@ -57,7 +72,7 @@ use super::{
     type_url,
 };
 use crate::{
-    model::{Service, ServicePort},
+    model::{RegistryKind, Service, ServicePort},
     proxy::Proxy,
 };
 
@@ -201,7 +216,6 @@ fn port_listener(
     let mut sni = false;
     let mut http_seen = false;
     for (service, sp) in services {
-        let prefixes = addresses(service);
         if is_http(sp) {
             if std::mem::replace(&mut http_seen, true) {
                 continue;
@@ -219,6 +233,10 @@ fn port_listener(
             catch_all |= chains.push(&name, chain);
             continue;
         }
+        let Some(prefixes) = destination_prefixes(service) else {
+            continue;
+        };
+        let headless = is_headless(service);
         let vs = ctx.virtual_service_for(&service.host);
         if is_tls(sp) {
             sni = true;
@@ -252,7 +270,7 @@ fn port_listener(
                 }
             }
             let cluster = cluster_name(port, "", &service.host);
-            let server_names = if service.host == "*" {
+            let server_names = if service.host == "*" || headless {
                 Vec::new()
             } else {
                 vec![service.host.clone()]
@@ -316,19 +334,45 @@ fn is_catch_all(chain: &FilterChain) -> bool {
         .is_none_or(|m| *m == FilterChainMatch::default())
 }
 
-/// A service's virtual addresses as CIDR ranges (malformed ones left out).
-fn addresses(service: &Service) -> Vec<mesh_api::envoy::envoy::config::core::v3::CidrRange> {
-    service
-        .addresses
-        .iter()
-        .filter_map(|a| {
-            let c = parse_cidr(a);
-            if c.is_none() {
-                tracing::warn!(host = %service.host, address = %a, "service address is not an IP or CIDR; ignored");
-            }
-            c
-        })
-        .collect()
+/// Whether `service` is headless: resolved `NONE`, without virtual addresses, and
+/// either a Kubernetes service or one with endpoints. Its non-HTTP traffic is told
+/// apart by its endpoints' addresses.
+fn is_headless(service: &Service) -> bool {
+    service.resolution == Resolution::None
+        && service.addresses.is_empty()
+        && (service.registry == RegistryKind::Kubernetes || !service.endpoints.is_empty())
+}
+
+/// The destination prefixes of a service's non-HTTP chains: its virtual addresses
+/// (malformed ones left out), or a headless service's endpoint IPs (sorted, each
+/// once). Empty means the whole port; `None` that the service gets no chain (a
+/// headless service without IP endpoints).
+fn destination_prefixes(service: &Service) -> Option<Vec<CidrRange>> {
+    if is_headless(service) {
+        let ips: BTreeSet<IpAddr> = service
+            .endpoints
+            .iter()
+            .filter_map(|e| e.address.parse::<IpAddr>().ok())
+            .collect();
+        return (!ips.is_empty()).then(|| {
+            ips.iter()
+                .filter_map(|ip| parse_cidr(&ip.to_string()))
+                .collect()
+        });
+    }
+    Some(
+        service
+            .addresses
+            .iter()
+            .filter_map(|a| {
+                let c = parse_cidr(a);
+                if c.is_none() {
+                    tracing::warn!(host = %service.host, address = %a, "service address is not an IP or CIDR; ignored");
+                }
+                c
+            })
+            .collect(),
+    )
 }
 
 /// Whether a match condition is for this sidecar (not a gateway) on `port`. Matches on

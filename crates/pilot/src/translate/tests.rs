@@ -1005,11 +1005,20 @@ fn arb_resources() -> impl Strategy<Value = Vec<Resource>> {
 
 proptest! {
     /// Whatever the specs hold, translation never panics, is deterministic, and
-    /// never produces what Envoy would refuse.
+    /// never produces what Envoy would refuse; the proxyless client it is for gets
+    /// EDS clusters for services resolved NONE, never original destination ones.
     #[test]
     fn unvalidated_specs_translate_to_valid_envoy(resources in arb_resources()) {
         let out = mk_translate(&resources);
         prop_assert_eq!(validate::check(&out), Vec::new());
+        for (name, any) in &out.clusters {
+            let c = Cluster::decode(any.value.as_slice()).expect("decodes");
+            prop_assert_ne!(
+                c.cluster_discovery_type,
+                Some(ClusterDiscoveryType::Type(DiscoveryType::OriginalDst as i32)),
+                "{}", name
+            );
+        }
         let mut reversed = resources.clone();
         reversed.reverse();
         prop_assert_eq!(out, mk_translate(&reversed));

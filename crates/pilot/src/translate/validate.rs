@@ -8,7 +8,9 @@
 //! listeners (proxyless gRPC) and for listeners bound to addresses (sidecars and
 //! gateways: address set, no two filter chains matching the same connections, a
 //! terminal filter last, the router last in every HttpConnectionManager, RDS names
-//! that exist, TLS contexts with SDS secrets that have names and sources).
+//! that exist, TLS contexts with SDS secrets that have names and sources), and for
+//! clusters (an assignment for every EDS cluster, inline endpoints for DNS clusters,
+//! `ORIGINAL_DST` only with `CLUSTER_PROVIDED` and without endpoints).
 //! [`check_references`] adds a rule Envoy does not enforce (it answers 503 or closes
 //! the connection at run time instead): every cluster a route or TCP proxy names
 //! exists. User configuration can break it (a route to an undeclared host), so it
@@ -19,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use mesh_api::envoy::envoy::config::{
     cluster::v3::{
         Cluster,
-        cluster::{ClusterDiscoveryType, DiscoveryType},
+        cluster::{ClusterDiscoveryType, DiscoveryType, LbPolicy},
     },
     endpoint::v3::ClusterLoadAssignment,
     listener::v3::Listener,
@@ -141,6 +143,16 @@ pub enum Violation {
         /// The cluster.
         cluster: String,
     },
+    /// A cluster's discovery type and load balancer do not fit together: an
+    /// `ORIGINAL_DST` cluster needs the `CLUSTER_PROVIDED` policy and no endpoints
+    /// (inline or EDS), and only it may use that policy.
+    #[error("{cluster}: {reason}")]
+    InvalidCluster {
+        /// Cluster name.
+        cluster: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// A logical DNS cluster does not have exactly one endpoint.
     #[error("{cluster}: LOGICAL_DNS cluster needs exactly one endpoint")]
     LogicalDnsEndpoints {
@@ -213,6 +225,14 @@ pub fn check(resources: &EnvoyResources) -> Vec<Violation> {
             Some(ClusterDiscoveryType::Type(t)) => DiscoveryType::try_from(t).ok(),
             _ => None,
         };
+        if c.lb_policy == LbPolicy::ClusterProvided as i32
+            && kind != Some(DiscoveryType::OriginalDst)
+        {
+            out.push(Violation::InvalidCluster {
+                cluster: name.clone(),
+                reason: "lb_policy CLUSTER_PROVIDED is only valid for ORIGINAL_DST clusters",
+            });
+        }
         match kind {
             Some(DiscoveryType::Eds) => {
                 let service = c
@@ -234,6 +254,23 @@ pub fn check(resources: &EnvoyResources) -> Vec<Violation> {
                     out.push(Violation::MissingField {
                         name: name.clone(),
                         field: "eds_cluster_config.eds_config",
+                    });
+                }
+            }
+            Some(DiscoveryType::OriginalDst) => {
+                let reason = if c.lb_policy != LbPolicy::ClusterProvided as i32 {
+                    Some("ORIGINAL_DST cluster needs lb_policy CLUSTER_PROVIDED")
+                } else if c.load_assignment.is_some() {
+                    Some("ORIGINAL_DST cluster must have no load assignment")
+                } else if c.eds_cluster_config.is_some() {
+                    Some("ORIGINAL_DST cluster must have no EDS configuration")
+                } else {
+                    None
+                };
+                if let Some(reason) = reason {
+                    out.push(Violation::InvalidCluster {
+                        cluster: name.clone(),
+                        reason,
                     });
                 }
             }

@@ -179,7 +179,12 @@ fn headless_external_name_and_export_to() {
         ["db.shop.svc.corp.internal", "ext.shop.svc.corp.internal"]
     );
     let db = &services[0];
-    assert_eq!(db.resolution, Resolution::None);
+    assert_eq!(
+        db.resolution,
+        Resolution::None,
+        "headless: sidecars reach the endpoints through an original destination cluster"
+    );
+    assert_eq!(db.registry, RegistryKind::Kubernetes);
     assert!(db.addresses.is_empty());
     assert_eq!(db.export_to, [".", "other"]);
     assert_eq!(db.endpoints.len(), 1);
@@ -228,4 +233,44 @@ fn pod_labels_and_locality_from_nodes_or_the_pod_label() {
     assert_eq!(eps[1].locality, "r2/z2/s2", "istio-locality wins");
     assert!(eps[2].labels.is_empty());
     assert_eq!(eps[2].locality, "");
+    let accounts: Vec<&str> = eps.iter().map(|e| e.service_account.as_str()).collect();
+    assert_eq!(
+        accounts,
+        ["web", "default", ""],
+        "the pod's service account, `default` when it names none, none without a pod"
+    );
+    assert_eq!(
+        services[0].identities("cluster.local"),
+        [
+            "spiffe://cluster.local/ns/shop/sa/default",
+            "spiffe://cluster.local/ns/shop/sa/web"
+        ]
+    );
+}
+
+#[test]
+fn pods_are_cached_with_labels_and_service_account_only() {
+    let mut pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1",
+                     "resourceVersion": "7", "labels": {"app": "web"},
+                     "annotations": {"big": "x"},
+                     "managedFields": [{"manager": "kubectl"}]},
+        "spec": {"serviceAccountName": "web", "nodeName": "n1",
+                 "containers": [{"name": "app", "image": "web:1"}]},
+        "status": {"podIP": "10.1.0.1", "phase": "Running"}
+    }))
+    .unwrap();
+    strip_pod(&mut pod);
+    assert_eq!(
+        serde_json::to_value(&pod).unwrap(),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web-1", "namespace": "shop", "uid": "u1",
+                         "resourceVersion": "7", "labels": {"app": "web"}},
+            "spec": {"serviceAccountName": "web", "containers": []}
+        })
+    );
+    let mut bare: Pod = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
+    strip_pod(&mut bare);
+    assert_eq!(service_account(&bare), "default");
 }

@@ -17,6 +17,11 @@
 //!   so they cannot be expressed for gRPC: such clusters stay plaintext for proxyless
 //!   clients and the translation warns. gRPC reads server identities from the untyped
 //!   `match_subject_alt_names`, Envoy from `match_typed_subject_alt_names`.
+//!
+//! Under `ISTIO_MUTUAL` the server identities checked are the rule's
+//! `subjectAltNames`, or when it lists none the service's own identities (its
+//! endpoints' SPIFFE ids and a ServiceEntry's `subjectAltNames`); with neither, any
+//! certificate the mesh root signed is accepted.
 
 use std::net::IpAddr;
 
@@ -77,6 +82,7 @@ impl ClusterIdentity<'_> {
 pub(super) fn transport_socket(
     settings: Option<&ClientTlsSettings>,
     id: ClusterIdentity<'_>,
+    identities: &[String],
     kind: ProxyKind,
     cluster: &str,
     notes: &mut Notes,
@@ -85,7 +91,9 @@ pub(super) fn transport_socket(
     let mode = settings.mode.unwrap_or(ClientTlsMode::Disable);
     let context = match (kind, mode) {
         (_, ClientTlsMode::Disable) => return None,
-        (ProxyKind::Proxyless, ClientTlsMode::IstioMutual) => proxyless_istio_mutual(settings, id),
+        (ProxyKind::Proxyless, ClientTlsMode::IstioMutual) => {
+            proxyless_istio_mutual(settings, id, istio_sans(settings, identities))
+        }
         (ProxyKind::Proxyless, ClientTlsMode::Simple | ClientTlsMode::Mutual) => {
             notes.add(
                 "proxyless gRPC clients cannot load DestinationRule certificate files or \
@@ -94,7 +102,9 @@ pub(super) fn transport_socket(
             );
             return None;
         }
-        (_, ClientTlsMode::IstioMutual) => envoy_istio_mutual(settings, id),
+        (_, ClientTlsMode::IstioMutual) => {
+            envoy_istio_mutual(settings, id, istio_sans(settings, identities))
+        }
         (_, ClientTlsMode::Simple | ClientTlsMode::Mutual) => {
             envoy_simple_or_mutual(settings, id, mode == ClientTlsMode::Mutual, cluster, notes)
         }
@@ -105,13 +115,23 @@ pub(super) fn transport_socket(
     })
 }
 
-fn envoy_istio_mutual(settings: &ClientTlsSettings, id: ClusterIdentity<'_>) -> UpstreamTlsContext {
+/// The server identities `ISTIO_MUTUAL` checks: the rule's, else the service's.
+fn istio_sans<'a>(settings: &'a ClientTlsSettings, identities: &'a [String]) -> &'a [String] {
+    if settings.subject_alt_names.iter().any(|s| !s.is_empty()) {
+        &settings.subject_alt_names
+    } else {
+        identities
+    }
+}
+
+fn envoy_istio_mutual(
+    settings: &ClientTlsSettings,
+    id: ClusterIdentity<'_>,
+    sans: &[String],
+) -> UpstreamTlsContext {
     let common = CommonTlsContext {
         tls_certificate_sds_secret_configs: vec![sds_secret(WORKLOAD_SECRET)],
-        validation_context_type: Some(validation_over_sds(
-            ROOT_CA_SECRET,
-            &settings.subject_alt_names,
-        )),
+        validation_context_type: Some(validation_over_sds(ROOT_CA_SECRET, sans)),
         alpn_protocols: ISTIO_ALPN.iter().map(|s| s.to_string()).collect(),
         ..Default::default()
     };
@@ -195,12 +215,12 @@ fn envoy_simple_or_mutual(
 fn proxyless_istio_mutual(
     settings: &ClientTlsSettings,
     id: ClusterIdentity<'_>,
+    sans: &[String],
 ) -> UpstreamTlsContext {
     #[allow(deprecated)] // gRPC reads the untyped SAN matchers only.
     let validation = CertificateValidationContext {
         ca_certificate_provider_instance: Some(provider(ROOT_CA_SECRET)),
-        match_subject_alt_names: settings
-            .subject_alt_names
+        match_subject_alt_names: sans
             .iter()
             .filter(|s| !s.is_empty())
             .map(|s| exact(s))
