@@ -32,6 +32,7 @@ pub mod injector;
 pub mod mixer;
 pub mod pilot;
 pub mod pilotgen;
+pub mod prepared;
 pub mod proc;
 pub mod proxy_sim;
 pub mod stats;

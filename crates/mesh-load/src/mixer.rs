@@ -16,7 +16,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use bytes::{BufMut, Bytes};
+use bytes::Bytes;
 use clap::Args;
 use mesh_api::mixer::v1::CheckRequest;
 use mixer_core::{
@@ -25,15 +25,9 @@ use mixer_core::{
     wire::{AttributeBag, encode},
 };
 use prost::Message;
-use tonic::{
-    Request, Status,
-    client::Grpc,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    codegen::http::uri::PathAndQuery,
-    transport::Channel,
-};
+use tonic::{client::Grpc, transport::Channel};
 
-use crate::drive::Unit;
+use crate::{drive::Unit, prepared};
 
 /// Flags of `mesh-load mixer`.
 #[derive(Debug, Clone, Args)]
@@ -161,12 +155,8 @@ pub fn bag(i: usize) -> AttributeBag {
 /// Mixer's Check method.
 const CHECK_PATH: &str = "/istio.mixer.v1.Mixer/Check";
 
-/// Codec buffers sized for a Check and its answer (tonic's default is 8 KiB per
-/// call); a larger message still fits, the buffer grows.
+/// Codec buffers sized for a Check and its answer.
 const CODEC_BUFFER: usize = 1024;
-
-/// tonic's default yield threshold (32 KiB), kept.
-const YIELD_THRESHOLD: usize = 32 * 1024;
 
 /// A Check answer, reduced to the precondition's status code (the other fields
 /// are skipped when decoding).
@@ -193,68 +183,6 @@ struct StatusCode {
     code: i32,
 }
 
-/// Sends Check requests encoded up front; reads the precondition's status code of
-/// each answer (-1 when it has none).
-#[derive(Debug, Clone, Copy, Default)]
-struct PreparedCheckCodec;
-
-impl Codec for PreparedCheckCodec {
-    type Encode = Bytes;
-    type Decode = i32;
-    type Encoder = PreparedEncoder;
-    type Decoder = StatusCodeDecoder;
-
-    fn encoder(&mut self) -> PreparedEncoder {
-        PreparedEncoder
-    }
-
-    fn decoder(&mut self) -> StatusCodeDecoder {
-        StatusCodeDecoder
-    }
-}
-
-/// Writes a request's prepared bytes.
-#[derive(Debug, Clone, Copy, Default)]
-struct PreparedEncoder;
-
-impl Encoder for PreparedEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(CODEC_BUFFER, YIELD_THRESHOLD)
-    }
-}
-
-/// Decodes an answer's precondition status code.
-#[derive(Debug, Clone, Copy, Default)]
-struct StatusCodeDecoder;
-
-impl Decoder for StatusCodeDecoder {
-    type Item = i32;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<i32>, Status> {
-        let answer = CheckAnswer::decode(src)
-            .map_err(|e| Status::internal(format!("undecodable Check answer: {e}")))?;
-        Ok(Some(
-            answer
-                .precondition
-                .and_then(|p| p.status)
-                .map_or(-1, |s| s.code),
-        ))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(CODEC_BUFFER, YIELD_THRESHOLD)
-    }
-}
-
 struct Checks {
     clients: Vec<Grpc<Channel>>,
     /// Encoded `CheckRequest`s.
@@ -264,26 +192,20 @@ struct Checks {
 impl Checks {
     async fn check(&self, i: usize) -> anyhow::Result<i32> {
         let pick = |n: usize| i.checked_rem(n).unwrap_or(0);
-        let mut client = self
+        let client = self
             .clients
             .get(pick(self.clients.len()))
-            .context("no connection")?
-            .clone();
+            .context("no connection")?;
         let req = self
             .requests
             .get(pick(self.requests.len()))
             .context("no request")?
             .clone();
-        client.ready().await?;
-        let code = client
-            .unary(
-                Request::new(req),
-                PathAndQuery::from_static(CHECK_PATH),
-                PreparedCheckCodec,
-            )
-            .await?
-            .into_inner();
-        Ok(code)
+        let answer: CheckAnswer = prepared::call(client, CHECK_PATH, req, CODEC_BUFFER).await?;
+        Ok(answer
+            .precondition
+            .and_then(|p| p.status)
+            .map_or(-1, |s| s.code))
     }
 }
 

@@ -8,23 +8,22 @@
 //! flight for throughput, counted as records *processed* (the run waits until
 //! the queue is empty and divides by the time from start to then); then a fixed
 //! rate for latency. A refused Report (ResourceExhausted: the queue is full) is
-//! counted as refused and retried by the next request.
+//! counted as refused and retried by the next request. The Reports are encoded
+//! once up front and sent as bytes ([`crate::prepared`]).
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::Args;
-use mesh_api::mixer::v1::{
-    ReportRequest, mixer_client::MixerClient, report_request::RepeatedAttributesSemantics,
-};
-use mixer_core::{
-    Value,
-    dictionary::GLOBAL_WORDS,
-    wire::{AttributeBag, encode},
-};
-use tonic::transport::Channel;
+use mixer_telemetry::samples;
+use prost::Message;
+use tonic::{client::Grpc, transport::Channel};
 
-use crate::drive::{Outcome, Unit, closed_loop, open_loop};
+use crate::{
+    drive::{Outcome, Unit, closed_loop, open_loop},
+    prepared,
+};
 
 /// Flags of `mesh-load telemetry`.
 #[derive(Debug, Clone, Args)]
@@ -49,65 +48,20 @@ pub struct TelemetryArgs {
     pub rate_duration: Duration,
 }
 
-/// Report `i`'s bag `j`.
-pub fn bag(i: usize, j: usize) -> AttributeBag {
-    let n = i.wrapping_mul(31).wrapping_add(j);
-    let mut b = AttributeBag::new();
-    let src = n % 10;
-    let dst = (n / 10) % 20;
-    b.insert("context.protocol", Value::from("http"));
-    b.insert("context.reporter.kind", Value::from("inbound"));
-    b.insert(
-        "source.workload.name",
-        Value::from(format!("client-{src}").as_str()),
-    );
-    b.insert("source.workload.namespace", Value::from("load"));
-    b.insert(
-        "source.principal",
-        Value::from(format!("cluster.local/ns/load/sa/client-{src}").as_str()),
-    );
-    b.insert(
-        "source.labels",
-        Value::string_map([("app", "client"), ("version", "v1")]),
-    );
-    b.insert(
-        "destination.workload.name",
-        Value::from(format!("svc-{dst}-v1").as_str()),
-    );
-    b.insert("destination.workload.namespace", Value::from("load"));
-    b.insert(
-        "destination.service.host",
-        Value::from(format!("svc-{dst}.load.svc.cluster.local").as_str()),
-    );
-    b.insert(
-        "destination.service.name",
-        Value::from(format!("svc-{dst}").as_str()),
-    );
-    b.insert("destination.service.namespace", Value::from("load"));
-    b.insert(
-        "destination.labels",
-        Value::string_map([("app", "svc"), ("version", "v1")]),
-    );
-    b.insert("request.path", Value::from("/api/items"));
-    b.insert("request.method", Value::from("GET"));
-    b.insert(
-        "response.code",
-        Value::Int64([200, 200, 200, 200, 200, 200, 200, 404, 200, 503][n % 10]),
-    );
-    b.insert(
-        "response.duration",
-        Value::Duration(Duration::from_micros(500 + (n % 97) as u64 * 300)),
-    );
-    b.insert("request.size", Value::Int64((n % 13) as i64 * 100));
-    b.insert("response.size", Value::Int64((n % 17) as i64 * 1_000));
-    b.insert("connection.mtls", Value::Bool(true));
-    b.insert("api.protocol", Value::from("http"));
-    b
-}
+/// Mixer's Report method.
+const REPORT_PATH: &str = "/istio.mixer.v1.Mixer/Report";
+
+/// Codec buffers sized for a Report of 100 records (a larger one still fits).
+const CODEC_BUFFER: usize = 32 * 1024;
+
+/// `ReportResponse`: nothing is read of it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ReportAnswer {}
 
 struct Reports {
-    clients: Vec<MixerClient<Channel>>,
-    requests: Vec<ReportRequest>,
+    clients: Vec<Grpc<Channel>>,
+    /// Encoded `ReportRequest`s.
+    requests: Vec<Bytes>,
 }
 
 impl Reports {
@@ -119,7 +73,9 @@ impl Reports {
         ) else {
             return Err(tonic::Status::internal("no client"));
         };
-        client.clone().report(req.clone()).await.map(|_| ())
+        prepared::call::<ReportAnswer>(client, REPORT_PATH, req.clone(), CODEC_BUFFER)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -178,14 +134,8 @@ pub async fn run(args: TelemetryArgs) -> anyhow::Result<()> {
     dromon_e2e::wait_http_ok(monitoring, "/ready", Duration::from_secs(30)).await?;
     let pid = telemetry.id();
 
-    let words = u32::try_from(GLOBAL_WORDS.len())?;
-    let requests: Vec<ReportRequest> = (0..200)
-        .map(|i| ReportRequest {
-            attributes: (0..args.batch).map(|j| encode(&bag(i, j), words)).collect(),
-            repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
-            global_word_count: words,
-            ..ReportRequest::default()
-        })
+    let requests: Vec<Bytes> = (0..200)
+        .map(|i| Bytes::from(samples::report(i, args.batch).encode_to_vec()))
         .collect();
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
@@ -193,7 +143,7 @@ pub async fn run(args: TelemetryArgs) -> anyhow::Result<()> {
             .tcp_nodelay(true)
             .connect()
             .await?;
-        clients.push(MixerClient::new(channel));
+        clients.push(Grpc::new(channel));
     }
     let work = Arc::new(Reports { clients, requests });
     work.report(0).await.context("first Report")?;
@@ -202,10 +152,10 @@ pub async fn run(args: TelemetryArgs) -> anyhow::Result<()> {
     println!(
         "reports of {} records, {} attributes each ({} bytes per record on the wire)",
         args.batch,
-        bag(0, 0).len(),
+        samples::request_bag(0, 0).len(),
         work.requests
             .first()
-            .map_or(0, |r| prost::Message::encoded_len(r) / args.batch.max(1))
+            .map_or(0, |r| r.len() / args.batch.max(1))
     );
 
     let cpu = || crate::proc::cpu_seconds(pid).unwrap_or_default();

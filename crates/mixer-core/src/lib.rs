@@ -24,4 +24,4 @@ pub mod manifest;
 pub mod value;
 pub mod wire;
 
-pub use value::{AttributeTypes, Bag, Value, ValueType};
+pub use value::{AttrName, AttributeTypes, Bag, Value, ValueType};

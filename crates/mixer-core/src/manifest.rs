@@ -17,6 +17,9 @@ pub struct Manifest {
     /// Looked up for every attribute of every request: a fast hasher, randomly
     /// seeded per map.
     types: HashMap<String, ValueType, foldhash::fast::RandomState>,
+    /// The types of the global dictionary's words, by slot ([`crate::AttrName`]),
+    /// so that decoding finds a name's type without hashing it.
+    by_slot: Vec<Option<ValueType>>,
 }
 
 impl fmt::Debug for Manifest {
@@ -183,11 +186,22 @@ impl Manifest {
 
     /// The standard vocabulary.
     pub fn standard() -> Self {
-        Self {
-            types: STANDARD
-                .iter()
-                .map(|(n, t)| ((*n).to_string(), *t))
-                .collect(),
+        let mut m = Self::default();
+        for (name, t) in STANDARD {
+            m.set(name, *t);
+        }
+        m
+    }
+
+    fn set(&mut self, name: &str, t: ValueType) {
+        self.types.insert(name.to_string(), t);
+        if let Some(slot) =
+            crate::dictionary::global_index(name).and_then(|i| usize::try_from(i).ok())
+        {
+            if self.by_slot.len() <= slot {
+                self.by_slot.resize(slot + 1, None);
+            }
+            self.by_slot[slot] = Some(t);
         }
     }
 
@@ -206,7 +220,7 @@ impl Manifest {
             }),
             Some(_) => Ok(()),
             None => {
-                self.types.insert(name.to_string(), t);
+                self.set(name, t);
                 Ok(())
             }
         }
@@ -249,6 +263,10 @@ impl Manifest {
 impl AttributeTypes for Manifest {
     fn type_of(&self, name: &str) -> Option<ValueType> {
         self.types.get(name).copied()
+    }
+
+    fn type_of_slot(&self, slot: u8, _name: &str) -> Option<ValueType> {
+        self.by_slot.get(usize::from(slot)).copied().flatten()
     }
 }
 

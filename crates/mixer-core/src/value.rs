@@ -176,6 +176,13 @@ impl From<bool> for Value {
 pub trait AttributeTypes {
     /// The type of `name`, or `None` if the vocabulary has no such attribute.
     fn type_of(&self, name: &str) -> Option<ValueType>;
+
+    /// The type of `name`, the global dictionary's word at `slot` (the position of
+    /// its first occurrence); vocabularies that index those say so faster.
+    fn type_of_slot(&self, slot: u8, name: &str) -> Option<ValueType> {
+        let _ = slot;
+        self.type_of(name)
+    }
 }
 
 impl AttributeTypes for BTreeMap<String, ValueType> {
@@ -184,20 +191,71 @@ impl AttributeTypes for BTreeMap<String, ValueType> {
     }
 }
 
+/// An attribute name as compiled expressions hold it: its text, and, when it is
+/// a word of the global dictionary, that word's position, by which a decoded bag
+/// finds it without hashing or comparing the name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttrName {
+    name: Arc<str>,
+    slot: Option<u8>,
+}
+
+impl AttrName {
+    /// The compiled form of `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            slot: crate::dictionary::global_index(name).and_then(|i| u8::try_from(i).ok()),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The name, shared.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Its global word's slot, if it is one.
+    pub(crate) fn slot(&self) -> Option<u8> {
+        self.slot
+    }
+}
+
+impl fmt::Display for AttrName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
 /// The attributes of one request, read by name.
 pub trait Bag {
     /// The value of `name`, if present.
     fn get(&self, name: &str) -> Option<Value>;
+
+    /// The value of a compiled name, if present; bags that can find it faster
+    /// than by its text say how.
+    fn get_attr(&self, attr: &AttrName) -> Option<Value> {
+        self.get(attr.as_str())
+    }
 }
 
 /// The namespace a request goes to: `destination.namespace`, else the namespace
 /// part of `destination.service.host` (`name.namespace...`). Rules of a
 /// namespace other than the root one apply to the requests it gives.
 pub fn destination_namespace(bag: &dyn Bag) -> Option<String> {
-    let text = |name: &str| bag.get(name).and_then(|v| v.as_str().map(str::to_string));
-    text("destination.namespace").or_else(|| {
-        text("destination.service.host").and_then(|h| h.split('.').nth(1).map(str::to_string))
-    })
+    static NAMESPACE: std::sync::LazyLock<AttrName> =
+        std::sync::LazyLock::new(|| AttrName::new("destination.namespace"));
+    static HOST: std::sync::LazyLock<AttrName> =
+        std::sync::LazyLock::new(|| AttrName::new("destination.service.host"));
+    let text = |name: &AttrName| {
+        bag.get_attr(name)
+            .and_then(|v| v.as_str().map(str::to_string))
+    };
+    text(&NAMESPACE).or_else(|| text(&HOST).and_then(|h| h.split('.').nth(1).map(str::to_string)))
 }
 
 impl Bag for BTreeMap<String, Value> {

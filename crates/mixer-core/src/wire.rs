@@ -8,10 +8,8 @@
 //! timestamp out of range) and answers with an error, never a panic.
 
 use std::{
-    borrow::Borrow,
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fmt,
-    hash::{Hash, Hasher},
     net::IpAddr,
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -22,7 +20,7 @@ pub use mesh_api::mixer::v1::{
     report_request::RepeatedAttributesSemantics,
 };
 
-use crate::{AttributeTypes, Bag, Value, ValueType, dictionary::GLOBAL_WORDS};
+use crate::{AttrName, AttributeTypes, Bag, Value, ValueType, dictionary::GLOBAL_WORDS};
 
 /// Why a compressed bag cannot be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,51 +71,80 @@ pub enum WireError {
     },
 }
 
-/// An attribute name held by a bag: a word of the global dictionary (no
-/// allocation) or a name of its own. Hashed, compared and ordered as its text.
+/// An attribute name held by a bag: a word of the global dictionary, with its
+/// slot (no allocation), or a name of its own.
 #[derive(Clone)]
 enum Name {
-    Global(&'static str),
+    Global(u8, &'static str),
     Owned(Arc<str>),
 }
 
 impl Name {
+    /// `name` as a bag keeps it: a global word by its slot, anything else copied.
+    fn new(name: &str) -> Name {
+        match global_slot(name) {
+            Some(slot) => Name::Global(slot, GLOBAL_WORDS[usize::from(slot)]),
+            None => Name::Owned(Arc::from(name)),
+        }
+    }
+
     fn as_str(&self) -> &str {
         match self {
-            Name::Global(s) => s,
+            Name::Global(_, s) => s,
             Name::Owned(s) => s,
+        }
+    }
+
+    fn slot(&self) -> Option<u8> {
+        match self {
+            Name::Global(slot, _) => Some(*slot),
+            Name::Owned(_) => None,
         }
     }
 }
 
-impl Borrow<str> for Name {
-    fn borrow(&self) -> &str {
-        self.as_str()
-    }
-}
+/// Slots a bag keeps: one per word of the global dictionary.
+const SLOTS: usize = GLOBAL_WORDS.len();
+const _: () = assert!(
+    SLOTS < u8::MAX as usize,
+    "a global word's slot fits in a u8"
+);
 
-impl PartialEq for Name {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for Name {}
-
-impl Hash for Name {
-    // The same hash as the `str` it borrows as, as `Borrow` requires.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-/// The map behind a bag: a fast hasher, randomly seeded per map.
-type Values = HashMap<Name, Value, foldhash::fast::RandomState>;
+/// `slots[i]` of a bag: no such attribute.
+const ABSENT: u8 = 0;
+/// `slots[i]` of a bag: the attribute is at an entry past 253; look for it.
+const FAR: u8 = u8::MAX;
 
 /// A decoded bag: attribute name to value.
-#[derive(Clone, Default, PartialEq)]
+///
+/// Entries are kept in a list; an attribute named by a word of the global
+/// dictionary (nearly all of them) is also found through a table indexed by that
+/// word, so that a compiled expression ([`AttrName`]) reads it without hashing or
+/// comparing its name.
+#[derive(Clone)]
 pub struct AttributeBag {
-    values: Values,
+    /// Entry position + 1 of each global word's attribute ([`ABSENT`], [`FAR`]).
+    slots: [u8; SLOTS],
+    entries: Vec<(Name, Value)>,
+}
+
+impl Default for AttributeBag {
+    fn default() -> Self {
+        Self {
+            slots: [ABSENT; SLOTS],
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl PartialEq for AttributeBag {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .iter()
+                .all(|(n, v)| other.value(n.as_str()) == Some(v))
+    }
 }
 
 impl fmt::Debug for AttributeBag {
@@ -140,65 +167,154 @@ impl AttributeBag {
         Self::default()
     }
 
+    /// An empty bag with room for `n` attributes.
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            slots: [ABSENT; SLOTS],
+            entries: Vec::with_capacity(n),
+        }
+    }
+
     /// Sets `name`.
     pub fn insert(&mut self, name: &str, value: Value) {
-        self.values.insert(Name::Owned(Arc::from(name)), value);
+        self.put(Name::new(name), value);
+    }
+
+    /// Sets `name`; the value it replaces, if any.
+    fn put(&mut self, name: Name, value: Value) -> Option<Value> {
+        if let Some(i) = self.position(&name) {
+            return Some(std::mem::replace(&mut self.entries[i].1, value));
+        }
+        if let Some(slot) = name.slot() {
+            self.slots[usize::from(slot)] = u8::try_from(self.entries.len() + 1).unwrap_or(FAR);
+        }
+        self.entries.push((name, value));
+        None
+    }
+
+    /// Where `name` is in the list.
+    fn position(&self, name: &Name) -> Option<usize> {
+        match name.slot() {
+            Some(slot) => self.slot_position(slot),
+            None => {
+                let text = name.as_str();
+                self.entries.iter().position(|(n, _)| n.as_str() == text)
+            }
+        }
+    }
+
+    /// Where the attribute of global word `slot` is in the list.
+    fn slot_position(&self, slot: u8) -> Option<usize> {
+        match self.slots[usize::from(slot)] {
+            ABSENT => None,
+            FAR => self
+                .entries
+                .iter()
+                .position(|(n, _)| n.slot() == Some(slot)),
+            p => Some(usize::from(p) - 1),
+        }
     }
 
     /// Every attribute, in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
         let mut all: Vec<(&str, &Value)> =
-            self.values.iter().map(|(n, v)| (n.as_str(), v)).collect();
+            self.entries.iter().map(|(n, v)| (n.as_str(), v)).collect();
         all.sort_unstable_by(|a, b| a.0.cmp(b.0));
         all.into_iter()
     }
 
     /// How many attributes.
     pub fn len(&self) -> usize {
-        self.values.len()
+        self.entries.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.entries.is_empty()
     }
 
     /// Applies `delta`'s attributes over this bag's (Report's delta encoding).
     pub fn merge(&mut self, delta: AttributeBag) {
-        self.values.extend(delta.values);
+        for (name, value) in delta.entries {
+            self.put(name, value);
+        }
     }
 
     /// The value of `name`, borrowed.
     pub fn value(&self, name: &str) -> Option<&Value> {
-        self.values.get(name)
+        let at = match global_slot(name) {
+            Some(slot) => self.slot_position(slot),
+            None => self.entries.iter().position(|(n, _)| n.as_str() == name),
+        };
+        at.map(|i| &self.entries[i].1)
+    }
+
+    /// The value of a compiled attribute name, borrowed.
+    pub fn attr_value(&self, attr: &AttrName) -> Option<&Value> {
+        let at = match attr.slot() {
+            Some(slot) => self.slot_position(slot),
+            None => {
+                let text = attr.as_str();
+                self.entries.iter().position(|(n, _)| n.as_str() == text)
+            }
+        };
+        at.map(|i| &self.entries[i].1)
     }
 }
 
 impl Bag for AttributeBag {
     fn get(&self, name: &str) -> Option<Value> {
-        self.values.get(name).cloned()
+        self.value(name).cloned()
     }
+
+    fn get_attr(&self, attr: &AttrName) -> Option<Value> {
+        self.attr_value(attr).cloned()
+    }
+}
+
+/// The slot of a global word: the position of its first occurrence in the
+/// dictionary.
+fn global_slot(word: &str) -> Option<u8> {
+    crate::dictionary::global_index(word).and_then(|i| u8::try_from(i).ok())
+}
+
+/// The slot of the global word at wire index `index` (a word listed twice in the
+/// dictionary has the slot of its first occurrence).
+fn slot_of_index(index: usize) -> Option<u8> {
+    static SLOT_OF: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+        GLOBAL_WORDS
+            .iter()
+            .enumerate()
+            .map(|(i, w)| global_slot(w).unwrap_or(u8::try_from(i).unwrap_or(FAR)))
+            .collect()
+    });
+    SLOT_OF.get(index).copied()
 }
 
 /// A word of a message: from the global dictionary, or from the message's list.
 #[derive(Clone, Copy)]
 enum Word<'a> {
-    Global(&'static str),
+    /// Wire index and text.
+    Global(usize, &'static str),
     Local(&'a str),
 }
 
 impl<'a> Word<'a> {
     fn as_str(self) -> &'a str {
         match self {
-            Word::Global(s) | Word::Local(s) => s,
+            Word::Global(_, s) | Word::Local(s) => s,
         }
     }
 
-    /// The word as a bag's name; only a message's own word is copied.
+    /// The word as a bag's name; only a name of the message's own list that is
+    /// not a global word is copied.
     fn to_name(self) -> Name {
         match self {
-            Word::Global(s) => Name::Global(s),
-            Word::Local(s) => Name::Owned(Arc::from(s)),
+            Word::Global(i, s) => match slot_of_index(i) {
+                Some(slot) => Name::Global(slot, s),
+                None => Name::Owned(Arc::from(s)),
+            },
+            Word::Local(s) => Name::new(s),
         }
     }
 }
@@ -221,8 +337,7 @@ impl<'a> Words<'a> {
         let found = if index >= 0 {
             usize::try_from(index)
                 .ok()
-                .and_then(|i| self.global.get(i).copied())
-                .map(Word::Global)
+                .and_then(|i| self.global.get(i).map(|w| Word::Global(i, w)))
         } else {
             // -1 is local[0]; computed in i64 so i32::MIN cannot overflow.
             usize::try_from(-(i64::from(index)) - 1)
@@ -266,72 +381,71 @@ pub fn decode(
         + msg.durations.len()
         + msg.bytes.len()
         + msg.string_maps.len();
-    let mut bag = AttributeBag {
-        values: Values::with_capacity_and_hasher(count, Default::default()),
+    let mut bag = AttributeBag::with_capacity(count);
+    let type_of = |name: &Name| match name.slot() {
+        Some(slot) => types.type_of_slot(slot, name.as_str()),
+        None => types.type_of(name.as_str()),
     };
-    let type_of = |name: Word<'_>| types.type_of(name.as_str());
     // `declared` is `type_of(name)`, looked up by the caller.
-    let mut put = |name: Word<'_>,
+    let mut put = |name: Name,
                    declared: Option<ValueType>,
                    value: Value,
                    slot: &'static str|
      -> Result<(), WireError> {
-        let text = name.as_str();
         let value = match (declared, value) {
             (None, v) => v,
             (Some(declared), v) if accepts(declared, &v) => v,
             // IP addresses travel in the bytes slot.
-            (Some(ValueType::IpAddress), Value::Bytes(b)) => Value::Ip(ip_from(text, &b)?),
+            (Some(ValueType::IpAddress), Value::Bytes(b)) => Value::Ip(ip_from(name.as_str(), &b)?),
             (Some(declared), _) => {
                 return Err(WireError::WrongType {
-                    name: text.to_string(),
+                    name: name.as_str().to_string(),
                     declared,
                     sent: slot,
                 });
             }
         };
-        if bag.values.insert(name.to_name(), value).is_some() {
-            return Err(WireError::Duplicate(text.to_string()));
+        if bag.position(&name).is_some() {
+            return Err(WireError::Duplicate(name.as_str().to_string()));
         }
+        bag.put(name, value);
         Ok(())
     };
     for (k, v) in &msg.strings {
-        let name = words.get(*k)?;
-        put(name, type_of(name), Value::from(words.text(*v)?), "string")?;
+        let name = words.get(*k)?.to_name();
+        let declared = type_of(&name);
+        put(name, declared, Value::from(words.text(*v)?), "string")?;
     }
     for (k, v) in &msg.int64s {
-        let name = words.get(*k)?;
-        put(name, type_of(name), Value::Int64(*v), "int64")?;
+        let name = words.get(*k)?.to_name();
+        let declared = type_of(&name);
+        put(name, declared, Value::Int64(*v), "int64")?;
     }
     for (k, v) in &msg.doubles {
-        let name = words.get(*k)?;
-        put(name, type_of(name), Value::Double(*v), "double")?;
+        let name = words.get(*k)?.to_name();
+        let declared = type_of(&name);
+        put(name, declared, Value::Double(*v), "double")?;
     }
     for (k, v) in &msg.bools {
-        let name = words.get(*k)?;
-        put(name, type_of(name), Value::Bool(*v), "bool")?;
+        let name = words.get(*k)?.to_name();
+        let declared = type_of(&name);
+        put(name, declared, Value::Bool(*v), "bool")?;
     }
     for (k, v) in &msg.timestamps {
-        let name = words.get(*k)?;
-        put(
-            name,
-            type_of(name),
-            Value::Timestamp(timestamp_from(name.as_str(), v)?),
-            "timestamp",
-        )?;
+        let name = words.get(*k)?.to_name();
+        let declared = type_of(&name);
+        let value = Value::Timestamp(timestamp_from(name.as_str(), v)?);
+        put(name, declared, value, "timestamp")?;
     }
     for (k, v) in &msg.durations {
-        let name = words.get(*k)?;
-        put(
-            name,
-            type_of(name),
-            Value::Duration(duration_from(name.as_str(), v)?),
-            "duration",
-        )?;
+        let name = words.get(*k)?.to_name();
+        let declared = type_of(&name);
+        let value = Value::Duration(duration_from(name.as_str(), v)?);
+        put(name, declared, value, "duration")?;
     }
     for (k, v) in &msg.bytes {
-        let name = words.get(*k)?;
-        let declared = type_of(name);
+        let name = words.get(*k)?.to_name();
+        let declared = type_of(&name);
         // An address is built straight from the slice, without a copy of it.
         let value = match declared {
             Some(ValueType::IpAddress) => Value::Ip(ip_from(name.as_str(), v)?),
@@ -344,10 +458,11 @@ pub fn decode(
         for (mk, mv) in &v.entries {
             map.insert(words.text(*mk)?.to_string(), words.text(*mv)?.to_string());
         }
-        let name = words.get(*k)?;
+        let name = words.get(*k)?.to_name();
+        let declared = type_of(&name);
         put(
             name,
-            type_of(name),
+            declared,
             Value::StringMap(Arc::new(map)),
             "string map",
         )?;

@@ -260,3 +260,81 @@ proptest! {
         let _ = decode(&msg, count, &[], &Manifest::standard());
     }
 }
+
+#[test]
+fn a_bag_finds_attributes_by_text_and_by_compiled_name_however_many_it_holds() {
+    let mut bag = AttributeBag::new();
+    // Names of its own first, so that global words come past 254 entries.
+    for i in 0..300 {
+        bag.insert(&format!("custom.{i}"), Value::Int64(i));
+    }
+    bag.insert("source.ip", Value::from("first"));
+    bag.insert("request.path", Value::from("/a"));
+    let ip = AttrName::new("source.ip");
+    let custom = AttrName::new("custom.7");
+    let absent = AttrName::new("source.uid");
+    assert_eq!(bag.get_attr(&ip), Some(Value::from("first")));
+    assert_eq!(bag.get("source.ip"), Some(Value::from("first")));
+    assert_eq!(bag.get_attr(&custom), Some(Value::Int64(7)));
+    assert_eq!(bag.get_attr(&absent), None);
+    assert_eq!(bag.get("custom.300"), None);
+    // Setting again replaces, wherever the entry is.
+    bag.insert("source.ip", Value::from("second"));
+    bag.insert("custom.7", Value::Int64(70));
+    assert_eq!(bag.get_attr(&ip), Some(Value::from("second")));
+    assert_eq!(bag.get("custom.7"), Some(Value::Int64(70)));
+    assert_eq!(bag.len(), 302);
+
+    // Equality does not depend on the order attributes were set in.
+    let mut a = AttributeBag::new();
+    a.insert("request.path", Value::from("/x"));
+    a.insert("source.ip", Value::from("1"));
+    let mut b = AttributeBag::new();
+    b.insert("source.ip", Value::from("1"));
+    b.insert("request.path", Value::from("/x"));
+    assert_eq!(a, b);
+    b.insert("request.path", Value::from("/y"));
+    assert_ne!(a, b);
+
+    // A merge overrides and adds.
+    let mut delta = AttributeBag::new();
+    delta.insert("request.path", Value::from("/z"));
+    delta.insert("custom.name", Value::from("c"));
+    a.merge(delta);
+    assert_eq!(a.get("request.path"), Some(Value::from("/z")));
+    assert_eq!(a.get("custom.name"), Some(Value::from("c")));
+    assert_eq!(a.len(), 3);
+}
+
+#[test]
+fn a_global_word_sent_in_the_message_list_is_found_by_its_compiled_name() {
+    // A client that does not know the dictionary sends every name as its own word.
+    let msg = CompressedAttributes {
+        words: vec!["source.ip".into(), "x".into(), "request.path".into()],
+        strings: BTreeMap::from([(-1, -2), (-3, -2)]),
+        ..CompressedAttributes::default()
+    };
+    let bag = decode(&msg, 0, &[], &Manifest::standard());
+    // source.ip is an IP address in the vocabulary: a string there is refused.
+    assert!(matches!(bag, Err(WireError::WrongType { .. })), "{bag:?}");
+    let msg = CompressedAttributes {
+        words: vec!["request.path".into(), "/p".into()],
+        strings: BTreeMap::from([(-1, -2)]),
+        ..CompressedAttributes::default()
+    };
+    let bag = decode(&msg, 0, &[], &Manifest::standard()).unwrap();
+    assert_eq!(
+        bag.get_attr(&AttrName::new("request.path")),
+        Some(Value::from("/p"))
+    );
+    // And a duplicate through both lists is caught.
+    let msg = CompressedAttributes {
+        words: vec!["request.path".into(), "/p".into()],
+        strings: BTreeMap::from([(-1, -2), (g("request.path"), -2)]),
+        ..CompressedAttributes::default()
+    };
+    assert!(matches!(
+        decode(&msg, all(), &[], &Manifest::standard()),
+        Err(WireError::Duplicate(_))
+    ));
+}

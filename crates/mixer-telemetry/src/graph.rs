@@ -14,7 +14,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use mixer_core::{Bag, Value};
+use mixer_core::{AttrName, Bag, Value};
 use parking_lot::Mutex;
 use serde::Serialize;
 
@@ -86,9 +86,31 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn text(bag: &dyn Bag, name: &str) -> Option<String> {
-    match bag.get(name) {
-        Some(Value::String(s)) if !s.is_empty() => Some(s.to_string()),
+/// The attributes the graph reads, compiled once.
+struct Names {
+    reporter: AttrName,
+    source: AttrName,
+    source_namespace: AttrName,
+    host: AttrName,
+    destination: AttrName,
+    code: AttrName,
+}
+
+fn names() -> &'static Names {
+    static NAMES: std::sync::LazyLock<Names> = std::sync::LazyLock::new(|| Names {
+        reporter: AttrName::new("context.reporter.kind"),
+        source: AttrName::new("source.workload.name"),
+        source_namespace: AttrName::new("source.workload.namespace"),
+        host: AttrName::new("destination.service.host"),
+        destination: AttrName::new("destination.workload.name"),
+        code: AttrName::new("response.code"),
+    });
+    &NAMES
+}
+
+fn text(bag: &dyn Bag, name: &AttrName) -> Option<Arc<str>> {
+    match bag.get_attr(name) {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
         _ => None,
     }
 }
@@ -105,29 +127,41 @@ impl ServiceGraph {
     }
 
     fn record_at(&self, bag: &dyn Bag, second: u64) {
-        if text(bag, "context.reporter.kind").as_deref() == Some("outbound") {
+        thread_local! {
+            static SOURCE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        }
+        let n = names();
+        if text(bag, &n.reporter).as_deref() == Some("outbound") {
             return;
         }
-        let source = match (
-            text(bag, "source.workload.name"),
-            text(bag, "source.workload.namespace"),
-        ) {
-            (Some(n), Some(ns)) => format!("{n}.{ns}"),
-            (Some(n), None) => n,
-            _ => "unknown".to_string(),
-        };
-        let target = text(bag, "destination.service.host")
-            .or_else(|| text(bag, "destination.workload.name"))
-            .unwrap_or_else(|| "unknown".to_string());
-        let error = matches!(bag.get("response.code"), Some(Value::Int64(c)) if c >= 500);
+        let target = text(bag, &n.host).or_else(|| text(bag, &n.destination));
+        let target = target.as_deref().unwrap_or("unknown");
+        let error = matches!(bag.get_attr(&n.code), Some(Value::Int64(c)) if c >= 500);
+        let (name, namespace) = (text(bag, &n.source), text(bag, &n.source_namespace));
+        SOURCE.with_borrow_mut(|source| {
+            source.clear();
+            match (&name, &namespace) {
+                (Some(n), Some(ns)) => {
+                    source.push_str(n);
+                    source.push('.');
+                    source.push_str(ns);
+                }
+                (Some(n), None) => source.push_str(n),
+                _ => source.push_str("unknown"),
+            }
+            self.count(source, target, error, second);
+        });
+    }
+
+    fn count(&self, source: &str, target: &str, error: bool, second: u64) {
         let mut edges = self.edges.lock();
-        let targets = match edges.get_mut(source.as_str()) {
+        let targets = match edges.get_mut(source) {
             Some(t) => t,
-            None => edges.entry(Arc::from(source.as_str())).or_default(),
+            None => edges.entry(Arc::from(source)).or_default(),
         };
-        let edge = match targets.get_mut(target.as_str()) {
+        let edge = match targets.get_mut(target) {
             Some(e) => e,
-            None => targets.entry(Arc::from(target.as_str())).or_default(),
+            None => targets.entry(Arc::from(target)).or_default(),
         };
         let b = &mut edge.buckets[(second % MAX_WINDOW_SECS) as usize];
         if b.second != second {

@@ -14,5 +14,6 @@ pub mod graph;
 pub mod otel;
 pub mod pipeline;
 pub mod prom;
+pub mod samples;
 pub mod server;
 pub mod sqlstore;

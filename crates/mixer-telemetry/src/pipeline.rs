@@ -28,9 +28,20 @@ use opentelemetry_proto::tonic::{
 
 use crate::{
     otel::{OtelExporter, OtelExporters, kv},
-    prom::{Kind, Metric, MetricSpec, Recorded, Registry},
+    prom::{Kind, LabelKey, Metric, MetricSpec, Recorded, Registry},
     sqlstore::{LogRecord, LogStore, LogStores, Target},
 };
+
+/// `metric`'s label names, shared with every earlier metric naming the same list.
+fn shared_labels(
+    lists: &mut HashMap<Vec<String>, Arc<[String]>>,
+    metric: &Metric,
+) -> Arc<[String]> {
+    lists
+        .entry(metric.spec().labels.clone())
+        .or_insert_with(|| Arc::from(metric.spec().labels.as_slice()))
+        .clone()
+}
 
 /// A configuration problem, naming the resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +77,9 @@ struct LogInstance {
 enum Feed {
     Metric {
         instance: Arc<MetricInstance>,
+        /// The metric's label names, one allocation per distinct list, so that
+        /// consecutive metrics naming the same labels are told by pointer.
+        labels: Arc<[String]>,
         metric: Arc<Metric>,
     },
     Log {
@@ -336,6 +350,7 @@ impl Pipeline {
         }
         let resources: Vec<&Resource> = chosen.into_values().collect();
         let mut issues = Vec::new();
+        let mut label_lists: HashMap<Vec<String>, Arc<[String]>> = HashMap::new();
         let mut manifest = Manifest::standard();
         for r in &resources {
             if let Spec::AttributeManifest(m) = &r.spec
@@ -506,6 +521,7 @@ impl Pipeline {
                                 {
                                     feeds.push(Feed::Metric {
                                         instance: instance.clone(),
+                                        labels: shared_labels(&mut label_lists, metric),
                                         metric: metric.clone(),
                                     });
                                 }
@@ -533,6 +549,7 @@ impl Pipeline {
                                 {
                                     feeds.push(Feed::Metric {
                                         instance: instance.clone(),
+                                        labels: shared_labels(&mut label_lists, metric),
                                         metric: metric.clone(),
                                     });
                                 }
@@ -599,12 +616,17 @@ impl Pipeline {
     /// stores).
     pub fn record(&self, bag: &dyn Bag, outputs: &mut Outputs) -> Outcome {
         let mut out = Outcome::default();
-        let destination_ns = destination_namespace(bag);
-        let mut labels: Vec<String> = Vec::new();
-        let mut last: Option<(&Dimensions, &[String], bool)> = None;
+        // Read once, and only if a rule outside the root namespace asks.
+        let mut destination_ns: Option<Option<String>> = None;
+        let mut labels = LabelKey::new();
+        let mut scratch = String::new();
+        let mut last: Option<(&Dimensions, &Arc<[String]>, bool)> = None;
         for rule in &self.rules {
             if rule.namespace != ROOT_NAMESPACE
-                && destination_ns.as_deref() != Some(rule.namespace.as_str())
+                && destination_ns
+                    .get_or_insert_with(|| destination_namespace(bag))
+                    .as_deref()
+                    != Some(rule.namespace.as_str())
             {
                 continue;
             }
@@ -614,8 +636,12 @@ impl Pipeline {
                 continue;
             }
             for feed in &rule.feeds {
-                let (instance, metric) = match feed {
-                    Feed::Metric { instance, metric } => (instance, metric),
+                let (instance, names, metric) = match feed {
+                    Feed::Metric {
+                        instance,
+                        labels,
+                        metric,
+                    } => (instance, labels, metric),
                     Feed::Log { instance, store } => {
                         outputs
                             .logs
@@ -636,16 +662,15 @@ impl Pipeline {
                 };
                 // The previous metric read the same dimensions for the same
                 // label names: its values stand.
-                let names = &metric.spec().labels;
                 if let Some((dims, last_names, ok)) = &last
                     && Arc::ptr_eq(dims, &instance.dimensions)
-                    && *last_names == names.as_slice()
+                    && Arc::ptr_eq(last_names, names)
                 {
                     if !ok {
                         out.failed += 1;
                         continue;
                     }
-                    match metric.record(&labels, value) {
+                    match metric.record_key(&labels, value) {
                         Recorded::Yes => out.recorded += 1,
                         Recorded::OverLimit => out.over_limit += 1,
                     }
@@ -653,24 +678,29 @@ impl Pipeline {
                 }
                 labels.clear();
                 let mut ok = true;
-                for name in names {
+                for name in names.iter() {
                     match instance.dimensions.get(name).map(|d| d.evaluate(bag)) {
-                        Some(Ok(v)) => labels.push(text(&v)),
+                        Some(Ok(v)) => {
+                            scratch.clear();
+                            write_text(&v, &mut scratch);
+                            labels.push(&scratch);
+                        }
                         // A label no dimension defines is empty, as Istio's
                         // adapter leaves it.
-                        None => labels.push(String::new()),
+                        None => labels.push(""),
                         Some(Err(_)) => {
                             ok = false;
                             break;
                         }
                     }
                 }
-                last = Some((&instance.dimensions, names.as_slice(), ok));
+                labels.finish();
+                last = Some((&instance.dimensions, names, ok));
                 if !ok {
                     out.failed += 1;
                     continue;
                 }
-                match metric.record(&labels, value) {
+                match metric.record_key(&labels, value) {
                     Recorded::Yes => out.recorded += 1,
                     Recorded::OverLimit => out.over_limit += 1,
                 }
@@ -1082,26 +1112,37 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
+/// A label value as text, appended to `out`.
+fn write_text(v: &Value, out: &mut String) {
+    use std::fmt::Write as _;
+    // Writing to a String cannot fail.
+    let _ = match v {
+        Value::String(s) => {
+            out.push_str(s);
+            Ok(())
+        }
+        Value::Int64(i) => write!(out, "{i}"),
+        Value::Double(d) => write!(out, "{d}"),
+        Value::Bool(b) => write!(out, "{b}"),
+        Value::Ip(ip) => write!(out, "{ip}"),
+        Value::Duration(d) => write!(out, "{}s", d.as_secs_f64()),
+        Value::Timestamp(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => write!(out, "{}", d.as_secs()),
+            Err(_) => Ok(()),
+        },
+        Value::Bytes(b) => b.iter().try_for_each(|x| write!(out, "{x:02x}")),
+        Value::StringMap(m) => m.iter().enumerate().try_for_each(|(i, (k, v))| {
+            let sep = if i == 0 { "" } else { "," };
+            write!(out, "{sep}{k}={v}")
+        }),
+    };
+}
+
 /// A label value as text.
 fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.to_string(),
-        Value::Int64(i) => i.to_string(),
-        Value::Double(d) => d.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::Ip(ip) => ip.to_string(),
-        Value::Duration(d) => format!("{}s", d.as_secs_f64()),
-        Value::Timestamp(t) => t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs().to_string())
-            .unwrap_or_default(),
-        Value::Bytes(b) => b.iter().map(|x| format!("{x:02x}")).collect(),
-        Value::StringMap(m) => m
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","),
-    }
+    let mut out = String::new();
+    write_text(v, &mut out);
+    out
 }
 
 #[cfg(test)]

@@ -7,8 +7,9 @@
 //! add one more is refused and counted, never silently dropped.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::BTreeMap,
     fmt::Write as _,
+    hash::BuildHasher,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -72,11 +73,86 @@ pub enum SeriesValue {
     },
 }
 
+/// The label values of a series, encoded once per record and looked up in every
+/// metric that records it with the same labels: each value's length (4 bytes,
+/// little-endian) then its UTF-8 bytes, and the hash of all that. The buffers are
+/// reused from one record to the next.
+#[derive(Debug, Default, Clone)]
+pub struct LabelKey {
+    bytes: Vec<u8>,
+    hash: u64,
+}
+
+/// The hasher of every [`LabelKey`]: seeded once per process, so that a key
+/// hashed once serves every metric.
+fn key_hasher() -> &'static foldhash::fast::RandomState {
+    static HASHER: std::sync::LazyLock<foldhash::fast::RandomState> =
+        std::sync::LazyLock::new(Default::default);
+    &HASHER
+}
+
+impl LabelKey {
+    /// An empty key.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The key of `values`.
+    pub fn of<S: AsRef<str>>(values: &[S]) -> Self {
+        let mut key = Self::new();
+        for v in values {
+            key.push(v.as_ref());
+        }
+        key.finish();
+        key
+    }
+
+    /// Starts a new key.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.hash = 0;
+    }
+
+    /// Appends a label value.
+    pub fn push(&mut self, value: &str) {
+        let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes
+            .extend_from_slice(&value.as_bytes()[..len as usize]);
+    }
+
+    /// Hashes the values pushed; call before recording.
+    pub fn finish(&mut self) {
+        self.hash = key_hasher().hash_one(self.bytes.as_slice());
+    }
+
+    /// The label values again.
+    fn values(bytes: &[u8]) -> Box<[String]> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+            let len = u32::from_le_bytes(*len) as usize;
+            let (value, tail) = tail.split_at(len.min(tail.len()));
+            out.push(String::from_utf8_lossy(value).into_owned());
+            rest = tail;
+        }
+        out.into_boxed_slice()
+    }
+}
+
+/// A series and its encoded key.
+#[derive(Debug)]
+struct Entry {
+    key: Box<[u8]>,
+    hash: u64,
+    series: Series,
+}
+
 /// One metric and its series.
 #[derive(Debug)]
 pub struct Metric {
     spec: MetricSpec,
-    series: Mutex<HashMap<Box<[String]>, Series, foldhash::fast::RandomState>>,
+    series: Mutex<hashbrown::HashTable<Entry>>,
     refused: AtomicU64,
 }
 
@@ -94,7 +170,7 @@ impl Metric {
     pub fn new(spec: MetricSpec) -> Self {
         Self {
             spec,
-            series: Mutex::new(HashMap::default()),
+            series: Mutex::new(hashbrown::HashTable::new()),
             refused: AtomicU64::new(0),
         }
     }
@@ -106,9 +182,16 @@ impl Metric {
 
     /// Records `value` for the series `labels` (one value per label name).
     pub fn record(&self, labels: &[String], value: f64) -> Recorded {
+        self.record_key(&LabelKey::of(labels), value)
+    }
+
+    /// Records `value` for the series whose label values `key` holds (one per
+    /// label name, hashed: [`LabelKey::finish`]).
+    pub fn record_key(&self, key: &LabelKey, value: f64) -> Recorded {
         let mut series = self.series.lock();
-        let s = match series.get_mut(labels) {
-            Some(s) => s,
+        let bytes = key.bytes.as_slice();
+        let s = match series.find_mut(key.hash, |e| *e.key == *bytes) {
+            Some(e) => &mut e.series,
             None => {
                 if series.len() >= self.spec.max_series {
                     drop(series);
@@ -123,7 +206,15 @@ impl Metric {
                         count: 0,
                     },
                 };
-                series.entry(labels.into()).or_insert(fresh)
+                let entry = Entry {
+                    key: bytes.into(),
+                    hash: key.hash,
+                    series: fresh,
+                };
+                &mut series
+                    .insert_unique(key.hash, entry, |e| e.hash)
+                    .into_mut()
+                    .series
             }
         };
         match s {
@@ -164,8 +255,8 @@ impl Metric {
         self.series
             .lock()
             .iter()
-            .map(|(k, v)| {
-                let v = match v {
+            .map(|e| {
+                let v = match &e.series {
                     Series::Number(n) => SeriesValue::Number(*n),
                     Series::Histogram { counts, sum, count } => SeriesValue::Histogram {
                         counts: counts.clone(),
@@ -173,15 +264,19 @@ impl Metric {
                         count: *count,
                     },
                 };
-                (k.clone(), v)
+                (LabelKey::values(&e.key), v)
             })
             .collect()
     }
 
     /// The value of one series (counter or gauge), for tests and debugging.
     pub fn value(&self, labels: &[&str]) -> Option<f64> {
-        let key: Vec<String> = labels.iter().map(|s| (*s).to_string()).collect();
-        match self.series.lock().get(key.as_slice()) {
+        let key = LabelKey::of(labels);
+        let series = self.series.lock();
+        match series
+            .find(key.hash, |e| *e.key == *key.bytes)
+            .map(|e| &e.series)
+        {
             Some(Series::Number(n)) => Some(*n),
             Some(Series::Histogram { count, .. }) => Some(*count as f64),
             None => None,
@@ -310,7 +405,7 @@ fn encode_metric(m: &Metric, format: Format, out: &mut String) {
         .series
         .lock()
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|e| (LabelKey::values(&e.key), e.series.clone()))
         .collect();
     series.sort_by(|a, b| a.0.cmp(&b.0));
     // OpenMetrics names a counter family without `_total`, and its samples with.

@@ -8,7 +8,7 @@ use super::{
     ast::{BinaryOp, Expr, ExprKind, Func},
     text::{self, Glob},
 };
-use crate::value::{AttributeTypes, Bag, Value, ValueType};
+use crate::value::{AttrName, AttributeTypes, Bag, Value, ValueType};
 
 /// Why an evaluation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,10 +155,10 @@ impl Compiled {
 #[derive(Debug, Clone)]
 enum Node {
     Const(Value),
-    Attr(Arc<str>),
+    Attr(AttrName),
     /// `attr["key"]`, both known when compiling.
     AttrEntry {
-        attr: Arc<str>,
+        attr: AttrName,
         key: Arc<str>,
     },
     Index {
@@ -231,7 +231,9 @@ fn wrong_type<'a>(expected: ValueType, found: &Value) -> Fail<'a> {
 fn eval<'a>(node: &'a Node, bag: &dyn Bag) -> Result<Value, Fail<'a>> {
     match node {
         Node::Const(v) => Ok(v.clone()),
-        Node::Attr(name) => bag.get(name).ok_or_else(|| Fail::AbsentAttr(name)),
+        Node::Attr(name) => bag
+            .get_attr(name)
+            .ok_or_else(|| Fail::AbsentAttr(name.as_str())),
         Node::AttrEntry { .. } | Node::Index { .. } => {
             with_text(node, bag, |s| Value::String(Arc::from(s)))
         }
@@ -325,24 +327,24 @@ fn text_of<'a>(node: &'a Node, bag: &dyn Bag, f: &mut dyn FnMut(&str)) -> Result
             f(s);
             Ok(())
         }
-        Node::Attr(name) => match bag.get(name) {
+        Node::Attr(name) => match bag.get_attr(name) {
             Some(Value::String(s)) => {
                 f(&s);
                 Ok(())
             }
             Some(other) => Err(wrong_type(ValueType::String, &other)),
-            None => Err(Fail::AbsentAttr(name)),
+            None => Err(Fail::AbsentAttr(name.as_str())),
         },
-        Node::AttrEntry { attr, key } => match bag.get(attr) {
+        Node::AttrEntry { attr, key } => match bag.get_attr(attr) {
             Some(Value::StringMap(m)) => match m.get(&**key) {
                 Some(v) => {
                     f(v);
                     Ok(())
                 }
-                None => Err(Fail::AbsentKey(Some(attr), Cow::Borrowed(key))),
+                None => Err(Fail::AbsentKey(Some(attr.as_str()), Cow::Borrowed(key))),
             },
             Some(other) => Err(wrong_type(ValueType::StringMap, &other)),
-            None => Err(Fail::AbsentAttr(attr)),
+            None => Err(Fail::AbsentAttr(attr.as_str())),
         },
         Node::Index { map, map_name, key } => {
             let m = match eval(map, bag)? {
@@ -488,7 +490,7 @@ impl Lowering<'_> {
             ExprKind::Attribute(name) => {
                 self.reference(name, None);
                 let t = self.types.type_of(name).unwrap_or(ValueType::String);
-                (Node::Attr(name.as_str().into()), t)
+                (Node::Attr(AttrName::new(name)), t)
             }
             ExprKind::Str(s) => (Node::Const(Value::from(s.as_str())), ValueType::String),
             ExprKind::Int(v) => (Node::Const(Value::Int64(*v)), ValueType::Int64),
@@ -498,7 +500,7 @@ impl Lowering<'_> {
                 if let (ExprKind::Attribute(name), ExprKind::Str(k)) = (&map.kind, &key.kind) {
                     self.reference(name, Some(k));
                     let node = Node::AttrEntry {
-                        attr: name.as_str().into(),
+                        attr: AttrName::new(name),
                         key: k.as_str().into(),
                     };
                     return (node, ValueType::String);
