@@ -849,3 +849,67 @@ async fn spans_and_metrics_reach_an_otlp_receiver() {
         assert!(Instant::now() < deadline, "exported total {total}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_reports_are_refused_with_invalid_argument_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let galley = start_galley(dir.path()).await.unwrap();
+    let t = start_telemetry(galley.mcp, &[]).await;
+    let channel = Channel::from_shared(format!("http://{}", t.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = MixerClient::new(channel);
+    // Three bags, the second naming a word that does not exist.
+    let mut bad = encode(&request_bag("/ok", 200), words());
+    bad.strings.insert(-40, -41);
+    let req = ReportRequest {
+        attributes: vec![
+            encode(&request_bag("/a", 200), words()),
+            bad,
+            encode(&request_bag("/b", 200), words()),
+        ],
+        repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
+        global_word_count: words(),
+        ..ReportRequest::default()
+    };
+    let status = client.report(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("attribute bag 1") && status.message().contains("-40"),
+        "{status:?}"
+    );
+    // A global_word_count past the dictionary.
+    let req = ReportRequest {
+        attributes: vec![encode(&request_bag("/a", 200), words())],
+        global_word_count: 100_000,
+        ..ReportRequest::default()
+    };
+    let status = client.report(req).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    // Nothing of either was taken; all four records are counted as invalid.
+    let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
+    let value = |prefix: &str| -> u64 {
+        own.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    assert_eq!(
+        value("mixer_telemetry_records_refused_total{reason=\"invalid\"}"),
+        4
+    );
+    assert_eq!(
+        value("mixer_telemetry_records_accepted_total{api=\"report\"}"),
+        0
+    );
+    // A good Report is still taken.
+    let req = ReportRequest {
+        attributes: vec![encode(&request_bag("/a", 200), words())],
+        repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
+        global_word_count: words(),
+        ..ReportRequest::default()
+    };
+    client.report(req).await.unwrap();
+}

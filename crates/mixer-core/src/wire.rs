@@ -8,7 +8,7 @@
 //! timestamp out of range) and answers with an error, never a panic.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     fmt,
     net::IpAddr,
     sync::Arc,
@@ -319,13 +319,16 @@ impl<'a> Word<'a> {
     }
 }
 
-struct Words<'a> {
+/// The words a message's indexes point at: the first `global_word_count` global
+/// words, and the message's own list (owned strings of a decoded message, or
+/// slices of the request's bytes read in place).
+struct Words<'a, S> {
     global: &'static [&'static str],
-    local: &'a [String],
+    local: &'a [S],
 }
 
-impl<'a> Words<'a> {
-    fn new(local: &'a [String], global_word_count: u32) -> Result<Self, WireError> {
+impl<'a, S: AsRef<str>> Words<'a, S> {
+    fn new(local: &'a [S], global_word_count: u32) -> Result<Self, WireError> {
         let count = usize::try_from(global_word_count).unwrap_or(usize::MAX);
         let global = GLOBAL_WORDS
             .get(..count)
@@ -343,7 +346,7 @@ impl<'a> Words<'a> {
             usize::try_from(-(i64::from(index)) - 1)
                 .ok()
                 .and_then(|i| self.local.get(i))
-                .map(|w| Word::Local(w.as_str()))
+                .map(|w| Word::Local(w.as_ref()))
         };
         found.ok_or(WireError::WordIndex {
             index,
@@ -358,6 +361,116 @@ impl<'a> Words<'a> {
     }
 }
 
+/// Text values shared by the bags of one Report: a word's text is copied once,
+/// however many requests of the batch carry it.
+#[derive(Default)]
+struct Texts<'a> {
+    known: HashMap<&'a str, Arc<str>, foldhash::fast::RandomState>,
+}
+
+impl<'a> Texts<'a> {
+    fn get(&mut self, text: &'a str) -> Value {
+        Value::String(
+            self.known
+                .entry(text)
+                .or_insert_with(|| Arc::from(text))
+                .clone(),
+        )
+    }
+}
+
+/// One attribute as the wire carries it: a map of the message (its slot) and the
+/// value found there, before names and text are looked up.
+enum Slot<'m> {
+    Str(i32),
+    Int64(i64),
+    Double(f64),
+    Bool(bool),
+    /// Seconds and nanos.
+    Timestamp(i64, i32),
+    /// Seconds and nanos.
+    Duration(i64, i32),
+    Bytes(&'m [u8]),
+    /// Key and value word indexes, in key order, each key once.
+    StringMap(Vec<(i32, i32)>),
+}
+
+impl Slot<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Slot::Str(_) => "string",
+            Slot::Int64(_) => "int64",
+            Slot::Double(_) => "double",
+            Slot::Bool(_) => "bool",
+            Slot::Timestamp(..) => "timestamp",
+            Slot::Duration(..) => "duration",
+            Slot::Bytes(_) => "bytes",
+            Slot::StringMap(_) => "string map",
+        }
+    }
+}
+
+/// Builds a bag from its attributes in wire order (the maps in field order, each
+/// in key order, a key once per map): names and text looked up in `words`, each
+/// value checked against its declared type, a name given twice refused.
+fn build<'a, S: AsRef<str>>(
+    entries: impl Iterator<Item = (i32, Slot<'a>)>,
+    capacity: usize,
+    words: &Words<'a, S>,
+    types: &dyn AttributeTypes,
+    texts: &mut Texts<'a>,
+) -> Result<AttributeBag, WireError> {
+    let mut bag = AttributeBag::with_capacity(capacity);
+    for (key, slot) in entries {
+        let name = words.get(key)?.to_name();
+        let declared = match name.slot() {
+            Some(s) => types.type_of_slot(s, name.as_str()),
+            None => types.type_of(name.as_str()),
+        };
+        let sent = slot.name();
+        let value = match slot {
+            Slot::Str(v) => texts.get(words.text(v)?),
+            Slot::Int64(v) => Value::Int64(v),
+            Slot::Double(v) => Value::Double(v),
+            Slot::Bool(v) => Value::Bool(v),
+            Slot::Timestamp(secs, nanos) => {
+                Value::Timestamp(timestamp_from(name.as_str(), secs, nanos)?)
+            }
+            Slot::Duration(secs, nanos) => {
+                Value::Duration(duration_from(name.as_str(), secs, nanos)?)
+            }
+            // An address is built straight from the slice, without a copy of it.
+            Slot::Bytes(b) if declared == Some(ValueType::IpAddress) => {
+                Value::Ip(ip_from(name.as_str(), b)?)
+            }
+            Slot::Bytes(b) => Value::Bytes(Arc::from(b)),
+            Slot::StringMap(pairs) => {
+                let mut map = BTreeMap::new();
+                for (k, v) in pairs {
+                    map.insert(words.text(k)?.to_string(), words.text(v)?.to_string());
+                }
+                Value::StringMap(Arc::new(map))
+            }
+        };
+        let value = match (declared, value) {
+            (None, v) => v,
+            (Some(declared), v) if accepts(declared, &v) => v,
+            (Some(declared), _) => {
+                return Err(WireError::WrongType {
+                    name: name.as_str().to_string(),
+                    declared,
+                    sent,
+                });
+            }
+        };
+        if bag.position(&name).is_some() {
+            return Err(WireError::Duplicate(name.as_str().to_string()));
+        }
+        bag.put(name, value);
+    }
+    Ok(bag)
+}
+
 /// Decodes a compressed bag; `types` says what each known name must be (unknown
 /// names are kept with the type of their slot). `default_words` stand in for the
 /// message's own list when it has none (Report's shared dictionary).
@@ -366,6 +479,22 @@ pub fn decode(
     global_word_count: u32,
     default_words: &[String],
     types: &dyn AttributeTypes,
+) -> Result<AttributeBag, WireError> {
+    decode_with(
+        msg,
+        global_word_count,
+        default_words,
+        types,
+        &mut Texts::default(),
+    )
+}
+
+fn decode_with<'a>(
+    msg: &'a CompressedAttributes,
+    global_word_count: u32,
+    default_words: &'a [String],
+    types: &dyn AttributeTypes,
+    texts: &mut Texts<'a>,
 ) -> Result<AttributeBag, WireError> {
     let local = if msg.words.is_empty() {
         default_words
@@ -381,93 +510,35 @@ pub fn decode(
         + msg.durations.len()
         + msg.bytes.len()
         + msg.string_maps.len();
-    let mut bag = AttributeBag::with_capacity(count);
-    let type_of = |name: &Name| match name.slot() {
-        Some(slot) => types.type_of_slot(slot, name.as_str()),
-        None => types.type_of(name.as_str()),
-    };
-    // `declared` is `type_of(name)`, looked up by the caller.
-    let mut put = |name: Name,
-                   declared: Option<ValueType>,
-                   value: Value,
-                   slot: &'static str|
-     -> Result<(), WireError> {
-        let value = match (declared, value) {
-            (None, v) => v,
-            (Some(declared), v) if accepts(declared, &v) => v,
-            // IP addresses travel in the bytes slot.
-            (Some(ValueType::IpAddress), Value::Bytes(b)) => Value::Ip(ip_from(name.as_str(), &b)?),
-            (Some(declared), _) => {
-                return Err(WireError::WrongType {
-                    name: name.as_str().to_string(),
-                    declared,
-                    sent: slot,
-                });
-            }
-        };
-        if bag.position(&name).is_some() {
-            return Err(WireError::Duplicate(name.as_str().to_string()));
-        }
-        bag.put(name, value);
-        Ok(())
-    };
-    for (k, v) in &msg.strings {
-        let name = words.get(*k)?.to_name();
-        let declared = type_of(&name);
-        put(name, declared, Value::from(words.text(*v)?), "string")?;
-    }
-    for (k, v) in &msg.int64s {
-        let name = words.get(*k)?.to_name();
-        let declared = type_of(&name);
-        put(name, declared, Value::Int64(*v), "int64")?;
-    }
-    for (k, v) in &msg.doubles {
-        let name = words.get(*k)?.to_name();
-        let declared = type_of(&name);
-        put(name, declared, Value::Double(*v), "double")?;
-    }
-    for (k, v) in &msg.bools {
-        let name = words.get(*k)?.to_name();
-        let declared = type_of(&name);
-        put(name, declared, Value::Bool(*v), "bool")?;
-    }
-    for (k, v) in &msg.timestamps {
-        let name = words.get(*k)?.to_name();
-        let declared = type_of(&name);
-        let value = Value::Timestamp(timestamp_from(name.as_str(), v)?);
-        put(name, declared, value, "timestamp")?;
-    }
-    for (k, v) in &msg.durations {
-        let name = words.get(*k)?.to_name();
-        let declared = type_of(&name);
-        let value = Value::Duration(duration_from(name.as_str(), v)?);
-        put(name, declared, value, "duration")?;
-    }
-    for (k, v) in &msg.bytes {
-        let name = words.get(*k)?.to_name();
-        let declared = type_of(&name);
-        // An address is built straight from the slice, without a copy of it.
-        let value = match declared {
-            Some(ValueType::IpAddress) => Value::Ip(ip_from(name.as_str(), v)?),
-            _ => Value::Bytes(Arc::from(v.as_slice())),
-        };
-        put(name, declared, value, "bytes")?;
-    }
-    for (k, v) in &msg.string_maps {
-        let mut map = BTreeMap::new();
-        for (mk, mv) in &v.entries {
-            map.insert(words.text(*mk)?.to_string(), words.text(*mv)?.to_string());
-        }
-        let name = words.get(*k)?.to_name();
-        let declared = type_of(&name);
-        put(
-            name,
-            declared,
-            Value::StringMap(Arc::new(map)),
-            "string map",
-        )?;
-    }
-    Ok(bag)
+    let entries = msg
+        .strings
+        .iter()
+        .map(|(k, v)| (*k, Slot::Str(*v)))
+        .chain(msg.int64s.iter().map(|(k, v)| (*k, Slot::Int64(*v))))
+        .chain(msg.doubles.iter().map(|(k, v)| (*k, Slot::Double(*v))))
+        .chain(msg.bools.iter().map(|(k, v)| (*k, Slot::Bool(*v))))
+        .chain(
+            msg.timestamps
+                .iter()
+                .map(|(k, t)| (*k, Slot::Timestamp(t.seconds, t.nanos))),
+        )
+        .chain(
+            msg.durations
+                .iter()
+                .map(|(k, d)| (*k, Slot::Duration(d.seconds, d.nanos))),
+        )
+        .chain(
+            msg.bytes
+                .iter()
+                .map(|(k, b)| (*k, Slot::Bytes(b.as_slice()))),
+        )
+        .chain(msg.string_maps.iter().map(|(k, m)| {
+            (
+                *k,
+                Slot::StringMap(m.entries.iter().map(|(a, b)| (*a, *b)).collect()),
+            )
+        }));
+    build(entries, count, &words, types, texts)
 }
 
 /// Decodes every bag of a Report. With delta encoding (the default), each bag
@@ -477,21 +548,33 @@ pub fn decode_report(
     types: &dyn AttributeTypes,
 ) -> Result<Vec<AttributeBag>, ReportError> {
     let delta = req.repeated_attributes_semantics() == RepeatedAttributesSemantics::DeltaEncoding;
+    let mut texts = Texts::default();
     let mut out: Vec<AttributeBag> = Vec::with_capacity(req.attributes.len());
     for (i, msg) in req.attributes.iter().enumerate() {
-        let bag = decode(msg, req.global_word_count, &req.default_words, types)
-            .map_err(|source| ReportError { index: i, source })?;
-        let bag = match (delta, out.last()) {
-            (true, Some(previous)) => {
-                let mut merged = previous.clone();
-                merged.merge(bag);
-                merged
-            }
-            _ => bag,
-        };
-        out.push(bag);
+        let bag = decode_with(
+            msg,
+            req.global_word_count,
+            &req.default_words,
+            types,
+            &mut texts,
+        )
+        .map_err(|source| ReportError { index: i, source })?;
+        push_bag(&mut out, bag, delta);
     }
     Ok(out)
+}
+
+/// Adds a Report's next bag: with delta encoding, over a copy of the one before.
+fn push_bag(out: &mut Vec<AttributeBag>, bag: AttributeBag, delta: bool) {
+    let bag = match (delta, out.last()) {
+        (true, Some(previous)) => {
+            let mut merged = previous.clone();
+            merged.merge(bag);
+            merged
+        }
+        _ => bag,
+    };
+    out.push(bag);
 }
 
 /// A Report bag that cannot be decoded.
@@ -531,17 +614,17 @@ fn ip_from(name: &str, b: &[u8]) -> Result<IpAddr, WireError> {
     }
 }
 
-fn timestamp_from(name: &str, t: &prost_types::Timestamp) -> Result<SystemTime, WireError> {
+fn timestamp_from(name: &str, seconds: i64, nanos: i32) -> Result<SystemTime, WireError> {
     let bad = |reason| WireError::Time {
         name: name.to_string(),
         reason,
     };
-    let nanos = u32::try_from(t.nanos)
+    let nanos = u32::try_from(nanos)
         .ok()
         .filter(|n| *n < 1_000_000_000)
         .ok_or(bad("timestamp nanos out of range"))?;
-    let offset = Duration::new(t.seconds.unsigned_abs(), 0);
-    let base = if t.seconds >= 0 {
+    let offset = Duration::new(seconds.unsigned_abs(), 0);
+    let base = if seconds >= 0 {
         UNIX_EPOCH.checked_add(offset)
     } else {
         UNIX_EPOCH.checked_sub(offset)
@@ -550,13 +633,13 @@ fn timestamp_from(name: &str, t: &prost_types::Timestamp) -> Result<SystemTime, 
         .ok_or(bad("timestamp out of range"))
 }
 
-fn duration_from(name: &str, d: &prost_types::Duration) -> Result<Duration, WireError> {
+fn duration_from(name: &str, seconds: i64, nanos: i32) -> Result<Duration, WireError> {
     let bad = |reason| WireError::Time {
         name: name.to_string(),
         reason,
     };
-    let secs = u64::try_from(d.seconds).map_err(|_| bad("negative duration"))?;
-    let nanos = u32::try_from(d.nanos)
+    let secs = u64::try_from(seconds).map_err(|_| bad("negative duration"))?;
+    let nanos = u32::try_from(nanos)
         .ok()
         .filter(|n| *n < 1_000_000_000)
         .ok_or(bad("duration nanos out of range"))?;
@@ -652,6 +735,9 @@ pub fn encode(bag: &AttributeBag, global_word_count: u32) -> CompressedAttribute
     }
     msg
 }
+
+#[path = "wire_raw.rs"]
+pub mod raw;
 
 #[cfg(test)]
 #[path = "wire_tests.rs"]

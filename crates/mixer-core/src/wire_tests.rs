@@ -338,3 +338,135 @@ fn a_global_word_sent_in_the_message_list_is_found_by_its_compiled_name() {
         Err(WireError::Duplicate(_))
     ));
 }
+
+/// Both ways of reading an encoded Report: in place, and decoded by prost first.
+fn both_ways(bytes: &[u8]) -> (Option<Vec<AttributeBag>>, Option<Vec<AttributeBag>>) {
+    use prost::Message;
+    let types = Manifest::standard();
+    let raw = raw::decode_report(bytes, &types).ok();
+    let decoded = ReportRequest::decode(bytes)
+        .ok()
+        .and_then(|req| decode_report(&req, &types).ok());
+    (raw, decoded)
+}
+
+fn report_of(
+    bags: Vec<CompressedAttributes>,
+    semantics: i32,
+    default_words: Vec<String>,
+    count: u32,
+) -> Vec<u8> {
+    use prost::Message;
+    ReportRequest {
+        attributes: bags,
+        repeated_attributes_semantics: semantics,
+        default_words,
+        global_word_count: count,
+    }
+    .encode_to_vec()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn reports_read_in_place_give_the_bags_decoding_gives(
+        bags in proptest::collection::vec(proptest::collection::btree_map(name(), value(), 0..12), 0..6),
+        known in 0..=GLOBAL_WORDS.len(),
+        semantics in 0i32..3,
+        default_words in proptest::collection::vec("[a-z.]{0,6}", 0..3),
+    ) {
+        let count = u32::try_from(known).unwrap();
+        let msgs = bags
+            .iter()
+            .map(|attrs| {
+                let mut bag = AttributeBag::new();
+                for (n, v) in attrs {
+                    bag.insert(n, v.clone());
+                }
+                encode(&bag, count)
+            })
+            .collect();
+        let bytes = report_of(msgs, semantics, default_words, count);
+        let (raw, decoded) = both_ways(&bytes);
+        prop_assert_eq!(raw, decoded);
+    }
+
+    #[test]
+    fn malformed_and_odd_reports_are_judged_alike(
+        words in proptest::collection::vec("[a-z.]{0,6}", 0..4),
+        strings in proptest::collection::btree_map(-6i32..300, -6i32..300, 0..6),
+        ints in proptest::collection::btree_map(-6i32..300, any::<i64>(), 0..3),
+        bytes in proptest::collection::btree_map(-6i32..300, proptest::collection::vec(any::<u8>(), 0..17), 0..3),
+        maps in proptest::collection::btree_map(-6i32..300, proptest::collection::btree_map(-6i32..300, -6i32..300, 0..3), 0..2),
+        secs in any::<i64>(),
+        nanos in any::<i32>(),
+        count in 0u32..400,
+        cut in any::<proptest::sample::Index>(),
+        flip in any::<(proptest::sample::Index, u8)>(),
+    ) {
+        let mut msg = CompressedAttributes { words, strings, int64s: ints, bytes, ..Default::default() };
+        msg.string_maps = maps
+            .into_iter()
+            .map(|(k, entries)| (k, WireStringMap { entries }))
+            .collect();
+        msg.timestamps.insert(-1, prost_types::Timestamp { seconds: secs, nanos });
+        msg.durations.insert(-2, prost_types::Duration { seconds: secs, nanos });
+        let good = report_of(vec![msg.clone(), msg], 1, Vec::new(), count);
+        let (raw, decoded) = both_ways(&good);
+        prop_assert_eq!(raw, decoded);
+        // Cut short, or with a byte changed: the same verdict either way.
+        let short = &good[..cut.index(good.len() + 1)];
+        let (raw, decoded) = both_ways(short);
+        prop_assert_eq!(raw, decoded);
+        let mut changed = good.clone();
+        if !changed.is_empty() {
+            let at = flip.0.index(changed.len());
+            changed[at] ^= flip.1;
+        }
+        let (raw, decoded) = both_ways(&changed);
+        prop_assert_eq!(raw, decoded);
+    }
+}
+
+#[test]
+fn repeated_map_keys_and_unknown_fields_read_as_protobuf_reads_them() {
+    // strings {k: request.path, v: "a"} twice with different values, an unknown
+    // field (15, varint) in the message, and fields out of order.
+    let path = u64::from((g("request.path") as u32) << 1);
+    let mut msg = Vec::new();
+    let entry = |v: u64| {
+        let mut e = vec![0x08];
+        push_varint(&mut e, path);
+        e.push(0x10);
+        push_varint(&mut e, v);
+        e
+    };
+    for (i, v) in [(0, 1u64), (1, 3u64)] {
+        let e = entry(v);
+        msg.push(0x12);
+        msg.push(u8::try_from(e.len()).unwrap());
+        msg.extend(&e);
+        if i == 0 {
+            msg.extend([0x78, 0x05]); // field 15, varint 5
+        }
+    }
+    // words after the maps: "a" (-1 -> zigzag 1), "b" (-2 -> zigzag 3).
+    msg.extend([0x0a, 0x01, b'a', 0x0a, 0x01, b'b']);
+    let mut report = vec![0x0a, u8::try_from(msg.len()).unwrap()];
+    report.extend(&msg);
+    report.extend([0x18]);
+    push_varint(&mut report, u64::from(all()));
+    let (raw, decoded) = both_ways(&report);
+    assert_eq!(raw, decoded);
+    let bags = raw.unwrap();
+    assert_eq!(bags[0].get("request.path"), Some(Value::from("b")));
+}
+
+fn push_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}

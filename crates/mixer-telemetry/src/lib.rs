@@ -14,6 +14,7 @@ pub mod graph;
 pub mod otel;
 pub mod pipeline;
 pub mod prom;
+pub mod report_route;
 pub mod samples;
 pub mod server;
 pub mod sqlstore;

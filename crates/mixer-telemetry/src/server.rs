@@ -23,6 +23,7 @@ use axum::{
     response::IntoResponse,
     routing::get,
 };
+use bytes::Bytes;
 use mesh_api::{
     envoy::envoy::service::accesslog::v3::{
         StreamAccessLogsMessage, StreamAccessLogsResponse,
@@ -60,6 +61,7 @@ use crate::{
     otel::{OtelCounters, OtelExporters},
     pipeline::{Outcome, Outputs, Pipeline, Sinks},
     prom::{Format, Registry},
+    report_route::{ReportBytes, ReportRoute},
     sqlstore::{LogStores, StoreCounters},
 };
 
@@ -277,6 +279,19 @@ impl Service {
     }
 }
 
+impl ReportBytes for Service {
+    fn report_bytes(&self, bytes: Bytes) -> Result<ReportResponse, Status> {
+        let pipeline = self.pipeline()?;
+        let bags = wire::raw::decode_report(&bytes, pipeline.manifest()).map_err(|e| {
+            self.metrics
+                .refuse("invalid", wire::raw::count_bags(&bytes) as u64);
+            Status::invalid_argument(e.to_string())
+        })?;
+        self.enqueue("report", bags)?;
+        Ok(ReportResponse::default())
+    }
+}
+
 #[tonic::async_trait]
 impl Mixer for Service {
     async fn check(
@@ -409,7 +424,10 @@ pub async fn start(
     )
     .map_err(|e| MixerTelemetryError::Task(e.to_string()))?;
     let router = router
-        .add_service(MixerServer::new(service.clone()))
+        .add_service(ReportRoute::new(
+            MixerServer::new(service.clone()),
+            Arc::new(service.clone()),
+        ))
         .add_service(AccessLogServiceServer::new(service));
     let graph = Arc::new(ServiceGraph::new());
     let debug = Router::new()
