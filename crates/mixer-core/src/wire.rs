@@ -319,16 +319,43 @@ impl<'a> Word<'a> {
     }
 }
 
-/// The words a message's indexes point at: the first `global_word_count` global
-/// words, and the message's own list (owned strings of a decoded message, or
-/// slices of the request's bytes read in place).
-struct Words<'a, S> {
-    global: &'static [&'static str],
-    local: &'a [S],
+/// A message's own list of words, each borrowed for `'t`.
+trait WordList<'t> {
+    fn word(&self, i: usize) -> Option<&'t str>;
+    fn count(&self) -> usize;
 }
 
-impl<'a, S: AsRef<str>> Words<'a, S> {
-    fn new(local: &'a [S], global_word_count: u32) -> Result<Self, WireError> {
+/// The words of a decoded message.
+impl<'t> WordList<'t> for &'t [String] {
+    fn word(&self, i: usize) -> Option<&'t str> {
+        self.get(i).map(String::as_str)
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// Words read in place: slices of the request's bytes.
+impl<'t> WordList<'t> for &[&'t str] {
+    fn word(&self, i: usize) -> Option<&'t str> {
+        self.get(i).copied()
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+/// The words a message's indexes point at: the first `global_word_count` global
+/// words, and the message's own list.
+struct Words<L> {
+    global: &'static [&'static str],
+    local: L,
+}
+
+impl<'t, L: WordList<'t>> Words<L> {
+    fn new(local: L, global_word_count: u32) -> Result<Self, WireError> {
         let count = usize::try_from(global_word_count).unwrap_or(usize::MAX);
         let global = GLOBAL_WORDS
             .get(..count)
@@ -336,7 +363,7 @@ impl<'a, S: AsRef<str>> Words<'a, S> {
         Ok(Self { global, local })
     }
 
-    fn get(&self, index: i32) -> Result<Word<'a>, WireError> {
+    fn get(&self, index: i32) -> Result<Word<'t>, WireError> {
         let found = if index >= 0 {
             usize::try_from(index)
                 .ok()
@@ -345,18 +372,18 @@ impl<'a, S: AsRef<str>> Words<'a, S> {
             // -1 is local[0]; computed in i64 so i32::MIN cannot overflow.
             usize::try_from(-(i64::from(index)) - 1)
                 .ok()
-                .and_then(|i| self.local.get(i))
-                .map(|w| Word::Local(w.as_ref()))
+                .and_then(|i| self.local.word(i))
+                .map(Word::Local)
         };
         found.ok_or(WireError::WordIndex {
             index,
             global: self.global.len(),
-            local: self.local.len(),
+            local: self.local.count(),
         })
     }
 
     /// The text of word `index`.
-    fn text(&self, index: i32) -> Result<&'a str, WireError> {
+    fn text(&self, index: i32) -> Result<&'t str, WireError> {
         self.get(index).map(Word::as_str)
     }
 }
@@ -413,12 +440,12 @@ impl Slot<'_> {
 /// Builds a bag from its attributes in wire order (the maps in field order, each
 /// in key order, a key once per map): names and text looked up in `words`, each
 /// value checked against its declared type, a name given twice refused.
-fn build<'a, S: AsRef<str>>(
+fn build<'a, 't, L: WordList<'t>>(
     entries: impl Iterator<Item = (i32, Slot<'a>)>,
     capacity: usize,
-    words: &Words<'a, S>,
+    words: &Words<L>,
     types: &dyn AttributeTypes,
-    texts: &mut Texts<'a>,
+    texts: &mut Texts<'t>,
 ) -> Result<AttributeBag, WireError> {
     let mut bag = AttributeBag::with_capacity(capacity);
     for (key, slot) in entries {

@@ -184,114 +184,81 @@ fn by_key<V>(mut entries: Vec<(i32, V)>) -> Vec<(i32, V)> {
     out
 }
 
-/// One `CompressedAttributes`, its fields found.
-struct Message<'a> {
-    words: Vec<&'a str>,
-    /// Map fields (2..=9) and each entry's bytes, in the order sent.
-    entries: Vec<(u32, &'a [u8])>,
-}
-
-fn message(b: &[u8]) -> Read<Message<'_>> {
+/// Reads one `CompressedAttributes` into `words` and `slots` (both cleared
+/// first): its own words, and its attributes in the order [`super::decode`]
+/// takes them, the maps in field order, each in key order, the last entry of a
+/// key kept.
+fn message<'a>(
+    b: &'a [u8],
+    words: &mut Vec<&'a str>,
+    slots: &mut Vec<(u32, i32, Slot<'a>)>,
+) -> Read<()> {
+    words.clear();
+    slots.clear();
     let mut r = Reader::new(b);
-    let mut m = Message {
-        words: Vec::new(),
-        entries: Vec::with_capacity(24),
-    };
-    while !r.is_empty() {
-        match r.key()? {
-            (1, wt) => {
-                Reader::expect(wt, LEN)?;
-                m.words.push(utf8(r.len_delimited()?)?);
-            }
-            (f @ 2..=9, wt) => {
-                Reader::expect(wt, LEN)?;
-                m.entries.push((f, r.len_delimited()?));
-            }
-            (_, wt) => r.skip(wt)?,
-        }
-    }
-    Ok(m)
-}
-
-/// The attributes of a message in the order [`super::decode`] takes them: the
-/// maps in field order, each in key order.
-fn slots<'a>(m: &Message<'a>) -> Read<Vec<(i32, Slot<'a>)>> {
-    let mut out = Vec::with_capacity(m.entries.len());
-    let of = |field: u32| {
-        m.entries
-            .iter()
-            .filter(move |(f, _)| *f == field)
-            .map(|(_, b)| *b)
-    };
-    let varint = |r: &mut Reader<'_>, wt| {
+    let varint = |r: &mut Reader<'a>, wt| {
         Reader::expect(wt, VARINT)?;
         r.varint()
     };
-    let strings = of(2)
-        .map(|e| map_entry(e, |r, wt| varint(r, wt).map(zigzag32)))
-        .collect::<Read<Vec<_>>>()?;
-    out.extend(by_key(strings).into_iter().map(|(k, v)| (k, Slot::Str(v))));
-    let ints = of(3)
-        .map(|e| map_entry(e, |r, wt| varint(r, wt).map(|v| v as i64)))
-        .collect::<Read<Vec<_>>>()?;
-    out.extend(by_key(ints).into_iter().map(|(k, v)| (k, Slot::Int64(v))));
-    let doubles = of(4)
-        .map(|e| {
-            map_entry(e, |r, wt| {
+    while !r.is_empty() {
+        let (field, wt) = r.key()?;
+        if !(1..=9).contains(&field) {
+            r.skip(wt)?;
+            continue;
+        }
+        Reader::expect(wt, LEN)?;
+        let body = r.len_delimited()?;
+        let (key, slot) = match field {
+            1 => {
+                words.push(utf8(body)?);
+                continue;
+            }
+            2 => map_entry(body, |r, wt| varint(r, wt).map(zigzag32))
+                .map(|(k, v)| (k, Slot::Str(v)))?,
+            3 => map_entry(body, |r, wt| varint(r, wt).map(|v| v as i64))
+                .map(|(k, v)| (k, Slot::Int64(v)))?,
+            4 => map_entry(body, |r, wt| {
                 Reader::expect(wt, FIXED64)?;
                 r.fixed64().map(f64::from_bits)
             })
-        })
-        .collect::<Read<Vec<_>>>()?;
-    out.extend(
-        by_key(doubles)
-            .into_iter()
-            .map(|(k, v)| (k, Slot::Double(v))),
-    );
-    let bools = of(5)
-        .map(|e| map_entry(e, |r, wt| varint(r, wt).map(|v| v != 0)))
-        .collect::<Read<Vec<_>>>()?;
-    out.extend(by_key(bools).into_iter().map(|(k, v)| (k, Slot::Bool(v))));
-    for (field, duration) in [(6, false), (7, true)] {
-        let times = of(field)
-            .map(|e| {
-                map_entry(e, |r, wt| {
+            .map(|(k, v)| (k, Slot::Double(v)))?,
+            5 => map_entry(body, |r, wt| varint(r, wt).map(|v| v != 0))
+                .map(|(k, v)| (k, Slot::Bool(v)))?,
+            6 | 7 => {
+                let (k, (secs, nanos)) = map_entry(body, |r, wt| {
                     Reader::expect(wt, LEN)?;
                     seconds_nanos(r.len_delimited()?)
-                })
-            })
-            .collect::<Read<Vec<_>>>()?;
-        out.extend(by_key(times).into_iter().map(|(k, (s, n))| {
-            if duration {
-                (k, Slot::Duration(s, n))
-            } else {
-                (k, Slot::Timestamp(s, n))
+                })?;
+                if field == 6 {
+                    (k, Slot::Timestamp(secs, nanos))
+                } else {
+                    (k, Slot::Duration(secs, nanos))
+                }
             }
-        }));
-    }
-    let bytes = of(8)
-        .map(|e| {
-            map_entry(e, |r, wt| {
+            8 => map_entry(body, |r, wt| {
                 Reader::expect(wt, LEN)?;
                 r.len_delimited()
             })
-        })
-        .collect::<Read<Vec<(i32, &[u8])>>>()?;
-    out.extend(by_key(bytes).into_iter().map(|(k, v)| (k, Slot::Bytes(v))));
-    let maps = of(9)
-        .map(|e| {
-            map_entry(e, |r, wt| {
+            .map(|(k, v)| (k, Slot::Bytes(v)))?,
+            _ => map_entry(body, |r, wt| {
                 Reader::expect(wt, LEN)?;
                 string_map(r.len_delimited()?)
             })
-        })
-        .collect::<Read<Vec<_>>>()?;
-    out.extend(
-        by_key(maps)
-            .into_iter()
-            .map(|(k, v)| (k, Slot::StringMap(v))),
-    );
-    Ok(out)
+            .map(|(k, v)| (k, Slot::StringMap(v)))?,
+        };
+        slots.push((field, key, slot));
+    }
+    // Stable, so that among entries of one map with the same key the last sent
+    // stays last; then only that one is kept. (Usually already in order.)
+    slots.sort_by_key(|(f, k, _)| (*f, *k));
+    slots.dedup_by(|later, earlier| {
+        let same = later.0 == earlier.0 && later.1 == earlier.1;
+        if same {
+            std::mem::swap(later, earlier);
+        }
+        same
+    });
+    Ok(())
 }
 
 /// A `StringMap`'s entries (field 1), in key order, each key once. Entries of
@@ -365,27 +332,28 @@ pub fn decode_report(
             (_, wt) => r.skip(wt)?,
         }
     }
-    // The message must be well formed before any bag is judged, as when decoded
-    // whole: read every bag's fields first.
-    let messages = attributes
-        .iter()
-        .map(|b| message(b))
-        .collect::<Read<Vec<_>>>()?;
-    let slots = messages.iter().map(slots).collect::<Read<Vec<_>>>()?;
     // Anything but INDEPENDENT_ENCODING (1) is the default, delta encoding.
     let delta = semantics != 1;
     let mut texts = Texts::default();
-    let mut out = Vec::with_capacity(messages.len());
-    for (index, (m, slots)) in messages.iter().zip(slots).enumerate() {
-        let local: &[&str] = if m.words.is_empty() {
-            &default_words
+    let mut out = Vec::with_capacity(attributes.len());
+    let (mut words, mut slots) = (Vec::new(), Vec::new());
+    for (index, b) in attributes.iter().enumerate() {
+        message(b, &mut words, &mut slots)?;
+        let local: &[&str] = if words.is_empty() {
+            default_words.as_slice()
         } else {
-            &m.words
+            words.as_slice()
         };
+        let n = slots.len();
         let bag = Words::new(local, global_word_count)
-            .and_then(|words| {
-                let n = slots.len();
-                build(slots.into_iter(), n, &words, types, &mut texts)
+            .and_then(|w| {
+                build(
+                    slots.drain(..).map(|(_, k, s)| (k, s)),
+                    n,
+                    &w,
+                    types,
+                    &mut texts,
+                )
             })
             .map_err(|source: WireError| ReportError { index, source })?;
         push_bag(&mut out, bag, delta);
