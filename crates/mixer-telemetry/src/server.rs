@@ -228,6 +228,13 @@ struct Queue {
 }
 
 impl Queue {
+    /// Whether a batch of `n` would fit now (what [`Queue::offer`] decides, read
+    /// ahead so that a Report bound to be refused is not decoded first).
+    fn has_room(&self, n: usize) -> bool {
+        let queued = self.queued.load(Ordering::Acquire);
+        queued == 0 || queued + n <= self.max
+    }
+
     /// Takes the whole batch, or nothing when it does not fit.
     fn offer(&self, bags: Vec<AttributeBag>) -> Result<(), Vec<AttributeBag>> {
         let n = bags.len();
@@ -269,19 +276,24 @@ impl Service {
                     .inc_by(n);
                 Ok(())
             }
-            Err(_) => {
-                self.metrics.refuse("queue_full", n);
-                Err(Status::resource_exhausted(
-                    "report queue full: retry with backoff",
-                ))
-            }
+            Err(_) => Err(self.refuse_full(n)),
         }
+    }
+
+    /// Counts `n` records refused for a full queue; the reporter's answer.
+    fn refuse_full(&self, n: u64) -> Status {
+        self.metrics.refuse("queue_full", n);
+        Status::resource_exhausted("report queue full: retry with backoff")
     }
 }
 
 impl ReportBytes for Service {
     fn report_bytes(&self, bytes: Bytes) -> Result<ReportResponse, Status> {
         let pipeline = self.pipeline()?;
+        let n = wire::raw::count_bags(&bytes);
+        if !self.queue.has_room(n) {
+            return Err(self.refuse_full(n as u64));
+        }
         let bags = wire::raw::decode_report(&bytes, pipeline.manifest()).map_err(|e| {
             self.metrics
                 .refuse("invalid", wire::raw::count_bags(&bytes) as u64);
