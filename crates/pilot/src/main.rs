@@ -2,9 +2,10 @@
 //!
 //! jemalloc is the allocator: pilot's heap is many small, short-lived allocations
 //! spread over thousands of streams, where it keeps the resident size well below
-//! the system allocator's.
+//! the system allocator's. Without the `jemalloc` feature the system allocator is
+//! used, which heap profilers (heaptrack) can follow.
 
-#[cfg(not(target_env = "msvc"))]
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
