@@ -50,7 +50,7 @@ mod lds_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use mesh_api::envoy::{
     envoy::config::core::v3::{
@@ -133,8 +133,9 @@ pub fn translate_for(
 /// The inputs of translation, indexed: services by host and the rules that apply.
 #[derive(Debug, Clone, Default)]
 pub struct MeshContext {
-    /// Services by host.
-    pub services: BTreeMap<String, Service>,
+    /// Services by host, shared with the configuration they were read from (every
+    /// scope of a mesh holds the same services: one copy, not one per scope).
+    pub services: BTreeMap<String, Arc<Service>>,
     /// The DestinationRule in force for each host (first in key order).
     pub destination_rules: BTreeMap<String, DestinationRule>,
     /// VirtualServices bound to the mesh, in key order, with their namespace.
@@ -183,6 +184,11 @@ impl<T: Clone> NamedSpec<T> {
 impl MeshContext {
     /// Indexes `services` and the DestinationRules and VirtualServices in `resources`.
     pub fn new(services: Vec<Service>, resources: &[&Resource]) -> Self {
+        Self::from_shared(services.into_iter().map(Arc::new).collect(), resources)
+    }
+
+    /// As [`MeshContext::new`], with services shared rather than copied.
+    pub fn from_shared(services: Vec<Arc<Service>>, resources: &[&Resource]) -> Self {
         let mut sorted: Vec<&Resource> = resources.to_vec();
         sorted.sort_by(|a, b| {
             (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name))

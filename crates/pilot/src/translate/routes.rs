@@ -81,6 +81,7 @@ pub fn build_route_config(ctx: &MeshContext, port: u32, proxy: &Proxy) -> RouteC
         .services
         .values()
         .filter(|s| s.port(port).is_some())
+        .map(|s| &**s)
         .collect();
     // A service's own names (`host`, `host:port`) are always its own. A short name
     // claimed by more than one virtual host, or equal to another service's own name,
