@@ -121,7 +121,7 @@ pub fn visible<'a>(
     proxy: &Proxy,
     services: &[Arc<Service>],
     resources: &'a [Arc<Resource>],
-) -> (Vec<Arc<Service>>, Vec<&'a Resource>) {
+) -> (Vec<Arc<Service>>, Vec<&'a Arc<Resource>>) {
     let sidecar = sidecar_for(proxy, resources).and_then(|r| match &r.spec {
         Spec::Sidecar(sc) => Some((r.meta.namespace.as_str(), sc)),
         _ => None,
@@ -139,7 +139,6 @@ pub fn visible<'a>(
         .collect();
     let resources = resources
         .iter()
-        .map(|r| r.as_ref())
         .filter(|r| {
             let ns = r.meta.namespace.as_str();
             match &r.spec {

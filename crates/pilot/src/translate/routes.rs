@@ -448,7 +448,7 @@ fn destination_port(ctx: &MeshContext, host: &str, d: &Destination, port: u32) -
 
 /// The route hash policy for a consistent-hash DestinationRule on the destination.
 fn hash_policy(ctx: &MeshContext, host: &str, subset: &str, port: u32) -> Vec<HashPolicy> {
-    let rule = ctx.destination_rules.get(host);
+    let rule = ctx.destination_rule(host);
     let subset = rule.and_then(|r| {
         r.subsets
             .iter()
