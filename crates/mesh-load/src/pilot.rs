@@ -80,6 +80,10 @@ pub struct PilotArgs {
     /// Longest wait for any one phase.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// After the connect, wait this long with every proxy connected and idle, then
+    /// report pilot's RSS again (what stays once the connect burst has settled).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub settle: Option<Duration>,
     /// Keep pilot's log (stderr) in this file instead of a temporary one.
     #[arg(long)]
     pub pilot_log: Option<PathBuf>,
@@ -449,6 +453,15 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         mib(rss_connected),
         mib(hwm_connected)
     );
+    if let Some(settle) = args.settle {
+        tokio::time::sleep(settle).await;
+        let (rss, _) = proc::memory_kib(pid).unwrap_or_default();
+        println!(
+            "    pilot RSS {:.0} s after connect, proxies idle: {:.1} MiB",
+            settle.as_secs_f64(),
+            mib(rss)
+        );
+    }
 
     // 2. Endpoint changes.
     let bytes_before = received(&fleet);

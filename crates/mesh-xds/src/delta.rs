@@ -227,6 +227,10 @@ impl DeltaStream {
                 .iter()
                 .position(|p| Some(p.nonce) == nonce)
                 .and_then(|pos| state.pending.drain(..=pos).next_back());
+            if state.pending.is_empty() {
+                // In sync: a connect's burst of responses leaves no queue behind.
+                state.pending = VecDeque::new();
+            }
             match answered {
                 Some(p) => {
                     if let Some(status) = &req.error_detail {

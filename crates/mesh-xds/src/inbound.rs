@@ -3,8 +3,9 @@
 //! Read here rather than with tonic's `Streaming`, whose buffer keeps the capacity
 //! of the largest message a stream ever sent: an Envoy's EDS request names every
 //! EDS cluster (tens of KiB), and thousands of streams each keeping that much for
-//! their lifetime was a large share of pilot's memory. Here a buffer grown past
-//! [`KEEP_BYTES`] is released as soon as the message in it is decoded.
+//! their lifetime was a large share of pilot's memory. Here the buffer is released
+//! as soon as the messages in it are decoded: a stream waiting for its next request
+//! (most of them, most of the time) holds none.
 
 use std::{marker::PhantomData, pin::Pin};
 
@@ -16,7 +17,8 @@ use tonic::{
 
 /// gRPC's length-prefixed message header: a compression flag and a 4-byte length.
 const HEADER_BYTES: usize = 5;
-/// A read buffer at most this large is kept between messages.
+/// A partly read message keeps a buffer at most this large once the messages before
+/// it are decoded; a larger one is copied down to size.
 pub const KEEP_BYTES: usize = 16 * 1024;
 
 /// Decodes the requests of one stream, one at a time.
@@ -102,7 +104,10 @@ where
         let msg = M::decode(body)
             .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))?;
         self.buf.advance(HEADER_BYTES + len);
-        if self.buf.capacity() > KEEP_BYTES && self.buf.len() <= KEEP_BYTES {
+        if self.buf.is_empty() {
+            // Nothing more to read for now: the next request gets a new buffer.
+            self.buf = BytesMut::new();
+        } else if self.buf.capacity() > KEEP_BYTES && self.buf.len() <= KEEP_BYTES {
             // What follows the message (usually nothing) moves to a small buffer.
             self.buf = BytesMut::from(&self.buf[..]);
         }
@@ -165,6 +170,7 @@ mod tests {
         assert_eq!(s.message().await.unwrap().unwrap(), big);
         assert!(s.buf.capacity() <= KEEP_BYTES, "{}", s.buf.capacity());
         assert_eq!(s.message().await.unwrap().unwrap(), small);
+        assert_eq!(s.buf.capacity(), 0, "an idle stream holds no buffer");
         assert!(s.message().await.unwrap().is_none());
     }
 

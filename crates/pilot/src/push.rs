@@ -54,8 +54,9 @@ pub struct Inputs {
     pub view: Arc<McpView>,
     /// Every resource, in key order.
     pub resources: Vec<Arc<Resource>>,
-    /// Every service of the merged registries, by host.
-    pub services: Vec<Service>,
+    /// Every service of the merged registries, by host; shared by every scope's
+    /// translation context.
+    pub services: Vec<Arc<Service>>,
 }
 
 impl Inputs {
@@ -79,7 +80,7 @@ impl Inputs {
         Self {
             view,
             resources,
-            services,
+            services: services.into_iter().map(Arc::new).collect(),
         }
     }
 
@@ -120,11 +121,11 @@ struct Shape {
     addresses: BTreeSet<String>,
 }
 
-fn shape(services: &[Service]) -> Vec<Shape> {
+fn shape(services: &[Arc<Service>]) -> Vec<Shape> {
     services
         .iter()
         .map(|s| {
-            let mut service = s.clone();
+            let mut service = Service::clone(s);
             let (accounts, addresses) = match s.resolution {
                 Resolution::Static | Resolution::None => {
                     service.endpoints.clear();
@@ -268,8 +269,8 @@ impl PushEngine {
         for scope in self.scopes.values_mut() {
             let proxy = &scope.proxy;
             let (services, resources) = visible(proxy, &inputs.services, &inputs.resources);
-            scope.ctx =
-                MeshContext::new(services, &resources).with_trust_domain(&self.trust_domain);
+            scope.ctx = MeshContext::from_shared(services, &resources)
+                .with_trust_domain(&self.trust_domain);
             let endpoints = translate::endpoints::build_endpoints(&scope.ctx, proxy);
             let set = Arc::new(self.interner.set(type_url::ENDPOINT, endpoints));
             scope.sets.insert(type_url::ENDPOINT, set);
@@ -375,7 +376,8 @@ impl PushEngine {
                 .any(|m| !m.source_labels.is_empty()),
             _ => false,
         });
-        let ctx = MeshContext::new(services, &resources).with_trust_domain(&self.trust_domain);
+        let ctx =
+            MeshContext::from_shared(services, &resources).with_trust_domain(&self.trust_domain);
         let mut sets = BTreeMap::new();
         let mut clusters = translate::clusters::build_clusters(&ctx, proxy);
         let endpoints = translate::endpoints::build_endpoints(&ctx, proxy);

@@ -119,9 +119,9 @@ pub fn egress_admits(sidecar: &Sidecar, sidecar_ns: &str, host_ns: &str, host: &
 /// The services and resources `proxy` sees.
 pub fn visible<'a>(
     proxy: &Proxy,
-    services: &[Service],
+    services: &[Arc<Service>],
     resources: &'a [Arc<Resource>],
-) -> (Vec<Service>, Vec<&'a Resource>) {
+) -> (Vec<Arc<Service>>, Vec<&'a Arc<Resource>>) {
     let sidecar = sidecar_for(proxy, resources).and_then(|r| match &r.spec {
         Spec::Sidecar(sc) => Some((r.meta.namespace.as_str(), sc)),
         _ => None,
@@ -130,7 +130,7 @@ pub fn visible<'a>(
         sidecar.is_none_or(|(sc_ns, sc)| egress_admits(sc, sc_ns, host_ns, host))
     };
     let viewer = proxy.namespace.as_str();
-    let services: Vec<Service> = services
+    let services: Vec<Arc<Service>> = services
         .iter()
         .filter(|s| {
             exported_to(&s.export_to, &s.namespace, viewer) && admits(&s.namespace, &s.host)
@@ -139,7 +139,6 @@ pub fn visible<'a>(
         .collect();
     let resources = resources
         .iter()
-        .map(|r| r.as_ref())
         .filter(|r| {
             let ns = r.meta.namespace.as_str();
             match &r.spec {
@@ -170,9 +169,13 @@ mod tests {
         set.accepted.into_iter().map(Arc::new).collect()
     }
 
-    fn services(resources: &[Arc<Resource>]) -> Vec<Service> {
+    fn services(resources: &[Arc<Resource>]) -> Vec<Arc<Service>> {
         let refs: Vec<&Resource> = resources.iter().map(|r| r.as_ref()).collect();
-        ServiceEntryRegistry::from_resources(&refs).services()
+        ServiceEntryRegistry::from_resources(&refs)
+            .services()
+            .into_iter()
+            .map(Arc::new)
+            .collect()
     }
 
     fn se(name: &str, ns: &str, host: &str, export_to: &str) -> String {
@@ -193,7 +196,7 @@ mod tests {
     fn hosts(proxy: &Proxy, resources: &[Arc<Resource>]) -> Vec<String> {
         let all = services(resources);
         let (seen, _) = visible(proxy, &all, resources);
-        seen.into_iter().map(|s| s.host).collect()
+        seen.into_iter().map(|s| s.host.clone()).collect()
     }
 
     fn sidecar_proxy(ns: &str, labels: &[(&str, &str)]) -> Proxy {

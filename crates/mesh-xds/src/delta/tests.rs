@@ -284,6 +284,27 @@ fn large_updates_are_split_into_bounded_responses() {
     assert_eq!(s.status()[T].state(), "SYNCED");
 }
 
+#[test]
+fn acking_every_part_of_a_split_update_leaves_nothing_pending() {
+    let body = "x".repeat(1024);
+    let names: Vec<String> = (0..300).map(|i| format!("r{i}")).collect();
+    let items: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), body.as_str())).collect();
+    let mut s = DeltaStream::new();
+    let out = s
+        .on_request(&mk_req(&[], &[], ""), Some(&mk_snap(&items)))
+        .unwrap()
+        .responses;
+    assert!(out.len() >= 4, "split: {} response(s)", out.len());
+    assert_eq!(s.types[T].pending.len(), out.len());
+    for r in &out {
+        s.on_request(&mk_req(&[], &[], &r.nonce), None).unwrap();
+    }
+    assert_eq!(s.status()[T].state(), "SYNCED");
+    let state = &s.types[T];
+    assert!(state.pending.is_empty());
+    assert_eq!(state.pending.capacity(), 0, "no queue kept once in sync");
+}
+
 mod make_before_break {
     use super::*;
 

@@ -96,7 +96,7 @@ pub fn build_clusters(ctx: &MeshContext, proxy: &Proxy) -> Vec<NamedResource> {
     let mut out: BTreeMap<String, Any> = BTreeMap::new();
     let mut notes = Notes::default();
     for service in ctx.services.values() {
-        let rule = ctx.destination_rules.get(&service.host);
+        let rule = ctx.destination_rule(&service.host);
         let identities = service.identities(&ctx.trust_domain);
         for port in &service.ports {
             let subsets = rule.map(|r| r.subsets.as_slice()).unwrap_or(&[]);

@@ -39,7 +39,7 @@ use locality::{LocalityPlan, Rank};
 pub fn build_endpoints(ctx: &MeshContext, proxy: &Proxy) -> Vec<NamedResource> {
     let mut out: BTreeMap<String, Any> = BTreeMap::new();
     for service in ctx.services.values().filter(|s| uses_eds(s, proxy.kind)) {
-        let rule = ctx.destination_rules.get(&service.host);
+        let rule = ctx.destination_rule(&service.host);
         let subsets = rule.map(|r| r.subsets.as_slice()).unwrap_or(&[]);
         for port in &service.ports {
             let name = cluster_name(port.number, "", &service.host);

@@ -50,7 +50,7 @@ mod lds_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use mesh_api::envoy::{
     envoy::config::core::v3::{
@@ -133,12 +133,15 @@ pub fn translate_for(
 /// The inputs of translation, indexed: services by host and the rules that apply.
 #[derive(Debug, Clone, Default)]
 pub struct MeshContext {
-    /// Services by host.
-    pub services: BTreeMap<String, Service>,
-    /// The DestinationRule in force for each host (first in key order).
-    pub destination_rules: BTreeMap<String, DestinationRule>,
-    /// VirtualServices bound to the mesh, in key order, with their namespace.
-    pub virtual_services: Vec<(String, VirtualService)>,
+    /// Services by host, shared with the configuration they were read from (every
+    /// scope of a mesh holds the same services: one copy, not one per scope).
+    pub services: BTreeMap<String, Arc<Service>>,
+    /// The DestinationRule in force for each host (first in key order), shared
+    /// with the configuration (see [`MeshContext::destination_rule`]).
+    destination_rules: BTreeMap<String, Arc<Resource>>,
+    /// VirtualServices bound to the mesh, in key order, shared with the
+    /// configuration (see [`MeshContext::virtual_service_for`]).
+    virtual_services: Vec<Arc<Resource>>,
     /// VirtualServices bound to at least one Gateway, in key order.
     pub gateway_virtual_services: Vec<NamedSpec<VirtualService>>,
     /// Gateways, in key order.
@@ -183,7 +186,16 @@ impl<T: Clone> NamedSpec<T> {
 impl MeshContext {
     /// Indexes `services` and the DestinationRules and VirtualServices in `resources`.
     pub fn new(services: Vec<Service>, resources: &[&Resource]) -> Self {
-        let mut sorted: Vec<&Resource> = resources.to_vec();
+        let resources: Vec<Arc<Resource>> =
+            resources.iter().map(|r| Arc::new((*r).clone())).collect();
+        let refs: Vec<&Arc<Resource>> = resources.iter().collect();
+        Self::from_shared(services.into_iter().map(Arc::new).collect(), &refs)
+    }
+
+    /// As [`MeshContext::new`], with services and rules shared with the
+    /// configuration rather than copied: every scope of a mesh holds the same ones.
+    pub fn from_shared(services: Vec<Arc<Service>>, resources: &[&Arc<Resource>]) -> Self {
+        let mut sorted: Vec<&Arc<Resource>> = resources.to_vec();
         sorted.sort_by(|a, b| {
             (&a.meta.namespace, &a.meta.name).cmp(&(&b.meta.namespace, &b.meta.name))
         });
@@ -197,12 +209,11 @@ impl MeshContext {
                     let host = fqdn(&dr.host, &r.meta.namespace).into_owned();
                     ctx.destination_rules
                         .entry(host)
-                        .or_insert_with(|| dr.clone());
+                        .or_insert_with(|| Arc::clone(r));
                 }
                 Spec::VirtualService(vs) => {
                     if vs.bound_gateways().any(|g| g == "mesh") {
-                        ctx.virtual_services
-                            .push((r.meta.namespace.clone(), vs.clone()));
+                        ctx.virtual_services.push(Arc::clone(r));
                     }
                     if vs.bound_gateways().any(|g| g != "mesh") {
                         ctx.gateway_virtual_services.push(NamedSpec::of(r, vs));
@@ -218,7 +229,11 @@ impl MeshContext {
             }
         }
         ctx.services = services.into_iter().map(|s| (s.host.clone(), s)).collect();
-        for (i, (ns, vs)) in ctx.virtual_services.iter().enumerate() {
+        for (i, r) in ctx.virtual_services.iter().enumerate() {
+            let Spec::VirtualService(vs) = &r.spec else {
+                continue;
+            };
+            let ns = &r.meta.namespace;
             for h in &vs.hosts {
                 let h = fqdn(h, ns).into_owned();
                 if mesh_model::host::is_wildcard(&h) {
@@ -247,9 +262,19 @@ impl MeshContext {
                 .map(|(_, i)| *i)
                 .min()
         })?;
-        self.virtual_services
-            .get(index)
-            .map(|(ns, vs)| (ns.as_str(), vs))
+        let r = self.virtual_services.get(index)?;
+        match &r.spec {
+            Spec::VirtualService(vs) => Some((r.meta.namespace.as_str(), vs)),
+            _ => None,
+        }
+    }
+
+    /// The DestinationRule in force for `host` (the first in key order).
+    pub fn destination_rule(&self, host: &str) -> Option<&DestinationRule> {
+        match &self.destination_rules.get(host)?.spec {
+            Spec::DestinationRule(dr) => Some(dr),
+            _ => None,
+        }
     }
 }
 

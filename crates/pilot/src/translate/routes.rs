@@ -81,6 +81,7 @@ pub fn build_route_config(ctx: &MeshContext, port: u32, proxy: &Proxy) -> RouteC
         .services
         .values()
         .filter(|s| s.port(port).is_some())
+        .map(|s| &**s)
         .collect();
     // A service's own names (`host`, `host:port`) are always its own. A short name
     // claimed by more than one virtual host, or equal to another service's own name,
@@ -447,7 +448,7 @@ fn destination_port(ctx: &MeshContext, host: &str, d: &Destination, port: u32) -
 
 /// The route hash policy for a consistent-hash DestinationRule on the destination.
 fn hash_policy(ctx: &MeshContext, host: &str, subset: &str, port: u32) -> Vec<HashPolicy> {
-    let rule = ctx.destination_rules.get(host);
+    let rule = ctx.destination_rule(host);
     let subset = rule.and_then(|r| {
         r.subsets
             .iter()

@@ -148,6 +148,7 @@ pub fn visible_services<'a>(ctx: &'a MeshContext, proxy: &Proxy) -> Vec<&'a Serv
                     ns_ok && (*host == "*" || host_covered_by(&s.host, host))
                 })
         })
+        .map(|s| &**s)
         .collect()
 }
 
