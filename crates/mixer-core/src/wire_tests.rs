@@ -341,7 +341,9 @@ fn a_global_word_sent_in_the_message_list_is_found_by_its_compiled_name() {
 
 /// Both ways of reading an encoded Report: in place, and decoded by prost first;
 /// each bag re-encoded (so that a NaN double compares equal to itself).
-fn both_ways(bytes: &[u8]) -> (Option<Vec<Vec<u8>>>, Option<Vec<Vec<u8>>>) {
+type Canonical = Option<Vec<Vec<u8>>>;
+
+fn both_ways(bytes: &[u8]) -> (Canonical, Canonical) {
     use prost::Message;
     let types = Manifest::standard();
     let canonical = |bags: Vec<AttributeBag>| -> Vec<Vec<u8>> {
