@@ -5,13 +5,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{
-    collections::BTreeSet,
-    net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use dromon_e2e::{ChildGuard, ads::DeltaClient, citadel::metric_value, http_get, http_json};
 use galley::{
@@ -822,37 +816,6 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
     assert_eq!(follower.status_writes().await, 1.0, "{written:#}");
 }
 
-/// The galley binary, its stderr in a file.
-struct GalleyProcess {
-    child: Child,
-    log: PathBuf,
-    monitoring: SocketAddr,
-}
-
-impl Drop for GalleyProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl GalleyProcess {
-    async fn await_log(&self, text: &str) {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.contains(text) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "galley's log never said {text:?}:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
 #[tokio::test]
 async fn binary_logs_a_forbidden_status_write_keeps_serving_and_writes_once_allowed() {
     let server = server_for_status().await;
@@ -867,9 +830,9 @@ async fn binary_logs_a_forbidden_status_write_keeps_serving_and_writes_once_allo
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = server.write_kubeconfig(dir.path()).unwrap();
     let (mcp, monitoring) = (dromon_e2e::local_addr(), dromon_e2e::local_addr());
-    let log = dir.path().join("galley.log");
-    let child = Command::new(dromon_e2e::bin_path("galley").unwrap())
-        .args([
+    let galley = ChildGuard::spawn_with_env(
+        "galley",
+        &[
             "--kube",
             "--kubeconfig",
             &kubeconfig.display().to_string(),
@@ -879,26 +842,20 @@ async fn binary_logs_a_forbidden_status_write_keeps_serving_and_writes_once_allo
             &mcp.to_string(),
             "--monitoring-addr",
             &monitoring.to_string(),
-        ])
-        .env("DROMON_LOG", "info")
-        .env("DROMON_LOG_FORMAT", "text")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let galley = GalleyProcess {
-        child,
-        log,
-        monitoring,
-    };
+        ],
+        &[("DROMON_LOG_FORMAT", "text")],
+    )
+    .unwrap();
     galley
         .await_log(
             "forbidden: cannot patch virtualservices.networking.istio.io/status in namespace shop",
+            WAIT,
         )
-        .await;
-    let (code, _) = http_get(galley.monitoring, "/ready").await.unwrap();
+        .await
+        .unwrap();
+    let (code, _) = http_get(monitoring, "/ready").await.unwrap();
     assert_eq!(code, 200, "galley keeps serving");
-    let metrics = http_get(galley.monitoring, "/metrics").await.unwrap().1;
+    let metrics = http_get(monitoring, "/metrics").await.unwrap().1;
     assert!(
         metric_value(&metrics, "galley_status_writes_total{result=\"forbidden\"}")
             .is_some_and(|n| n >= 1.0),

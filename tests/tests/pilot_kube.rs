@@ -6,12 +6,10 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use dromon_e2e::{ads::SotwClient, bin_path, free_port, http_get, wait_http_ok};
+use dromon_e2e::{ChildGuard, ads::SotwClient, free_port, http_get, wait_http_ok};
 use kube_testserver::{Fault, KubeTestServer};
 use mesh_api::envoy::envoy::config::cluster::v3::Cluster;
 use prost::Message;
@@ -20,37 +18,6 @@ use serde_json::json;
 const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const WAIT: Duration = Duration::from_secs(15);
 const WEB: &str = "outbound|80||web.shop.svc.cluster.local";
-
-/// The pilot process, killed when dropped; its stderr in a file.
-struct PilotProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for PilotProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl PilotProcess {
-    /// Waits until the log contains `text`.
-    async fn await_log(&self, text: &str) {
-        let start = Instant::now();
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.contains(text) {
-                return;
-            }
-            assert!(
-                start.elapsed() < WAIT,
-                "pilot's log never said {text:?}:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
 
 fn cluster_names(
     resp: &mesh_api::envoy::envoy::service::discovery::v3::DiscoveryResponse,
@@ -87,24 +54,30 @@ async fn pilot_binary_reports_rbac_and_unreachable_api_server_and_recovers() {
     let kubeconfig = server.write_kubeconfig(dir.path()).unwrap();
     let xds = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let monitoring = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let log = dir.path().join("pilot.log");
-    let child = Command::new(bin_path("pilot").unwrap())
-        .args(["--config-dir", config_dir.to_str().unwrap(), "--kube"])
-        .args(["--xds-addr", &xds.to_string()])
-        .args(["--monitoring-addr", &monitoring.to_string()])
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .env("DROMON_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let pilot = PilotProcess { child, log };
+    let pilot = ChildGuard::spawn(
+        "pilot",
+        &[
+            "--config-dir",
+            config_dir.to_str().unwrap(),
+            "--kube",
+            "--xds-addr",
+            &xds.to_string(),
+            "--monitoring-addr",
+            &monitoring.to_string(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+        ],
+    )
+    .unwrap();
 
     pilot
-        .await_log("forbidden: cannot list endpointslices.discovery.k8s.io at the cluster scope")
-        .await;
-    pilot.await_log(&server.url()).await;
+        .await_log(
+            "forbidden: cannot list endpointslices.discovery.k8s.io at the cluster scope",
+            WAIT,
+        )
+        .await
+        .unwrap();
+    pilot.await_log(&server.url(), WAIT).await.unwrap();
     let (status, _) = http_get(monitoring, "/ready").await.unwrap();
     assert_ne!(status, 200, "ready while EndpointSlices cannot be listed");
 
@@ -121,11 +94,12 @@ async fn pilot_binary_reports_rbac_and_unreachable_api_server_and_recovers() {
     // The API server goes away: the log names it; pilot keeps serving.
     server.set_unreachable(true).await.unwrap();
     pilot
-        .await_log(&format!(
-            "Kubernetes API server {}/ unreachable",
-            server.url()
-        ))
-        .await;
+        .await_log(
+            &format!("Kubernetes API server {}/ unreachable", server.url()),
+            WAIT,
+        )
+        .await
+        .unwrap();
     let (status, _) = http_get(monitoring, "/ready").await.unwrap();
     assert_eq!(status, 200, "what was synced stays served");
     server.set_unreachable(false).await.unwrap();
