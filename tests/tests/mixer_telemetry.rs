@@ -282,7 +282,18 @@ async fn reports_reach_a_real_prometheus_exactly() {
 async fn a_full_queue_refuses_reports_and_counts_them() {
     let dir = tempfile::tempdir().unwrap();
     let galley = start_galley(dir.path()).await.unwrap();
-    let t = start_telemetry(galley.mcp, &["--queue-records", "50", "--workers", "1"]).await;
+    let t = start_telemetry(
+        galley.mcp,
+        &[
+            "--queue-records",
+            "50",
+            "--workers",
+            "1",
+            "--queue-wait",
+            "0",
+        ],
+    )
+    .await;
     let channel = Channel::from_shared(format!("http://{}", t.grpc))
         .unwrap()
         .connect()
@@ -329,6 +340,63 @@ async fn a_full_queue_refuses_reports_and_counts_them() {
     assert_eq!(
         value("mixer_telemetry_records_refused_total{reason=\"queue_full\"}"),
         exhausted * 40
+    );
+}
+
+/// With a wait, a report that finds the queue full waits for the workers to make
+/// room instead of being refused: every report of the same burst is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_makes_reports_wait_for_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let galley = start_galley(dir.path()).await.unwrap();
+    let t = start_telemetry(
+        galley.mcp,
+        &[
+            "--queue-records",
+            "50",
+            "--workers",
+            "1",
+            "--queue-wait",
+            "20s",
+        ],
+    )
+    .await;
+    let channel = Channel::from_shared(format!("http://{}", t.grpc))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut calls = tokio::task::JoinSet::new();
+    for c in 0..40 {
+        let mut client = MixerClient::new(channel.clone());
+        let req = ReportRequest {
+            attributes: (0..40)
+                .map(|i| encode(&request_bag(&format!("/{c}/{i}"), 200), words()))
+                .collect(),
+            repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
+            global_word_count: words(),
+            ..ReportRequest::default()
+        };
+        calls.spawn(async move { client.report(req).await.map(|_| ()) });
+    }
+    while let Some(r) = calls.join_next().await {
+        r.unwrap()
+            .expect("a report waits for room instead of being refused");
+    }
+    let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
+    let value = |prefix: &str| -> u64 {
+        own.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .map_or(0, |v| v.parse().unwrap())
+    };
+    assert_eq!(
+        value("mixer_telemetry_records_accepted_total{api=\"report\"}"),
+        1_600
+    );
+    assert_eq!(
+        value("mixer_telemetry_records_refused_total{reason=\"queue_full\"}"),
+        0
     );
 }
 

@@ -207,6 +207,7 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
             prometheus_addr: at(ports::MIXER_TELEMETRY_PROMETHEUS),
             monitoring_addr: at(ports::MIXER_TELEMETRY_MONITORING),
             queue_records: 100_000,
+            queue_wait: std::time::Duration::from_millis(100),
             workers: 2,
             standard_metrics: true,
             tls: Some(mixer_telemetry::server::TelemetryTls {

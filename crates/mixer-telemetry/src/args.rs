@@ -45,6 +45,10 @@ pub struct Args {
     /// ResourceExhausted for the reporter to retry.
     #[arg(long, env = "MIXER_TELEMETRY_QUEUE_RECORDS", default_value_t = 100_000)]
     pub queue_records: usize,
+    /// How long a report waits for room in a full queue before it is refused
+    /// (0 refuses at once).
+    #[arg(long, env = "MIXER_TELEMETRY_QUEUE_WAIT", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub queue_wait: std::time::Duration,
     /// Workers turning queued records into metrics (default: one per CPU).
     #[arg(long, env = "MIXER_TELEMETRY_WORKERS")]
     pub workers: Option<usize>,
@@ -94,6 +98,7 @@ impl Args {
             prometheus_addr: self.prometheus_addr,
             monitoring_addr: self.monitoring_addr,
             queue_records: self.queue_records,
+            queue_wait: self.queue_wait,
             workers: self.workers.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
             }),

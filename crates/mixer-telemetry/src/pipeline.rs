@@ -43,6 +43,35 @@ fn shared_labels(
         .clone()
 }
 
+/// The dimension each of a metric's labels takes its value from (`None`: no
+/// dimension of that name), one allocation per distinct pair of dimensions and
+/// label list, so that consecutive metrics reading the same are told by pointer.
+type Columns = Arc<[Option<Compiled>]>;
+
+/// The [`Columns`] of `instance` for `metric`'s labels, shared.
+fn shared_columns(
+    columns: &mut HashMap<(usize, usize), Columns>,
+    lists: &mut HashMap<Vec<String>, Arc<[String]>>,
+    instance: &MetricInstance,
+    metric: &Metric,
+) -> Columns {
+    let labels = shared_labels(lists, metric);
+    // Both are kept alive by the maps they came from for the whole build.
+    let key = (
+        Arc::as_ptr(&instance.dimensions) as usize,
+        Arc::as_ptr(&labels).cast::<String>() as usize,
+    );
+    columns
+        .entry(key)
+        .or_insert_with(|| {
+            labels
+                .iter()
+                .map(|name| instance.dimensions.get(name).cloned())
+                .collect()
+        })
+        .clone()
+}
+
 /// A configuration problem, naming the resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Issue {
@@ -77,9 +106,8 @@ struct LogInstance {
 enum Feed {
     Metric {
         instance: Arc<MetricInstance>,
-        /// The metric's label names, one allocation per distinct list, so that
-        /// consecutive metrics naming the same labels are told by pointer.
-        labels: Arc<[String]>,
+        /// Where the metric's label values come from.
+        columns: Columns,
         metric: Arc<Metric>,
     },
     Log {
@@ -351,6 +379,7 @@ impl Pipeline {
         let resources: Vec<&Resource> = chosen.into_values().collect();
         let mut issues = Vec::new();
         let mut label_lists: HashMap<Vec<String>, Arc<[String]>> = HashMap::new();
+        let mut label_columns: HashMap<(usize, usize), Columns> = HashMap::new();
         let mut manifest = Manifest::standard();
         for r in &resources {
             if let Spec::AttributeManifest(m) = &r.spec
@@ -520,8 +549,13 @@ impl Pipeline {
                                     && let Some(metric) = metrics.get(metric)
                                 {
                                     feeds.push(Feed::Metric {
+                                        columns: shared_columns(
+                                            &mut label_columns,
+                                            &mut label_lists,
+                                            instance,
+                                            metric,
+                                        ),
                                         instance: instance.clone(),
-                                        labels: shared_labels(&mut label_lists, metric),
                                         metric: metric.clone(),
                                     });
                                 }
@@ -548,8 +582,13 @@ impl Pipeline {
                                     && let Some(metric) = exported.and_then(|m| m.get(metric))
                                 {
                                     feeds.push(Feed::Metric {
+                                        columns: shared_columns(
+                                            &mut label_columns,
+                                            &mut label_lists,
+                                            instance,
+                                            metric,
+                                        ),
                                         instance: instance.clone(),
-                                        labels: shared_labels(&mut label_lists, metric),
                                         metric: metric.clone(),
                                     });
                                 }
@@ -620,7 +659,7 @@ impl Pipeline {
         let mut destination_ns: Option<Option<String>> = None;
         let mut labels = LabelKey::new();
         let mut scratch = String::new();
-        let mut last: Option<(&Dimensions, &Arc<[String]>, bool)> = None;
+        let mut last: Option<(&Columns, bool)> = None;
         for rule in &self.rules {
             if rule.namespace != ROOT_NAMESPACE
                 && destination_ns
@@ -636,12 +675,12 @@ impl Pipeline {
                 continue;
             }
             for feed in &rule.feeds {
-                let (instance, names, metric) = match feed {
+                let (instance, columns, metric) = match feed {
                     Feed::Metric {
                         instance,
-                        labels,
+                        columns,
                         metric,
-                    } => (instance, labels, metric),
+                    } => (instance, columns, metric),
                     Feed::Log { instance, store } => {
                         outputs
                             .logs
@@ -662,9 +701,8 @@ impl Pipeline {
                 };
                 // The previous metric read the same dimensions for the same
                 // label names: its values stand.
-                if let Some((dims, last_names, ok)) = &last
-                    && Arc::ptr_eq(dims, &instance.dimensions)
-                    && Arc::ptr_eq(last_names, names)
+                if let Some((last_columns, ok)) = &last
+                    && Arc::ptr_eq(last_columns, columns)
                 {
                     if !ok {
                         out.failed += 1;
@@ -678,8 +716,8 @@ impl Pipeline {
                 }
                 labels.clear();
                 let mut ok = true;
-                for name in names.iter() {
-                    match instance.dimensions.get(name).map(|d| d.evaluate(bag)) {
+                for column in columns.iter() {
+                    match column.as_ref().map(|d| d.evaluate(bag)) {
                         Some(Ok(v)) => {
                             scratch.clear();
                             write_text(&v, &mut scratch);
@@ -695,7 +733,7 @@ impl Pipeline {
                     }
                 }
                 labels.finish();
-                last = Some((&instance.dimensions, names, ok));
+                last = Some((columns, ok));
                 if !ok {
                     out.failed += 1;
                     continue;

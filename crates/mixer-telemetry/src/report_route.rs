@@ -24,7 +24,10 @@ pub const REPORT_PATH: &str = "/istio.mixer.v1.Mixer/Report";
 /// What answers a Report from its bytes.
 pub trait ReportBytes: Send + Sync + 'static {
     /// Takes the encoded `ReportRequest`.
-    fn report_bytes(&self, bytes: Bytes) -> Result<ReportResponse, Status>;
+    fn report_bytes(
+        &self,
+        bytes: Bytes,
+    ) -> impl Future<Output = Result<ReportResponse, Status>> + Send;
 }
 
 /// The Mixer service with Report answered by `R` from the request's bytes and
@@ -92,8 +95,13 @@ impl<R: ReportBytes> UnaryService<Bytes> for Method<R> {
     type Future = BoxFuture<Response<ReportResponse>, Status>;
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
-        let answer = self.0.report_bytes(request.into_inner()).map(Response::new);
-        Box::pin(async move { answer })
+        let reports = self.0.clone();
+        Box::pin(async move {
+            reports
+                .report_bytes(request.into_inner())
+                .await
+                .map(Response::new)
+        })
     }
 }
 

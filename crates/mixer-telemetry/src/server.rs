@@ -4,8 +4,9 @@
 //!
 //! Reports are decoded and checked as they arrive, then queued for the workers
 //! that feed the pipeline. The queue is bounded (in records): a report that
-//! does not fit is refused whole with `ResourceExhausted`, for the reporter to
-//! retry, and counted; nothing is dropped silently.
+//! does not fit waits for the workers to make room, up to `queue_wait`, and is
+//! then refused whole with `ResourceExhausted`, for the reporter to retry, and
+//! counted; nothing is dropped silently.
 
 use std::{
     net::SocketAddr,
@@ -48,7 +49,7 @@ use prometheus_client::{
 };
 use serde_json::json;
 use tokio::{
-    sync::{Mutex, mpsc, watch},
+    sync::{Mutex, Notify, mpsc, watch},
     task::JoinSet,
 };
 use tokio_util::sync::CancellationToken;
@@ -83,6 +84,8 @@ pub struct MixerTelemetryConfig {
     pub monitoring_addr: SocketAddr,
     /// Records queued at most before reports are refused.
     pub queue_records: usize,
+    /// How long a report waits for room in a full queue before it is refused.
+    pub queue_wait: Duration,
     /// Workers feeding the pipeline.
     pub workers: usize,
     /// Whether the standard mesh metrics are configured.
@@ -225,6 +228,10 @@ struct Queue {
     tx: mpsc::UnboundedSender<Batch>,
     queued: Arc<AtomicUsize>,
     max: usize,
+    /// Signalled each time the workers take records out.
+    room: Arc<Notify>,
+    /// How long a report waits for room before it is refused.
+    wait: Duration,
 }
 
 impl Queue {
@@ -233,6 +240,27 @@ impl Queue {
     fn has_room(&self, n: usize) -> bool {
         let queued = self.queued.load(Ordering::Acquire);
         queued == 0 || queued + n <= self.max
+    }
+
+    /// Whether a batch of `n` fits, waiting up to the queue's wait for the
+    /// workers to make room.
+    async fn room_for(&self, n: usize) -> bool {
+        if self.has_room(n) {
+            return true;
+        }
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a signal in between is not lost.
+            notified.as_mut().enable();
+            if self.has_room(n) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.has_room(n);
+            }
+        }
     }
 
     /// Takes the whole batch, or nothing when it does not fit.
@@ -266,8 +294,12 @@ impl Service {
             .ok_or_else(|| Status::unavailable("no telemetry configuration loaded yet"))
     }
 
-    fn enqueue(&self, api: &'static str, bags: Vec<AttributeBag>) -> Result<(), Status> {
+    /// Queues a batch, waiting for room up to the queue's wait.
+    async fn enqueue(&self, api: &'static str, bags: Vec<AttributeBag>) -> Result<(), Status> {
         let n = bags.len() as u64;
+        if !self.queue.room_for(bags.len()).await {
+            return Err(self.refuse_full(n));
+        }
         match self.queue.offer(bags) {
             Ok(()) => {
                 self.metrics
@@ -288,10 +320,10 @@ impl Service {
 }
 
 impl ReportBytes for Service {
-    fn report_bytes(&self, bytes: Bytes) -> Result<ReportResponse, Status> {
+    async fn report_bytes(&self, bytes: Bytes) -> Result<ReportResponse, Status> {
         let pipeline = self.pipeline()?;
         let n = wire::raw::count_bags(&bytes);
-        if !self.queue.has_room(n) {
+        if !self.queue.room_for(n).await {
             return Err(self.refuse_full(n as u64));
         }
         let bags = wire::raw::decode_report(&bytes, pipeline.manifest()).map_err(|e| {
@@ -299,7 +331,7 @@ impl ReportBytes for Service {
                 .refuse("invalid", wire::raw::count_bags(&bytes) as u64);
             Status::invalid_argument(e.to_string())
         })?;
-        self.enqueue("report", bags)?;
+        self.enqueue("report", bags).await?;
         Ok(ReportResponse::default())
     }
 }
@@ -325,7 +357,7 @@ impl Mixer for Service {
             self.metrics.refuse("invalid", req.attributes.len() as u64);
             Status::invalid_argument(e.to_string())
         })?;
-        self.enqueue("report", bags)?;
+        self.enqueue("report", bags).await?;
         Ok(Response::new(ReportResponse::default()))
     }
 }
@@ -356,7 +388,7 @@ impl AccessLogService for Service {
                     .collect(),
                 None => continue,
             };
-            self.enqueue("accesslog", bags)?;
+            self.enqueue("accesslog", bags).await?;
         }
         Ok(Response::new(StreamAccessLogsResponse::default()))
     }
@@ -411,6 +443,8 @@ pub async fn start(
         tx,
         queued: Arc::new(AtomicUsize::new(0)),
         max: config.queue_records.max(1),
+        room: Arc::new(Notify::new()),
+        wait: config.queue_wait,
     };
     let service = Service {
         current: current.clone(),
@@ -503,7 +537,7 @@ pub async fn start(
         tasks.spawn(work(
             graph.clone(),
             rx.clone(),
-            queue.queued.clone(),
+            queue.clone(),
             current.clone(),
             metrics.clone(),
             shutdown.clone(),
@@ -587,7 +621,7 @@ pub async fn start(
 async fn work(
     graph: Arc<ServiceGraph>,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Batch>>>,
-    queued: Arc<AtomicUsize>,
+    queue: Queue,
     current: Current,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -637,10 +671,11 @@ async fn work(
                 metrics.refuse("failed", 1);
             }
         }
-        queued.fetch_sub(n, Ordering::AcqRel);
+        queue.queued.fetch_sub(n, Ordering::AcqRel);
+        queue.room.notify_waiters();
         metrics
             .queued
-            .set(i64::try_from(queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+            .set(i64::try_from(queue.queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
         metrics.exported.inc_by(out.recorded);
         metrics.refuse("over_limit", out.over_limit);
         metrics.refuse("failed", out.failed);
