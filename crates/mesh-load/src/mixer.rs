@@ -25,7 +25,6 @@ use mixer_core::{
     wire::{AttributeBag, encode},
 };
 use prost::Message;
-use tonic::{client::Grpc, transport::Channel};
 
 use crate::{drive::Unit, prepared};
 
@@ -153,10 +152,7 @@ pub fn bag(i: usize) -> AttributeBag {
 }
 
 /// Mixer's Check method.
-const CHECK_PATH: &str = "/istio.mixer.v1.Mixer/Check";
-
-/// Codec buffers sized for a Check and its answer.
-const CODEC_BUFFER: usize = 1024;
+const PATH: &str = "/istio.mixer.v1.Mixer/Check";
 
 /// A Check answer, reduced to the precondition's status code (the other fields
 /// are skipped when decoding).
@@ -184,7 +180,7 @@ struct StatusCode {
 }
 
 struct Checks {
-    clients: Vec<Grpc<Channel>>,
+    clients: Vec<(prepared::GrpcConnection, hyper::Uri)>,
     /// Encoded `CheckRequest`s.
     requests: Vec<Bytes>,
 }
@@ -201,7 +197,8 @@ impl Checks {
             .get(pick(self.requests.len()))
             .context("no request")?
             .clone();
-        let answer: CheckAnswer = prepared::call(client, CHECK_PATH, req, CODEC_BUFFER).await?;
+        let (connection, uri) = client;
+        let answer: CheckAnswer = connection.call(uri.clone(), req).await?;
         Ok(answer
             .precondition
             .and_then(|p| p.status)
@@ -264,16 +261,14 @@ pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
                 global_word_count: words,
                 ..CheckRequest::default()
             };
-            Bytes::from(req.encode_to_vec())
+            prepared::frame(&req.encode_to_vec())
         })
         .collect();
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let channel = Channel::from_shared(format!("http://{grpc}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
-        clients.push(Grpc::new(channel));
+        let connection = prepared::GrpcConnection::connect(grpc).await?;
+        let uri = connection.uri(PATH)?;
+        clients.push((connection, uri));
     }
     let work = Arc::new(Checks { clients, requests });
     let code = work.check(0).await.context("first Check")?;
@@ -282,7 +277,10 @@ pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
         "policy: {} rules, bag of {} attributes ({} bytes on the wire)",
         args.rules,
         bag(0).len(),
-        work.requests.first().map_or(0, Bytes::len)
+        // The message, without its 5-byte gRPC frame header.
+        work.requests
+            .first()
+            .map_or(0, |r| r.len().saturating_sub(5))
     );
 
     crate::drive::run_phases(

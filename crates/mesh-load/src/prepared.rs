@@ -1,127 +1,150 @@
-//! Unary gRPC calls whose requests were encoded up front: the load sends those
-//! bytes as they are and decodes only what it reads of each answer (a message
-//! type of its own naming just those fields), so that the server, not the load,
-//! is what costs CPU.
+//! Unary gRPC calls whose requests were encoded (and framed) up front, sent over
+//! HTTP/2 connections of hyper's client directly: no channel task between the
+//! caller and the connection, and each request's headers and message leave
+//! together. Only what the load reads of each answer is decoded (a message type
+//! of its own naming just those fields), so that the server, not the load, is
+//! what costs CPU.
 
-use std::marker::PhantomData;
+use std::net::SocketAddr;
 
-use bytes::{BufMut, Bytes};
-use tonic::{
-    Request, Status,
-    client::Grpc,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
-    codegen::http::uri::PathAndQuery,
-    transport::Channel,
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use hyper::{
+    Method, Request, Uri,
+    client::conn::http2::{self, SendRequest},
+    header::{CONTENT_TYPE, HeaderValue, TE},
 };
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tonic::{Code, Status};
 
-/// tonic's default yield threshold (32 KiB), kept.
-const YIELD_THRESHOLD: usize = 32 * 1024;
-
-/// Sends prepared request bytes; decodes each answer as `A`. `buffer` sizes the
-/// codec's buffers (tonic's default is 8 KiB per call; a larger message still
-/// fits, the buffer grows).
-#[derive(Debug)]
-pub struct PreparedCodec<A> {
-    buffer: usize,
-    answer: PhantomData<fn() -> A>,
+/// One HTTP/2 connection to a gRPC server.
+#[derive(Clone)]
+pub struct GrpcConnection {
+    sender: SendRequest<Full<Bytes>>,
+    authority: String,
 }
 
-impl<A> PreparedCodec<A> {
-    /// A codec with buffers of `buffer` bytes.
-    pub fn new(buffer: usize) -> Self {
-        Self {
-            buffer,
-            answer: PhantomData,
+impl GrpcConnection {
+    /// Connects to `addr` over plaintext HTTP/2 (TCP_NODELAY set); the
+    /// connection runs as a task of the current runtime.
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Self> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(tcp))
+            .await?;
+        tokio::spawn(connection);
+        Ok(Self {
+            sender,
+            authority: addr.to_string(),
+        })
+    }
+
+    /// The URI of `path` (`/package.Service/Method`) on this connection's server.
+    pub fn uri(&self, path: &str) -> anyhow::Result<Uri> {
+        Ok(Uri::builder()
+            .scheme("http")
+            .authority(self.authority.as_str())
+            .path_and_query(path)
+            .build()?)
+    }
+
+    /// Calls `uri` with a request framed by [`frame`]; the answer decoded as `A`,
+    /// or the call's status when it is not OK.
+    pub async fn call<A: prost::Message + Default>(
+        &self,
+        uri: Uri,
+        framed: Bytes,
+    ) -> Result<A, Status> {
+        let mut request = Request::new(Full::new(framed));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri;
+        let headers = request.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+        let mut sender = self.sender.clone();
+        sender
+            .ready()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (parts, body) = response.into_parts();
+        if !parts.status.is_success() {
+            return Err(Status::unknown(format!("HTTP status {}", parts.status)));
         }
-    }
-}
-
-impl<A> Clone for PreparedCodec<A> {
-    fn clone(&self) -> Self {
-        Self::new(self.buffer)
-    }
-}
-
-impl<A: prost::Message + Default + Send + 'static> Codec for PreparedCodec<A> {
-    type Encode = Bytes;
-    type Decode = A;
-    type Encoder = PreparedEncoder;
-    type Decoder = AnswerDecoder<A>;
-
-    fn encoder(&mut self) -> PreparedEncoder {
-        PreparedEncoder {
-            buffer: self.buffer,
+        // A trailers-only answer carries its status in the headers.
+        if let Some(status) = Status::from_header_map(&parts.headers) {
+            return Err(if status.code() == Code::Ok {
+                Status::internal("an OK answer without a message")
+            } else {
+                status
+            });
         }
-    }
-
-    fn decoder(&mut self) -> AnswerDecoder<A> {
-        AnswerDecoder {
-            buffer: self.buffer,
-            answer: PhantomData,
+        let collected = body
+            .collect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        match collected.trailers().and_then(Status::from_header_map) {
+            Some(status) if status.code() == Code::Ok => {}
+            Some(status) => return Err(status),
+            None => return Err(Status::internal("an answer without grpc-status")),
         }
+        unframe(collected.to_bytes())
     }
 }
 
-/// Writes a request's prepared bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct PreparedEncoder {
-    buffer: usize,
+/// `message` as gRPC frames it: uncompressed, its length, its bytes.
+pub fn frame(message: &[u8]) -> Bytes {
+    let mut framed = BytesMut::with_capacity(5 + message.len());
+    framed.put_u8(0);
+    framed.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    framed.put_slice(message);
+    framed.freeze()
 }
 
-impl Encoder for PreparedEncoder {
-    type Item = Bytes;
-    type Error = Status;
-
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put_slice(&item);
-        Ok(())
+/// The one message of a unary answer, decoded as `A`.
+fn unframe<A: prost::Message + Default>(mut data: Bytes) -> Result<A, Status> {
+    if data.len() < 5 {
+        return Err(Status::internal("an answer shorter than its frame header"));
     }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(self.buffer, YIELD_THRESHOLD)
+    if data.get_u8() != 0 {
+        return Err(Status::internal("a compressed answer"));
     }
+    let len = data.get_u32() as usize;
+    if data.len() != len {
+        return Err(Status::internal(format!(
+            "an answer frame of {len} bytes carrying {}",
+            data.len()
+        )));
+    }
+    A::decode(data).map_err(|e| Status::internal(format!("undecodable answer: {e}")))
 }
 
-/// Decodes an answer as `A`.
-#[derive(Debug)]
-pub struct AnswerDecoder<A> {
-    buffer: usize,
-    answer: PhantomData<fn() -> A>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl<A: prost::Message + Default> Decoder for AnswerDecoder<A> {
-    type Item = A;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<A>, Status> {
-        A::decode(src)
-            .map(Some)
-            .map_err(|e| Status::internal(format!("undecodable answer: {e}")))
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Answer {
+        #[prost(int32, tag = "1")]
+        code: i32,
     }
 
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::new(self.buffer, YIELD_THRESHOLD)
+    #[test]
+    fn a_framed_message_unframes_to_itself() {
+        let message = prost::Message::encode_to_vec(&Answer { code: 7 });
+        let framed = frame(&message);
+        assert_eq!(framed.len(), message.len() + 5);
+        assert_eq!(unframe::<Answer>(framed).unwrap(), Answer { code: 7 });
     }
-}
 
-/// Calls `path` on `client` with the prepared `request`; the answer as `A`.
-pub async fn call<A: prost::Message + Default + Send + 'static>(
-    client: &Grpc<Channel>,
-    path: &'static str,
-    request: Bytes,
-    buffer: usize,
-) -> Result<A, Status> {
-    let mut client = client.clone();
-    client
-        .ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
-    client
-        .unary(
-            Request::new(request),
-            PathAndQuery::from_static(path),
-            PreparedCodec::<A>::new(buffer),
-        )
-        .await
-        .map(tonic::Response::into_inner)
+    #[test]
+    fn short_compressed_or_mislengthed_answers_are_errors() {
+        assert!(unframe::<Answer>(Bytes::from_static(&[0, 0])).is_err());
+        assert!(unframe::<Answer>(Bytes::from_static(&[1, 0, 0, 0, 0])).is_err());
+        assert!(unframe::<Answer>(Bytes::from_static(&[0, 0, 0, 0, 5, 8])).is_err());
+    }
 }

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use clap::Args;
 use mixer_telemetry::samples;
 use prost::Message;
-use tonic::{client::Grpc, transport::Channel};
 
 use crate::{
     drive::{Outcome, Unit, closed_loop, open_loop},
@@ -49,17 +48,14 @@ pub struct TelemetryArgs {
 }
 
 /// Mixer's Report method.
-const REPORT_PATH: &str = "/istio.mixer.v1.Mixer/Report";
-
-/// Codec buffers sized for a Report of 100 records (a larger one still fits).
-const CODEC_BUFFER: usize = 32 * 1024;
+const PATH: &str = "/istio.mixer.v1.Mixer/Report";
 
 /// `ReportResponse`: nothing is read of it.
 #[derive(Clone, PartialEq, prost::Message)]
 struct ReportAnswer {}
 
 struct Reports {
-    clients: Vec<Grpc<Channel>>,
+    clients: Vec<(prepared::GrpcConnection, hyper::Uri)>,
     /// Encoded `ReportRequest`s.
     requests: Vec<Bytes>,
 }
@@ -73,7 +69,9 @@ impl Reports {
         ) else {
             return Err(tonic::Status::internal("no client"));
         };
-        prepared::call::<ReportAnswer>(client, REPORT_PATH, req.clone(), CODEC_BUFFER)
+        let (connection, uri) = client;
+        connection
+            .call::<ReportAnswer>(uri.clone(), req.clone())
             .await
             .map(|_| ())
     }
@@ -135,15 +133,13 @@ pub async fn run(args: TelemetryArgs) -> anyhow::Result<()> {
     let pid = telemetry.id();
 
     let requests: Vec<Bytes> = (0..200)
-        .map(|i| Bytes::from(samples::report(i, args.batch).encode_to_vec()))
+        .map(|i| prepared::frame(&samples::report(i, args.batch).encode_to_vec()))
         .collect();
     let mut clients = Vec::new();
     for _ in 0..args.connections.max(1) {
-        let channel = Channel::from_shared(format!("http://{grpc}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await?;
-        clients.push(Grpc::new(channel));
+        let connection = prepared::GrpcConnection::connect(grpc).await?;
+        let uri = connection.uri(PATH)?;
+        clients.push((connection, uri));
     }
     let work = Arc::new(Reports { clients, requests });
     work.report(0).await.context("first Report")?;
@@ -155,7 +151,7 @@ pub async fn run(args: TelemetryArgs) -> anyhow::Result<()> {
         samples::request_bag(0, 0).len(),
         work.requests
             .first()
-            .map_or(0, |r| r.len() / args.batch.max(1))
+            .map_or(0, |r| r.len().saturating_sub(5) / args.batch.max(1))
     );
 
     let cpu = || crate::proc::cpu_seconds(pid).unwrap_or_default();
