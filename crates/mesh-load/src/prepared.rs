@@ -138,7 +138,10 @@ mod tests {
         let message = prost::Message::encode_to_vec(&Answer { code: 7 });
         let framed = frame(&message);
         assert_eq!(framed.len(), message.len() + 5);
-        assert_eq!(unframe::<Answer>(framed).unwrap(), Answer { code: 7 });
+        assert_eq!(
+            unframe::<Answer>(framed).expect("a well-framed answer"),
+            Answer { code: 7 }
+        );
     }
 
     #[test]
