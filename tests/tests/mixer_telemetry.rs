@@ -29,7 +29,8 @@ use mesh_api::{
         google::protobuf::UInt32Value,
     },
     mixer::v1::{
-        ReportRequest, mixer_client::MixerClient, report_request::RepeatedAttributesSemantics,
+        CompressedAttributes, ReportRequest, mixer_client::MixerClient,
+        report_request::RepeatedAttributesSemantics,
     },
 };
 use mixer_core::{
@@ -276,70 +277,106 @@ async fn reports_reach_a_real_prometheus_exactly() {
     );
 }
 
+/// A Report whose bags are each encoded on their own.
+fn independent(attributes: Vec<CompressedAttributes>) -> ReportRequest {
+    ReportRequest {
+        attributes,
+        repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
+        global_word_count: words(),
+        ..ReportRequest::default()
+    }
+}
+
+/// The value of the sample in `metrics` whose line starts with `prefix` (0 when
+/// absent).
+fn sample(metrics: &str, prefix: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+/// What a burst of 40 concurrent Reports of 40 records met at a mixer-telemetry
+/// with a queue of 50 records, one worker and `--queue-wait wait`.
+struct Burst {
+    taken: u64,
+    refused: u64,
+    /// mixer-telemetry's own `/metrics` afterwards.
+    metrics: String,
+}
+
+impl Burst {
+    async fn against_a_small_queue(wait: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let galley = start_galley(dir.path()).await.unwrap();
+        let t = start_telemetry(
+            galley.mcp,
+            &[
+                "--queue-records",
+                "50",
+                "--workers",
+                "1",
+                "--queue-wait",
+                wait,
+            ],
+        )
+        .await;
+        let channel = Channel::from_shared(format!("http://{}", t.grpc))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut calls = tokio::task::JoinSet::new();
+        for c in 0..40 {
+            let mut client = MixerClient::new(channel.clone());
+            let req = independent(
+                (0..40)
+                    .map(|i| encode(&request_bag(&format!("/{c}/{i}"), 200), words()))
+                    .collect(),
+            );
+            calls.spawn(async move { client.report(req).await.map(|_| ()) });
+        }
+        let (mut taken, mut refused) = (0u64, 0u64);
+        while let Some(r) = calls.join_next().await {
+            match r.unwrap() {
+                Ok(()) => taken += 1,
+                Err(s) => {
+                    assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
+                    refused += 1;
+                }
+            }
+        }
+        eprintln!("{taken} reports taken, {refused} refused");
+        let (_, metrics) = http_get(t.monitoring, "/metrics").await.unwrap();
+        Self {
+            taken,
+            refused,
+            metrics,
+        }
+    }
+
+    /// The value of the sample whose line starts with `prefix` (0 when absent).
+    fn value(&self, prefix: &str) -> u64 {
+        sample(&self.metrics, prefix)
+    }
+}
+
 /// A full queue refuses reports with ResourceExhausted, for the reporter to
 /// retry; the refusals are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_refuses_reports_and_counts_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let galley = start_galley(dir.path()).await.unwrap();
-    let t = start_telemetry(
-        galley.mcp,
-        &[
-            "--queue-records",
-            "50",
-            "--workers",
-            "1",
-            "--queue-wait",
-            "0",
-        ],
-    )
-    .await;
-    let channel = Channel::from_shared(format!("http://{}", t.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let report = |k: usize| ReportRequest {
-        attributes: (0..k)
-            .map(|i| encode(&request_bag(&format!("/{i}"), 200), words()))
-            .collect(),
-        repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
-        global_word_count: words(),
-        ..ReportRequest::default()
-    };
-    // Many concurrent batches of 40 against a queue of 50: some must be refused.
-    let mut calls = tokio::task::JoinSet::new();
-    for _ in 0..40 {
-        let mut client = MixerClient::new(channel.clone());
-        let req = report(40);
-        calls.spawn(async move { client.report(req).await.map(|_| ()) });
-    }
-    let (mut ok, mut exhausted) = (0u64, 0u64);
-    while let Some(r) = calls.join_next().await {
-        match r.unwrap() {
-            Ok(()) => ok += 1,
-            Err(s) => {
-                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{s:?}");
-                exhausted += 1;
-            }
-        }
-    }
-    assert!(ok > 0, "some reports fit");
-    eprintln!("{ok} reports taken, {exhausted} refused");
-    let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
-    let value = |prefix: &str| -> u64 {
-        own.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .map_or(0, |v| v.parse().unwrap())
-    };
+    // Many concurrent batches of 40 against a queue of 50, no wait: some must be
+    // refused.
+    let b = Burst::against_a_small_queue("0").await;
+    assert!(b.taken > 0, "some reports fit");
     assert_eq!(
-        value("mixer_telemetry_records_accepted_total{api=\"report\"}"),
-        ok * 40
+        b.value("mixer_telemetry_records_accepted_total{api=\"report\"}"),
+        b.taken * 40
     );
     assert_eq!(
-        value("mixer_telemetry_records_refused_total{reason=\"queue_full\"}"),
-        exhausted * 40
+        b.value("mixer_telemetry_records_refused_total{reason=\"queue_full\"}"),
+        b.refused * 40
     );
 }
 
@@ -347,55 +384,14 @@ async fn a_full_queue_refuses_reports_and_counts_them() {
 /// room instead of being refused: every report of the same burst is taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_makes_reports_wait_for_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let galley = start_galley(dir.path()).await.unwrap();
-    let t = start_telemetry(
-        galley.mcp,
-        &[
-            "--queue-records",
-            "50",
-            "--workers",
-            "1",
-            "--queue-wait",
-            "20s",
-        ],
-    )
-    .await;
-    let channel = Channel::from_shared(format!("http://{}", t.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut calls = tokio::task::JoinSet::new();
-    for c in 0..40 {
-        let mut client = MixerClient::new(channel.clone());
-        let req = ReportRequest {
-            attributes: (0..40)
-                .map(|i| encode(&request_bag(&format!("/{c}/{i}"), 200), words()))
-                .collect(),
-            repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
-            global_word_count: words(),
-            ..ReportRequest::default()
-        };
-        calls.spawn(async move { client.report(req).await.map(|_| ()) });
-    }
-    while let Some(r) = calls.join_next().await {
-        r.unwrap()
-            .expect("a report waits for room instead of being refused");
-    }
-    let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
-    let value = |prefix: &str| -> u64 {
-        own.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .map_or(0, |v| v.parse().unwrap())
-    };
+    let b = Burst::against_a_small_queue("20s").await;
+    assert_eq!((b.taken, b.refused), (40, 0));
     assert_eq!(
-        value("mixer_telemetry_records_accepted_total{api=\"report\"}"),
+        b.value("mixer_telemetry_records_accepted_total{api=\"report\"}"),
         1_600
     );
     assert_eq!(
-        value("mixer_telemetry_records_refused_total{reason=\"queue_full\"}"),
+        b.value("mixer_telemetry_records_refused_total{reason=\"queue_full\"}"),
         0
     );
 }
@@ -452,7 +448,15 @@ async fn log_entries_land_in_sqlite_and_postgres_none_lost() {
     let galley = start_galley(dir.path()).await.unwrap();
     let t = start_telemetry(
         galley.mcp,
-        &["--queue-records", "500", "--log-database", &sqlite_url],
+        // No wait: a full queue refuses at once, and the reporters retry.
+        &[
+            "--queue-records",
+            "500",
+            "--queue-wait",
+            "0",
+            "--log-database",
+            &sqlite_url,
+        ],
     )
     .await;
     let channel = Channel::from_shared(format!("http://{}", t.grpc))
@@ -468,15 +472,11 @@ async fn log_entries_land_in_sqlite_and_postgres_none_lost() {
         reporters.spawn(async move {
             let mut refused = 0u64;
             for b in 0..25 {
-                let req = ReportRequest {
-                    attributes: (0..20)
+                let req = independent(
+                    (0..20)
                         .map(|i| encode(&request_bag(&format!("/{r}/{b}/{i}"), 200), words()))
                         .collect(),
-                    repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding
-                        as i32,
-                    global_word_count: words(),
-                    ..ReportRequest::default()
-                };
+                );
                 loop {
                     match client.report(req.clone()).await {
                         Ok(_) => break,
@@ -958,26 +958,21 @@ async fn malformed_reports_are_refused_with_invalid_argument_and_counted() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     // Nothing of either was taken; all four records are counted as invalid.
     let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
-    let value = |prefix: &str| -> u64 {
-        own.lines()
-            .find(|l| l.starts_with(prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .map_or(0, |v| v.parse().unwrap())
-    };
     assert_eq!(
-        value("mixer_telemetry_records_refused_total{reason=\"invalid\"}"),
+        sample(
+            &own,
+            "mixer_telemetry_records_refused_total{reason=\"invalid\"}"
+        ),
         4
     );
     assert_eq!(
-        value("mixer_telemetry_records_accepted_total{api=\"report\"}"),
+        sample(
+            &own,
+            "mixer_telemetry_records_accepted_total{api=\"report\"}"
+        ),
         0
     );
     // A good Report is still taken.
-    let req = ReportRequest {
-        attributes: vec![encode(&request_bag("/a", 200), words())],
-        repeated_attributes_semantics: RepeatedAttributesSemantics::IndependentEncoding as i32,
-        global_word_count: words(),
-        ..ReportRequest::default()
-    };
+    let req = independent(vec![encode(&request_bag("/a", 200), words())]);
     client.report(req).await.unwrap();
 }
