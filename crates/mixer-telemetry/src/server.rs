@@ -222,14 +222,31 @@ struct Batch {
     bags: Vec<AttributeBag>,
 }
 
+/// How full the queue is, shared by the APIs and the workers.
+#[derive(Default)]
+struct Level {
+    /// Records queued.
+    queued: AtomicUsize,
+    /// Signalled each time the workers take records out.
+    room: Notify,
+}
+
+impl Level {
+    /// The workers took `n` records out: count them and wake waiting reports;
+    /// the records still queued.
+    fn taken(&self, n: usize) -> usize {
+        let left = self.queued.fetch_sub(n, Ordering::AcqRel).saturating_sub(n);
+        self.room.notify_waiters();
+        left
+    }
+}
+
 /// The bounded queue between the APIs and the workers.
 #[derive(Clone)]
 struct Queue {
     tx: mpsc::UnboundedSender<Batch>,
-    queued: Arc<AtomicUsize>,
+    level: Arc<Level>,
     max: usize,
-    /// Signalled each time the workers take records out.
-    room: Arc<Notify>,
     /// How long a report waits for room before it is refused.
     wait: Duration,
 }
@@ -238,7 +255,7 @@ impl Queue {
     /// Whether a batch of `n` would fit now (what [`Queue::offer`] decides, read
     /// ahead so that a Report bound to be refused is not decoded first).
     fn has_room(&self, n: usize) -> bool {
-        let queued = self.queued.load(Ordering::Acquire);
+        let queued = self.level.queued.load(Ordering::Acquire);
         queued == 0 || queued + n <= self.max
     }
 
@@ -250,7 +267,7 @@ impl Queue {
         }
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
-            let notified = self.room.notified();
+            let notified = self.level.room.notified();
             tokio::pin!(notified);
             // Registered before the check, so a signal in between is not lost.
             notified.as_mut().enable();
@@ -266,13 +283,13 @@ impl Queue {
     /// Takes the whole batch, or nothing when it does not fit.
     fn offer(&self, bags: Vec<AttributeBag>) -> Result<(), Vec<AttributeBag>> {
         let n = bags.len();
-        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        let before = self.level.queued.fetch_add(n, Ordering::AcqRel);
         if before + n > self.max && before > 0 {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.level.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(bags);
         }
         if let Err(e) = self.tx.send(Batch { bags }) {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.level.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(e.0.bags);
         }
         Ok(())
@@ -296,10 +313,15 @@ impl Service {
 
     /// Queues a batch, waiting for room up to the queue's wait.
     async fn enqueue(&self, api: &'static str, bags: Vec<AttributeBag>) -> Result<(), Status> {
-        let n = bags.len() as u64;
         if !self.queue.room_for(bags.len()).await {
-            return Err(self.refuse_full(n));
+            return Err(self.refuse_full(bags.len() as u64));
         }
+        self.take(api, bags)
+    }
+
+    /// Queues a batch if it fits now (its wait for room is over).
+    fn take(&self, api: &'static str, bags: Vec<AttributeBag>) -> Result<(), Status> {
+        let n = bags.len() as u64;
         match self.queue.offer(bags) {
             Ok(()) => {
                 self.metrics
@@ -331,7 +353,8 @@ impl ReportBytes for Service {
                 .refuse("invalid", wire::raw::count_bags(&bytes) as u64);
             Status::invalid_argument(e.to_string())
         })?;
-        self.enqueue("report", bags).await?;
+        // Room was waited for before decoding.
+        self.take("report", bags)?;
         Ok(ReportResponse::default())
     }
 }
@@ -441,9 +464,8 @@ pub async fn start(
     let (tx, rx) = mpsc::unbounded_channel();
     let queue = Queue {
         tx,
-        queued: Arc::new(AtomicUsize::new(0)),
+        level: Arc::new(Level::default()),
         max: config.queue_records.max(1),
-        room: Arc::new(Notify::new()),
         wait: config.queue_wait,
     };
     let service = Service {
@@ -537,7 +559,7 @@ pub async fn start(
         tasks.spawn(work(
             graph.clone(),
             rx.clone(),
-            queue.clone(),
+            queue.level.clone(),
             current.clone(),
             metrics.clone(),
             shutdown.clone(),
@@ -621,7 +643,7 @@ pub async fn start(
 async fn work(
     graph: Arc<ServiceGraph>,
     rx: Arc<Mutex<mpsc::UnboundedReceiver<Batch>>>,
-    queue: Queue,
+    level: Arc<Level>,
     current: Current,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -671,11 +693,8 @@ async fn work(
                 metrics.refuse("failed", 1);
             }
         }
-        queue.queued.fetch_sub(n, Ordering::AcqRel);
-        queue.room.notify_waiters();
-        metrics
-            .queued
-            .set(i64::try_from(queue.queued.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        let left = level.taken(n);
+        metrics.queued.set(i64::try_from(left).unwrap_or(i64::MAX));
         metrics.exported.inc_by(out.recorded);
         metrics.refuse("over_limit", out.over_limit);
         metrics.refuse("failed", out.failed);
