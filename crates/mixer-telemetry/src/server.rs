@@ -239,6 +239,66 @@ impl Level {
         self.room.notify_waiters();
         left
     }
+
+    /// Counts `n` more records in if they fit under `max` (a batch always fits
+    /// an empty queue, so one larger than the queue is not refused forever).
+    fn try_reserve(&self, n: usize, max: usize) -> bool {
+        let mut queued = self.queued.load(Ordering::Acquire);
+        loop {
+            if queued != 0 && queued + n > max {
+                return false;
+            }
+            match self.queued.compare_exchange_weak(
+                queued,
+                queued + n,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => queued = now,
+            }
+        }
+    }
+}
+
+/// Room held in the queue for a batch of records: filled with
+/// [`Room::fill`], or given back when dropped.
+struct Room<'a> {
+    queue: &'a Queue,
+    n: usize,
+}
+
+impl Room<'_> {
+    /// Queues `bags` in the room held for them.
+    fn fill(mut self, bags: Vec<AttributeBag>) -> Result<(), Vec<AttributeBag>> {
+        let level = &self.queue.level;
+        // The workers give back what they take out, so the count must match
+        // the batch (a decoder may count differently from the bytes' prefix).
+        match bags.len().cmp(&self.n) {
+            std::cmp::Ordering::Greater => {
+                level
+                    .queued
+                    .fetch_add(bags.len() - self.n, Ordering::AcqRel);
+            }
+            std::cmp::Ordering::Less => {
+                level.taken(self.n - bags.len());
+            }
+            std::cmp::Ordering::Equal => {}
+        }
+        self.n = bags.len();
+        self.queue.tx.send(Batch { bags }).map_err(|e| e.0.bags)?;
+        // Queued: the workers give the room back.
+        self.n = 0;
+        Ok(())
+    }
+}
+
+impl Drop for Room<'_> {
+    fn drop(&mut self) {
+        if self.n > 0 {
+            self.queue.level.taken(self.n);
+        }
+    }
 }
 
 /// The bounded queue between the APIs and the workers.
@@ -252,18 +312,19 @@ struct Queue {
 }
 
 impl Queue {
-    /// Whether a batch of `n` would fit now (what [`Queue::offer`] decides, read
-    /// ahead so that a Report bound to be refused is not decoded first).
-    fn has_room(&self, n: usize) -> bool {
-        let queued = self.level.queued.load(Ordering::Acquire);
-        queued == 0 || queued + n <= self.max
-    }
-
-    /// Whether a batch of `n` fits, waiting up to the queue's wait for the
-    /// workers to make room.
-    async fn room_for(&self, n: usize) -> bool {
-        if self.has_room(n) {
-            return true;
+    /// Holds room for a batch of `n`, waiting up to the queue's wait for the
+    /// workers to make it; `None` when there is still none. Room is held before
+    /// a Report is decoded, so one bound to be refused is not decoded first,
+    /// and two waiters woken together cannot both take the same room.
+    async fn room_for(&self, n: usize) -> Option<Room<'_>> {
+        // `then`, not `then_some`: a Room built and dropped gives room back.
+        let room = || {
+            self.level
+                .try_reserve(n, self.max)
+                .then(|| Room { queue: self, n })
+        };
+        if let Some(r) = room() {
+            return Some(r);
         }
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
@@ -271,28 +332,13 @@ impl Queue {
             tokio::pin!(notified);
             // Registered before the check, so a signal in between is not lost.
             notified.as_mut().enable();
-            if self.has_room(n) {
-                return true;
+            if let Some(r) = room() {
+                return Some(r);
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return self.has_room(n);
+                return room();
             }
         }
-    }
-
-    /// Takes the whole batch, or nothing when it does not fit.
-    fn offer(&self, bags: Vec<AttributeBag>) -> Result<(), Vec<AttributeBag>> {
-        let n = bags.len();
-        let before = self.level.queued.fetch_add(n, Ordering::AcqRel);
-        if before + n > self.max && before > 0 {
-            self.level.queued.fetch_sub(n, Ordering::AcqRel);
-            return Err(bags);
-        }
-        if let Err(e) = self.tx.send(Batch { bags }) {
-            self.level.queued.fetch_sub(n, Ordering::AcqRel);
-            return Err(e.0.bags);
-        }
-        Ok(())
     }
 }
 
@@ -313,16 +359,21 @@ impl Service {
 
     /// Queues a batch, waiting for room up to the queue's wait.
     async fn enqueue(&self, api: &'static str, bags: Vec<AttributeBag>) -> Result<(), Status> {
-        if !self.queue.room_for(bags.len()).await {
+        let Some(room) = self.queue.room_for(bags.len()).await else {
             return Err(self.refuse_full(bags.len() as u64));
-        }
-        self.take(api, bags)
+        };
+        self.fill(api, room, bags)
     }
 
-    /// Queues a batch if it fits now (its wait for room is over).
-    fn take(&self, api: &'static str, bags: Vec<AttributeBag>) -> Result<(), Status> {
+    /// Queues a batch in the room held for it.
+    fn fill(
+        &self,
+        api: &'static str,
+        room: Room<'_>,
+        bags: Vec<AttributeBag>,
+    ) -> Result<(), Status> {
         let n = bags.len() as u64;
-        match self.queue.offer(bags) {
+        match room.fill(bags) {
             Ok(()) => {
                 self.metrics
                     .accepted
@@ -330,6 +381,7 @@ impl Service {
                     .inc_by(n);
                 Ok(())
             }
+            // Only when the workers are gone (shutting down).
             Err(_) => Err(self.refuse_full(n)),
         }
     }
@@ -345,16 +397,16 @@ impl ReportBytes for Service {
     async fn report_bytes(&self, bytes: Bytes) -> Result<ReportResponse, Status> {
         let pipeline = self.pipeline()?;
         let n = wire::raw::count_bags(&bytes);
-        if !self.queue.room_for(n).await {
+        let Some(room) = self.queue.room_for(n).await else {
             return Err(self.refuse_full(n as u64));
-        }
+        };
         let bags = wire::raw::decode_report(&bytes, pipeline.manifest()).map_err(|e| {
             self.metrics
                 .refuse("invalid", wire::raw::count_bags(&bytes) as u64);
             Status::invalid_argument(e.to_string())
         })?;
-        // Room was waited for before decoding.
-        self.take("report", bags)?;
+        // Room was held before decoding.
+        self.fill("report", room, bags)?;
         Ok(ReportResponse::default())
     }
 }
@@ -808,3 +860,7 @@ async fn telemetryz(State(current): State<Current>) -> Json<serde_json::Value> {
         }),
     })
 }
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;
