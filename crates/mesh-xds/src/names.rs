@@ -100,9 +100,7 @@ pub fn share(set: Arc<NameSet>) -> Arc<NameSet> {
     if set.is_empty() {
         return set;
     }
-    let mut h = DefaultHasher::new();
-    set.hash(&mut h);
-    let key = h.finish();
+    let key = key_of(set.iter().map(String::as_str));
     let mut reg = REGISTRY.lock();
     let bucket = reg.sets.entry(key).or_default();
     for weak in bucket.iter() {
@@ -125,9 +123,56 @@ pub fn share(set: Arc<NameSet>) -> Arc<NameSet> {
     set
 }
 
+/// The shared set of `names` (in any order, possibly repeated). When they come
+/// sorted, as clients usually send them, and an equal set is in use, it is found
+/// without copying them.
+pub fn share_names<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Arc<NameSet> {
+    if names.clone().is_sorted_by(|a, b| a < b) {
+        let key = key_of(names.clone());
+        let reg = REGISTRY.lock();
+        let found = reg.sets.get(&key).and_then(|bucket| {
+            bucket.iter().find_map(|weak| {
+                weak.upgrade()
+                    .filter(|e| !e.is_empty() && e.iter().map(String::as_str).eq(names.clone()))
+            })
+        });
+        if let Some(existing) = found {
+            return existing;
+        }
+    }
+    share(Arc::new(names.map(str::to_string).collect()))
+}
+
+/// The registry's key for names given in order.
+fn key_of<'a>(names: impl Iterator<Item = &'a str>) -> u64 {
+    let mut h = DefaultHasher::new();
+    for n in names {
+        h.write(n.as_bytes());
+        h.write_u8(0xff);
+    }
+    h.finish()
+}
+
 /// Whether `names` (in any order, possibly repeated) are exactly the set `set`,
 /// without copying them.
-pub fn same_names<'a>(set: &NameSet, names: impl Iterator<Item = &'a str>) -> bool {
+///
+/// Clients repeat their whole subscription in every request, usually in the
+/// same (sorted) order as the set: that case is one pass of comparisons, and
+/// only another order falls back to looking each name up.
+pub fn same_names<'a>(set: &NameSet, names: impl Iterator<Item = &'a str> + Clone) -> bool {
+    let mut held = set.iter();
+    let mut in_order = names.clone();
+    loop {
+        match (held.next(), in_order.next()) {
+            (None, None) => return true,
+            (Some(h), Some(n)) if h == n => {}
+            _ => break,
+        }
+    }
+    // Sorted without repeats, yet not the set's order: not the same names.
+    if names.clone().is_sorted_by(|a, b| a < b) {
+        return false;
+    }
     let mut seen: BTreeSet<&str> = BTreeSet::new();
     for n in names {
         if !set.contains(n) {
@@ -159,10 +204,34 @@ mod tests {
     }
 
     #[test]
+    fn names_in_any_order_find_the_shared_set() {
+        let a = share(mk(&["p-names-test", "q-names-test", "r-names-test"]));
+        for names in [
+            ["p-names-test", "q-names-test", "r-names-test"],
+            ["r-names-test", "p-names-test", "q-names-test"],
+        ] {
+            assert!(Arc::ptr_eq(&a, &share_names(names.into_iter())));
+        }
+        let b = share_names(["p-names-test", "q-names-test"].into_iter());
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(b.len(), 2);
+        assert!(share_names(std::iter::empty()).is_empty());
+    }
+
+    #[test]
     fn same_names_ignores_order_and_repeats() {
         let set = mk(&["a", "b"]);
         assert!(same_names(&set, ["b", "a", "b"].into_iter()));
         assert!(!same_names(&set, ["a"].into_iter()));
         assert!(!same_names(&set, ["a", "b", "c"].into_iter()));
+        assert!(!same_names(&set, ["a", "a", "c"].into_iter()));
+        assert!(same_names(&set, ["a", "b"].into_iter()), "in order");
+        assert!(
+            same_names(&set, ["a", "b", "b"].into_iter()),
+            "in order, repeated"
+        );
+        assert!(!same_names(&set, ["a", "c"].into_iter()));
+        assert!(!same_names(&set, [].into_iter()));
+        assert!(same_names(&mk(&[]), [].into_iter()));
     }
 }

@@ -154,12 +154,24 @@ impl Subset {
 }
 
 /// What changed between two versions of a set.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default)]
 pub struct SetDelta {
     /// Resources added or changed.
     pub changed: Vec<Arc<XdsResource>>,
     /// Names no longer present.
     pub removed: Vec<String>,
+    /// The old set without the removed names, built by the first stream that
+    /// needs it (streams sharing this delta share it).
+    pub kept: OnceLock<Arc<Subset>>,
+    /// The new set with the removed resources added back, built by the first
+    /// stream that needs it.
+    pub union: OnceLock<Arc<Subset>>,
+}
+
+impl PartialEq for SetDelta {
+    fn eq(&self, other: &Self) -> bool {
+        self.changed == other.changed && self.removed == other.removed
+    }
 }
 
 impl Clone for TypedResources {

@@ -280,24 +280,21 @@ impl Held {
         }
     }
 
-    /// Whether going from `self` to `next` adds or changes any resource, and the
-    /// names it removes.
-    fn diff(&self, next: &Held) -> (bool, Vec<String>) {
-        let d = self.delta(next);
-        (!d.changed.is_empty(), d.removed.clone())
-    }
-
-    /// These resources without the `removed` names (given in name order).
-    fn without(&self, removed: &[String]) -> Held {
-        if removed.is_empty() {
+    /// These resources without the names `d` (a delta from them) removes;
+    /// built once per delta and shared by the streams that share it.
+    fn without(&self, d: &SetDelta) -> Held {
+        if d.removed.is_empty() {
             return self.clone();
         }
-        let kept = self
-            .iter()
-            .filter(|r| removed.binary_search(&r.name).is_err())
-            .cloned()
-            .collect();
-        Held::Subset(Arc::new(Subset::new(kept)))
+        let kept = d.kept.get_or_init(|| {
+            let kept = self
+                .iter()
+                .filter(|r| d.removed.binary_search(&r.name).is_err())
+                .cloned()
+                .collect();
+            Arc::new(Subset::new(kept))
+        });
+        Held::Subset(kept.clone())
     }
 }
 
@@ -343,7 +340,7 @@ impl SotwStream {
         };
         // Every request repeats the whole subscription: it is copied only when it
         // differs from the one held, and then shared with equal ones.
-        let owned = || names::share(Arc::new(requested().map(str::to_string).collect()));
+        let owned = || names::share_names(requested());
         let state = self.types.entry(req.type_url.clone()).or_default();
         let was_refused = state.refused;
 
@@ -443,8 +440,9 @@ impl SotwStream {
                 continue;
             };
             let base = self.types.get(&type_url).and_then(TypeState::client_view);
-            let (changes, mut removed) = match base {
-                Some(base) => base.diff(&target.held),
+            let delta = base.map(|base| base.delta(&target.held));
+            let (changes, mut removed) = match &delta {
+                Some(d) => (!d.changed.is_empty(), d.removed.clone()),
                 None => (true, Vec::new()),
             };
             // A resource the client unsubscribed from goes at once: it asked for
@@ -452,9 +450,22 @@ impl SotwStream {
             if let Some(state) = self.types.get(&type_url) {
                 removed.retain(|n| state.wildcard || state.names.contains(n));
             }
-            match base {
-                Some(base) if !removed.is_empty() => {
-                    let union = union(&type_url, &target.held, base, &removed);
+            match (base, &delta) {
+                (Some(base), Some(d)) if !removed.is_empty() => {
+                    let union = if removed.len() == d.removed.len() {
+                        // The same for every stream sharing the delta.
+                        d.union
+                            .get_or_init(|| union(&target.held, base, &removed))
+                            .clone()
+                    } else {
+                        union(&target.held, base, &removed)
+                    };
+                    let union = Planned {
+                        type_url: type_url.clone(),
+                        version: union.version.clone(),
+                        held: Held::Subset(union),
+                        changes: None,
+                    };
                     // Unless nothing is added or changed, or the union is exactly the
                     // set last sent (and refused).
                     let sent = self
@@ -546,14 +557,14 @@ impl SotwStream {
             None => (None, None),
             Some(view) => {
                 let d = view.delta(&target);
-                (Some(d.changed.clone()), Some(view.without(&d.removed)))
+                (Some(d.changed.clone()), Some(view.without(&d)))
             }
         };
         if !force && changes.as_ref().is_some_and(Vec::is_empty) {
             // Only removals, which the parents convey: the client drops them.
             if let Some(b) = state.before.take() {
-                let removed = b.delta(&target).removed.clone();
-                state.before = Some(b.without(&removed));
+                let d = b.delta(&target);
+                state.before = Some(b.without(&d));
             }
             state.sent = Some(target);
             return None;
@@ -590,20 +601,15 @@ impl SotwStream {
 }
 
 /// The new set plus the resources it removes from `base`, versioned as its own set.
-fn union(type_url: &str, next: &Held, base: &Held, removed: &[String]) -> Planned {
+/// `next` with the `removed` resources of `base` added back, in name order.
+fn union(next: &Held, base: &Held, removed: &[String]) -> Arc<Subset> {
     let mut items: Vec<Arc<XdsResource>> = next
         .iter()
         .cloned()
         .chain(removed.iter().filter_map(|n| base.get(n).cloned()))
         .collect();
     items.sort_by(|a, b| a.name.cmp(&b.name));
-    let subset = Subset::new(items);
-    Planned {
-        type_url: type_url.to_string(),
-        version: subset.version.clone(),
-        held: Held::Subset(Arc::new(subset)),
-        changes: None,
-    }
+    Arc::new(Subset::new(items))
 }
 
 #[cfg(test)]
