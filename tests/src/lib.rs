@@ -168,6 +168,14 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A plaintext gRPC channel to `addr`, connected.
+pub async fn grpc_channel(addr: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {addr}"))
+}
+
 /// A minimal HTTP/1.1 GET: (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use dromon_e2e::{ChildGuard, free_port, http_json, local_addr, wait_http_ok};
+use dromon_e2e::{ChildGuard, free_port, grpc_channel, http_json, local_addr, wait_http_ok};
 use mesh_api::{
     envoy::envoy::service::auth::v3::{
         AttributeContext, CheckRequest as AuthzRequest,
@@ -123,11 +123,7 @@ async fn start(config: &Path) -> Plane {
 }
 
 async fn mixer_client(addr: SocketAddr) -> MixerClient<Channel> {
-    let channel = Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(addr).await.unwrap();
     MixerClient::new(channel)
 }
 
@@ -207,11 +203,7 @@ async fn rules_from_galley_allow_deny_and_limit_and_edits_apply_without_failed_c
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("policy.yaml"), RULES).unwrap();
     let plane = start(tmp.path()).await;
-    let channel = Channel::from_shared(format!("http://{}", plane.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(plane.grpc).await.unwrap();
     let mut mixer = MixerClient::new(channel.clone());
     let mut envoy = AuthorizationClient::new(channel.clone());
 

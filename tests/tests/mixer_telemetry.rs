@@ -10,8 +10,8 @@ use std::{
 };
 
 use dromon_e2e::{
-    ChildGuard, http_get, http_json, local_addr, prometheus::PrometheusServer, start_galley,
-    wait_http_ok,
+    ChildGuard, grpc_channel, http_get, http_json, local_addr, prometheus::PrometheusServer,
+    start_galley, wait_http_ok,
 };
 use mesh_api::{
     envoy::{
@@ -38,7 +38,6 @@ use mixer_core::{
     dictionary::GLOBAL_WORDS,
     wire::{AttributeBag, encode},
 };
-use tonic::transport::Channel;
 
 const CUSTOM: &str = r#"
 apiVersion: config.istio.io/v1alpha2
@@ -187,11 +186,7 @@ async fn reports_reach_a_real_prometheus_exactly() {
     let t = start_telemetry(galley.mcp, &[]).await;
     let prom = PrometheusServer::start(&[t.prometheus]).await.unwrap();
 
-    let channel = Channel::from_shared(format!("http://{}", t.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(t.grpc).await.unwrap();
     let mut mixer = MixerClient::new(channel.clone());
     // N = 3 batches of 40 reports over the Mixer API, paths spread over 5 values.
     let mut n = 0;
@@ -322,11 +317,7 @@ impl Burst {
             ],
         )
         .await;
-        let channel = Channel::from_shared(format!("http://{}", t.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = grpc_channel(t.grpc).await.unwrap();
         let mut calls = tokio::task::JoinSet::new();
         for c in 0..40 {
             let mut client = MixerClient::new(channel.clone());
@@ -459,11 +450,7 @@ async fn log_entries_land_in_sqlite_and_postgres_none_lost() {
         ],
     )
     .await;
-    let channel = Channel::from_shared(format!("http://{}", t.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(t.grpc).await.unwrap();
     // 16 reporters x 25 batches of 20 = 8,000 entries, each batch retried until
     // taken.
     let mut reporters = tokio::task::JoinSet::new();
@@ -553,13 +540,7 @@ async fn a_clean_shutdown_writes_what_was_accepted() {
     let sqlite_url = format!("sqlite://{}", sqlite.display());
     let galley = start_galley(dir.path()).await.unwrap();
     let mut t = start_telemetry(galley.mcp, &["--log-database", &sqlite_url]).await;
-    let mut client = MixerClient::new(
-        Channel::from_shared(format!("http://{}", t.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut client = MixerClient::new(grpc_channel(t.grpc).await.unwrap());
     for b in 0..20 {
         let req = ReportRequest {
             attributes: (0..100)
@@ -591,13 +572,7 @@ async fn the_service_graph_page_shows_nodes_and_edges_in_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let galley = start_galley(dir.path()).await.unwrap();
     let t = start_telemetry(galley.mcp, &[]).await;
-    let mut client = MixerClient::new(
-        Channel::from_shared(format!("http://{}", t.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut client = MixerClient::new(grpc_channel(t.grpc).await.unwrap());
     let call = |src: &str, dst: &str, code: i64| {
         let mut b = request_bag("/", code);
         b.insert("source.workload.name", Value::from(src));
@@ -823,13 +798,7 @@ async fn spans_and_metrics_reach_an_otlp_receiver() {
     let t = start_telemetry(galley.mcp, &[]).await;
     let z = http_json(t.monitoring, "/debug/telemetryz").await.unwrap();
     assert_eq!(z["issues"].as_array().unwrap().len(), 0, "{z}");
-    let mut client = MixerClient::new(
-        Channel::from_shared(format!("http://{}", t.grpc))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap(),
-    );
+    let mut client = MixerClient::new(grpc_channel(t.grpc).await.unwrap());
     let start = std::time::UNIX_EPOCH + Duration::from_secs(1_790_000_000);
     let n = 50u64;
     let bags = (0..n)
@@ -923,11 +892,7 @@ async fn malformed_reports_are_refused_with_invalid_argument_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let galley = start_galley(dir.path()).await.unwrap();
     let t = start_telemetry(galley.mcp, &[]).await;
-    let channel = Channel::from_shared(format!("http://{}", t.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = grpc_channel(t.grpc).await.unwrap();
     let mut client = MixerClient::new(channel);
     // Three bags, the second naming a word that does not exist.
     let mut bad = encode(&request_bag("/ok", 200), words());
