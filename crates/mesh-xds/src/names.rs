@@ -89,6 +89,16 @@ struct Registry {
     since_sweep: usize,
 }
 
+impl Registry {
+    /// A set in use under `key` for which `same` holds.
+    fn find(&self, key: u64, same: impl Fn(&NameSet) -> bool) -> Option<Arc<NameSet>> {
+        self.sets
+            .get(&key)?
+            .iter()
+            .find_map(|weak| weak.upgrade().filter(|e| same(e)))
+    }
+}
+
 static REGISTRY: LazyLock<Mutex<Registry>> = LazyLock::new(Mutex::default);
 
 /// Sweep dead entries after this many insertions (or when the map doubles).
@@ -102,14 +112,10 @@ pub fn share(set: Arc<NameSet>) -> Arc<NameSet> {
     }
     let key = key_of(set.iter().map(String::as_str));
     let mut reg = REGISTRY.lock();
-    let bucket = reg.sets.entry(key).or_default();
-    for weak in bucket.iter() {
-        if let Some(existing) = weak.upgrade()
-            && (Arc::ptr_eq(&existing, &set) || *existing == *set)
-        {
-            return existing;
-        }
+    if let Some(existing) = reg.find(key, |e| std::ptr::eq(e, &*set) || *e == *set) {
+        return existing;
     }
+    let bucket = reg.sets.entry(key).or_default();
     bucket.retain(|w| w.strong_count() > 0);
     bucket.push(Arc::downgrade(&set));
     reg.since_sweep += 1;
@@ -129,13 +135,9 @@ pub fn share(set: Arc<NameSet>) -> Arc<NameSet> {
 pub fn share_names<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Arc<NameSet> {
     if names.clone().is_sorted_by(|a, b| a < b) {
         let key = key_of(names.clone());
-        let reg = REGISTRY.lock();
-        let found = reg.sets.get(&key).and_then(|bucket| {
-            bucket.iter().find_map(|weak| {
-                weak.upgrade()
-                    .filter(|e| !e.is_empty() && e.iter().map(String::as_str).eq(names.clone()))
-            })
-        });
+        let found = REGISTRY
+            .lock()
+            .find(key, |e| e.iter().map(String::as_str).eq(names.clone()));
         if let Some(existing) = found {
             return existing;
         }

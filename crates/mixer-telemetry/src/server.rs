@@ -401,8 +401,7 @@ impl ReportBytes for Service {
             return Err(self.refuse_full(n as u64));
         };
         let bags = wire::raw::decode_report(&bytes, pipeline.manifest()).map_err(|e| {
-            self.metrics
-                .refuse("invalid", wire::raw::count_bags(&bytes) as u64);
+            self.metrics.refuse("invalid", n as u64);
             Status::invalid_argument(e.to_string())
         })?;
         // Room was held before decoding.
