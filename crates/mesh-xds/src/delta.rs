@@ -18,14 +18,14 @@ use std::{
 };
 
 use crate::{
-    Snapshot, TypedResources, XdsResource,
+    Snapshot, TypeMap, TypedResources, XdsResource,
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
     encode::{self, Encoded},
     names::{self, NameSet},
     resource::SetDelta,
     resource::set_version,
     sotw::{ProtocolError, RequestKind, push_order},
-    status::{Nack, TypeStatus},
+    status::{self, Nack, TypeStatus},
 };
 
 #[derive(Debug, Default, Clone)]
@@ -59,6 +59,19 @@ struct TypeState {
     sent_version: Option<String>,
     acked_version: Option<String>,
     nack: Option<Nack>,
+}
+
+impl status::ReportsStatus for TypeState {
+    fn view(&self) -> status::TypeView<'_> {
+        status::TypeView {
+            wildcard: self.wildcard,
+            names: self.names.len(),
+            sent_version: &self.sent_version,
+            sent_nonce: &self.nonce,
+            acked_version: &self.acked_version,
+            nack: &self.nack,
+        }
+    }
 }
 
 /// A response awaiting its ACK or NACK, with what the client held before it, so a
@@ -183,7 +196,7 @@ pub struct DeltaOutcome {
 /// Protocol state of one delta stream.
 #[derive(Debug, Default)]
 pub struct DeltaStream {
-    types: BTreeMap<String, TypeState>,
+    types: TypeMap<TypeState>,
     nonces: u64,
 }
 
@@ -202,7 +215,9 @@ impl DeltaStream {
         if req.type_url.is_empty() {
             return Err(ProtocolError::MissingTypeUrl);
         }
-        let state = self.types.entry(req.type_url.clone()).or_default();
+        let state = self
+            .types
+            .get_or_insert_with(&req.type_url, TypeState::default);
         let mut kind = RequestKind::Ack;
         let mut nack = None;
         let mut changed = false;
@@ -344,21 +359,13 @@ impl DeltaStream {
     }
 
     /// The status of every type, for `/debug/syncz`.
-    pub fn status(&self) -> BTreeMap<String, TypeStatus> {
-        self.types
-            .iter()
-            .map(|(t, s)| {
-                let status = TypeStatus::new(
-                    s.wildcard,
-                    &s.names,
-                    &s.sent_version,
-                    &s.nonce,
-                    &s.acked_version,
-                    &s.nack,
-                );
-                (t.clone(), status)
-            })
-            .collect()
+    pub fn status(&self) -> TypeMap<TypeStatus> {
+        status::status_of(&self.types)
+    }
+
+    /// Brings a status entry in line with this stream, reusing its allocations.
+    pub fn write_status(&self, out: &mut TypeMap<TypeStatus>) {
+        status::write_status(&self.types, out);
     }
 
     /// Computes what the client lacks (and the versions it held before); None when

@@ -47,21 +47,26 @@ pub fn delta_entry(name: &str, version: &str, any: &Any) -> Bytes {
 }
 
 /// The shared part of a SotW response: version, resources and type URL.
+///
+/// Sized exactly: these bodies are cached for as long as their set is current,
+/// and a buffer grown by doubling would keep up to twice the bytes it holds.
 pub fn sotw_body<'a>(
     version: &str,
     type_url: &str,
-    entries: impl Iterator<Item = &'a Bytes>,
+    entries: impl Iterator<Item = &'a Bytes> + Clone,
 ) -> Bytes {
-    let mut buf = BytesMut::new();
-    for entry in entries {
-        buf.put_slice(entry);
-    }
     let head = DiscoveryResponse {
         version_info: version.to_string(),
         type_url: type_url.to_string(),
         ..DiscoveryResponse::default()
     };
+    let len = entries.clone().map(Bytes::len).sum::<usize>() + head.encoded_len();
+    let mut buf = BytesMut::with_capacity(len);
+    for entry in entries {
+        buf.put_slice(entry);
+    }
     head.encode(&mut buf).unwrap_or_default();
+    debug_assert_eq!(buf.len(), len);
     buf.freeze()
 }
 

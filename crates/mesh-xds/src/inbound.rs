@@ -48,8 +48,10 @@ where
     }
 
     /// The next request; `None` when the client closed its side. Cancel-safe: what
-    /// was read stays buffered for the next call.
-    pub async fn message(&mut self) -> Result<Option<M>, Status> {
+    /// was read stays buffered for the next call. Boxed: a request message is large
+    /// (hundreds of bytes with its node), and the task of every connected stream
+    /// would otherwise have room for it while it waits.
+    pub async fn message(&mut self) -> Result<Option<Box<M>>, Status> {
         loop {
             if let Some(msg) = self.decode_buffered()? {
                 return Ok(Some(msg));
@@ -81,7 +83,7 @@ where
     }
 
     /// Decodes a message if the buffer holds a whole one.
-    fn decode_buffered(&mut self) -> Result<Option<M>, Status> {
+    fn decode_buffered(&mut self) -> Result<Option<Box<M>>, Status> {
         let Some(header) = self.buf.get(..HEADER_BYTES) else {
             return Ok(None);
         };
@@ -101,7 +103,8 @@ where
             self.buf.reserve(HEADER_BYTES + len - self.buf.len());
             return Ok(None);
         };
-        let msg = M::decode(body)
+        let mut msg = Box::<M>::default();
+        msg.merge(body)
             .map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))?;
         self.buf.advance(HEADER_BYTES + len);
         if self.buf.is_empty() {
@@ -167,9 +170,9 @@ mod tests {
         wire.extend(framed(&small));
         let chunks = wire.chunks(1000).map(Bytes::copy_from_slice).collect();
         let mut s: RequestStream<_, DiscoveryRequest> = RequestStream::new(Chunks(chunks), 1 << 20);
-        assert_eq!(s.message().await.unwrap().unwrap(), big);
+        assert_eq!(*s.message().await.unwrap().unwrap(), big);
         assert!(s.buf.capacity() <= KEEP_BYTES, "{}", s.buf.capacity());
-        assert_eq!(s.message().await.unwrap().unwrap(), small);
+        assert_eq!(*s.message().await.unwrap().unwrap(), small);
         assert_eq!(s.buf.capacity(), 0, "an idle stream holds no buffer");
         assert!(s.message().await.unwrap().is_none());
     }

@@ -26,12 +26,14 @@ pub mod resource;
 pub mod server;
 pub mod sotw;
 pub mod status;
+pub mod type_map;
 
 pub use cache::{NodeGrouper, Published, SingleGroup, SnapshotCache};
 pub use metrics::XdsMetrics;
 pub use resource::{Snapshot, TypedResources, XdsResource};
 pub use server::{AdsServer, AdsService, AllowIdentities, NodeAuthorizer, ServerOptions};
 pub use status::SyncStatus;
+pub use type_map::TypeMap;
 
 /// Envoy's discovery types, re-exported for users of this crate.
 pub use mesh_api::envoy::envoy::service::discovery::v3 as discovery;

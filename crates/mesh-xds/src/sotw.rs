@@ -19,15 +19,15 @@
 //!   and secrets are sent in parts, as the xDS protocol allows (see
 //!   [`sends_complete_state`]).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use crate::{
-    Snapshot, TypedResources, XdsResource,
+    Snapshot, TypeMap, TypedResources, XdsResource,
     discovery::{DiscoveryRequest, DiscoveryResponse},
     encode::{self, Encoded},
     names::{self, NameSet},
     resource::{SetDelta, Subset, diff_sorted},
-    status::{Nack, TypeStatus},
+    status::{self, Nack, TypeStatus},
 };
 
 /// Whether SotW responses of `type_url` carry the complete state of the world.
@@ -209,6 +209,19 @@ struct TypeState {
     before: Option<Held>,
 }
 
+impl status::ReportsStatus for TypeState {
+    fn view(&self) -> status::TypeView<'_> {
+        status::TypeView {
+            wildcard: self.wildcard,
+            names: self.names.len(),
+            sent_version: &self.sent_version,
+            sent_nonce: &self.nonce,
+            acked_version: &self.acked_version,
+            nack: &self.nack,
+        }
+    }
+}
+
 impl TypeState {
     /// What the subscription selects from `set`.
     fn select(&self, set: Option<&Arc<TypedResources>>) -> Held {
@@ -312,7 +325,7 @@ struct Planned {
 /// Protocol state of one state-of-the-world stream.
 #[derive(Debug, Default)]
 pub struct SotwStream {
-    types: BTreeMap<String, TypeState>,
+    types: TypeMap<TypeState>,
     nonces: u64,
 }
 
@@ -341,7 +354,9 @@ impl SotwStream {
         // Every request repeats the whole subscription: it is copied only when it
         // differs from the one held, and then shared with equal ones.
         let owned = || names::share_names(requested());
-        let state = self.types.entry(req.type_url.clone()).or_default();
+        let state = self
+            .types
+            .get_or_insert_with(&req.type_url, TypeState::default);
         let was_refused = state.refused;
 
         let (kind, changed, nack) = if state.nonce.is_none() {
@@ -495,21 +510,13 @@ impl SotwStream {
     }
 
     /// The status of every type, for `/debug/syncz`.
-    pub fn status(&self) -> BTreeMap<String, TypeStatus> {
-        self.types
-            .iter()
-            .map(|(t, s)| {
-                let status = TypeStatus::new(
-                    s.wildcard,
-                    &s.names,
-                    &s.sent_version,
-                    &s.nonce,
-                    &s.acked_version,
-                    &s.nack,
-                );
-                (t.clone(), status)
-            })
-            .collect()
+    pub fn status(&self) -> TypeMap<TypeStatus> {
+        status::status_of(&self.types)
+    }
+
+    /// Brings a status entry in line with this stream, reusing its allocations.
+    pub fn write_status(&self, out: &mut TypeMap<TypeStatus>) {
+        status::write_status(&self.types, out);
     }
 
     /// The set one type's subscription selects from `snapshot`, if its content differs

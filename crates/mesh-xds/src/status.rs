@@ -13,6 +13,8 @@ use std::{
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::TypeMap;
+
 /// A rejected version and the client's reason.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Nack {
@@ -40,24 +42,55 @@ pub struct TypeStatus {
     pub nack: Option<Nack>,
 }
 
-impl TypeStatus {
-    /// A status from a state machine's fields.
-    pub fn new(
-        wildcard: bool,
-        names: &std::collections::BTreeSet<String>,
-        sent_version: &Option<String>,
-        sent_nonce: &Option<String>,
-        acked_version: &Option<String>,
-        nack: &Option<Nack>,
-    ) -> Self {
-        Self {
-            wildcard,
-            names: names.len(),
-            sent_version: sent_version.clone(),
-            sent_nonce: sent_nonce.clone(),
-            acked_version: acked_version.clone(),
-            nack: nack.clone(),
+/// What a protocol state machine reports of one type.
+pub(crate) struct TypeView<'a> {
+    pub wildcard: bool,
+    pub names: usize,
+    pub sent_version: &'a Option<String>,
+    pub sent_nonce: &'a Option<String>,
+    pub acked_version: &'a Option<String>,
+    pub nack: &'a Option<Nack>,
+}
+
+/// A protocol state machine's per-type state, as reported.
+pub(crate) trait ReportsStatus {
+    fn view(&self) -> TypeView<'_>;
+}
+
+/// The status of every type of a state machine.
+pub(crate) fn status_of<T: ReportsStatus>(types: &TypeMap<T>) -> TypeMap<TypeStatus> {
+    let mut out = TypeMap::new();
+    write_status(types, &mut out);
+    out
+}
+
+/// Brings `out` in line with a state machine's types, reusing its entries and
+/// strings: refreshed on every message, it allocates only when something grew.
+pub(crate) fn write_status<T: ReportsStatus>(types: &TypeMap<T>, out: &mut TypeMap<TypeStatus>) {
+    out.sync_from(types, |state, current| {
+        let view = state.view();
+        match current {
+            Some(current) => {
+                current.refresh(&view);
+                None
+            }
+            None => {
+                let mut fresh = TypeStatus::default();
+                fresh.refresh(&view);
+                Some(fresh)
+            }
         }
+    });
+}
+
+impl TypeStatus {
+    fn refresh(&mut self, view: &TypeView<'_>) {
+        self.wildcard = view.wildcard;
+        self.names = view.names;
+        self.sent_version.clone_from(view.sent_version);
+        self.sent_nonce.clone_from(view.sent_nonce);
+        self.acked_version.clone_from(view.acked_version);
+        self.nack.clone_from(view.nack);
     }
 
     /// SYNCED, STALE (sent but not yet ACKed), NACKED or NOT SENT.
@@ -92,7 +125,7 @@ pub struct StreamStatus {
     /// Seconds since the epoch when the stream opened.
     pub connected_at: u64,
     /// Status by type URL.
-    pub types: BTreeMap<String, TypeStatus>,
+    pub types: TypeMap<TypeStatus>,
 }
 
 /// Registry of connected streams.
@@ -125,7 +158,7 @@ impl SyncStatus {
                 protocol,
                 peer,
                 connected_at,
-                types: BTreeMap::new(),
+                types: TypeMap::new(),
             },
         );
         StreamGuard {

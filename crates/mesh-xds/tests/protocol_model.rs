@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use mesh_api::envoy::google::rpc::Status as RpcStatus;
 use mesh_xds::{
-    Any, Snapshot, TypedResources, XdsResource,
+    Any, Snapshot, TypeMap, TypedResources, XdsResource,
     delta::{DeltaResponse, DeltaStream},
     discovery::{DeltaDiscoveryRequest, DiscoveryRequest},
     sotw::{RequestKind, SotwResponse, SotwStream, sends_complete_state},
@@ -349,10 +349,17 @@ impl Stream {
         }
     }
 
-    fn status(&self) -> BTreeMap<String, TypeStatus> {
+    fn status(&self) -> TypeMap<TypeStatus> {
         match self {
             Stream::Sotw(s) => s.status(),
             Stream::Delta(s) => s.status(),
+        }
+    }
+
+    fn write_status(&self, out: &mut TypeMap<TypeStatus>) {
+        match self {
+            Stream::Sotw(s) => s.write_status(out),
+            Stream::Delta(s) => s.write_status(out),
         }
     }
 }
@@ -372,6 +379,8 @@ struct World {
     client: Client,
     stream: Stream,
     snap: Snapshot,
+    /// The status entry refreshed in place after every step, as the server does.
+    reported: std::cell::RefCell<TypeMap<TypeStatus>>,
 }
 
 impl World {
@@ -391,6 +400,7 @@ impl World {
             client: Client::default(),
             stream: Stream::new(p),
             snap,
+            reported: Default::default(),
         };
         w.connect()?;
         Ok(w)
@@ -863,6 +873,10 @@ impl World {
     /// view of its own answers.
     fn check_state(&self) -> Result<(), TestCaseError> {
         let status = self.stream.status();
+        let mut reported = self.reported.borrow_mut();
+        self.stream.write_status(&mut reported);
+        prop_assert_eq!(&*reported, &status, "status refreshed in place");
+        drop(reported);
         for t in 0..4 {
             let held: Values = self.client.held[t]
                 .iter()

@@ -321,3 +321,113 @@ mod client {
         task.await.unwrap();
     }
 }
+
+/// A stream's loop runs inside its response body: when the client ends its side,
+/// resets the stream or goes away with the connection, the stream leaves the sync
+/// status and the connected-streams gauge, and the other streams are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_going_away_leaves_status_and_gauge() {
+    let status = SyncStatus::new();
+    let metrics = XdsMetrics::unregistered();
+    let cache = SnapshotCache::new();
+    cache.set("", mk_snap("A"));
+    let server = AdsServer::new(
+        cache.clone(),
+        Arc::new(SingleGroup),
+        watch::channel(true).1,
+        status.clone(),
+        metrics.clone(),
+        ServerOptions::default(),
+        CancellationToken::new(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let until = |want: usize| {
+        let status = status.clone();
+        let metrics = metrics.clone();
+        async move {
+            for _ in 0..250 {
+                if status.len() == want && metrics.connected.get() == want as i64 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!(
+                "{} streams in status, gauge {}; expected {want}",
+                status.len(),
+                metrics.connected.get()
+            );
+        }
+    };
+
+    // One stream on a connection that vanishes: its client runs on a runtime of
+    // its own, dropped (tasks, connection and all) with the stream still open.
+    let (opened_tx, opened_rx) = std::sync::mpsc::channel();
+    let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+    let vanishing = std::thread::spawn({
+        let endpoint = endpoint.clone();
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let opened = open_stream(endpoint).await;
+                tokio::spawn(async move {
+                    let _held = opened;
+                    std::future::pending::<()>().await
+                });
+                opened_tx.send(()).unwrap();
+                let _ = close_rx.await;
+            });
+            drop(rt);
+        }
+    });
+    opened_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let (tx_a, stream_a) = open_stream(endpoint.clone()).await;
+    let (tx_b, mut stream_b) = open_stream(endpoint.clone()).await;
+    until(3).await;
+
+    close_tx.send(()).unwrap();
+    vanishing.join().unwrap();
+    until(2).await;
+
+    // The client ends its side: the stream ends.
+    drop(tx_a);
+    until(1).await;
+    drop(stream_a);
+
+    // The remaining stream is still served.
+    cache.set("", mk_snap("B"));
+    let pushed = next(&mut stream_b).await.unwrap().unwrap();
+    assert_eq!(pushed.resources[0].value, b"B");
+    drop((tx_b, stream_b));
+    until(0).await;
+}
+
+/// Opens a SotW stream subscribed to `T` and reads its first response.
+async fn open_stream(endpoint: String) -> (mpsc::Sender<DiscoveryRequest>, tonic::Streaming<Resp>) {
+    let mut client = AggregatedDiscoveryServiceClient::connect(endpoint)
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(DiscoveryRequest {
+        type_url: T.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut stream).await.unwrap().unwrap();
+    assert_eq!(first.resources[0].value, b"A");
+    (tx, stream)
+}
