@@ -9,7 +9,7 @@ use std::{
     convert::Infallible,
     pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, Waker},
     time::Instant,
 };
 
@@ -194,21 +194,17 @@ impl AdsServer {
             })
         });
         let inbound = RequestStream::<B, P::Req>::new(body, MAX_REQUEST_BYTES);
-        let outbox = Arc::new(Outbox {
-            items: Mutex::new(VecDeque::new()),
-            capacity: self.inner.opts.response_buffer.max(1),
-        });
-        let machine = run_stream(
+        let (tx, rx) = outbox(self.inner.opts.response_buffer.max(1));
+        tokio::spawn(run_stream(
             self.inner.clone(),
             P::default(),
             inbound,
-            outbox.clone(),
+            tx,
             peer,
             gate,
-        );
+        ));
         let mut response = http::Response::new(tonic::body::Body::new(ResponseBody {
-            machine: Some(Box::pin(machine)),
-            outbox,
+            rx,
             queued: VecDeque::new(),
             finished: false,
         }));
@@ -273,46 +269,111 @@ where
     }
 }
 
-/// Responses a stream has produced and its body has not yet taken.
-///
-/// The stream's future runs inside its response body (see [`ResponseBody`]), so
-/// waiting for room needs no waker: the body takes everything queued before it
-/// polls the future again, and it polls the future whenever the outbox is empty.
+/// Responses a stream's task has produced and its body has not yet taken: a
+/// bounded queue between the two tasks of a stream, small enough to matter with
+/// thousands of streams (tokio's `mpsc` channel is over 1 KiB per stream, most of
+/// it room for 32 messages and padding).
 struct Outbox {
-    items: Mutex<VecDeque<Result<Encoded, Status>>>,
+    state: Mutex<OutboxState>,
     capacity: usize,
 }
 
-impl Outbox {
-    /// Queues a response, waiting (for the body to take what is queued) while
-    /// `capacity` responses are.
-    async fn send(&self, item: Result<Encoded, Status>) {
+#[derive(Default)]
+struct OutboxState {
+    items: VecDeque<Result<Encoded, Status>>,
+    /// The body, waiting for a response.
+    body: Option<Waker>,
+    /// The stream's task, waiting for room.
+    task: Option<Waker>,
+    /// The task is done: no more responses.
+    task_done: bool,
+    /// The body is gone (the client went away): responses are not wanted.
+    body_gone: bool,
+}
+
+/// A bounded queue of responses and its two ends.
+fn outbox(capacity: usize) -> (OutboxSender, OutboxReceiver) {
+    let outbox = Arc::new(Outbox {
+        state: Mutex::new(OutboxState::default()),
+        capacity,
+    });
+    (OutboxSender(outbox.clone()), OutboxReceiver(outbox))
+}
+
+/// The stream task's end of its [`Outbox`].
+struct OutboxSender(Arc<Outbox>);
+
+impl OutboxSender {
+    /// Queues a response, waiting while the outbox is full; false once the body
+    /// is gone.
+    async fn send(&self, item: Result<Encoded, Status>) -> bool {
         let mut item = Some(item);
-        std::future::poll_fn(|_| {
-            let mut items = self.items.lock();
-            if items.len() >= self.capacity {
+        std::future::poll_fn(|cx| {
+            let mut state = self.0.state.lock();
+            if state.body_gone {
+                return Poll::Ready(false);
+            }
+            if state.items.len() >= self.0.capacity {
+                state.task = Some(cx.waker().clone());
                 return Poll::Pending;
             }
             if let Some(item) = item.take() {
-                items.push_back(item);
+                state.items.push_back(item);
             }
-            Poll::Ready(())
+            if let Some(body) = state.body.take() {
+                body.wake();
+            }
+            Poll::Ready(true)
         })
         .await
     }
+}
 
-    fn pop(&self) -> Option<Result<Encoded, Status>> {
-        let mut items = self.items.lock();
-        let item = items.pop_front();
-        if items.is_empty() && items.capacity() > 4 {
-            // A push's burst of responses is not kept room for while idle.
-            items.shrink_to(4);
+impl Drop for OutboxSender {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        state.task_done = true;
+        if let Some(body) = state.body.take() {
+            body.wake();
         }
-        item
     }
+}
 
-    fn is_empty(&self) -> bool {
-        self.items.lock().is_empty()
+/// The response body's end of its [`Outbox`].
+struct OutboxReceiver(Arc<Outbox>);
+
+impl OutboxReceiver {
+    /// The next response; `Ready(None)` once the task is done and all is taken.
+    fn poll_recv(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Encoded, Status>>> {
+        let mut state = self.0.state.lock();
+        match state.items.pop_front() {
+            Some(item) => {
+                if state.items.is_empty() && state.items.capacity() > 4 {
+                    // A push's burst of responses is not kept room for while idle.
+                    state.items.shrink_to(4);
+                }
+                if let Some(task) = state.task.take() {
+                    task.wake();
+                }
+                Poll::Ready(Some(item))
+            }
+            None if state.task_done => Poll::Ready(None),
+            None => {
+                state.body = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl Drop for OutboxReceiver {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock();
+        state.body_gone = true;
+        state.items.clear();
+        if let Some(task) = state.task.take() {
+            task.wake();
+        }
     }
 }
 
@@ -321,16 +382,8 @@ impl Outbox {
 /// handed to HTTP/2 without being copied, small ones are gathered into a few frames.
 /// A set pushed to thousands of streams stays one allocation, and no stream keeps a
 /// buffer the size of the largest response it ever sent.
-///
-/// The body also runs the stream: `machine` (the protocol loop reading requests
-/// and snapshot changes) is polled from `poll_frame` rather than spawned, so a
-/// stream costs one task (HTTP/2's) instead of two plus a channel between them,
-/// and a response reaches HTTP/2 without a wake-up of another task. The loop's
-/// wakers are the body's, so a request or a snapshot change wakes the body.
-/// When the client goes away, HTTP/2 drops the body and with it the loop.
 struct ResponseBody {
-    machine: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
-    outbox: Arc<Outbox>,
+    rx: OutboxReceiver,
     queued: VecDeque<Bytes>,
     finished: bool,
 }
@@ -340,45 +393,34 @@ impl Body for ResponseBody {
     type Error = Status;
 
     fn poll_frame(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        let this = self.get_mut();
-        loop {
-            if let Some(chunk) = this.queued.pop_front() {
-                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        if let Some(chunk) = self.queued.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(encoded))) => {
+                let len = u32::try_from(encoded.len()).unwrap_or(u32::MAX);
+                let mut header = Vec::with_capacity(5);
+                header.push(0u8);
+                header.extend_from_slice(&len.to_be_bytes());
+                let frames = coalesce(Bytes::from(header), encoded.chunks);
+                self.queued.extend(frames);
+                let first = self.queued.pop_front().unwrap_or_default();
+                Poll::Ready(Some(Ok(Frame::data(first))))
             }
-            if this.finished {
-                return Poll::Ready(None);
+            Poll::Ready(Some(Err(status))) => {
+                self.finished = true;
+                Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
             }
-            match this.outbox.pop() {
-                Some(Ok(encoded)) => {
-                    let len = u32::try_from(encoded.len()).unwrap_or(u32::MAX);
-                    let mut header = Vec::with_capacity(5);
-                    header.push(0u8);
-                    header.extend_from_slice(&len.to_be_bytes());
-                    this.queued
-                        .extend(coalesce(Bytes::from(header), encoded.chunks));
-                    continue;
-                }
-                Some(Err(status)) => {
-                    // The loop sends an error as its last word: it ends here.
-                    this.finished = true;
-                    this.machine = None;
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))));
-                }
-                None => {}
-            }
-            let Some(machine) = this.machine.as_mut() else {
-                this.finished = true;
-                return Poll::Ready(Some(Ok(Frame::trailers(trailers(&Status::ok(""))))));
-            };
-            match machine.as_mut().poll(cx) {
-                Poll::Ready(()) => this.machine = None,
-                // Waiting for a request or a snapshot change (woken through `cx`),
-                // or for room in the outbox, which is never empty then.
-                Poll::Pending if this.outbox.is_empty() => return Poll::Pending,
-                Poll::Pending => {}
+            Poll::Ready(None) => {
+                self.finished = true;
+                Poll::Ready(Some(Ok(Frame::trailers(trailers(&Status::ok(""))))))
             }
         }
     }
@@ -510,7 +552,7 @@ async fn run_stream<P, B>(
     inner: Arc<Inner>,
     mut machine: P,
     mut inbound: RequestStream<B, P::Req>,
-    outbox: Arc<Outbox>,
+    tx: OutboxSender,
     peer: Option<String>,
     gate: Option<Box<Gate>>,
 ) where
@@ -528,7 +570,7 @@ async fn run_stream<P, B>(
     loop {
         tokio::select! {
             _ = inner.shutdown.cancelled() => {
-                outbox.send(Err(Status::unavailable("server shutting down"))).await;
+                tx.send(Err(Status::unavailable("server shutting down"))).await;
                 break;
             }
             msg = inbound.message() => {
@@ -553,7 +595,7 @@ async fn run_stream<P, B>(
                             .and_then(|p| p.identity.as_ref())
                             .map(|id| id.to_string());
                         tracing::warn!(node = %conn.node, identity = identity.as_deref().unwrap_or("<none>"), error = %status.message(), "xDS stream refused");
-                        outbox.send(Err(status)).await;
+                        tx.send(Err(status)).await;
                         break;
                     }
                     let group = inner.grouper.group(n);
@@ -591,10 +633,12 @@ async fn run_stream<P, B>(
                                 converging = current.as_ref().map(|p| p.at);
                             }
                         }
-                        send_all(&outbox, encoded).await;
+                        if !send_all(&tx, encoded).await {
+                            break;
+                        }
                     }
                     Err(e) => {
-                        outbox.send(Err(Status::invalid_argument(e.to_string()))).await;
+                        tx.send(Err(Status::invalid_argument(e.to_string()))).await;
                         break;
                     }
                 }
@@ -626,7 +670,9 @@ async fn run_stream<P, B>(
                         inner.metrics.push_seconds.observe(started.elapsed().as_secs_f64());
                         converging = Some(published.at);
                     }
-                    send_all(&outbox, encoded).await;
+                    if !send_all(&tx, encoded).await {
+                        break;
+                    }
                     guard.update(|s| machine.write_status(&mut s.types));
                 }
             }
@@ -634,9 +680,8 @@ async fn run_stream<P, B>(
     }
 }
 
-/// Counts a stream as connected while its loop lives, and logs its end however it
-/// ends: the loop returning, or the body (and the loop with it) dropped where it
-/// stands when the client resets the stream or the connection closes.
+/// Counts a stream as connected while its task lives, and logs its end however it
+/// ends (the task is also dropped where it stands when the runtime shuts down).
 struct Connected<'a> {
     inner: &'a Inner,
     protocol: &'static str,
@@ -680,15 +725,59 @@ fn encode_all<P: Protocol>(inner: &Inner, responses: Vec<P::Resp>) -> Vec<Encode
         .collect()
 }
 
-async fn send_all(outbox: &Outbox, encoded: Vec<Encoded>) {
+async fn send_all(tx: &OutboxSender, encoded: Vec<Encoded>) -> bool {
     for e in encoded {
-        outbox.send(Ok(e)).await;
+        if !tx.send(Ok(e)).await {
+            return false;
+        }
     }
+    true
 }
 
 #[cfg(test)]
 mod body_tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    async fn recv(rx: &OutboxReceiver) -> Option<Result<Encoded, Status>> {
+        std::future::poll_fn(|cx| rx.poll_recv(cx)).await
+    }
+
+    #[tokio::test]
+    async fn the_outbox_is_bounded_and_ends_with_either_side() {
+        let (tx, rx) = outbox(2);
+        assert!(tx.send(Ok(Encoded::default())).await);
+        assert!(tx.send(Ok(Encoded::default())).await);
+        // Full: the third waits until the body takes one.
+        let third = tokio::spawn(async move {
+            let sent = tx.send(Err(Status::internal("last"))).await;
+            (sent, tx)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!third.is_finished(), "a full outbox makes the task wait");
+        assert!(matches!(recv(&rx).await, Some(Ok(_))));
+        let (sent, tx) = tokio::time::timeout(std::time::Duration::from_secs(5), third)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(sent, "taking a response wakes the waiting task");
+        assert!(matches!(recv(&rx).await, Some(Ok(_))));
+        assert_eq!(recv(&rx).await.unwrap().unwrap_err().message(), "last");
+        // A waiting body is woken when the task ends, and sees the end.
+        let body = tokio::spawn(async move { recv(&rx).await.is_none() });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(tx);
+        assert!(body.await.unwrap());
+
+        // Once the body is gone, a task waiting for room learns it.
+        let (tx, rx) = outbox(1);
+        assert!(tx.send(Ok(Encoded::default())).await);
+        let waiting = tokio::spawn(async move { tx.send(Ok(Encoded::default())).await });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(rx);
+        assert!(!waiting.await.unwrap());
+    }
 
     #[test]
     fn small_chunks_are_gathered_and_large_ones_shared() {
@@ -737,15 +826,12 @@ mod stream_size_tests {
             ServerOptions::default(),
             CancellationToken::new(),
         );
-        let outbox = Arc::new(Outbox {
-            items: Mutex::new(VecDeque::new()),
-            capacity: 1,
-        });
+        let (tx, _rx) = outbox(1);
         let sotw = run_stream(
             server.inner.clone(),
             SotwStream::default(),
             RequestStream::<_, DiscoveryRequest>::new(tonic::body::Body::empty(), 1),
-            outbox.clone(),
+            tx,
             None,
             None,
         );
@@ -753,7 +839,7 @@ mod stream_size_tests {
             server.inner.clone(),
             DeltaStream::default(),
             RequestStream::<_, DeltaDiscoveryRequest>::new(tonic::body::Body::empty(), 1),
-            outbox,
+            outbox(1).0,
             None,
             None,
         );
