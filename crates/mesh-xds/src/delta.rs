@@ -61,18 +61,7 @@ struct TypeState {
     nack: Option<Nack>,
 }
 
-impl status::ReportsStatus for TypeState {
-    fn view(&self) -> status::TypeView<'_> {
-        status::TypeView {
-            wildcard: self.wildcard,
-            names: self.names.len(),
-            sent_version: &self.sent_version,
-            sent_nonce: &self.nonce,
-            acked_version: &self.acked_version,
-            nack: &self.nack,
-        }
-    }
-}
+status::reports_status!(TypeState);
 
 /// A response awaiting its ACK or NACK, with what the client held before it, so a
 /// NACK can be undone exactly.

@@ -209,18 +209,7 @@ struct TypeState {
     before: Option<Held>,
 }
 
-impl status::ReportsStatus for TypeState {
-    fn view(&self) -> status::TypeView<'_> {
-        status::TypeView {
-            wildcard: self.wildcard,
-            names: self.names.len(),
-            sent_version: &self.sent_version,
-            sent_nonce: &self.nonce,
-            acked_version: &self.acked_version,
-            nack: &self.nack,
-        }
-    }
-}
+status::reports_status!(TypeState);
 
 impl TypeState {
     /// What the subscription selects from `set`.

@@ -57,6 +57,26 @@ pub(crate) trait ReportsStatus {
     fn view(&self) -> TypeView<'_>;
 }
 
+/// Implements [`ReportsStatus`] for a per-type state with the usual field names
+/// (`wildcard`, `names`, `sent_version`, `nonce`, `acked_version`, `nack`).
+macro_rules! reports_status {
+    ($state:ty) => {
+        impl $crate::status::ReportsStatus for $state {
+            fn view(&self) -> $crate::status::TypeView<'_> {
+                $crate::status::TypeView {
+                    wildcard: self.wildcard,
+                    names: self.names.len(),
+                    sent_version: &self.sent_version,
+                    sent_nonce: &self.nonce,
+                    acked_version: &self.acked_version,
+                    nack: &self.nack,
+                }
+            }
+        }
+    };
+}
+pub(crate) use reports_status;
+
 /// The status of every type of a state machine.
 pub(crate) fn status_of<T: ReportsStatus>(types: &TypeMap<T>) -> TypeMap<TypeStatus> {
     let mut out = TypeMap::new();

@@ -80,7 +80,7 @@ async fn serve_on(
 #[tokio::test]
 async fn not_ready_refuses_streams_with_unavailable_then_serves() {
     let (endpoint, cache, ready, _status, _sd) = serve(false).await;
-    let mut client = AggregatedDiscoveryServiceClient::connect(endpoint)
+    let mut client = AggregatedDiscoveryServiceClient::connect(endpoint.clone())
         .await
         .unwrap();
     let (tx, rx) = mpsc::channel(4);
@@ -98,23 +98,7 @@ async fn not_ready_refuses_streams_with_unavailable_then_serves() {
 
     cache.set("", mk_snap("A"));
     ready.send(true).unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(DiscoveryRequest {
-        type_url: T.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut stream = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let resp = tokio::time::timeout(Duration::from_secs(5), stream.message())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let (_tx, _stream, resp) = open_stream(endpoint).await;
     assert_eq!(resp.resources.len(), 1);
     assert_eq!(resp.resources[0].value, b"A");
 }
@@ -131,22 +115,7 @@ async fn next(s: &mut tonic::Streaming<Resp>) -> Result<Option<Resp>, tonic::Sta
 async fn snapshot_changes_are_pushed_and_status_tracks_acks() {
     let (endpoint, cache, _ready, status, shutdown) = serve(true).await;
     cache.set("", mk_snap("A"));
-    let mut client = AggregatedDiscoveryServiceClient::connect(endpoint)
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(DiscoveryRequest {
-        type_url: T.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut stream = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let r1 = next(&mut stream).await.unwrap().unwrap();
+    let (tx, mut stream, r1) = open_stream(endpoint).await;
     tx.send(DiscoveryRequest {
         type_url: T.into(),
         version_info: r1.version_info.clone(),
@@ -378,6 +347,7 @@ async fn a_client_going_away_leaves_status_and_gauge() {
                 .unwrap();
             rt.block_on(async {
                 let opened = open_stream(endpoint).await;
+                assert_eq!(opened.2.resources[0].value, b"A");
                 tokio::spawn(async move {
                     let _held = opened;
                     std::future::pending::<()>().await
@@ -389,8 +359,9 @@ async fn a_client_going_away_leaves_status_and_gauge() {
         }
     });
     opened_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    let (tx_a, stream_a) = open_stream(endpoint.clone()).await;
-    let (tx_b, mut stream_b) = open_stream(endpoint.clone()).await;
+    let (tx_a, stream_a, first) = open_stream(endpoint.clone()).await;
+    assert_eq!(first.resources[0].value, b"A");
+    let (tx_b, mut stream_b, _) = open_stream(endpoint.clone()).await;
     until(3).await;
 
     close_tx.send(()).unwrap();
@@ -411,7 +382,9 @@ async fn a_client_going_away_leaves_status_and_gauge() {
 }
 
 /// Opens a SotW stream subscribed to `T` and reads its first response.
-async fn open_stream(endpoint: String) -> (mpsc::Sender<DiscoveryRequest>, tonic::Streaming<Resp>) {
+async fn open_stream(
+    endpoint: String,
+) -> (mpsc::Sender<DiscoveryRequest>, tonic::Streaming<Resp>, Resp) {
     let mut client = AggregatedDiscoveryServiceClient::connect(endpoint)
         .await
         .unwrap();
@@ -428,6 +401,5 @@ async fn open_stream(endpoint: String) -> (mpsc::Sender<DiscoveryRequest>, tonic
         .unwrap()
         .into_inner();
     let first = next(&mut stream).await.unwrap().unwrap();
-    assert_eq!(first.resources[0].value, b"A");
-    (tx, stream)
+    (tx, stream, first)
 }
