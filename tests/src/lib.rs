@@ -168,6 +168,34 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Polls `check` every 50 ms until it gives `Some`, and returns that; panics
+/// naming `what` once `within` has passed (for tests waiting on a controller).
+pub async fn eventually<T, Fut>(what: &str, within: Duration, mut check: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// As [`eventually`], for a condition that holds or not.
+pub async fn until<Fut>(what: &str, within: Duration, mut check: impl FnMut() -> Fut)
+where
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually(what, within, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+}
+
 /// A plaintext gRPC channel to `addr`, connected.
 pub async fn grpc_channel(addr: SocketAddr) -> anyhow::Result<tonic::transport::Channel> {
     tonic::transport::Channel::from_shared(format!("http://{addr}"))?

@@ -7,7 +7,7 @@
 
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
-use dromon_e2e::{ChildGuard, ads::DeltaClient, citadel::metric_value, http_get, http_json};
+use dromon_e2e::{ChildGuard, ads::DeltaClient, citadel::metric_value, http_get, http_json, until};
 use galley::{
     GalleyConfig, KubeConnection, Running, SourceConfig,
     source::kube::api_resource,
@@ -188,19 +188,6 @@ async fn wait_ready(monitoring: SocketAddr) {
     }
 }
 
-/// Polls `check` until it holds.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn vs_api(server: &KubeTestServer, namespace: &str) -> Api<DynamicObject> {
     Api::namespaced_with(
         server.client(),
@@ -356,7 +343,7 @@ async fn forced_compaction_mid_watch_loses_no_change() {
         })
         .collect();
     assert_eq!(expected.len(), 5);
-    eventually("galley serves exactly the server's set", || async {
+    until("galley serves exactly the server's set", WAIT, || async {
         galley.served().await == expected
     })
     .await;
@@ -396,7 +383,7 @@ async fn invalid_resource_is_refused_and_the_last_good_version_kept() {
         .await
         .unwrap();
     let monitoring = galley.monitoring();
-    eventually("the refusal is on /debug/errors", || async move {
+    until("the refusal is on /debug/errors", WAIT, || async move {
         let errors = http_json(monitoring, "/debug/errors").await.unwrap();
         !errors["errors"].as_array().unwrap().is_empty()
     })
@@ -803,7 +790,7 @@ async fn only_the_lease_holder_writes_status_and_another_takes_over() {
     // The leader stops and releases the Lease: the other takes over and writes what
     // analysis of the next generation finds.
     leader.stop().await;
-    eventually("the follower takes the Lease", || follower.leading()).await;
+    until("the follower takes the Lease", WAIT, || follower.leading()).await;
     let patch = json!({"spec": {"gateways": ["missing", "gone"]}});
     api.patch("cart", &PatchParams::default(), &Patch::Merge(&patch))
         .await

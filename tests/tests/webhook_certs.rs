@@ -9,9 +9,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{future::ready, path::Path, process::Command, time::Duration};
 
-use dromon_e2e::{ChildGuard, citadel::CitadelProcess, local_addr, python, repo, wait_http_ok};
+use dromon_e2e::{
+    ChildGuard, citadel::CitadelProcess, eventually, local_addr, python, repo, wait_http_ok,
+};
 use kube_testserver::KubeTestServer;
 use serde_json::{Value, json};
 
@@ -39,18 +41,6 @@ fn unb64(v: &Value) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
         .decode(v.as_str().unwrap_or_default())
         .unwrap_or_default()
-}
-
-/// Polls `f` until it returns `Some`, or fails naming `what`.
-async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Writes a Secret's data into `dir`, one file per key, as a kubelet mounts it.
@@ -141,19 +131,23 @@ async fn webhooks_serve_citadel_issued_certificates_the_api_server_trusts_by_ca_
     .unwrap();
 
     let secret = |sa: &str| server.get_object("v1", "Secret", NS, &format!("istio.{sa}"));
-    let injector_secret = eventually("the injector's Secret", || secret(INJECTOR)).await;
-    let galley_secret = eventually("galley's Secret", || secret(GALLEY)).await;
+    let injector_secret =
+        eventually("the injector's Secret", WAIT, || ready(secret(INJECTOR))).await;
+    let galley_secret = eventually("galley's Secret", WAIT, || ready(secret(GALLEY))).await;
     let injector_tls = dir.path().join("injector-certs");
     let galley_tls = dir.path().join("galley-certs");
     mount(&injector_secret, &injector_tls);
     mount(&galley_secret, &galley_tls);
     // What the API server trusts: the caBundle citadel wrote.
-    let bundle = eventually("the injector's caBundle", || {
-        ca_bundle(&server, M, INJECTOR)
+    let bundle = eventually("the injector's caBundle", WAIT, || {
+        ready(ca_bundle(&server, M, INJECTOR))
     })
     .await;
     assert_eq!(
-        eventually("galley's caBundle", || ca_bundle(&server, V, GALLEY)).await,
+        eventually("galley's caBundle", WAIT, || ready(ca_bundle(
+            &server, V, GALLEY
+        )))
+        .await,
         bundle
     );
     let ca = dir.path().join("ca-bundle.pem");
@@ -236,7 +230,10 @@ async fn webhooks_serve_citadel_issued_certificates_the_api_server_trusts_by_ca_
     // an account without --dns-certs gets no DNS name at all.
     let (ok, out) = post(&inject_url, &ca, &dns(GALLEY), &pod);
     assert!(!ok && out.contains("TLS:"), "{out}");
-    let other = eventually("the other account's Secret", || secret("other")).await;
+    let other = eventually("the other account's Secret", WAIT, || {
+        ready(secret("other"))
+    })
+    .await;
     let other_tls = dir.path().join("other-certs");
     mount(&other, &other_tls);
     let (webhook2, monitoring2) = (local_addr(), local_addr());
