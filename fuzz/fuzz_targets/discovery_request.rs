@@ -1,7 +1,8 @@
 //! Arbitrary request sequences through the ADS protocol state machines.
 //!
 //! Input: one mode byte, then chunks each prefixed by a one-byte length. Bit 0 of
-//! the mode selects delta (`DeltaDiscoveryRequest`) or SotW (`DiscoveryRequest`);
+//! the mode selects delta (`DeltaDiscoveryRequest`) or SotW (`DiscoveryRequest`, read
+//! as the server reads it: `SotwRequest`, names undecoded);
 //! bit 1 withholds the snapshot until the middle (as before the first snapshot is
 //! computed). Chunks that do not decode are skipped. Halfway through, the snapshot
 //! changes (changed, added and removed resources of every Envoy type).
@@ -20,7 +21,7 @@ use mesh_xds::{
     Any, Snapshot, TypedResources, XdsResource,
     delta::{DeltaResponse, DeltaStream},
     discovery::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse},
-    sotw::{SotwResponse, SotwStream},
+    sotw::{SotwRequest, SotwResponse, SotwStream},
     type_url,
 };
 use prost::Message;
@@ -173,11 +174,21 @@ fuzz_target!(|data: &[u8]| {
             }
             let _ = dstream.status();
         } else {
-            let Ok(req) = DiscoveryRequest::decode(*bytes) else {
+            // Read as the server reads it, the names left undecoded; whatever
+            // prost reads as a request reads the same way here.
+            let Ok(raw) = SotwRequest::decode(*bytes) else {
+                assert!(DiscoveryRequest::decode(*bytes).is_err());
                 continue;
             };
-            let Ok(out) = sotw.on_request(&req, current) else {
-                assert!(req.type_url.is_empty());
+            if let Ok(full) = DiscoveryRequest::decode(*bytes) {
+                assert_eq!(raw, SotwRequest::from_request(full));
+            }
+            let req = &raw.request;
+            let Ok(out) = sotw.on_sotw_request(&raw, current) else {
+                assert!(
+                    req.type_url.is_empty()
+                        || raw.names().any(|n| std::str::from_utf8(n).is_err())
+                );
                 return;
             };
             checker.requested.insert(req.type_url.clone());

@@ -110,7 +110,7 @@ pub fn share(set: Arc<NameSet>) -> Arc<NameSet> {
     if set.is_empty() {
         return set;
     }
-    let key = key_of(set.iter().map(String::as_str));
+    let key = key_of(set.iter().map(String::as_bytes));
     let mut reg = REGISTRY.lock();
     if let Some(existing) = reg.find(key, |e| std::ptr::eq(e, &*set) || *e == *set) {
         return existing;
@@ -129,45 +129,52 @@ pub fn share(set: Arc<NameSet>) -> Arc<NameSet> {
     set
 }
 
-/// The shared set of `names` (in any order, possibly repeated). When they come
-/// sorted, as clients usually send them, and an equal set is in use, it is found
-/// without copying them.
-pub fn share_names<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Arc<NameSet> {
+/// The shared set of `names` (in any order, possibly repeated), given as the bytes
+/// they came in: when they come sorted, as clients usually send them, and an equal
+/// set is in use, it is found without copying or decoding them. Fails when a name
+/// is not UTF-8.
+pub fn share_names<'a>(
+    names: impl Iterator<Item = &'a [u8]> + Clone,
+) -> Result<Arc<NameSet>, std::str::Utf8Error> {
     if names.clone().is_sorted_by(|a, b| a < b) {
         let key = key_of(names.clone());
         let found = REGISTRY
             .lock()
-            .find(key, |e| e.iter().map(String::as_str).eq(names.clone()));
+            .find(key, |e| e.iter().map(String::as_bytes).eq(names.clone()));
         if let Some(existing) = found {
-            return existing;
+            return Ok(existing);
         }
     }
-    share(Arc::new(names.map(str::to_string).collect()))
+    let set: NameSet = names
+        .map(|n| std::str::from_utf8(n).map(str::to_string))
+        .collect::<Result<_, _>>()?;
+    Ok(share(Arc::new(set)))
 }
 
 /// The registry's key for names given in order.
-fn key_of<'a>(names: impl Iterator<Item = &'a str>) -> u64 {
+fn key_of<'a>(names: impl Iterator<Item = &'a [u8]>) -> u64 {
     let mut h = DefaultHasher::new();
     for n in names {
-        h.write(n.as_bytes());
+        h.write(n);
         h.write_u8(0xff);
     }
     h.finish()
 }
 
-/// Whether `names` (in any order, possibly repeated) are exactly the set `set`,
-/// without copying them.
+/// Whether `names` (in any order, possibly repeated, as the bytes they came in)
+/// are exactly the set `set`, without copying or decoding them. Names compare as
+/// bytes: a name that is not UTF-8 is in no set.
 ///
 /// Clients repeat their whole subscription in every request, usually in the
 /// same (sorted) order as the set: that case is one pass of comparisons, and
 /// only another order falls back to looking each name up.
-pub fn same_names<'a>(set: &NameSet, names: impl Iterator<Item = &'a str> + Clone) -> bool {
+pub fn same_names<'a>(set: &NameSet, names: impl Iterator<Item = &'a [u8]> + Clone) -> bool {
     let mut held = set.iter();
     let mut in_order = names.clone();
     loop {
         match (held.next(), in_order.next()) {
             (None, None) => return true,
-            (Some(h), Some(n)) if h == n => {}
+            (Some(h), Some(n)) if h.as_bytes() == n => {}
             _ => break,
         }
     }
@@ -175,9 +182,10 @@ pub fn same_names<'a>(set: &NameSet, names: impl Iterator<Item = &'a str> + Clon
     if names.clone().is_sorted_by(|a, b| a < b) {
         return false;
     }
-    let mut seen: BTreeSet<&str> = BTreeSet::new();
+    let mut seen: BTreeSet<&[u8]> = BTreeSet::new();
     for n in names {
-        if !set.contains(n) {
+        let held = std::str::from_utf8(n).is_ok_and(|n| set.contains(n));
+        if !held {
             return false;
         }
         seen.insert(n);
@@ -187,7 +195,13 @@ pub fn same_names<'a>(set: &NameSet, names: impl Iterator<Item = &'a str> + Clon
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    fn bytes<'a>(names: &'a [&'a str]) -> impl Iterator<Item = &'a [u8]> + Clone {
+        names.iter().map(|n| n.as_bytes())
+    }
 
     fn mk(names: &[&str]) -> Arc<NameSet> {
         Arc::new(names.iter().map(|s| s.to_string()).collect())
@@ -212,28 +226,36 @@ mod tests {
             ["p-names-test", "q-names-test", "r-names-test"],
             ["r-names-test", "p-names-test", "q-names-test"],
         ] {
-            assert!(Arc::ptr_eq(&a, &share_names(names.into_iter())));
+            assert!(Arc::ptr_eq(&a, &share_names(bytes(&names)).unwrap()));
         }
-        let b = share_names(["p-names-test", "q-names-test"].into_iter());
+        let b = share_names(bytes(&["p-names-test", "q-names-test"])).unwrap();
         assert!(!Arc::ptr_eq(&a, &b));
         assert_eq!(b.len(), 2);
-        assert!(share_names(std::iter::empty()).is_empty());
+        assert!(share_names(std::iter::empty()).unwrap().is_empty());
+        assert!(
+            share_names([b"ok".as_slice(), b"\xff\xfe".as_slice()].into_iter()).is_err(),
+            "a name that is not UTF-8 is refused"
+        );
     }
 
     #[test]
     fn same_names_ignores_order_and_repeats() {
         let set = mk(&["a", "b"]);
-        assert!(same_names(&set, ["b", "a", "b"].into_iter()));
-        assert!(!same_names(&set, ["a"].into_iter()));
-        assert!(!same_names(&set, ["a", "b", "c"].into_iter()));
-        assert!(!same_names(&set, ["a", "a", "c"].into_iter()));
-        assert!(same_names(&set, ["a", "b"].into_iter()), "in order");
+        assert!(same_names(&set, bytes(&["b", "a", "b"])));
+        assert!(!same_names(&set, bytes(&["a"])));
+        assert!(!same_names(&set, bytes(&["a", "b", "c"])));
+        assert!(!same_names(&set, bytes(&["a", "a", "c"])));
+        assert!(same_names(&set, bytes(&["a", "b"])), "in order");
         assert!(
-            same_names(&set, ["a", "b", "b"].into_iter()),
+            same_names(&set, bytes(&["a", "b", "b"])),
             "in order, repeated"
         );
-        assert!(!same_names(&set, ["a", "c"].into_iter()));
-        assert!(!same_names(&set, [].into_iter()));
-        assert!(same_names(&mk(&[]), [].into_iter()));
+        assert!(!same_names(&set, bytes(&["a", "c"])));
+        assert!(!same_names(&set, bytes(&[])));
+        assert!(same_names(&mk(&[]), bytes(&[])));
+        assert!(
+            !same_names(&set, [b"b".as_slice(), b"\xff".as_slice()].into_iter()),
+            "a name that is not UTF-8 is in no set"
+        );
     }
 }

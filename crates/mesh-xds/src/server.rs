@@ -29,11 +29,11 @@ use crate::{
     NodeGrouper, Snapshot, SnapshotCache, TypeMap, XdsMetrics,
     cache::{Published, node_id},
     delta::{DeltaResponse, DeltaStream},
-    discovery::{DeltaDiscoveryRequest, DiscoveryRequest},
+    discovery::DeltaDiscoveryRequest,
     encode::Encoded,
     inbound::RequestStream,
     metrics::{RequestLabels, TypeLabels},
-    sotw::{ProtocolError, RequestKind, SotwResponse, SotwStream},
+    sotw::{ProtocolError, RequestKind, SotwRequest, SotwResponse, SotwStream},
     status::{Nack, StreamGuard, SyncStatus, TypeStatus},
 };
 
@@ -486,14 +486,15 @@ trait Protocol: Default + Send + 'static {
 }
 
 impl Protocol for SotwStream {
-    type Req = DiscoveryRequest;
+    // Read with the subscribed names undecoded: most requests repeat the held ones.
+    type Req = SotwRequest;
     type Resp = SotwResponse;
     const NAME: &'static str = "sotw";
     fn node(req: &Self::Req) -> Option<&mesh_api::envoy::envoy::config::core::v3::Node> {
-        req.node.as_ref()
+        req.request.node.as_ref()
     }
     fn type_url(req: &Self::Req) -> &str {
-        &req.type_url
+        &req.request.type_url
     }
     fn resp_type_url(resp: &Self::Resp) -> &str {
         &resp.type_url
@@ -502,7 +503,7 @@ impl Protocol for SotwStream {
         resp.encode(control_plane)
     }
     fn on_request(&mut self, req: &Self::Req, snapshot: Option<&Snapshot>) -> Handled<Self::Resp> {
-        SotwStream::on_request(self, req, snapshot).map(|o| (o.kind, o.responses, o.nack))
+        SotwStream::on_sotw_request(self, req, snapshot).map(|o| (o.kind, o.responses, o.nack))
     }
     fn on_snapshot(&mut self, snapshot: &Snapshot, order: &[&str]) -> Vec<Self::Resp> {
         SotwStream::on_snapshot(self, snapshot, order)
@@ -830,7 +831,7 @@ mod stream_size_tests {
         let sotw = run_stream(
             server.inner.clone(),
             SotwStream::default(),
-            RequestStream::<_, DiscoveryRequest>::new(tonic::body::Body::empty(), 1),
+            RequestStream::<_, SotwRequest>::new(tonic::body::Body::empty(), 1),
             tx,
             None,
             None,

@@ -185,6 +185,9 @@ pub enum ProtocolError {
     /// ADS requests must name their type.
     #[error("type_url is required on every request of an aggregated stream")]
     MissingTypeUrl,
+    /// Resource names are protobuf strings.
+    #[error("a resource name is not valid UTF-8")]
+    InvalidName,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -330,27 +333,47 @@ impl SotwStream {
         req: &DiscoveryRequest,
         snapshot: Option<&Snapshot>,
     ) -> Result<Outcome, ProtocolError> {
+        self.handle(
+            req,
+            req.resource_names.iter().map(String::as_bytes),
+            snapshot,
+        )
+    }
+
+    /// As [`SotwStream::on_request`], for a request read with its names undecoded
+    /// (what the server does).
+    pub fn on_sotw_request(
+        &mut self,
+        req: &SotwRequest,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Outcome, ProtocolError> {
+        self.handle(&req.request, req.names(), snapshot)
+    }
+
+    /// Handles `req`, whose subscribed names are `names` (its own
+    /// `resource_names` are not read).
+    fn handle<'n>(
+        &mut self,
+        req: &DiscoveryRequest,
+        names: impl Iterator<Item = &'n [u8]> + Clone,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Outcome, ProtocolError> {
         if req.type_url.is_empty() {
             return Err(ProtocolError::MissingTypeUrl);
         }
-        let explicit_wildcard = req.resource_names.iter().any(|n| n == "*");
-        let requested = || {
-            req.resource_names
-                .iter()
-                .filter(|n| *n != "*")
-                .map(String::as_str)
-        };
+        let explicit_wildcard = names.clone().any(|n| n == b"*");
+        let requested = || names.clone().filter(|n| *n != b"*");
         // Every request repeats the whole subscription: it is copied only when it
         // differs from the one held, and then shared with equal ones.
-        let owned = || names::share_names(requested());
+        let owned = || names::share_names(requested()).map_err(|_| ProtocolError::InvalidName);
         let state = self
             .types
             .get_or_insert_with(&req.type_url, TypeState::default);
         let was_refused = state.refused;
 
         let (kind, changed, nack) = if state.nonce.is_none() {
-            state.wildcard = req.resource_names.is_empty() || explicit_wildcard;
-            state.names = owned();
+            state.wildcard = names.clone().next().is_none() || explicit_wildcard;
+            state.names = owned()?;
             (RequestKind::Initial, true, None)
         } else if state.nonce.as_deref() != Some(req.response_nonce.as_str()) {
             return Ok(Outcome {
@@ -364,7 +387,7 @@ impl SotwStream {
             let changed = wildcard != state.wildcard || !same;
             state.wildcard = wildcard;
             if !same {
-                state.names = owned();
+                state.names = owned()?;
             }
             match &req.error_detail {
                 Some(status) => {
@@ -607,6 +630,9 @@ fn union(next: &Held, base: &Held, removed: &[String]) -> Arc<Subset> {
     items.sort_by(|a, b| a.name.cmp(&b.name));
     Arc::new(Subset::new(items))
 }
+
+mod request;
+pub use request::{Names, SotwRequest};
 
 #[cfg(test)]
 mod tests;

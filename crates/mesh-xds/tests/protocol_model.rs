@@ -36,11 +36,12 @@ use mesh_xds::{
     Any, Snapshot, TypeMap, TypedResources, XdsResource,
     delta::{DeltaResponse, DeltaStream},
     discovery::{DeltaDiscoveryRequest, DiscoveryRequest},
-    sotw::{RequestKind, SotwResponse, SotwStream, sends_complete_state},
+    sotw::{RequestKind, SotwRequest, SotwResponse, SotwStream, sends_complete_state},
     status::TypeStatus,
     type_url,
 };
 use proptest::prelude::*;
+use prost::Message;
 
 /// The types in push order.
 const TYPES: [&str; 4] = [
@@ -322,7 +323,9 @@ impl Stream {
         let Stream::Sotw(s) = self else {
             unreachable!()
         };
-        let o = s.on_request(&req, Some(snap)).unwrap();
+        // As the server reads it: off the wire, the names left undecoded.
+        let wire = SotwRequest::decode(req.encode_to_vec().as_slice()).unwrap();
+        let o = s.on_sotw_request(&wire, Some(snap)).unwrap();
         (o.kind, o.responses.iter().map(View::from_sotw).collect())
     }
 
