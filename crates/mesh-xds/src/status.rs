@@ -42,19 +42,10 @@ pub struct TypeStatus {
     pub nack: Option<Nack>,
 }
 
-/// What a protocol state machine reports of one type.
-pub(crate) struct TypeView<'a> {
-    pub wildcard: bool,
-    pub names: usize,
-    pub sent_version: &'a Option<String>,
-    pub sent_nonce: &'a Option<String>,
-    pub acked_version: &'a Option<String>,
-    pub nack: &'a Option<Nack>,
-}
-
 /// A protocol state machine's per-type state, as reported.
 pub(crate) trait ReportsStatus {
-    fn view(&self) -> TypeView<'_>;
+    /// Writes this type's status into `out`, reusing its strings.
+    fn report(&self, out: &mut TypeStatus);
 }
 
 /// Implements [`ReportsStatus`] for a per-type state with the usual field names
@@ -62,15 +53,13 @@ pub(crate) trait ReportsStatus {
 macro_rules! reports_status {
     ($state:ty) => {
         impl $crate::status::ReportsStatus for $state {
-            fn view(&self) -> $crate::status::TypeView<'_> {
-                $crate::status::TypeView {
-                    wildcard: self.wildcard,
-                    names: self.names.len(),
-                    sent_version: &self.sent_version,
-                    sent_nonce: &self.nonce,
-                    acked_version: &self.acked_version,
-                    nack: &self.nack,
-                }
+            fn report(&self, out: &mut $crate::status::TypeStatus) {
+                out.wildcard = self.wildcard;
+                out.names = self.names.len();
+                out.sent_version.clone_from(&self.sent_version);
+                out.sent_nonce.clone_from(&self.nonce);
+                out.acked_version.clone_from(&self.acked_version);
+                out.nack.clone_from(&self.nack);
             }
         }
     };
@@ -87,32 +76,13 @@ pub(crate) fn status_of<T: ReportsStatus>(types: &TypeMap<T>) -> TypeMap<TypeSta
 /// Brings `out` in line with a state machine's types, reusing its entries and
 /// strings: refreshed on every message, it allocates only when something grew.
 pub(crate) fn write_status<T: ReportsStatus>(types: &TypeMap<T>, out: &mut TypeMap<TypeStatus>) {
-    out.sync_from(types, |state, current| {
-        let view = state.view();
-        match current {
-            Some(current) => {
-                current.refresh(&view);
-                None
-            }
-            None => {
-                let mut fresh = TypeStatus::default();
-                fresh.refresh(&view);
-                Some(fresh)
-            }
-        }
-    });
+    out.retain(|t| types.get(t).is_some());
+    for (t, state) in types.iter() {
+        state.report(out.get_or_insert_with(t, TypeStatus::default));
+    }
 }
 
 impl TypeStatus {
-    fn refresh(&mut self, view: &TypeView<'_>) {
-        self.wildcard = view.wildcard;
-        self.names = view.names;
-        self.sent_version.clone_from(view.sent_version);
-        self.sent_nonce.clone_from(view.sent_nonce);
-        self.acked_version.clone_from(view.acked_version);
-        self.nack.clone_from(view.nack);
-    }
-
     /// SYNCED, STALE (sent but not yet ACKed), NACKED or NOT SENT.
     pub fn state(&self) -> &'static str {
         if self.nack.is_some() {

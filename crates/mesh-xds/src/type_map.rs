@@ -83,29 +83,9 @@ impl<V> TypeMap<V> {
         self.entries.is_empty()
     }
 
-    /// Keeps only the types of `other`, each with the value `update` gives it from
-    /// `other`'s value and its current one (None when new); existing keys and values
-    /// are reused, so an unchanged map allocates nothing.
-    pub fn sync_from<W>(
-        &mut self,
-        other: &TypeMap<W>,
-        mut update: impl FnMut(&W, Option<&mut V>) -> Option<V>,
-    ) {
-        self.entries.retain(|(t, _)| other.get(t).is_some());
-        for (t, w) in other.iter() {
-            match self.position(t) {
-                Ok(i) => {
-                    if let Some(v) = update(w, Some(&mut self.entries[i].1)) {
-                        self.entries[i].1 = v;
-                    }
-                }
-                Err(i) => {
-                    if let Some(v) = update(w, None) {
-                        self.entries.insert(i, (t.clone(), v));
-                    }
-                }
-            }
-        }
+    /// Keeps only the types `keep` says yes to.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
+        self.entries.retain(|(t, _)| keep(t));
     }
 }
 
@@ -164,36 +144,15 @@ mod tests {
     }
 
     #[test]
-    fn sync_from_follows_the_other_map_and_reuses_entries() {
-        let src: TypeMap<u32> = [("b".to_string(), 2), ("a".to_string(), 1)]
+    fn retain_keeps_order_and_values() {
+        let mut m: TypeMap<u32> = [("c", 3), ("a", 1), ("b", 2)]
             .into_iter()
+            .map(|(t, v)| (t.to_string(), v))
             .collect();
-        let mut dst: TypeMap<String> = [("z".to_string(), "old".to_string())].into_iter().collect();
-        let mut fresh = 0;
-        dst.sync_from(&src, |w, v| match v {
-            Some(v) => {
-                v.clear();
-                v.push_str(&w.to_string());
-                None
-            }
-            None => {
-                fresh += 1;
-                Some(w.to_string())
-            }
-        });
-        assert_eq!(fresh, 2);
+        m.retain(|t| t != "b");
         assert_eq!(
-            dst.iter()
-                .map(|(t, v)| (t.as_str(), v.as_str()))
-                .collect::<Vec<_>>(),
-            [("a", "1"), ("b", "2")]
+            m.iter().map(|(t, v)| (t.as_str(), *v)).collect::<Vec<_>>(),
+            [("a", 1), ("c", 3)]
         );
-        dst.sync_from(&src, |w, v| {
-            let v = v.unwrap();
-            *v = format!("{w}!");
-            None
-        });
-        assert_eq!(dst["a"], "1!");
-        assert_eq!(dst.len(), 2);
     }
 }

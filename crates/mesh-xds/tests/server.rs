@@ -80,21 +80,8 @@ async fn serve_on(
 #[tokio::test]
 async fn not_ready_refuses_streams_with_unavailable_then_serves() {
     let (endpoint, cache, ready, _status, _sd) = serve(false).await;
-    let mut client = AggregatedDiscoveryServiceClient::connect(endpoint.clone())
-        .await
-        .unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(DiscoveryRequest {
-        type_url: T.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let err = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unavailable);
+    let (_tx, refused) = subscribe(endpoint.clone()).await;
+    assert_eq!(refused.unwrap_err().code(), tonic::Code::Unavailable);
 
     cache.set("", mk_snap("A"));
     ready.send(true).unwrap();
@@ -385,6 +372,20 @@ async fn a_client_going_away_leaves_status_and_gauge() {
 async fn open_stream(
     endpoint: String,
 ) -> (mpsc::Sender<DiscoveryRequest>, tonic::Streaming<Resp>, Resp) {
+    let (tx, stream) = subscribe(endpoint).await;
+    let mut stream = stream.unwrap();
+    let first = next(&mut stream).await.unwrap().unwrap();
+    (tx, stream, first)
+}
+
+/// Opens a SotW stream with a first request for `T`: the sender for the next
+/// requests, and the server's answer to opening it.
+async fn subscribe(
+    endpoint: String,
+) -> (
+    mpsc::Sender<DiscoveryRequest>,
+    Result<tonic::Streaming<Resp>, tonic::Status>,
+) {
     let mut client = AggregatedDiscoveryServiceClient::connect(endpoint)
         .await
         .unwrap();
@@ -395,11 +396,9 @@ async fn open_stream(
     })
     .await
     .unwrap();
-    let mut stream = client
+    let stream = client
         .stream_aggregated_resources(ReceiverStream::new(rx))
         .await
-        .unwrap()
-        .into_inner();
-    let first = next(&mut stream).await.unwrap().unwrap();
-    (tx, stream, first)
+        .map(tonic::Response::into_inner);
+    (tx, stream)
 }
