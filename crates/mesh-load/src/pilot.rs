@@ -1,7 +1,9 @@
 //! The pilot scenario: a real pilot process and thousands of simulated proxies.
 //!
-//! `mesh-load pilot` generates a mesh ([`crate::pilotgen`]), starts the `pilot` binary
-//! on it (`--config-dir`, free loopback ports), waits for `/ready`, then measures:
+//! `mesh-load pilot` generates a mesh ([`crate::pilotgen`]) in a directory, starts
+//! the `galley` binary on it and the `pilot` binary following that galley (as the
+//! mesh deploys them: two processes; `--embedded-galley` runs pilot alone on the
+//! directory instead), on free loopback ports, waits for `/ready`, then measures:
 //! 1. *connect*: proxies connect in bursts of `--connect-burst` (default: all at
 //!    once); the clock runs from a burst's start to each proxy holding and having
 //!    ACKed its whole configuration;
@@ -12,8 +14,8 @@
 //!    each proxy's ACK of the new routes with everything they lead to.
 //!
 //! Figures per proxy and per round (the slowest proxy), raw and with pilot's
-//! debounce subtracted; pilot's RSS (VmRSS, VmHWM) and CPU seconds per push. pilot
-//! is stopped with SIGTERM at the end. [`PilotProcess`] is also what the restart
+//! debounce subtracted; pilot's RSS (VmRSS, VmHWM) and CPU seconds per push, and
+//! galley's beside them. pilot is stopped with SIGTERM at the end. [`PilotProcess`] is also what the restart
 //! end-to-end test drives.
 
 use std::{
@@ -40,6 +42,14 @@ pub struct PilotArgs {
     /// The pilot binary (default: next to this one).
     #[arg(long)]
     pub pilot_bin: Option<PathBuf>,
+    /// The galley binary (default: next to the pilot binary, else next to this one).
+    #[arg(long)]
+    pub galley_bin: Option<PathBuf>,
+    /// Run pilot alone on the generated directory (`--config-dir`: galley's
+    /// directory source inside pilot's process) instead of following a galley
+    /// process; pilot's RSS and CPU then include galley's.
+    #[arg(long)]
+    pub embedded_galley: bool,
     /// Services in the generated mesh.
     #[arg(long, default_value_t = 1000)]
     pub services: usize,
@@ -104,8 +114,10 @@ pub struct PilotProcess {
 pub struct PilotLaunch {
     /// The binary.
     pub bin: PathBuf,
-    /// Its configuration directory.
+    /// Its configuration directory (`--config-dir`), read when `galley` is unset.
     pub config_dir: PathBuf,
+    /// The galley to follow (`--galley`), instead of reading `config_dir`.
+    pub galley: Option<String>,
     /// xDS address.
     pub xds: SocketAddr,
     /// Monitoring address.
@@ -122,6 +134,7 @@ impl PilotLaunch {
         Ok(Self {
             bin: dromon_e2e::bin_path("pilot")?,
             config_dir: config_dir.to_path_buf(),
+            galley: None,
             xds: loopback_port()?,
             monitoring: loopback_port()?,
             debounce: Duration::from_millis(100),
@@ -146,9 +159,12 @@ impl PilotProcess {
             .append(true)
             .open(&launch.log)
             .with_context(|| format!("cannot open {}", launch.log.display()))?;
-        let child = Command::new(&launch.bin)
-            .arg("--config-dir")
-            .arg(&launch.config_dir)
+        let mut command = Command::new(&launch.bin);
+        match &launch.galley {
+            Some(galley) => command.arg("--galley").arg(galley),
+            None => command.arg("--config-dir").arg(&launch.config_dir),
+        };
+        let child = command
             .args([
                 "--xds-addr",
                 &launch.xds.to_string(),
@@ -279,6 +295,78 @@ fn pilot_bin(args: &PilotArgs) -> anyhow::Result<PathBuf> {
     }
 }
 
+fn galley_bin(args: &PilotArgs, pilot: &Path) -> anyhow::Result<PathBuf> {
+    match &args.galley_bin {
+        Some(p) if p.is_file() => Ok(p.clone()),
+        Some(p) => bail!("--galley-bin {}: no such file", p.display()),
+        None => match pilot.parent().map(|d| d.join("galley")) {
+            Some(beside) if beside.is_file() => Ok(beside),
+            _ => dromon_e2e::bin_path("galley")
+                .context("cannot find the galley binary; build it or pass --galley-bin"),
+        },
+    }
+}
+
+/// A galley process on the generated directory, for pilot to follow.
+struct GalleyProcess {
+    child: dromon_e2e::ChildGuard,
+    mcp: SocketAddr,
+}
+
+impl GalleyProcess {
+    async fn start(bin: &Path, config_dir: &Path, timeout: Duration) -> anyhow::Result<Self> {
+        let (mcp, monitoring) = (loopback_port()?, loopback_port()?);
+        let child = dromon_e2e::ChildGuard::spawn_path(
+            bin,
+            &[
+                "--config-dir",
+                &config_dir.display().to_string(),
+                "--mcp-addr",
+                &mcp.to_string(),
+                "--monitoring-addr",
+                &monitoring.to_string(),
+                "--log-level",
+                "warn",
+            ],
+        )?;
+        dromon_e2e::wait_http_ok(monitoring, "/ready", timeout)
+            .await
+            .context("galley not ready")?;
+        Ok(Self { child, mcp })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// CPU seconds of pilot and, when it runs apart, galley.
+fn cpu_pair(pilot: u32, galley: Option<&GalleyProcess>) -> (f64, f64) {
+    (
+        proc::cpu_seconds(pilot).unwrap_or_default(),
+        galley
+            .and_then(|g| proc::cpu_seconds(g.pid()))
+            .unwrap_or_default(),
+    )
+}
+
+/// CPU seconds per round of pilot and of galley between two [`cpu_pair`]s.
+fn per_push(before: (f64, f64), after: (f64, f64), rounds: usize) -> (f64, f64) {
+    if rounds == 0 {
+        return (0.0, 0.0);
+    }
+    let n = rounds as f64;
+    ((after.0 - before.0) / n, (after.1 - before.1) / n)
+}
+
+/// `", galley <s> s"` when galley runs apart.
+fn galley_cpu(galley: Option<&GalleyProcess>, seconds: f64) -> String {
+    match galley {
+        Some(_) => format!(", galley {seconds:.3} s"),
+        None => String::new(),
+    }
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -318,9 +406,15 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         routed_every: args.routed_every,
     };
     let files = pilotgen::write(&config_dir, &shape)?;
+    let galley = if args.embedded_galley {
+        None
+    } else {
+        Some(GalleyProcess::start(&galley_bin(&args, &bin)?, &config_dir, args.timeout).await?)
+    };
     let launch = PilotLaunch {
         bin,
         config_dir,
+        galley: galley.as_ref().map(|g| format!("http://{}", g.mcp)),
         xds: loopback_port()?,
         monitoring: loopback_port()?,
         debounce: args.debounce,
@@ -363,9 +457,16 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
             .unwrap_or_else(|e| e.to_string()),
     );
     println!(
-        "  process start to /ready: {:.0} ms; RSS with no proxy {:.1} MiB",
+        "  process start to /ready: {:.0} ms; RSS with no proxy {:.1} MiB; {}",
         ready_in.as_secs_f64() * 1000.0,
-        mib(rss_idle)
+        mib(rss_idle),
+        match &galley {
+            Some(g) => format!(
+                "following a galley process (RSS {:.1} MiB)",
+                mib(proc::memory_kib(g.pid()).unwrap_or_default().0)
+            ),
+            None => "galley embedded (--config-dir)".to_string(),
+        }
     );
 
     // The changing service first, so every proxyless client follows it.
@@ -467,7 +568,7 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
     let bytes_before = received(&fleet);
     let mut endpoint_samples = Vec::new();
     let mut endpoint_rounds = Vec::new();
-    let cpu0 = proc::cpu_seconds(pid).unwrap_or_default();
+    let cpu0 = cpu_pair(pid, galley.as_ref());
     for round in 1..=args.rounds {
         let before: Vec<String> = fleet
             .reports()
@@ -498,11 +599,8 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         endpoint_samples.extend(times);
         settle().await;
     }
-    let cpu_per_endpoint_push = if args.rounds > 0 {
-        (proc::cpu_seconds(pid).unwrap_or_default() - cpu0) / args.rounds as f64
-    } else {
-        0.0
-    };
+    let (cpu_per_endpoint_push, galley_per_endpoint_push) =
+        per_push(cpu0, cpu_pair(pid, galley.as_ref()), args.rounds);
     let endpoint = stats::summarize(&endpoint_samples);
     let endpoint_bytes = received(&fleet) - bytes_before;
     let endpoint_round_summary = stats::summarize(&endpoint_rounds);
@@ -515,9 +613,10 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         );
         println!("    write -> last proxy's ACK, per round: {per_round}");
         println!(
-            "    minus debounce: {}; pilot CPU per push {:.3} s",
+            "    minus debounce: {}; pilot CPU per push {:.3} s{}",
             minus(per_round, args.debounce),
-            cpu_per_endpoint_push
+            cpu_per_endpoint_push,
+            galley_cpu(galley.as_ref(), galley_per_endpoint_push)
         );
         per_push_bytes(endpoint_bytes, args.rounds, args.proxies);
     }
@@ -526,7 +625,7 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
     let bytes_before = received(&fleet);
     let mut full_samples = Vec::new();
     let mut full_rounds = Vec::new();
-    let cpu0 = proc::cpu_seconds(pid).unwrap_or_default();
+    let cpu0 = cpu_pair(pid, galley.as_ref());
     for round in 1..=args.rounds {
         let before: Vec<String> = fleet
             .reports()
@@ -557,11 +656,8 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         full_samples.extend(times);
         settle().await;
     }
-    let cpu_per_full_push = if args.rounds > 0 {
-        (proc::cpu_seconds(pid).unwrap_or_default() - cpu0) / args.rounds as f64
-    } else {
-        0.0
-    };
+    let (cpu_per_full_push, galley_per_full_push) =
+        per_push(cpu0, cpu_pair(pid, galley.as_ref()), args.rounds);
     let full = stats::summarize(&full_samples);
     let full_bytes = received(&fleet) - bytes_before;
     let full_round_summary = stats::summarize(&full_rounds);
@@ -570,9 +666,10 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         println!("    minus debounce: {}", minus(per_proxy, args.debounce));
         println!("    write -> last proxy, per round: {per_round}");
         println!(
-            "    minus debounce: {}; pilot CPU per push {:.3} s",
+            "    minus debounce: {}; pilot CPU per push {:.3} s{}",
             minus(per_round, args.debounce),
-            cpu_per_full_push
+            cpu_per_full_push,
+            galley_cpu(galley.as_ref(), galley_per_full_push)
         );
         per_push_bytes(full_bytes, args.rounds, args.proxies);
     }
@@ -586,6 +683,15 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         mib(rss_kib.1),
         proc::cpu_seconds(pid).unwrap_or_default()
     );
+    if let Some(g) = &galley {
+        let (rss, hwm) = proc::memory_kib(g.pid()).unwrap_or_default();
+        println!(
+            "  galley RSS at the end: {:.1} MiB, peak {:.1} MiB; galley CPU total {:.1} s",
+            mib(rss),
+            mib(hwm),
+            proc::cpu_seconds(g.pid()).unwrap_or_default()
+        );
+    }
     println!(
         "  mesh-load itself: CPU {:.1} s, RSS {:.1} MiB (same machine, same cores)",
         proc::cpu_seconds(std::process::id()).unwrap_or_default(),

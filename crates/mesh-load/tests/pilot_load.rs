@@ -1,5 +1,6 @@
-//! `mesh-load pilot` end to end, small: the real pilot binary (built next to this
-//! test), 20 services and 50 simulated proxies, SotW and delta; every proxy must
+//! `mesh-load pilot` end to end, small: the real pilot and galley binaries (built
+//! next to this test), 20 services and 50 simulated proxies, SotW and delta, pilot
+//! following a galley process or reading the directory itself; every proxy must
 //! converge in every scenario. And a pilot that cannot start gives a clear error.
 
 #![allow(clippy::unwrap_used)]
@@ -54,6 +55,11 @@ async fn delta_sidecars_converge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecars_of_a_pilot_reading_the_directory_itself_converge() {
+    converges(&["--embedded-galley"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxyless_delta_clients_converge() {
     converges(&["--delta", "--proxyless"]).await;
 }
@@ -84,4 +90,8 @@ async fn a_pilot_that_cannot_start_is_a_clear_error() {
         .await
         .unwrap_err();
     assert!(missing.to_string().contains("no such file"), "{missing}");
+    let missing = run_report(args(&["--galley-bin", "/nonexistent/galley"]))
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("--galley-bin"), "{missing}");
 }
