@@ -272,7 +272,7 @@ impl PushEngine {
             scope.ctx = MeshContext::from_shared(services, &resources)
                 .with_trust_domain(&self.trust_domain);
             let endpoints = translate::endpoints::build_endpoints(&scope.ctx, proxy);
-            let set = Arc::new(self.interner.set(type_url::ENDPOINT, endpoints));
+            let set = self.interner.set(type_url::ENDPOINT, endpoints);
             scope.sets.insert(type_url::ENDPOINT, set);
         }
         self.interner.end_generation();
@@ -344,7 +344,12 @@ impl PushEngine {
         let snapshot = match self.variants.get(&variant_key) {
             Some(v) => v.snapshot.clone(),
             None => {
-                let snapshot = Arc::new(compose(&scope.sets, &extras, scope.routes_by_labels));
+                let snapshot = Arc::new(compose(
+                    &scope.sets,
+                    &extras,
+                    scope.routes_by_labels,
+                    &mut self.interner,
+                ));
                 self.variants.insert(
                     variant_key,
                     Variant {
@@ -402,7 +407,7 @@ impl PushEngine {
             (type_url::LISTENER, listeners),
             (type_url::ROUTE, routes),
         ] {
-            sets.insert(t, Arc::new(self.interner.set(t, items)));
+            sets.insert(t, self.interner.set(t, items));
         }
         ScopeOutput {
             proxy: proxy.clone(),
@@ -468,49 +473,56 @@ fn compose(
     sets: &BTreeMap<&'static str, Arc<TypedResources>>,
     extras: &BTreeMap<&'static str, Vec<Arc<XdsResource>>>,
     own_routes: bool,
+    interner: &mut Interner,
 ) -> Snapshot {
     let mut snapshot = Snapshot::new();
     for (t, set) in sets {
         if own_routes && *t == type_url::ROUTE {
             let items = extras.get(t).cloned().unwrap_or_default();
-            snapshot.insert(*t, Arc::new(TypedResources::from_shared(items)));
+            snapshot.insert(*t, interner.shared_set(t, items));
             continue;
         }
         match extras.get(t).filter(|e| !e.is_empty()) {
             None => snapshot.insert(*t, set.clone()),
             Some(extra) => {
                 let items = set.items.values().cloned().chain(extra.iter().cloned());
-                snapshot.insert(*t, Arc::new(TypedResources::from_shared(items)));
+                snapshot.insert(*t, interner.shared_set(t, items));
             }
         }
     }
     for (t, extra) in extras {
         if !sets.contains_key(t) && !extra.is_empty() {
-            snapshot.insert(
-                *t,
-                Arc::new(TypedResources::from_shared(extra.iter().cloned())),
-            );
+            snapshot.insert(*t, interner.shared_set(t, extra.iter().cloned()));
         }
     }
     snapshot
 }
 
-/// Shares resources equal by type, name and content across scopes and pushes.
+/// Shares resources equal by type, name and content across scopes and pushes,
+/// and whole sets equal by type and content across scopes and variants: scopes
+/// that see the same services (namespaces without a Sidecar of their own) then
+/// hold one set, whose encoded response bodies are built and kept once.
 #[derive(Default)]
 struct Interner {
     current: HashMap<(&'static str, String), Vec<Arc<XdsResource>>>,
     previous: HashMap<(&'static str, String), Vec<Arc<XdsResource>>>,
+    /// Sets by type URL and version.
+    sets: HashMap<(&'static str, String), Arc<TypedResources>>,
+    previous_sets: HashMap<(&'static str, String), Arc<TypedResources>>,
 }
 
 impl Interner {
-    /// Starts a full push: resources of the last push stay reusable until it ends.
+    /// Starts a full push: resources and sets of the last push stay reusable
+    /// until it ends.
     fn start_generation(&mut self) {
         let current = std::mem::take(&mut self.current);
         self.previous.extend(current);
+        let sets = std::mem::take(&mut self.sets);
+        self.previous_sets.extend(sets);
     }
 
-    /// Starts recomputing one type only: its resources of the last push stay
-    /// reusable until the push ends.
+    /// Starts recomputing one type only: its resources and sets of the last push
+    /// stay reusable until the push ends.
     fn start_type(&mut self, type_url: &'static str) {
         let keys: Vec<(&'static str, String)> = self
             .current
@@ -523,11 +535,23 @@ impl Interner {
                 self.previous.insert(key, v);
             }
         }
+        let keys: Vec<(&'static str, String)> = self
+            .sets
+            .keys()
+            .filter(|(t, _)| *t == type_url)
+            .cloned()
+            .collect();
+        for key in keys {
+            if let Some(set) = self.sets.remove(&key) {
+                self.previous_sets.insert(key, set);
+            }
+        }
     }
 
     /// Ends a push: what it did not use is forgotten.
     fn end_generation(&mut self) {
         self.previous.clear();
+        self.previous_sets.clear();
     }
 
     fn intern(
@@ -565,8 +589,40 @@ impl Interner {
             .collect()
     }
 
-    fn set(&mut self, type_url: &'static str, items: Vec<NamedResource>) -> TypedResources {
-        TypedResources::from_shared(self.resources(type_url, items))
+    /// The set of `items` (encoded and interned), shared with an equal one.
+    fn set(&mut self, type_url: &'static str, items: Vec<NamedResource>) -> Arc<TypedResources> {
+        let items = self.resources(type_url, items);
+        self.shared_set(type_url, items)
+    }
+
+    /// The set of `items`: one built already (this push or the last) when it
+    /// holds the same resources, else a new one, remembered for the next caller.
+    fn shared_set(
+        &mut self,
+        type_url: &'static str,
+        items: impl IntoIterator<Item = Arc<XdsResource>>,
+    ) -> Arc<TypedResources> {
+        let set = TypedResources::from_shared(items);
+        let key = (type_url, set.version.clone());
+        // The version is a hash: equal versions are checked item by item.
+        let same = |found: &&Arc<TypedResources>| {
+            found.items.len() == set.items.len()
+                && found
+                    .items
+                    .values()
+                    .zip(set.items.values())
+                    .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+        };
+        if let Some(found) = self.sets.get(&key).filter(same) {
+            return found.clone();
+        }
+        if let Some(found) = self.previous_sets.get(&key).filter(same).cloned() {
+            self.sets.insert(key, found.clone());
+            return found;
+        }
+        let set = Arc::new(set);
+        self.sets.insert(key, set.clone());
+        set
     }
 }
 

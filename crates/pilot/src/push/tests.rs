@@ -92,6 +92,60 @@ fn groups_see_what_their_namespace_sees_and_share_scopes() {
 }
 
 #[test]
+fn scopes_seeing_the_same_services_share_whole_sets_across_pushes() {
+    let cache = SnapshotCache::new();
+    let mut engine = PushEngine::new(cache.clone());
+    let (ga, gb, gc) = (
+        group(ProxyKind::Proxyless, "a", "x"),
+        group(ProxyKind::Proxyless, "b", "x"),
+        group(ProxyKind::Proxyless, "c", "x"),
+    );
+    let _watchers = [cache.watch(&ga), cache.watch(&gb), cache.watch(&gc)];
+    let yaml = |ip: &str, timeout: &str| {
+        [
+            service("a", "a", "\"*\"", ip),
+            service("c", "c", "\".\"", "10.0.0.3"),
+            VS.replace("timeout: 3s", timeout),
+        ]
+        .concat()
+    };
+    let stats = engine.update(view(&yaml("10.0.0.1", "timeout: 3s"), 1));
+    assert_eq!((stats.groups, stats.scopes), (3, 3));
+    let set = |g: &str, t: &str| cache.get(g).unwrap().get(t).unwrap().clone();
+    for t in [type_url::CLUSTER, type_url::ENDPOINT, type_url::LISTENER] {
+        assert!(
+            Arc::ptr_eq(&set(&ga, t), &set(&gb, t)),
+            "{t}: namespaces a and b see the same services and share one set"
+        );
+        assert!(
+            !Arc::ptr_eq(&set(&ga, t), &set(&gc, t)),
+            "{t}: namespace c also sees its own service"
+        );
+    }
+    // A shared set encodes its response body once, for every scope.
+    let body = set(&ga, type_url::CLUSTER).wildcard_body(type_url::CLUSTER);
+    let again = set(&gb, type_url::CLUSTER).wildcard_body(type_url::CLUSTER);
+    assert_eq!(body.as_ptr(), again.as_ptr());
+
+    // A full push that changes routes only keeps the other sets as they were.
+    let before = set(&ga, type_url::CLUSTER);
+    let stats = engine.update(view(&yaml("10.0.0.1", "timeout: 4s"), 2));
+    assert!(!stats.endpoints_only);
+    assert!(Arc::ptr_eq(&before, &set(&ga, type_url::CLUSTER)));
+    assert!(Arc::ptr_eq(&before, &set(&gb, type_url::CLUSTER)));
+    assert_ne!(set(&ga, type_url::ROUTE).version, "");
+
+    // An endpoint push gives both scopes one new set.
+    let eds = set(&ga, type_url::ENDPOINT);
+    let stats = engine.update(view(&yaml("10.0.0.9", "timeout: 4s"), 3));
+    assert!(stats.endpoints_only, "{stats:?}");
+    let (a, b) = (set(&ga, type_url::ENDPOINT), set(&gb, type_url::ENDPOINT));
+    assert_ne!(a.version, eds.version);
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(!Arc::ptr_eq(&a, &set(&gc, type_url::ENDPOINT)));
+}
+
+#[test]
 fn endpoint_changes_recompute_eds_only_and_rule_changes_recompute_all() {
     let cache = SnapshotCache::new();
     let mut engine = PushEngine::new(cache.clone());
