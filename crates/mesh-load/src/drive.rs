@@ -15,9 +15,17 @@ use std::{
 use parking_lot::Mutex;
 
 /// One kind of request a scenario sends.
-pub trait Unit: Send + Sync + 'static {
+pub trait Unit: Send + Sync + Sized + 'static {
     /// Sends request number `i`; whether it succeeded.
     fn one(&self, i: usize) -> impl Future<Output = bool> + Send;
+
+    /// The same requests over connections of its own, opened on the current
+    /// runtime: the open loop runs on a thread of its own, and connections whose
+    /// tasks live there cost no hand-over between threads. `None` (the default)
+    /// shares `self`'s connections.
+    fn reopen(&self) -> impl Future<Output = anyhow::Result<Option<Self>>> + Send {
+        async { Ok(None) }
+    }
 }
 
 /// What a loop measured.
@@ -80,50 +88,85 @@ pub async fn closed_loop<W: Unit>(
 /// Requests started `rate` times a second for `duration`, each timed from its
 /// scheduled start, so a late start counts as latency.
 ///
-/// A thread of its own starts them: it sleeps until the next request is due
-/// (a thread's sleep ends within tens of microseconds, where tokio's timer rounds
-/// up to the next millisecond, which would add up to 1 ms to every latency),
-/// then starts every request due by then as a task.
+/// The loop runs on a thread of its own with a single-threaded runtime, over
+/// connections it opens there ([`Unit::reopen`]): starting a request, writing
+/// it and reading its answer all happen on that one thread, so the load costs
+/// one wake-up per request or answer rather than a hand-over between threads
+/// for each. It waits for the next request on a timerfd ([`PreciseTimer`]):
+/// tokio's timer rounds up to the next millisecond, which would add up to 1 ms
+/// to every latency.
 pub async fn open_loop<W: Unit>(work: &Arc<W>, rate: u64, duration: Duration) -> Outcome {
+    let work = work.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("open-loop".to_string())
+        .spawn(move || {
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(open_loop_here(work, rate, duration)));
+            let _ = tx.send(out);
+        });
+    let total = (rate.max(1) as f64 * duration.as_secs_f64()) as u64;
+    let failed = |e: anyhow::Error| {
+        eprintln!("open loop: {e:#}");
+        Outcome {
+            errors: total,
+            ..Outcome::default()
+        }
+    };
+    if let Err(e) = spawned {
+        return failed(e.into());
+    }
+    match rx.await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => failed(e),
+        Err(_) => failed(anyhow::anyhow!("the open loop's thread ended early")),
+    }
+}
+
+/// [`open_loop`] on the current (single-threaded) runtime.
+async fn open_loop_here<W: Unit>(
+    work: Arc<W>,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
+    let work = match work.reopen().await? {
+        Some(own) => Arc::new(own),
+        None => work,
+    };
     let rate = rate.max(1);
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     // Request `n` is due `n / rate` seconds after the start.
     let due = move |start: Instant, n: u64| {
         start + Duration::from_nanos(n.saturating_mul(1_000_000_000) / rate)
     };
-    let runtime = tokio::runtime::Handle::current();
-    let work = work.clone();
-    let scheduler = tokio::task::spawn_blocking(move || {
-        let start = Instant::now();
-        let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
-        let mut n = 0;
-        while n < total {
-            let now = Instant::now();
-            while n < total && due(start, n) <= now {
-                let scheduled = due(start, n);
-                let work = work.clone();
-                let i = usize::try_from(n).unwrap_or(usize::MAX);
-                tasks.push(runtime.spawn(async move {
-                    let ok = work.one(i).await;
-                    (ok, scheduled.elapsed())
-                }));
-                n += 1;
-            }
-            if n < total {
-                std::thread::sleep(due(start, n).saturating_duration_since(Instant::now()));
-            }
+    let timer = PreciseTimer::new()?;
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    let mut n = 0;
+    while n < total {
+        let now = Instant::now();
+        while n < total && due(start, n) <= now {
+            let scheduled = due(start, n);
+            let work = work.clone();
+            let i = usize::try_from(n).unwrap_or(usize::MAX);
+            tasks.push(tokio::spawn(async move {
+                let ok = work.one(i).await;
+                (ok, scheduled.elapsed())
+            }));
+            n += 1;
         }
-        (start, tasks)
-    });
-    let (start, tasks) = scheduler
-        .await
-        .unwrap_or_else(|_| (Instant::now(), Vec::new()));
+        if n < total {
+            // The requests just started run while the loop waits.
+            timer.sleep_until(due(start, n)).await?;
+        }
+    }
     let mut out = Outcome {
         samples: Vec::with_capacity(tasks.len()),
         ..Outcome::default()
     };
-    // Requests the scheduler could not start count as errors.
-    out.errors = total.saturating_sub(tasks.len() as u64);
     for t in tasks {
         match t.await {
             Ok((true, d)) => {
@@ -134,7 +177,66 @@ pub async fn open_loop<W: Unit>(work: &Arc<W>, rate: u64, duration: Duration) ->
         }
     }
     out.elapsed = start.elapsed();
-    out
+    Ok(out)
+}
+
+/// A one-shot timer of microsecond precision on the current runtime: a Linux
+/// timerfd, waited on by the runtime's I/O driver like a socket.
+pub struct PreciseTimer {
+    fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
+}
+
+impl PreciseTimer {
+    /// A timer on the monotonic clock (the one [`Instant`] reads).
+    pub fn new() -> std::io::Result<Self> {
+        use rustix::time::{TimerfdClockId, TimerfdFlags, timerfd_create};
+        let fd = timerfd_create(
+            TimerfdClockId::Monotonic,
+            TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC,
+        )?;
+        // Deprecated for descriptors that could change under the registration; an
+        // `OwnedFd` held by the `AsyncFd` itself stays the same open timer until
+        // both are dropped together.
+        #[allow(deprecated)]
+        let fd = tokio::io::unix::AsyncFd::with_interest(fd, tokio::io::Interest::READABLE)?;
+        Ok(Self { fd })
+    }
+
+    /// Returns at `at`, or at once when it has passed.
+    pub async fn sleep_until(&self, at: Instant) -> std::io::Result<()> {
+        use rustix::time::{Itimerspec, TimerfdTimerFlags, Timespec, timerfd_settime};
+        let wait = at.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let value = Timespec {
+            tv_sec: i64::try_from(wait.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: i64::from(wait.subsec_nanos()),
+        };
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        timerfd_settime(
+            self.fd.get_ref(),
+            TimerfdTimerFlags::empty(),
+            &Itimerspec {
+                it_interval: zero,
+                it_value: value,
+            },
+        )?;
+        loop {
+            let mut ready = self.fd.readable().await?;
+            let mut expirations = [0u8; 8];
+            match ready.try_io(|fd| {
+                rustix::io::read(fd.get_ref(), &mut expirations).map_err(std::io::Error::from)
+            }) {
+                Ok(result) => return result.map(|_| ()),
+                // Not expired yet: readiness was cleared, wait again.
+                Err(_would_block) => continue,
+            }
+        }
+    }
 }
 
 /// The latency summary of `samples`, or nothing when there are none.
@@ -207,5 +309,96 @@ pub async fn run_phases<W: Unit>(work: &Arc<W>, phases: &Phases) {
             rss / 1024,
             hwm / 1024
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    /// Counts its requests and where they ran; odd requests fail.
+    #[derive(Default)]
+    struct Probe {
+        reopened: bool,
+        reopen_fails: bool,
+        reopens: Arc<AtomicU64>,
+        on_reopened: Arc<AtomicU64>,
+        off_thread: Arc<AtomicBool>,
+    }
+
+    impl Unit for Probe {
+        async fn one(&self, i: usize) -> bool {
+            if std::thread::current().name() != Some("open-loop") {
+                self.off_thread.store(true, Ordering::Relaxed);
+            }
+            if self.reopened {
+                self.on_reopened.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::task::yield_now().await;
+            i.is_multiple_of(2)
+        }
+
+        async fn reopen(&self) -> anyhow::Result<Option<Self>> {
+            self.reopens.fetch_add(1, Ordering::Relaxed);
+            anyhow::ensure!(!self.reopen_fails, "cannot connect");
+            Ok(Some(Self {
+                reopened: true,
+                reopen_fails: false,
+                reopens: self.reopens.clone(),
+                on_reopened: self.on_reopened.clone(),
+                off_thread: self.off_thread.clone(),
+            }))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_open_loop_sends_every_request_from_its_own_thread_over_its_own_connections() {
+        let probe = Arc::new(Probe::default());
+        let out = open_loop(&probe, 2000, Duration::from_millis(50)).await;
+        assert_eq!((out.ok, out.errors), (50, 50));
+        assert_eq!(out.samples.len(), 50);
+        assert_eq!(probe.reopens.load(Ordering::Relaxed), 1);
+        assert_eq!(probe.on_reopened.load(Ordering::Relaxed), 100);
+        assert!(!probe.off_thread.load(Ordering::Relaxed));
+        // The last request is due 49.5 ms after the start.
+        assert!(out.elapsed >= Duration::from_micros(49_500), "{out:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_loop_that_cannot_connect_counts_every_request_as_an_error() {
+        let probe = Arc::new(Probe {
+            reopen_fails: true,
+            ..Probe::default()
+        });
+        let out = open_loop(&probe, 1000, Duration::from_millis(20)).await;
+        assert_eq!((out.ok, out.errors), (0, 20));
+        assert_eq!(probe.on_reopened.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn the_precise_timer_never_returns_early_and_returns_at_once_when_due() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let timer = PreciseTimer::new().unwrap();
+            for micros in [150, 900, 2_500] {
+                let at = Instant::now() + Duration::from_micros(micros);
+                timer.sleep_until(at).await.unwrap();
+                assert!(Instant::now() >= at, "woke before {micros} µs");
+            }
+            // A deadline already passed: no wait, and the timer stays usable.
+            timer
+                .sleep_until(Instant::now() - Duration::from_millis(1))
+                .await
+                .unwrap();
+            let at = Instant::now() + Duration::from_micros(300);
+            timer.sleep_until(at).await.unwrap();
+            assert!(Instant::now() >= at);
+        });
     }
 }

@@ -180,12 +180,33 @@ struct StatusCode {
 }
 
 struct Checks {
+    /// mixer-policy's gRPC address.
+    addr: SocketAddr,
     clients: Vec<(prepared::GrpcConnection, hyper::Uri)>,
     /// Encoded `CheckRequest`s.
     requests: Vec<Bytes>,
 }
 
 impl Checks {
+    /// `connections` connections to `addr`, as tasks of the current runtime.
+    async fn connect(
+        addr: SocketAddr,
+        connections: usize,
+        requests: Vec<Bytes>,
+    ) -> anyhow::Result<Self> {
+        let mut clients = Vec::new();
+        for _ in 0..connections.max(1) {
+            let connection = prepared::GrpcConnection::connect(addr).await?;
+            let uri = connection.uri(PATH)?;
+            clients.push((connection, uri));
+        }
+        Ok(Self {
+            addr,
+            clients,
+            requests,
+        })
+    }
+
     async fn check(&self, i: usize) -> anyhow::Result<i32> {
         let pick = |n: usize| i.checked_rem(n).unwrap_or(0);
         let client = self
@@ -209,6 +230,12 @@ impl Checks {
 impl Unit for Checks {
     async fn one(&self, i: usize) -> bool {
         matches!(self.check(i).await, Ok(0))
+    }
+
+    async fn reopen(&self) -> anyhow::Result<Option<Self>> {
+        Self::connect(self.addr, self.clients.len(), self.requests.clone())
+            .await
+            .map(Some)
     }
 }
 
@@ -264,13 +291,7 @@ pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
             prepared::frame(&req.encode_to_vec())
         })
         .collect();
-    let mut clients = Vec::new();
-    for _ in 0..args.connections.max(1) {
-        let connection = prepared::GrpcConnection::connect(grpc).await?;
-        let uri = connection.uri(PATH)?;
-        clients.push((connection, uri));
-    }
-    let work = Arc::new(Checks { clients, requests });
+    let work = Arc::new(Checks::connect(grpc, args.connections, requests).await?);
     let code = work.check(0).await.context("first Check")?;
     anyhow::ensure!(code == 0, "the load's Check is refused (code {code})");
     println!(
