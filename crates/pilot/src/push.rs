@@ -524,28 +524,8 @@ impl Interner {
     /// Starts recomputing one type only: its resources and sets of the last push
     /// stay reusable until the push ends.
     fn start_type(&mut self, type_url: &'static str) {
-        let keys: Vec<(&'static str, String)> = self
-            .current
-            .keys()
-            .filter(|(t, _)| *t == type_url)
-            .cloned()
-            .collect();
-        for key in keys {
-            if let Some(v) = self.current.remove(&key) {
-                self.previous.insert(key, v);
-            }
-        }
-        let keys: Vec<(&'static str, String)> = self
-            .sets
-            .keys()
-            .filter(|(t, _)| *t == type_url)
-            .cloned()
-            .collect();
-        for key in keys {
-            if let Some(set) = self.sets.remove(&key) {
-                self.previous_sets.insert(key, set);
-            }
-        }
+        move_type(&mut self.current, &mut self.previous, type_url);
+        move_type(&mut self.sets, &mut self.previous_sets, type_url);
     }
 
     /// Ends a push: what it did not use is forgotten.
@@ -624,6 +604,15 @@ impl Interner {
         self.sets.insert(key, set.clone());
         set
     }
+}
+
+/// Moves the entries of `type_url` from `from` to `to`.
+fn move_type<V>(
+    from: &mut HashMap<(&'static str, String), V>,
+    to: &mut HashMap<(&'static str, String), V>,
+    type_url: &'static str,
+) {
+    to.extend(from.extract_if(|(t, _), _| *t == type_url));
 }
 
 #[cfg(test)]
