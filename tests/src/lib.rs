@@ -286,11 +286,20 @@ pub struct GalleyProcess {
 
 /// Starts galley on `config_dir` with free ports and waits until it is ready.
 pub async fn start_galley(config_dir: &std::path::Path) -> anyhow::Result<GalleyProcess> {
+    start_galley_at(&bin_path("galley")?, config_dir, Duration::from_secs(30)).await
+}
+
+/// As [`start_galley`], the galley binary at `bin`, ready within `timeout`.
+pub async fn start_galley_at(
+    bin: &std::path::Path,
+    config_dir: &std::path::Path,
+    timeout: Duration,
+) -> anyhow::Result<GalleyProcess> {
     let (mcp, monitoring) = (local_addr(), local_addr());
     let dir = config_dir.display().to_string();
     let (mcp_s, monitoring_s) = (mcp.to_string(), monitoring.to_string());
-    let child = ChildGuard::spawn(
-        "galley",
+    let child = ChildGuard::spawn_path(
+        bin,
         &[
             "--config-dir",
             &dir,
@@ -300,7 +309,9 @@ pub async fn start_galley(config_dir: &std::path::Path) -> anyhow::Result<Galley
             &monitoring_s,
         ],
     )?;
-    wait_http_ok(monitoring, "/ready", Duration::from_secs(30)).await?;
+    wait_http_ok(monitoring, "/ready", timeout)
+        .await
+        .context("galley not ready")?;
     Ok(GalleyProcess {
         child,
         mcp,

@@ -108,7 +108,7 @@ pub async fn open_loop<W: Unit>(work: &Arc<W>, rate: u64, duration: Duration) ->
                 .and_then(|rt| rt.block_on(open_loop_here(work, rate, duration)));
             let _ = tx.send(out);
         });
-    let total = (rate.max(1) as f64 * duration.as_secs_f64()) as u64;
+    let total = request_count(rate, duration);
     let failed = |e: anyhow::Error| {
         eprintln!("open loop: {e:#}");
         Outcome {
@@ -126,6 +126,11 @@ pub async fn open_loop<W: Unit>(work: &Arc<W>, rate: u64, duration: Duration) ->
     }
 }
 
+/// How many requests `rate` a second make in `duration`.
+fn request_count(rate: u64, duration: Duration) -> u64 {
+    (rate.max(1) as f64 * duration.as_secs_f64()) as u64
+}
+
 /// [`open_loop`] on the current (single-threaded) runtime.
 async fn open_loop_here<W: Unit>(
     work: Arc<W>,
@@ -137,7 +142,7 @@ async fn open_loop_here<W: Unit>(
         None => work,
     };
     let rate = rate.max(1);
-    let total = (rate as f64 * duration.as_secs_f64()) as u64;
+    let total = request_count(rate, duration);
     // Request `n` is due `n / rate` seconds after the start.
     let due = move |start: Instant, n: u64| {
         start + Duration::from_nanos(n.saturating_mul(1_000_000_000) / rate)

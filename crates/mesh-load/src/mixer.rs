@@ -249,19 +249,10 @@ pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
     let addr = || -> anyhow::Result<SocketAddr> {
         Ok(format!("127.0.0.1:{}", dromon_e2e::free_port()).parse()?)
     };
-    let (mcp, galley_mon, grpc, monitoring) = (addr()?, addr()?, addr()?, addr()?);
+    let (grpc, monitoring) = (addr()?, addr()?);
     let quiet = ["--log-level", "warn"];
-    let galley = dromon_e2e::ChildGuard::spawn(
-        "galley",
-        &[
-            &["--config-dir", &config.display().to_string()],
-            &["--mcp-addr", &mcp.to_string()][..],
-            &["--monitoring-addr", &galley_mon.to_string()][..],
-            &quiet[..],
-        ]
-        .concat(),
-    )?;
-    dromon_e2e::wait_http_ok(galley_mon, "/ready", Duration::from_secs(30)).await?;
+    let galley = dromon_e2e::start_galley(&config).await?;
+    let mcp = galley.mcp;
     let policy = dromon_e2e::ChildGuard::spawn(
         "mixer-policy",
         &[

@@ -15,9 +15,10 @@
 //!
 //! Figures per proxy and per round (the slowest proxy), raw and with pilot's
 //! debounce subtracted; pilot's RSS (VmRSS, VmHWM) and CPU seconds per push, and
-//! galley's beside them. pilot is stopped with SIGTERM at the end. [`PilotProcess`] is also what the restart
-//! end-to-end test drives.
+//! galley's beside them. pilot is stopped with SIGTERM at the end. [`PilotProcess`]
+//! is also what the restart end-to-end test drives.
 
+use dromon_e2e::GalleyProcess;
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -307,50 +308,18 @@ fn galley_bin(args: &PilotArgs, pilot: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
-/// A galley process on the generated directory, for pilot to follow.
-struct GalleyProcess {
-    child: dromon_e2e::ChildGuard,
-    mcp: SocketAddr,
-}
-
-impl GalleyProcess {
-    async fn start(bin: &Path, config_dir: &Path, timeout: Duration) -> anyhow::Result<Self> {
-        let (mcp, monitoring) = (loopback_port()?, loopback_port()?);
-        let child = dromon_e2e::ChildGuard::spawn_path(
-            bin,
-            &[
-                "--config-dir",
-                &config_dir.display().to_string(),
-                "--mcp-addr",
-                &mcp.to_string(),
-                "--monitoring-addr",
-                &monitoring.to_string(),
-                "--log-level",
-                "warn",
-            ],
-        )?;
-        dromon_e2e::wait_http_ok(monitoring, "/ready", timeout)
-            .await
-            .context("galley not ready")?;
-        Ok(Self { child, mcp })
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
 /// CPU seconds of pilot and, when it runs apart, galley.
-fn cpu_pair(pilot: u32, galley: Option<&GalleyProcess>) -> (f64, f64) {
+fn pilot_and_galley_cpu(pilot: u32, galley: Option<&GalleyProcess>) -> (f64, f64) {
     (
         proc::cpu_seconds(pilot).unwrap_or_default(),
         galley
-            .and_then(|g| proc::cpu_seconds(g.pid()))
+            .and_then(|g| proc::cpu_seconds(g.child.id()))
             .unwrap_or_default(),
     )
 }
 
-/// CPU seconds per round of pilot and of galley between two [`cpu_pair`]s.
+/// CPU seconds per round of pilot and of galley between two
+/// [`pilot_and_galley_cpu`] readings.
 fn per_push(before: (f64, f64), after: (f64, f64), rounds: usize) -> (f64, f64) {
     if rounds == 0 {
         return (0.0, 0.0);
@@ -409,7 +378,10 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
     let galley = if args.embedded_galley {
         None
     } else {
-        Some(GalleyProcess::start(&galley_bin(&args, &bin)?, &config_dir, args.timeout).await?)
+        Some(
+            dromon_e2e::start_galley_at(&galley_bin(&args, &bin)?, &config_dir, args.timeout)
+                .await?,
+        )
     };
     let launch = PilotLaunch {
         bin,
@@ -463,7 +435,7 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         match &galley {
             Some(g) => format!(
                 "following a galley process (RSS {:.1} MiB)",
-                mib(proc::memory_kib(g.pid()).unwrap_or_default().0)
+                mib(proc::memory_kib(g.child.id()).unwrap_or_default().0)
             ),
             None => "galley embedded (--config-dir)".to_string(),
         }
@@ -568,7 +540,7 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
     let bytes_before = received(&fleet);
     let mut endpoint_samples = Vec::new();
     let mut endpoint_rounds = Vec::new();
-    let cpu0 = cpu_pair(pid, galley.as_ref());
+    let cpu0 = pilot_and_galley_cpu(pid, galley.as_ref());
     for round in 1..=args.rounds {
         let before: Vec<String> = fleet
             .reports()
@@ -599,8 +571,11 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         endpoint_samples.extend(times);
         settle().await;
     }
-    let (cpu_per_endpoint_push, galley_per_endpoint_push) =
-        per_push(cpu0, cpu_pair(pid, galley.as_ref()), args.rounds);
+    let (cpu_per_endpoint_push, galley_per_endpoint_push) = per_push(
+        cpu0,
+        pilot_and_galley_cpu(pid, galley.as_ref()),
+        args.rounds,
+    );
     let endpoint = stats::summarize(&endpoint_samples);
     let endpoint_bytes = received(&fleet) - bytes_before;
     let endpoint_round_summary = stats::summarize(&endpoint_rounds);
@@ -625,7 +600,7 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
     let bytes_before = received(&fleet);
     let mut full_samples = Vec::new();
     let mut full_rounds = Vec::new();
-    let cpu0 = cpu_pair(pid, galley.as_ref());
+    let cpu0 = pilot_and_galley_cpu(pid, galley.as_ref());
     for round in 1..=args.rounds {
         let before: Vec<String> = fleet
             .reports()
@@ -656,8 +631,11 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         full_samples.extend(times);
         settle().await;
     }
-    let (cpu_per_full_push, galley_per_full_push) =
-        per_push(cpu0, cpu_pair(pid, galley.as_ref()), args.rounds);
+    let (cpu_per_full_push, galley_per_full_push) = per_push(
+        cpu0,
+        pilot_and_galley_cpu(pid, galley.as_ref()),
+        args.rounds,
+    );
     let full = stats::summarize(&full_samples);
     let full_bytes = received(&fleet) - bytes_before;
     let full_round_summary = stats::summarize(&full_rounds);
@@ -684,12 +662,12 @@ pub async fn run_report(args: PilotArgs) -> anyhow::Result<PilotReport> {
         proc::cpu_seconds(pid).unwrap_or_default()
     );
     if let Some(g) = &galley {
-        let (rss, hwm) = proc::memory_kib(g.pid()).unwrap_or_default();
+        let (rss, hwm) = proc::memory_kib(g.child.id()).unwrap_or_default();
         println!(
             "  galley RSS at the end: {:.1} MiB, peak {:.1} MiB; galley CPU total {:.1} s",
             mib(rss),
             mib(hwm),
-            proc::cpu_seconds(g.pid()).unwrap_or_default()
+            proc::cpu_seconds(g.child.id()).unwrap_or_default()
         );
     }
     println!(
