@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n==> %s\n' "$*"; }
 
+# A fresh clone builds once: incremental state would only take disk space.
+if [[ -n "${CI:-}" ]]; then
+    export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+fi
+
 # --- what the tests need ----------------------------------------------------------
 source scripts/install-test-deps.sh
 
