@@ -5,14 +5,9 @@
 
 use std::{
     future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
-
-use parking_lot::Mutex;
 
 /// One kind of request a scenario sends.
 pub trait Unit: Send + Sync + Sized + 'static {
@@ -42,47 +37,61 @@ pub struct Outcome {
 }
 
 /// `concurrency` requests in flight for `duration`.
+///
+/// Like [`open_loop`], the loop runs on a thread of its own with a
+/// single-threaded runtime, over connections it opens there ([`Unit::reopen`]).
 pub async fn closed_loop<W: Unit>(
     work: &Arc<W>,
     concurrency: usize,
     duration: Duration,
 ) -> Outcome {
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    let errors = Arc::new(AtomicU64::new(0));
+    // A loop that cannot start has sent nothing.
+    on_own_thread("closed-loop", work, 0, move |work| {
+        closed_loop_here(work, concurrency, duration)
+    })
+    .await
+}
+
+/// [`closed_loop`] on the current runtime.
+async fn closed_loop_here<W: Unit>(
+    work: Arc<W>,
+    concurrency: usize,
+    duration: Duration,
+) -> anyhow::Result<Outcome> {
     let start = Instant::now();
     let deadline = start + duration;
     let concurrency = concurrency.max(1);
     let mut tasks = Vec::new();
     for t in 0..concurrency {
         let work = work.clone();
-        let samples = samples.clone();
-        let errors = errors.clone();
         tasks.push(tokio::spawn(async move {
             let mut i = t;
-            let mut local = Vec::new();
+            let (mut samples, mut errors) = (Vec::new(), 0);
             while Instant::now() < deadline {
                 let s = Instant::now();
                 if work.one(i).await {
-                    local.push(s.elapsed());
+                    samples.push(s.elapsed());
                 } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
+                    errors += 1;
                 }
                 i += concurrency;
             }
-            samples.lock().extend(local);
+            (samples, errors)
         }));
     }
+    let mut out = Outcome::default();
     for t in tasks {
-        let _ = t.await;
+        match t.await {
+            Ok((samples, errors)) => {
+                out.samples.extend(samples);
+                out.errors += errors;
+            }
+            Err(e) => anyhow::bail!("a closed-loop task failed: {e}"),
+        }
     }
-    let elapsed = start.elapsed();
-    let samples = std::mem::take(&mut *samples.lock());
-    Outcome {
-        ok: samples.len() as u64,
-        errors: errors.load(Ordering::Relaxed),
-        samples,
-        elapsed,
-    }
+    out.ok = out.samples.len() as u64;
+    out.elapsed = start.elapsed();
+    Ok(out)
 }
 
 /// Requests started `rate` times a second for `duration`, each timed from its
@@ -96,23 +105,46 @@ pub async fn closed_loop<W: Unit>(
 /// tokio's timer rounds up to the next millisecond, which would add up to 1 ms
 /// to every latency.
 pub async fn open_loop<W: Unit>(work: &Arc<W>, rate: u64, duration: Duration) -> Outcome {
+    let total = request_count(rate, duration);
+    on_own_thread("open-loop", work, total, move |work| {
+        open_loop_here(work, rate, duration)
+    })
+    .await
+}
+
+/// Runs `run` on a new thread named `name`, on a single-threaded runtime, with
+/// `work` reopened there ([`Unit::reopen`]) or shared when it does not reopen.
+/// A loop that cannot run prints why and counts `unsent` requests as errors.
+async fn on_own_thread<W, F, Fut>(name: &str, work: &Arc<W>, unsent: u64, run: F) -> Outcome
+where
+    W: Unit,
+    F: FnOnce(Arc<W>) -> Fut + Send + 'static,
+    Fut: Future<Output = anyhow::Result<Outcome>>,
+{
     let work = work.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
-        .name("open-loop".to_string())
+        .name(name.to_string())
         .spawn(move || {
             let out = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(open_loop_here(work, rate, duration)));
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let work = match work.reopen().await? {
+                            Some(own) => Arc::new(own),
+                            None => work,
+                        };
+                        run(work).await
+                    })
+                });
             let _ = tx.send(out);
         });
-    let total = request_count(rate, duration);
     let failed = |e: anyhow::Error| {
-        eprintln!("open loop: {e:#}");
+        eprintln!("{name}: {e:#}");
         Outcome {
-            errors: total,
+            errors: unsent,
             ..Outcome::default()
         }
     };
@@ -122,7 +154,7 @@ pub async fn open_loop<W: Unit>(work: &Arc<W>, rate: u64, duration: Duration) ->
     match rx.await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => failed(e),
-        Err(_) => failed(anyhow::anyhow!("the open loop's thread ended early")),
+        Err(_) => failed(anyhow::anyhow!("the loop's thread ended early")),
     }
 }
 
@@ -137,10 +169,6 @@ async fn open_loop_here<W: Unit>(
     rate: u64,
     duration: Duration,
 ) -> anyhow::Result<Outcome> {
-    let work = match work.reopen().await? {
-        Some(own) => Arc::new(own),
-        None => work,
-    };
     let rate = rate.max(1);
     let total = request_count(rate, duration);
     // Request `n` is due `n / rate` seconds after the start.
@@ -322,7 +350,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
-    use std::sync::atomic::AtomicBool;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     /// Counts its requests and where they ran; odd requests fail.
     #[derive(Default)]
@@ -336,7 +364,10 @@ mod tests {
 
     impl Unit for Probe {
         async fn one(&self, i: usize) -> bool {
-            if std::thread::current().name() != Some("open-loop") {
+            if !matches!(
+                std::thread::current().name(),
+                Some("open-loop" | "closed-loop")
+            ) {
                 self.off_thread.store(true, Ordering::Relaxed);
             }
             if self.reopened {
@@ -370,6 +401,32 @@ mod tests {
         assert!(!probe.off_thread.load(Ordering::Relaxed));
         // The last request is due 49.5 ms after the start.
         assert!(out.elapsed >= Duration::from_micros(49_500), "{out:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_closed_loop_sends_every_request_from_its_own_thread_over_its_own_connections() {
+        let probe = Arc::new(Probe::default());
+        let out = closed_loop(&probe, 4, Duration::from_millis(30)).await;
+        assert!(out.ok > 0 && out.errors > 0, "{out:?}");
+        assert_eq!(out.samples.len() as u64, out.ok);
+        assert_eq!(probe.reopens.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            probe.on_reopened.load(Ordering::Relaxed),
+            out.ok + out.errors
+        );
+        assert!(!probe.off_thread.load(Ordering::Relaxed));
+        assert!(out.elapsed >= Duration::from_millis(30), "{out:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_loop_that_cannot_connect_sends_nothing() {
+        let probe = Arc::new(Probe {
+            reopen_fails: true,
+            ..Probe::default()
+        });
+        let out = closed_loop(&probe, 4, Duration::from_millis(20)).await;
+        assert_eq!((out.ok, out.errors), (0, 0));
+        assert_eq!(probe.on_reopened.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,6 +49,9 @@ pub struct MixerArgs {
     /// Length of the latency phase.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub rate_duration: Duration,
+    /// mixer-policy's `--worker-threads` (default: its own, one per CPU).
+    #[arg(long)]
+    pub server_threads: Option<std::num::NonZeroUsize>,
 }
 
 /// The policy: `rules` rules, each reading a few attributes.
@@ -251,6 +254,11 @@ pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
     };
     let (grpc, monitoring) = (addr()?, addr()?);
     let quiet = ["--log-level", "warn"];
+    let threads = args
+        .server_threads
+        .map(|n| vec!["--worker-threads".to_string(), n.to_string()])
+        .unwrap_or_default();
+    let threads: Vec<&str> = threads.iter().map(String::as_str).collect();
     let galley = dromon_e2e::start_galley(&config).await?;
     let mcp = galley.mcp;
     let policy = dromon_e2e::ChildGuard::spawn(
@@ -260,6 +268,7 @@ pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
             &["--grpc-addr", &grpc.to_string()][..],
             &["--monitoring-addr", &monitoring.to_string()][..],
             &quiet[..],
+            &threads[..],
         ]
         .concat(),
     )?;

@@ -36,3 +36,13 @@ impl Default for LogArgs {
         }
     }
 }
+
+/// Async runtime flags.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RuntimeArgs {
+    /// Threads serving requests (default: one per CPU). Fewer leaves cores to
+    /// other processes on the same machine: a process on one thread never hands
+    /// a request over between threads, so it spends less CPU on each.
+    #[arg(long = "worker-threads", env = "DROMON_WORKER_THREADS", global = true)]
+    pub worker_threads: Option<std::num::NonZeroUsize>,
+}

@@ -16,7 +16,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use admin::{AdminServer, serve_admin};
-pub use args::{LogArgs, LogFormat};
+pub use args::{LogArgs, LogFormat, RuntimeArgs};
 pub use grpc::GrpcSupport;
 pub use readiness::Readiness;
 pub use shutdown::shutdown_on_signal;
@@ -71,10 +71,26 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    run_main_with(log, &RuntimeArgs::default(), service, main)
+}
+
+/// As [`run_main`], on a runtime shaped by `runtime`.
+pub fn run_main_with<F, Fut, E>(
+    log: &LogArgs,
+    runtime: &RuntimeArgs,
+    service: &str,
+    main: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = runtime.worker_threads {
+        builder.worker_threads(n.get());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{service}: cannot start the async runtime: {e}");

@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, process::ExitCode};
 
 use clap::Parser;
-use mesh_runtime::LogArgs;
+use mesh_runtime::{LogArgs, RuntimeArgs};
 
 use crate::server::{FailurePolicy, MixerPolicyConfig};
 
@@ -65,6 +65,9 @@ pub struct Args {
     /// Logging.
     #[command(flatten)]
     pub log: LogArgs,
+    /// Async runtime.
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 impl Args {
@@ -90,8 +93,25 @@ impl Args {
     pub fn parse_and_run() -> ExitCode {
         let args = Args::parse();
         let config = args.config();
-        mesh_runtime::run_main(&args.log, "mixer-policy", |shutdown| {
+        mesh_runtime::run_main_with(&args.log, &args.runtime, "mixer-policy", |shutdown| {
             crate::server::run(config, shutdown)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn worker_threads_default_to_the_runtime_and_zero_is_refused() {
+        let args = Args::try_parse_from(["mixer-policy"]).unwrap();
+        assert_eq!(args.runtime.worker_threads, None);
+        let args = Args::try_parse_from(["mixer-policy", "--worker-threads", "1"]).unwrap();
+        assert_eq!(args.runtime.worker_threads.map(|n| n.get()), Some(1));
+        let err = Args::try_parse_from(["mixer-policy", "--worker-threads", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--worker-threads"), "{err}");
     }
 }
