@@ -11,17 +11,18 @@ use std::{
     time::Duration,
 };
 
+use base64::Engine;
 use dromon_e2e::{
     bin_path,
-    citadel::{CitadelProcess, local_token, openssl},
-    free_port, http_get,
+    citadel::{CitadelProcess, local_token, metric_value, openssl},
+    free_port, http_get, until,
 };
 use mesh_api::ca::v1::{
     IstioCertificateRequest, IstioCertificateResponse,
     istio_certificate_service_client::IstioCertificateServiceClient,
 };
 use mesh_tls::{ClientCredentials, FileIdentity};
-use rustls_pki_types::{CertificateDer, pem::PemObject};
+use rustls_pki_types::{CertificateDer, CertificateSigningRequestDer, pem::PemObject};
 use tonic::{Code, transport::Channel};
 
 /// A new key (OpenSSL's `-newkey` spec) and a CSR, optionally asking for a SAN.
@@ -55,6 +56,30 @@ fn key_and_csr(
     }
     openssl(&args)?;
     Ok((key, std::fs::read_to_string(&csr)?))
+}
+
+/// `csr` with one letter of its subject changed after it was signed: still a
+/// well-formed request for an accepted key, whose signature no longer verifies.
+fn altered_after_signing(csr: &str) -> String {
+    let mut der = CertificateSigningRequestDer::from_pem_slice(csr.as_bytes())
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let at = der
+        .windows(b"dromon-e2e".len())
+        .position(|w| w == b"dromon-e2e")
+        .unwrap();
+    der[at] = b'D';
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE REQUEST-----\n{}\n-----END CERTIFICATE REQUEST-----\n",
+        lines.join("\n")
+    )
 }
 
 async fn create(
@@ -370,6 +395,14 @@ async fn impersonation_and_bad_csrs_are_refused_each_with_its_reason() {
             Code::InvalidArgument,
             "cannot be parsed",
         ),
+        (
+            "a CSR whose subject was altered after signing",
+            Some(&good),
+            altered_after_signing(&plain_csr),
+            0,
+            Code::InvalidArgument,
+            "the CSR's signature does not verify",
+        ),
     ];
     for (what, token, csr, ttl, code, needle) in cases {
         let (got, message) = status_code(create(&mut client, token, &csr, ttl).await);
@@ -392,13 +425,18 @@ async fn impersonation_and_bad_csrs_are_refused_each_with_its_reason() {
         ("weak_key", 1),
         ("ttl_too_long", 1),
         ("malformed_csr", 1),
+        ("bad_signature", 1),
     ] {
         let line = format!("citadel_csr_refused_total{{reason=\"{reason}\"}} {n}");
         assert!(metrics.contains(&line), "missing {line}");
     }
-    // Refusals were not issued: the RSA-2048 key of a well-formed request still is.
+    // Refusals were not issued: the RSA-2048 key of a well-formed request still is,
+    // and so is the CSR before its subject was altered.
     let (_k, rsa) = key_and_csr(dir, "rsa2048", "rsa:2048", None).unwrap();
     create(&mut client, Some(&good), &rsa, 0).await.unwrap();
+    create(&mut client, Some(&good), &plain_csr, 0)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -559,4 +597,305 @@ fn copy_dir(from: &Path, to: &Path) {
         let e = e.unwrap();
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
+}
+
+/// notAfter, in unix seconds, of each certificate of a PEM file.
+fn not_after_of(pem_file: &Path) -> Vec<i64> {
+    let pem = std::fs::read(pem_file).unwrap();
+    CertificateDer::pem_slice_iter(&pem)
+        .map(|der| {
+            let der = der.unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+            cert.validity().not_after.timestamp()
+        })
+        .collect()
+}
+
+/// citadel's gauges: root expiry, issuer expiry, trusted roots, issuer usable.
+async fn ca_gauges(citadel: &CitadelProcess) -> [Option<f64>; 4] {
+    let (_, body) = http_get(citadel.monitoring, "/metrics").await.unwrap();
+    [
+        "citadel_root_cert_expiry_timestamp_seconds",
+        "citadel_issuer_cert_expiry_timestamp_seconds",
+        "citadel_trusted_roots",
+        "citadel_issuer_usable",
+    ]
+    .map(|name| metric_value(&body, name))
+}
+
+/// An operator's `cacerts` directory made with OpenSSL: a P-256 root valid for
+/// `root_days` and an intermediate it signs, valid for `issuer_days`, which signs.
+fn openssl_cacerts(dir: &Path, root_days: u32, issuer_days: u32) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let at = |f: &str| dir.join(f).display().to_string();
+    let root_key = dir.with_extension("root-key.pem").display().to_string();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &root_key,
+        "-out",
+        &at("root-cert.pem"),
+        "-days",
+        &root_days.to_string(),
+        "-subj",
+        "/O=dromon-e2e/CN=Plugged Root",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ])
+    .unwrap();
+    let csr = dir.with_extension("issuer.csr").display().to_string();
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &at("ca-key.pem"),
+        "-out",
+        &csr,
+        "-subj",
+        "/O=dromon-e2e/CN=Cluster Intermediate",
+    ])
+    .unwrap();
+    let ext = dir.with_extension("issuer.ext");
+    std::fs::write(
+        &ext,
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &csr,
+        "-CA",
+        &at("root-cert.pem"),
+        "-CAkey",
+        &root_key,
+        "-set_serial",
+        "0x2a",
+        "-days",
+        &issuer_days.to_string(),
+        "-extfile",
+        &ext.display().to_string(),
+        "-out",
+        &at("ca-cert.pem"),
+    ])
+    .unwrap();
+    let chain = [
+        std::fs::read_to_string(dir.join("ca-cert.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("root-cert.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(dir.join("cert-chain.pem"), chain).unwrap();
+    dir.to_path_buf()
+}
+
+/// A CA client for a citadel signing with `cacerts`, trusting its roots.
+fn plugged_client(
+    citadel: &CitadelProcess,
+    cacerts: &Path,
+) -> IstioCertificateServiceClient<Channel> {
+    let pem = std::fs::read(cacerts.join("root-cert.pem")).unwrap();
+    let roots = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .unwrap();
+    citadel.client(ClientCredentials::RootsOnly(roots)).unwrap()
+}
+
+#[tokio::test]
+async fn expiry_metrics_are_the_not_after_of_the_ca_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("citadel");
+    let citadel = CitadelProcess::start(&data, &[]).await.unwrap();
+    // A self-signed root: it is both the one root and the issuer.
+    let [root] = not_after_of(&data.join("ca/root-cert.pem"))[..] else {
+        panic!("one root expected");
+    };
+    assert_eq!(not_after_of(&data.join("ca/ca-cert.pem")), vec![root]);
+    let gauges = ca_gauges(&citadel).await;
+    assert_eq!(
+        gauges,
+        [Some(root as f64), Some(root as f64), Some(1.0), Some(1.0)]
+    );
+    drop(citadel);
+
+    // A plugged CA: a ten-year root and an intermediate of 30 days, which signs.
+    let cacerts = openssl_cacerts(&tmp.path().join("cacerts"), 3650, 30);
+    let cacerts_s = cacerts.display().to_string();
+    let citadel = CitadelProcess::start(&tmp.path().join("plugged"), &["--cacerts", &cacerts_s])
+        .await
+        .unwrap();
+    let [root] = not_after_of(&cacerts.join("root-cert.pem"))[..] else {
+        panic!("one root expected");
+    };
+    let [issuer] = not_after_of(&cacerts.join("ca-cert.pem"))[..] else {
+        panic!("one issuer expected");
+    };
+    assert!(issuer < root - 3000 * 86_400, "{issuer} {root}");
+    assert_eq!(
+        ca_gauges(&citadel).await,
+        [Some(root as f64), Some(issuer as f64), Some(1.0), Some(1.0)]
+    );
+
+    // The first step of a root rotation: a new, later root appended to the bundle.
+    // The root gauge follows the latest-expiring root; the issuer is unchanged.
+    let next = openssl_cacerts(&tmp.path().join("next"), 7300, 30);
+    let bundle = [
+        std::fs::read_to_string(cacerts.join("root-cert.pem")).unwrap(),
+        std::fs::read_to_string(next.join("root-cert.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(cacerts.join("root-cert.pem"), bundle).unwrap();
+    let roots = not_after_of(&cacerts.join("root-cert.pem"));
+    let latest = *roots.iter().max().unwrap();
+    assert_eq!((roots.len(), latest > root), (2, true), "{roots:?}");
+    let expected = [
+        Some(latest as f64),
+        Some(issuer as f64),
+        Some(2.0),
+        Some(1.0),
+    ];
+    until(
+        "citadel reloads the bundle",
+        Duration::from_secs(10),
+        || async { ca_gauges(&citadel).await == expected },
+    )
+    .await;
+    let token = citadel.token("default", "details").unwrap();
+    let (_k, csr) = key_and_csr(tmp.path(), "details", "ec", None).unwrap();
+    let resp = create(
+        &mut plugged_client(&citadel, &cacerts),
+        Some(&token),
+        &csr,
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.trusted_roots.len(), 2);
+}
+
+#[tokio::test]
+async fn unusable_ca_files_stop_issuing_with_unavailable_until_they_are_fixed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cacerts = openssl_cacerts(&tmp.path().join("cacerts"), 3650, 30);
+    let cacerts_s = cacerts.display().to_string();
+    let citadel = CitadelProcess::start(&tmp.path().join("citadel"), &["--cacerts", &cacerts_s])
+        .await
+        .unwrap();
+    let mut client = plugged_client(&citadel, &cacerts);
+    let token = citadel.token("default", "reviews").unwrap();
+    let (_k, csr) = key_and_csr(tmp.path(), "reviews", "ec", None).unwrap();
+    create(&mut client, Some(&token), &csr, 0).await.unwrap();
+    let usable = || async { ca_gauges(&citadel).await[3] };
+    assert_eq!(usable().await, Some(1.0));
+
+    // A half-copied signing certificate.
+    let good = std::fs::read_to_string(cacerts.join("ca-cert.pem")).unwrap();
+    std::fs::write(cacerts.join("ca-cert.pem"), &good[..good.len() / 2]).unwrap();
+    until(
+        "issuer_usable drops to 0",
+        Duration::from_secs(10),
+        || async { usable().await == Some(0.0) },
+    )
+    .await;
+    let err = create(&mut client, Some(&token), &csr, 0)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().starts_with("the CA cannot issue"),
+        "{}",
+        err.message()
+    );
+    let (_, metrics) = http_get(citadel.monitoring, "/metrics").await.unwrap();
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "citadel_csr_refused_total{reason=\"issuer_unavailable\"}"
+        ),
+        Some(1.0)
+    );
+
+    // Fixed: issuing resumes without a restart.
+    std::fs::write(cacerts.join("ca-cert.pem"), &good).unwrap();
+    until(
+        "issuer_usable back to 1",
+        Duration::from_secs(10),
+        || async { usable().await == Some(1.0) },
+    )
+    .await;
+    create(&mut client, Some(&token), &csr, 0).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_issuer_that_expires_while_serving_is_reported_unusable() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use std::time::SystemTime;
+    // A plugged intermediate that lives seconds (OpenSSL 3.0 counts in days).
+    let lifetime = Duration::from_secs(8);
+    let ca = |name: &str| {
+        let mut p = CertificateParams::default();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        p
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root = ca("Plugged Root").self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(ca("Plugged Root"), root_key);
+    let issuer_key = KeyPair::generate().unwrap();
+    let mut params = ca("Short-lived Intermediate");
+    params.not_before = (SystemTime::now() - Duration::from_secs(60)).into();
+    params.not_after = (SystemTime::now() + lifetime).into();
+    let issuer = params.signed_by(&issuer_key, &root_issuer).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let cacerts = tmp.path().join("cacerts");
+    std::fs::create_dir_all(&cacerts).unwrap();
+    std::fs::write(cacerts.join("ca-cert.pem"), issuer.pem()).unwrap();
+    std::fs::write(cacerts.join("ca-key.pem"), issuer_key.serialize_pem()).unwrap();
+    std::fs::write(
+        cacerts.join("cert-chain.pem"),
+        [issuer.pem(), root.pem()].concat(),
+    )
+    .unwrap();
+    std::fs::write(cacerts.join("root-cert.pem"), root.pem()).unwrap();
+    let cacerts_s = cacerts.display().to_string();
+    let citadel = CitadelProcess::start(&tmp.path().join("citadel"), &["--cacerts", &cacerts_s])
+        .await
+        .unwrap();
+    let [not_after] = not_after_of(&cacerts.join("ca-cert.pem"))[..] else {
+        panic!("one issuer expected");
+    };
+    let [_, issuer_expiry, _, usable] = ca_gauges(&citadel).await;
+    assert_eq!(issuer_expiry, Some(not_after as f64));
+    assert_eq!(usable, Some(1.0), "the issuer is valid for {lifetime:?}");
+    until(
+        "issuer_usable drops to 0 once the issuer has expired",
+        lifetime + Duration::from_secs(10),
+        || async { ca_gauges(&citadel).await[3] == Some(0.0) },
+    )
+    .await;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        now > not_after as f64,
+        "reported unusable at {now}, before it expired at {not_after}"
+    );
 }

@@ -1,8 +1,9 @@
 //! The control plane over mutual TLS with certificates citadel issues: the real
-//! citadel, galley and pilot binaries, certificates fetched by `citadel agent`,
-//! galley's mTLS MCP port followed by pilot over `https://`, and proxies on pilot's
-//! mTLS xDS port served only the namespace and service account their certificate
-//! names.
+//! citadel, galley, pilot and mixer-policy binaries, certificates fetched by
+//! `citadel agent`, galley's mTLS MCP port followed by pilot and mixer-policy over
+//! `https://`, proxies on pilot's mTLS xDS port served only the namespace and
+//! service account their certificate names, and mixer-policy's mTLS Check port
+//! answering only clients with a certificate citadel issued.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,9 +19,12 @@ use dromon_e2e::{
     ChildGuard,
     ads::{SotwClient, node},
     citadel::{CitadelProcess, agent_once, metric_value},
-    free_port, http_get, wait_http_ok,
+    free_port, http_get, until, wait_http_ok,
 };
-use mesh_api::envoy::envoy::config::core::v3::Node;
+use mesh_api::{
+    envoy::envoy::config::core::v3::Node,
+    mixer::v1::{CheckRequest, mixer_client::MixerClient},
+};
 use mesh_tls::{ClientCredentials, FileIdentity, IdentitySource, ServerIdentity, SpiffeId};
 use rustls_pki_types::{CertificateDer, pem::PemObject};
 use tonic::Code;
@@ -29,6 +33,7 @@ const CDS: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
 const WAIT: Duration = Duration::from_secs(15);
 const PILOT_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/pilot";
 const GALLEY_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/galley";
+const MIXER_POLICY_ID: &str = "spiffe://cluster.local/ns/istio-system/sa/mixer-policy";
 /// A bookinfo sidecar's node id: namespace `bookinfo`.
 const PRODUCTPAGE_NODE: &str =
     "sidecar~10.1.0.7~productpage-v1-7d4f.bookinfo~bookinfo.svc.cluster.local";
@@ -56,6 +61,13 @@ impl Plane {
     /// citadel, then galley and pilot with certificates from `citadel agent --once`;
     /// pilot follows galley over mTLS.
     async fn start(tmp: &Path) -> anyhow::Result<Self> {
+        let mut plane = Self::start_galley(tmp).await?;
+        plane.start_pilot().await?;
+        Ok(plane)
+    }
+
+    /// citadel, then galley with a certificate from `citadel agent --once`.
+    async fn start_galley(tmp: &Path) -> anyhow::Result<Self> {
         let mut plane = Self {
             citadel: CitadelProcess::start(&tmp.join("citadel"), &[]).await?,
             _children: Vec::new(),
@@ -67,7 +79,6 @@ impl Plane {
             tmp: tmp.to_path_buf(),
         };
         let galley_certs = plane.certificate("istio-system", "galley")?;
-        let pilot_certs = plane.certificate("istio-system", "pilot")?;
         let g = ChildGuard::spawn(
             "galley",
             &[
@@ -85,27 +96,62 @@ impl Plane {
         )?;
         plane._children.push(g);
         wait_http_ok(plane.galley_monitoring, "/ready", WAIT).await?;
+        Ok(plane)
+    }
+
+    /// pilot, following galley over mTLS.
+    async fn start_pilot(&mut self) -> anyhow::Result<()> {
+        let pilot_certs = self.certificate("istio-system", "pilot")?;
         let p = ChildGuard::spawn(
             "pilot",
             &[
                 "--galley",
-                &format!("https://{}", plane.galley_mtls),
+                &format!("https://{}", self.galley_mtls),
                 "--galley-identity",
                 GALLEY_ID,
                 "--tls-dir",
                 &pilot_certs.display().to_string(),
                 "--xds-addr",
-                &plane.pilot_xds.to_string(),
+                &self.pilot_xds.to_string(),
                 "--xds-mtls-addr",
-                &plane.pilot_mtls.to_string(),
+                &self.pilot_mtls.to_string(),
                 "--monitoring-addr",
-                &plane.pilot_monitoring.to_string(),
+                &self.pilot_monitoring.to_string(),
             ],
         )?;
-        plane._children.push(p);
+        self._children.push(p);
         // Ready only once galley's configuration arrived, over mTLS.
-        wait_http_ok(plane.pilot_monitoring, "/ready", WAIT).await?;
-        Ok(plane)
+        wait_http_ok(self.pilot_monitoring, "/ready", WAIT).await?;
+        Ok(())
+    }
+
+    /// mixer-policy, following galley over mTLS, with its mTLS Check port on; that
+    /// port's address and the monitoring address.
+    async fn start_mixer_policy(&mut self) -> anyhow::Result<(SocketAddr, SocketAddr)> {
+        let certs = self.certificate("istio-system", "mixer-policy")?;
+        let (mtls, monitoring) = (addr(), addr());
+        let p = ChildGuard::spawn(
+            "mixer-policy",
+            &[
+                "--galley",
+                &format!("https://{}", self.galley_mtls),
+                "--galley-identity",
+                GALLEY_ID,
+                "--tls-dir",
+                &certs.display().to_string(),
+                "--mtls-addr",
+                &mtls.to_string(),
+                "--grpc-addr",
+                &addr().to_string(),
+                "--monitoring-addr",
+                &monitoring.to_string(),
+                "--data-dir",
+                &self.tmp.join("mixer-policy").display().to_string(),
+            ],
+        )?;
+        self._children.push(p);
+        wait_http_ok(monitoring, "/ready", WAIT).await?;
+        Ok((mtls, monitoring))
     }
 
     /// A certificate directory for `ns`/`sa`, as `citadel agent --once` writes it
@@ -117,6 +163,21 @@ impl Plane {
             &self.citadel.token(ns, sa)?,
             &self.tmp.join(format!("certs-{ns}-{sa}")),
         )
+    }
+
+    /// A certificate directory for `ns`/`sa` from a CA citadel does not know. It
+    /// trusts citadel's root too, so only the server's check can refuse it.
+    fn foreign_certificate(&self, ns: &str, sa: &str) -> PathBuf {
+        let foreign = mesh_tls::test_util::TestCa::new("foreign");
+        let leaf = foreign.issue(&mesh_tls::test_util::spiffe(ns, sa));
+        let dir = self.tmp.join(format!("foreign-{ns}-{sa}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("cert-chain.pem"), &leaf.chain_pem).unwrap();
+        std::fs::write(dir.join("key.pem"), &leaf.key_pem).unwrap();
+        let mut roots = foreign.cert_pem().to_string();
+        roots.push_str(&std::fs::read_to_string(self.citadel.root()).unwrap());
+        std::fs::write(dir.join("root-cert.pem"), roots).unwrap();
+        dir
     }
 
     fn roots(&self) -> Vec<CertificateDer<'static>> {
@@ -246,23 +307,12 @@ async fn pilot_follows_galley_and_serves_proxies_over_mtls_with_citadel_certific
     assert_ne!(code_of(&e), Some(Code::Ok), "{e:#}");
 
     // A certificate from another CA, naming the right identity, is not trusted.
-    // (It trusts citadel's root too, so only the server's check can refuse it.)
-    let foreign = mesh_tls::test_util::TestCa::new("foreign");
-    let leaf = foreign.issue(&mesh_tls::test_util::spiffe(
-        "bookinfo",
-        "bookinfo-productpage",
-    ));
-    let foreign_dir = tmp.path().join("foreign");
-    std::fs::create_dir_all(&foreign_dir).unwrap();
-    std::fs::write(foreign_dir.join("cert-chain.pem"), &leaf.chain_pem).unwrap();
-    std::fs::write(foreign_dir.join("key.pem"), &leaf.key_pem).unwrap();
-    let mut roots = foreign.cert_pem().to_string();
-    roots.push_str(&std::fs::read_to_string(plane.citadel.root()).unwrap());
-    std::fs::write(foreign_dir.join("root-cert.pem"), roots).unwrap();
     let e = first_cds(
         channel(
             plane.pilot_mtls,
-            ClientCredentials::Identity(identity(&foreign_dir)),
+            ClientCredentials::Identity(identity(
+                &plane.foreign_certificate("bookinfo", "bookinfo-productpage"),
+            )),
             PILOT_ID,
         ),
         sidecar(PRODUCTPAGE_NODE, None),
@@ -288,4 +338,101 @@ async fn pilot_follows_galley_and_serves_proxies_over_mtls_with_citadel_certific
         .await
             >= 1.0
     );
+}
+
+/// A Mixer Check of a call from reviews `version` to ratings in bookinfo: the
+/// precondition's status code (the sample's rule refuses reviews v3 with 7).
+async fn check_reviews_to_ratings(
+    channel: tonic::transport::Channel,
+    version: &str,
+) -> Result<i32, tonic::Status> {
+    let labels = |pairs: &[(&str, &str)]| mixer_core::Value::string_map(pairs.iter().copied());
+    let mut bag = mixer_core::wire::AttributeBag::new();
+    bag.insert("destination.namespace", mixer_core::Value::from("bookinfo"));
+    bag.insert("destination.labels", labels(&[("app", "ratings")]));
+    bag.insert(
+        "source.labels",
+        labels(&[("app", "reviews"), ("version", version)]),
+    );
+    let resp = MixerClient::new(channel)
+        .check(CheckRequest {
+            attributes: Some(mixer_core::wire::encode(&bag, 0)),
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(resp
+        .precondition
+        .and_then(|p| p.status)
+        .map(|s| s.code)
+        .unwrap_or_default())
+}
+
+/// Checks mixer-policy answered so far, over every API and result.
+async fn checks_answered(monitoring: SocketAddr) -> f64 {
+    let (_, body) = http_get(monitoring, "/metrics").await.unwrap();
+    body.lines()
+        .filter(|l| l.starts_with("mixer_policy_checks_total{"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until `monitoring` counts `n` failed handshakes on its mTLS port.
+async fn failed_handshakes(monitoring: SocketAddr, n: f64) {
+    until("failed handshakes on an mTLS port", WAIT, || async move {
+        metric(monitoring, "tls_handshakes_total{result=\"failed\"}").await == n
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mixer_policy_checks_over_mtls_only_for_clients_with_citadel_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut plane = Plane::start_galley(tmp.path()).await.unwrap();
+    let (policy_mtls, policy_monitoring) = plane.start_mixer_policy().await.unwrap();
+
+    // A sidecar with citadel's certificate gets decisions by the sample's rule.
+    let reviews = plane.certificate("bookinfo", "bookinfo-reviews").unwrap();
+    let creds = ClientCredentials::Identity(identity(&reviews));
+    for (version, expected) in [("v3", 7), ("v2", 0)] {
+        let code = check_reviews_to_ratings(
+            channel(policy_mtls, creds.clone(), MIXER_POLICY_ID),
+            version,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, expected, "reviews {version}");
+    }
+    assert!(metric(policy_monitoring, "tls_handshakes_total{result=\"ok\"}").await >= 1.0);
+    failed_handshakes(policy_monitoring, 0.0).await;
+    assert_eq!(checks_answered(policy_monitoring).await, 2.0);
+
+    // No client certificate: the handshake fails, nothing is decided.
+    let e = check_reviews_to_ratings(
+        channel(
+            policy_mtls,
+            ClientCredentials::RootsOnly(plane.roots()),
+            MIXER_POLICY_ID,
+        ),
+        "v2",
+    )
+    .await
+    .unwrap_err();
+    failed_handshakes(policy_monitoring, 1.0).await;
+    assert_eq!(checks_answered(policy_monitoring).await, 2.0, "{e:?}");
+
+    // A certificate from another CA, naming the same identity, is not trusted.
+    let foreign = plane.foreign_certificate("bookinfo", "bookinfo-reviews");
+    let e = check_reviews_to_ratings(
+        channel(
+            policy_mtls,
+            ClientCredentials::Identity(identity(&foreign)),
+            MIXER_POLICY_ID,
+        ),
+        "v2",
+    )
+    .await
+    .unwrap_err();
+    failed_handshakes(policy_monitoring, 2.0).await;
+    assert_eq!(checks_answered(policy_monitoring).await, 2.0, "{e:?}");
 }

@@ -42,7 +42,8 @@ pub struct CaMetrics {
     pub issuer_expiry: Gauge,
     /// Trusted roots.
     pub roots: Gauge,
-    /// 1 while the CA can issue, 0 while its material is unusable.
+    /// 1 while the CA can issue, 0 while its material is unusable, expired or not
+    /// yet valid.
     pub issuer_usable: Gauge,
 }
 
@@ -91,7 +92,7 @@ impl CaMetrics {
         );
         r.register(
             "issuer_usable",
-            "1 while the CA can issue, 0 while its signing material is unusable",
+            "1 while the CA can issue, 0 while its signing material is unusable, expired or not yet valid",
             m.issuer_usable.clone(),
         );
         m
@@ -106,11 +107,17 @@ impl CaMetrics {
             .inc();
     }
 
-    /// Publishes the expiry of the authority's material.
-    pub fn observe_material(&self, material: Result<&crate::ca::CaMaterial, &str>) {
+    /// Publishes the expiry of the authority's material, and whether it can issue
+    /// at `now` (every certificate of the signing chain valid then).
+    pub fn observe_material(
+        &self,
+        material: Result<&crate::ca::CaMaterial, &str>,
+        now: time::OffsetDateTime,
+    ) {
         match material {
             Ok(m) => {
-                let _ = self.issuer_usable.set(1);
+                let usable = m.chain.iter().all(|c| c.valid_at(now));
+                let _ = self.issuer_usable.set(i64::from(usable));
                 let _ = self.issuer_expiry.set(m.chain_not_after().unix_timestamp());
                 let _ = self.root_expiry.set(
                     m.roots
@@ -127,5 +134,40 @@ impl CaMetrics {
                 let _ = self.issuer_usable.set(0);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::ca::{Authority, CaPolicy, CaSource};
+
+    #[test]
+    fn the_issuer_is_usable_only_while_its_chain_is_valid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let ca = Authority::open(
+            CaSource::SelfSigned(tmp.path().to_path_buf()),
+            CaPolicy::default(),
+            now,
+        )
+        .unwrap();
+        let m = ca.material().unwrap();
+        let metrics = CaMetrics::register(&mut Registry::default());
+        let end = m.signing.not_after;
+        metrics.observe_material(Ok(&m), now);
+        assert_eq!(metrics.issuer_usable.get(), 1);
+        assert_eq!(metrics.issuer_expiry.get(), end.unix_timestamp());
+        assert_eq!(metrics.root_expiry.get(), end.unix_timestamp());
+        assert_eq!(metrics.roots.get(), 1);
+        metrics.observe_material(Ok(&m), end + time::Duration::seconds(1));
+        assert_eq!(metrics.issuer_usable.get(), 0);
+        assert_eq!(metrics.issuer_expiry.get(), end.unix_timestamp());
+        metrics.observe_material(Ok(&m), now);
+        assert_eq!(metrics.issuer_usable.get(), 1);
+        metrics.observe_material(Err("unreadable"), now);
+        assert_eq!(metrics.issuer_usable.get(), 0);
     }
 }

@@ -245,7 +245,10 @@ pub async fn start(
 
     let mut registry = Registry::default();
     let metrics = CaMetrics::register(&mut registry);
-    metrics.observe_material(authority.material().as_deref().map_err(String::as_str));
+    metrics.observe_material(
+        authority.material().as_deref().map_err(String::as_str),
+        OffsetDateTime::now_utc(),
+    );
     let readiness = Readiness::new();
 
     let revoked = RevokedSerials::default();
@@ -434,8 +437,9 @@ struct RefreshLoop {
 }
 
 /// Every second: reload changed CA files (renewing the self-signed root when
-/// due), re-issue the serving certificate when the material changed or half its
-/// life is gone, and re-read revocations (replicas share the ledger).
+/// due), publish the material's metrics, re-issue the serving certificate when
+/// the material changed or half its life is gone, and re-read revocations
+/// (replicas share the ledger).
 async fn refresh_loop(mut s: RefreshLoop) -> Result<(), CitadelError> {
     let mut tick = tokio::time::interval(REFRESH_EVERY);
     loop {
@@ -448,10 +452,12 @@ async fn refresh_loop(mut s: RefreshLoop) -> Result<(), CitadelError> {
         let changed = tokio::task::spawn_blocking(move || authority.refresh(now))
             .await
             .unwrap_or(false);
-        if changed {
-            s.metrics
-                .observe_material(s.authority.material().as_deref().map_err(String::as_str));
-        }
+        // Every tick, not only on a change: an issuer also becomes unusable by
+        // expiring.
+        s.metrics.observe_material(
+            s.authority.material().as_deref().map_err(String::as_str),
+            now,
+        );
         let half_life =
             (s.serving_not_after - now) < time::Duration::seconds(SERVING_TTL.as_secs() as i64 / 2);
         if changed || half_life {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use rcgen::{CertificateParams, KeyPair, SanType, string::Ia5String};
+use rcgen::{CertificateParams, DnType, KeyPair, SanType, string::Ia5String};
 use tonic::Code;
 
 use super::*;
@@ -12,7 +12,7 @@ use crate::{
     authn::{
         JwksSource, JwtAuthenticator, JwtConfig, LocalIssuer, MtlsAuthenticator, RevokedSerials,
     },
-    ca::{CaPolicy, CaSource},
+    ca::{CaPolicy, CaSource, material::ROOT_VALIDITY},
 };
 
 #[derive(Default)]
@@ -36,6 +36,7 @@ impl Recorder for Recorded {
 
 struct Fixture {
     _tmp: tempfile::TempDir,
+    authority: Arc<Authority>,
     issuer: LocalIssuer,
     service: CaService,
     recorded: Arc<Recorded>,
@@ -49,12 +50,20 @@ async fn fixture() -> Fixture {
 
 /// The fixture's chain (mTLS, the local issuer's JWTs), then `extra` if given.
 async fn fixture_with(extra: Option<Arc<dyn crate::authn::Authenticator>>) -> Fixture {
+    fixture_from(OffsetDateTime::now_utc(), extra).await
+}
+
+/// As [`fixture_with`], with a self-signed root generated at `ca_created`.
+async fn fixture_from(
+    ca_created: OffsetDateTime,
+    extra: Option<Arc<dyn crate::authn::Authenticator>>,
+) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let authority = Arc::new(
         Authority::open(
             CaSource::SelfSigned(tmp.path().join("ca")),
             CaPolicy::default(),
-            OffsetDateTime::now_utc(),
+            ca_created,
         )
         .unwrap(),
     );
@@ -81,7 +90,7 @@ async fn fixture_with(extra: Option<Arc<dyn crate::authn::Authenticator>>) -> Fi
     let recorded = Arc::new(Recorded::default());
     let metrics = CaMetrics::register(&mut prometheus_client::registry::Registry::default());
     let service = CaService::new(
-        authority,
+        authority.clone(),
         authenticators,
         recorded.clone(),
         metrics.clone(),
@@ -89,6 +98,7 @@ async fn fixture_with(extra: Option<Arc<dyn crate::authn::Authenticator>>) -> Fi
     );
     Fixture {
         _tmp: tmp,
+        authority,
         issuer,
         service,
         recorded,
@@ -102,6 +112,21 @@ fn csr(sans: Vec<SanType>) -> String {
     let mut p = CertificateParams::default();
     p.subject_alt_names = sans;
     p.serialize_request(&key).unwrap().pem().unwrap()
+}
+
+/// A CSR whose subject was altered after it was signed: well-formed, with a key
+/// citadel accepts, and a signature that no longer verifies.
+fn tampered_csr() -> String {
+    let key = KeyPair::generate().unwrap();
+    let mut p = CertificateParams::default();
+    p.distinguished_name.push(DnType::CommonName, "productpage");
+    let mut der = p.serialize_request(&key).unwrap().der().to_vec();
+    let at = der
+        .windows(b"productpage".len())
+        .position(|w| w == b"productpage")
+        .unwrap();
+    der[at] = b'P';
+    crate::ca::material::pem_encode("CERTIFICATE REQUEST", &der)
 }
 
 fn uri(s: &str) -> SanType {
@@ -195,6 +220,13 @@ async fn impersonation_and_bad_requests_are_refused_with_their_codes() {
             Code::InvalidArgument,
             "malformed_csr",
         ),
+        // Altered after signing: the caller does not prove it holds the key.
+        (
+            with_token(&token),
+            request(tampered_csr(), 0),
+            Code::InvalidArgument,
+            "bad_signature",
+        ),
     ];
     for (ctx, req, code, reason) in cases {
         let before = refused(&f, reason);
@@ -202,6 +234,12 @@ async fn impersonation_and_bad_requests_are_refused_with_their_codes() {
         assert_eq!(err.code(), code, "{reason}: {err:?}");
         assert_eq!(refused(&f, reason), before + 1, "{reason}");
     }
+    let err = f
+        .service
+        .create(with_token(&token), request(tampered_csr(), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.message(), "the CSR's signature does not verify");
     // Unauthenticated callers learn nothing about why.
     let err = f
         .service
@@ -210,6 +248,98 @@ async fn impersonation_and_bad_requests_are_refused_with_their_codes() {
         .unwrap_err();
     assert_eq!(err.message(), "authentication failed");
     assert!(f.recorded.0.lock().is_empty());
+}
+
+#[tokio::test]
+async fn an_identity_outside_the_trust_domain_is_permission_denied() {
+    // A token issuer vouching for another trust domain's identities.
+    let tmp = tempfile::tempdir().unwrap();
+    let partner = LocalIssuer::load_or_create(&tmp.path().join("partner")).unwrap();
+    let partner_jwt = JwtAuthenticator::new(JwtConfig {
+        issuer: LOCAL_ISSUER.into(),
+        audiences: vec![CA_AUDIENCE.into()],
+        jwks: JwksSource::File(partner.jwks_path()),
+        trust_domain: "partner.example".into(),
+    })
+    .await
+    .unwrap();
+    let f = fixture_with(Some(partner_jwt)).await;
+    let token = partner
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap();
+    let err = f
+        .service
+        .create(with_token(&token), request(csr(vec![]), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains("spiffe://partner.example/ns/default/sa/productpage"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(refused(&f, "foreign_identity"), 1);
+    assert!(f.recorded.0.lock().is_empty());
+}
+
+#[tokio::test]
+async fn a_ca_that_cannot_issue_answers_unavailable() {
+    // A root generated one day more than its lifetime ago has expired.
+    let expired = fixture_from(
+        OffsetDateTime::now_utc() - ROOT_VALIDITY - time::Duration::days(1),
+        None,
+    )
+    .await;
+    let token = expired
+        .issuer
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap();
+    let err = expired
+        .service
+        .create(with_token(&token), request(csr(vec![]), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("is not valid now"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(refused(&expired, "issuer_unavailable"), 1);
+
+    // Signing material replaced by an unreadable file: refused until it is fixed.
+    let f = fixture().await;
+    let token = f
+        .issuer
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap();
+    let cert = f.authority.source().dir().join("ca-cert.pem");
+    let good = std::fs::read_to_string(&cert).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&cert, "garbage").unwrap();
+    assert!(f.authority.refresh(OffsetDateTime::now_utc()));
+    let err = f
+        .service
+        .create(with_token(&token), request(csr(vec![]), 0))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().starts_with("the CA cannot issue"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(refused(&f, "issuer_unavailable"), 1);
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(&cert, good).unwrap();
+    assert!(f.authority.refresh(OffsetDateTime::now_utc()));
+    f.service
+        .create(with_token(&token), request(csr(vec![]), 0))
+        .await
+        .unwrap();
+    assert!(expired.recorded.0.lock().is_empty());
+    assert_eq!(f.recorded.0.lock().len(), 1);
 }
 
 #[tokio::test]
