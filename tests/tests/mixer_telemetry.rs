@@ -5,13 +5,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
+    collections::BTreeMap,
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use dromon_e2e::{
     ChildGuard, grpc_channel, http_get, http_json, local_addr, prometheus::PrometheusServer,
-    start_galley, wait_http_ok,
+    start_galley,
 };
 use mesh_api::{
     envoy::{
@@ -79,35 +80,52 @@ struct Telemetry {
     monitoring: SocketAddr,
 }
 
+/// Starts mixer-telemetry on free ports and waits until it is ready. A port
+/// found free may be taken by another process before mixer-telemetry binds it;
+/// it then exits, and is started again on other ports.
 async fn start_telemetry(mcp: SocketAddr, extra: &[&str]) -> Telemetry {
-    let (grpc, prometheus, monitoring) = (local_addr(), local_addr(), local_addr());
     let galley = format!("http://{mcp}");
-    let (g, p, m) = (
-        grpc.to_string(),
-        prometheus.to_string(),
-        monitoring.to_string(),
-    );
-    let mut args = vec![
-        "--galley",
-        &galley,
-        "--grpc-addr",
-        &g,
-        "--prometheus-addr",
-        &p,
-        "--monitoring-addr",
-        &m,
-    ];
-    args.extend_from_slice(extra);
-    let child = ChildGuard::spawn("mixer-telemetry", &args).unwrap();
-    wait_http_ok(monitoring, "/ready", Duration::from_secs(30))
-        .await
-        .unwrap();
-    Telemetry {
-        child,
-        grpc,
-        prometheus,
-        monitoring,
+    for _ in 0..3 {
+        let (grpc, prometheus, monitoring) = (local_addr(), local_addr(), local_addr());
+        let (g, p, m) = (
+            grpc.to_string(),
+            prometheus.to_string(),
+            monitoring.to_string(),
+        );
+        let mut args = vec![
+            "--galley",
+            &galley,
+            "--grpc-addr",
+            &g,
+            "--prometheus-addr",
+            &p,
+            "--monitoring-addr",
+            &m,
+        ];
+        args.extend_from_slice(extra);
+        let child = ChildGuard::spawn("mixer-telemetry", &args).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = http_get(monitoring, "/ready").await {
+                return Telemetry {
+                    child,
+                    grpc,
+                    prometheus,
+                    monitoring,
+                };
+            }
+            let log = std::fs::read_to_string(&child.log).unwrap_or_default();
+            if log.contains("Address already in use") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mixer-telemetry not ready within 30 s:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
+    panic!("mixer-telemetry found its ports taken three times");
 }
 
 fn words() -> u32 {
@@ -219,6 +237,7 @@ async fn reports_reach_a_real_prometheus_exactly() {
         .await
         .unwrap();
     let total = (n + m) as f64;
+    let records = (n + m) as u64;
 
     // The standard metric counts every request, reported either way.
     wait_for(&prom, "sum(istio_requests_total)", total).await;
@@ -247,29 +266,179 @@ async fn reports_reach_a_real_prometheus_exactly() {
         .await
         .unwrap()
         .unwrap();
-    let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
-    let refused: f64 = own
-        .lines()
-        .find(|l| l.starts_with("mixer_telemetry_records_refused_total{reason=\"over_limit\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .unwrap_or_else(|| panic!("no over_limit count in\n{own}"))
-        .parse()
-        .unwrap();
+    // mixer-telemetry's own counters (its monitoring port) account for every
+    // record: each accepted by the API it came in on, and each metric record
+    // (four standard metrics per request, and the path metric) counted into
+    // the exposition or refused for its limit. The workers add to these after
+    // each batch, so they are read once they have caught up.
+    let own = own_metrics_once(t.monitoring, |own| {
+        sample(own, EXPORTED) + sample(own, OVER_LIMIT) >= 5 * records
+    })
+    .await;
+    let refused = sample(&own, OVER_LIMIT);
     assert_eq!(
-        counted + refused,
+        counted + refused as f64,
         total,
         "every path record counted or refused"
     );
+    assert_eq!(sample(&own, ACCEPTED_REPORT), n as u64, "{own}");
+    assert_eq!(sample(&own, ACCEPTED_ACCESSLOG), m as u64, "{own}");
+    assert_eq!(
+        sample(&own, EXPORTED),
+        4 * records + counted as u64,
+        "{own}"
+    );
+    for reason in ["queue_full", "invalid", "failed"] {
+        let line = format!("mixer_telemetry_records_refused_total{{reason=\"{reason}\"}}");
+        assert_eq!(sample(&own, &line), 0, "{reason}: {own}");
+    }
     assert!(prom.targets_up().await.unwrap());
     let z = http_json(t.monitoring, "/debug/telemetryz").await.unwrap();
     assert_eq!(z["issues"].as_array().unwrap().len(), 0, "{z}");
-    // The exposition speaks OpenMetrics to whoever asks for it.
-    let (status, body) = http_get(t.prometheus, "/metrics").await.unwrap();
+
+    // The exposition answers in the format asked for. OpenMetrics 1.0 (which
+    // the Prometheus server above asks for first when it scrapes): counter
+    // families named without `_total` and their samples with it, ended by
+    // `# EOF`.
+    let (status, content_type, om) = http_get_accept(
+        t.prometheus,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    )
+    .await;
     assert_eq!(status, 200);
     assert!(
-        body.contains("# TYPE istio_requests_total counter"),
-        "{body}"
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
     );
+    assert!(om.ends_with("\n# EOF\n"), "{om}");
+    assert_eq!(om.matches("# EOF").count(), 1, "{om}");
+    for family in [
+        "# TYPE istio_requests counter\n",
+        "# TYPE dromon_path_requests counter\n",
+        "# TYPE istio_request_duration_seconds histogram\n",
+    ] {
+        assert!(om.contains(family), "{family} in {om}");
+    }
+    assert!(!om.contains("# TYPE istio_requests_total"), "{om}");
+    assert_eq!(sum(&samples(&om, "istio_requests_total")), total);
+    assert_eq!(sum(&samples(&om, "dromon_path_requests_total")), counted);
+    assert_eq!(
+        sum(&samples(&om, "istio_request_duration_seconds_count")),
+        total
+    );
+    // The Prometheus text format (0.0.4) otherwise: families named as their
+    // samples, no terminator.
+    let (status, content_type, text) =
+        http_get_accept(t.prometheus, "/metrics", "text/plain").await;
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    assert!(
+        text.contains("# TYPE istio_requests_total counter\n"),
+        "{text}"
+    );
+    assert!(!text.contains("# EOF"), "{text}");
+    assert_eq!(sum(&samples(&text, "istio_requests_total")), total);
+    assert_eq!(sum(&samples(&text, "dromon_path_requests_total")), counted);
+}
+
+/// mixer-telemetry's own counters.
+const ACCEPTED_REPORT: &str = "mixer_telemetry_records_accepted_total{api=\"report\"}";
+const ACCEPTED_ACCESSLOG: &str = "mixer_telemetry_records_accepted_total{api=\"accesslog\"}";
+const EXPORTED: &str = "mixer_telemetry_metric_records_exported_total ";
+const OVER_LIMIT: &str = "mixer_telemetry_records_refused_total{reason=\"over_limit\"}";
+
+/// mixer-telemetry's own `/metrics` once `done` holds for it (or after 30 s,
+/// for the caller's assertions to show what was missing).
+async fn own_metrics_once(monitoring: SocketAddr, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, own) = http_get(monitoring, "/metrics").await.unwrap();
+        if done(&own) || Instant::now() > deadline {
+            return own;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A GET with an `Accept` header: status, `Content-Type` and body.
+async fn http_get_accept(addr: SocketAddr, path: &str, accept: &str) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8(buf).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let header = |name: &str| {
+        head.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    // A body whose length is known (this server's): no chunks to undo.
+    assert!(header("transfer-encoding").is_none(), "{head}");
+    (
+        status,
+        header("content-type").unwrap_or_default(),
+        body.to_string(),
+    )
+}
+
+/// The samples named `name` in a text exposition (either format): labels and
+/// value.
+fn samples(exposition: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    exposition
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(r) => {
+                    let (labels, r) = parse_labels(r);
+                    (labels, r.strip_prefix(' ')?)
+                }
+                None => (BTreeMap::new(), rest.strip_prefix(' ')?),
+            };
+            Some((labels, value.parse().unwrap()))
+        })
+        .collect()
+}
+
+/// Labels up to and past the closing `}`: `a="x",b="y\"z"} rest`.
+fn parse_labels(text: &str) -> (BTreeMap<String, String>, &str) {
+    let mut labels = BTreeMap::new();
+    let mut rest = text;
+    loop {
+        if let Some(r) = rest.strip_prefix('}') {
+            return (labels, r);
+        }
+        let (key, r) = rest.split_once("=\"").unwrap();
+        let mut value = String::new();
+        let mut chars = r.char_indices();
+        let end = loop {
+            match chars.next().unwrap() {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().unwrap().1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.insert(key.trim_start_matches(',').to_string(), value);
+        rest = &r[end + 1..];
+    }
+}
+
+fn sum(samples: &[(BTreeMap<String, String>, f64)]) -> f64 {
+    samples.iter().map(|(_, v)| v).sum()
 }
 
 /// A Report whose bags are each encoded on their own.
@@ -940,4 +1109,225 @@ async fn malformed_reports_are_refused_with_invalid_argument_and_counted() {
     // A good Report is still taken.
     let req = independent(vec![encode(&request_bag("/a", 200), words())]);
     client.report(req).await.unwrap();
+}
+
+/// A Report in the default delta encoding: each bag after the first carries
+/// only what changed since the one before (an empty one, nothing), and every
+/// record is counted under its own labels, the attributes it inherited
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_encoded_reports_count_each_record_under_its_own_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let galley = start_galley(dir.path()).await.unwrap();
+    let t = start_telemetry(galley.mcp, &[]).await;
+    let mut client = MixerClient::new(grpc_channel(t.grpc).await.unwrap());
+    let delta = |changes: &[(&str, Value)]| {
+        let mut b = AttributeBag::new();
+        for (name, value) in changes {
+            b.insert(name, value.clone());
+        }
+        encode(&b, words())
+    };
+    let ratings = "ratings.bookinfo.svc.cluster.local";
+    let req = ReportRequest {
+        attributes: vec![
+            // productpage-v1 -> reviews, 200, 12 ms.
+            encode(&request_bag("/d", 200), words()),
+            delta(&[("response.code", Value::Int64(503))]),
+            delta(&[("source.workload.name", Value::from("details-v1"))]),
+            delta(&[
+                ("destination.service.host", Value::from(ratings)),
+                ("response.code", Value::Int64(200)),
+                ("response.duration", Value::Duration(Duration::from_secs(2))),
+            ]),
+            delta(&[]),
+            delta(&[("context.reporter.kind", Value::from("outbound"))]),
+        ],
+        global_word_count: words(),
+        ..ReportRequest::default()
+    };
+    assert_eq!(
+        req.repeated_attributes_semantics(),
+        RepeatedAttributesSemantics::DeltaEncoding
+    );
+    client.report(req).await.unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exposition = loop {
+        let (_, text) = http_get(t.prometheus, "/metrics").await.unwrap();
+        if sum(&samples(&text, "istio_requests_total")) >= 6.0 || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let series = |metric: &str| -> BTreeMap<[String; 5], f64> {
+        samples(&exposition, metric)
+            .into_iter()
+            .map(|(l, v)| {
+                let key = [
+                    "reporter",
+                    "source_workload",
+                    "destination_service",
+                    "response_code",
+                    "destination_workload",
+                ]
+                .map(|k| l[k].clone());
+                (key, v)
+            })
+            .collect()
+    };
+    let key = |reporter: &str, source: &str, service: &str, code: &str| {
+        [reporter, source, service, code, "reviews-v1"].map(str::to_string)
+    };
+    let reviews = "reviews.bookinfo.svc.cluster.local";
+    assert_eq!(
+        series("istio_requests_total"),
+        BTreeMap::from([
+            (key("destination", "productpage-v1", reviews, "200"), 1.0),
+            (key("destination", "productpage-v1", reviews, "503"), 1.0),
+            (key("destination", "details-v1", reviews, "503"), 1.0),
+            // The bag with no changes repeats the one before it.
+            (key("destination", "details-v1", ratings, "200"), 2.0),
+            (key("source", "details-v1", ratings, "200"), 1.0),
+        ]),
+        "{exposition}"
+    );
+    // Durations too: 12 ms inherited by the first three records, 2 s by the
+    // last three.
+    assert_eq!(
+        series("istio_request_duration_seconds_sum"),
+        BTreeMap::from([
+            (key("destination", "productpage-v1", reviews, "200"), 0.012),
+            (key("destination", "productpage-v1", reviews, "503"), 0.012),
+            (key("destination", "details-v1", reviews, "503"), 0.012),
+            (key("destination", "details-v1", ratings, "200"), 4.0),
+            (key("source", "details-v1", ratings, "200"), 2.0),
+        ]),
+        "{exposition}"
+    );
+    let own = own_metrics_once(t.monitoring, |own| sample(own, EXPORTED) >= 24).await;
+    assert_eq!(sample(&own, ACCEPTED_REPORT), 6, "{own}");
+    assert_eq!(sample(&own, EXPORTED), 6 * 4, "{own}");
+}
+
+fn retention_config(pg_url: &str) -> String {
+    format!(
+        r#"
+apiVersion: config.istio.io/v1alpha2
+kind: instance
+metadata: {{name: accesslog, namespace: istio-system}}
+spec:
+  compiledTemplate: logentry
+  params:
+    timestamp: request.time
+    variables:
+      path: request.url_path | ""
+---
+apiVersion: config.istio.io/v1alpha2
+kind: handler
+metadata: {{name: shared, namespace: istio-system}}
+spec:
+  compiledAdapter: sqlstore
+  params: {{database: "{pg_url}", table: access_log, retention: 24h}}
+---
+apiVersion: config.istio.io/v1alpha2
+kind: rule
+metadata: {{name: logs, namespace: istio-system}}
+spec:
+  actions: [{{handler: shared, instances: [accesslog]}}]
+"#
+    )
+}
+
+/// The paths of the entries in PostgreSQL's `access_log`, once they are
+/// `want` (or after 30 s, whatever they are).
+async fn logged_paths(pg: &mesh_testkit::postgres::PostgresServer, want: &[&str]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let paths: Vec<String> = pg
+            .psql(
+                "test",
+                "SELECT variables::json->>'path' FROM access_log ORDER BY 1",
+            )
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        if paths == want || Instant::now() > deadline {
+            return paths;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Log entries older than the sqlstore handler's retention are deleted from a
+/// real PostgreSQL, newer ones kept: by each writer right after its first write
+/// (so a restarted mixer-telemetry deletes what is past retention at once), then
+/// every minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_entries_past_their_retention_are_deleted() {
+    let pg = mesh_testkit::postgres::PostgresServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("logs.yaml"), retention_config(&pg.url())).unwrap();
+    let galley = start_galley(dir.path()).await.unwrap();
+    let now = std::time::SystemTime::now();
+    let hours = |h: u64| now - Duration::from_secs(h * 3600);
+    let entry = |path: &str, at: std::time::SystemTime| {
+        let mut b = request_bag(path, 200);
+        b.insert("request.time", Value::Timestamp(at));
+        encode(&b, words())
+    };
+
+    let mut t = start_telemetry(galley.mcp, &[]).await;
+    let mut client = MixerClient::new(grpc_channel(t.grpc).await.unwrap());
+    // The writer's first write, and the expiry right after it.
+    client
+        .report(independent(vec![entry("/first", now)]))
+        .await
+        .unwrap();
+    assert_eq!(logged_paths(&pg, &["/first"]).await, ["/first"]);
+    // Entries 48 h, 23 h and 0 h old: all written as they are (the next expiry
+    // is a minute away), with the time they were reported at.
+    client
+        .report(independent(vec![
+            entry("/old/0", hours(48)),
+            entry("/old/1", hours(48)),
+            entry("/day", hours(23)),
+            entry("/now", now),
+        ]))
+        .await
+        .unwrap();
+    let all = ["/day", "/first", "/now", "/old/0", "/old/1"];
+    assert_eq!(logged_paths(&pg, &all).await, all);
+    let at_ms = hours(48)
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    assert_eq!(
+        pg.psql(
+            "test",
+            "SELECT DISTINCT at_ms FROM access_log WHERE variables LIKE '%/old/%'"
+        )
+        .unwrap(),
+        at_ms.to_string()
+    );
+    let status = t.child.terminate(Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // Restarted: its first write is followed by an expiry that deletes the
+    // entries past 24 h, and only those.
+    let t = start_telemetry(galley.mcp, &[]).await;
+    let mut client = MixerClient::new(grpc_channel(t.grpc).await.unwrap());
+    client
+        .report(independent(vec![entry("/again", now)]))
+        .await
+        .unwrap();
+    let kept = ["/again", "/day", "/first", "/now"];
+    assert_eq!(logged_paths(&pg, &kept).await, kept);
+    let (_, own) = http_get(t.monitoring, "/metrics").await.unwrap();
+    assert_eq!(
+        sample(&own, "mixer_telemetry_log_write_errors_total "),
+        0,
+        "{own}"
+    );
 }

@@ -56,7 +56,8 @@ pub struct EdgeView {
     pub errors: u64,
     /// Requests per second over the window.
     pub request_rate: f64,
-    /// Errors / requests.
+    /// Errors / requests: the fraction of the window's requests that failed
+    /// (0 to 1), not a rate per second.
     pub error_rate: f64,
 }
 

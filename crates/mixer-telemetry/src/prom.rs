@@ -363,8 +363,15 @@ impl Registry {
     }
 }
 
-fn escape_help(text: &str) -> String {
-    text.replace('\\', "\\\\").replace('\n', "\\n")
+/// Help text escaped for `format`: backslashes and line feeds in both, and
+/// double quotes too in OpenMetrics, whose help is an escaped string like a
+/// label value.
+fn escape_help(text: &str, format: Format) -> String {
+    let escaped = text.replace('\\', "\\\\").replace('\n', "\\n");
+    match format {
+        Format::Text => escaped,
+        Format::OpenMetrics => escaped.replace('"', "\\\""),
+    }
 }
 
 fn escape_value(text: &str) -> String {
@@ -421,7 +428,7 @@ fn encode_metric(m: &Metric, format: Format, out: &mut String) {
         Kind::Distribution => "histogram",
         Kind::Value => "gauge",
     };
-    let _ = writeln!(out, "# HELP {family} {}", escape_help(&spec.help));
+    let _ = writeln!(out, "# HELP {family} {}", escape_help(&spec.help, format));
     let _ = writeln!(out, "# TYPE {family} {type_name}");
     for (values, s) in &series {
         match s {
@@ -548,6 +555,18 @@ mod tests {
         assert!(om.contains("# TYPE istio_requests counter\n"), "{om}");
         assert!(om.contains("istio_requests_total{code=\"200\",dest=\"x\"} 7\n"));
         assert!(om.ends_with("# EOF\n"));
+        // Quotes in help are escaped in OpenMetrics only.
+        let mut quoted = spec("quoted_total", Kind::Counter);
+        quoted.help = "the \"main\" path".into();
+        r.replace(vec![quoted]);
+        assert!(
+            r.encode(Format::Text)
+                .contains("# HELP quoted_total the \"main\" path\n")
+        );
+        assert!(
+            r.encode(Format::OpenMetrics)
+                .contains(r#"# HELP quoted the \"main\" path"#)
+        );
     }
 
     #[test]

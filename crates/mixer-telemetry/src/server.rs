@@ -160,7 +160,7 @@ impl Metrics {
         );
         r.register(
             "metric_records_exported",
-            "Metric records counted into the prometheus handlers' metrics",
+            "Metric records counted into the prometheus and otel handlers' metrics (one per metric a reported record feeds)",
             m.exported.clone(),
         );
         r.register(

@@ -6,7 +6,9 @@
 //! transaction; when the database fails it keeps the batch and retries with
 //! backoff, never dropping it. While it cannot write, the channel fills, the
 //! workers feeding it wait, the report queue fills, and reporters are told to
-//! retry (`ResourceExhausted`): backpressure instead of loss.
+//! retry (`ResourceExhausted`): backpressure instead of loss. Rows older than
+//! the retention are deleted right after the writer's first write, then after
+//! a write once a minute.
 
 use std::{
     collections::HashMap,
@@ -315,7 +317,7 @@ async fn expire(pool: &Pool, table: &str, retention: Duration) -> Result<u64, sq
     })
 }
 
-/// How often old rows are deleted.
+/// How often old rows are deleted (first right after a writer's first write).
 const EXPIRY_EVERY: Duration = Duration::from_secs(60);
 
 async fn write(
@@ -328,7 +330,9 @@ async fn write(
     let mut created = false;
     let mut batch: Vec<LogRecord> = Vec::new();
     let mut backoff = Duration::from_millis(50);
-    let mut last_expiry = tokio::time::Instant::now();
+    // None until the first write: a writer expires right after it, then every
+    // minute, so a process restarted more often than that still expires.
+    let mut last_expiry: Option<tokio::time::Instant> = None;
     loop {
         if batch.is_empty() {
             match rx.recv().await {
@@ -364,8 +368,8 @@ async fn write(
                 continue;
             }
         }
-        if last_expiry.elapsed() >= EXPIRY_EVERY {
-            last_expiry = tokio::time::Instant::now();
+        if last_expiry.is_none_or(|t| t.elapsed() >= EXPIRY_EVERY) {
+            last_expiry = Some(tokio::time::Instant::now());
             match expire(&pool, &table, retention).await {
                 Ok(n) if n > 0 => tracing::debug!(table = %table, rows = n, "expired log entries"),
                 Ok(_) => {}
@@ -380,68 +384,130 @@ async fn write(
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn entries_are_written_in_batches_and_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("logs/l.db").display());
-        let counters = StoreCounters::default();
-        let mut stores = LogStores::new(None, counters.clone());
-        let target = Target {
-            url: url.clone(),
-            table: "entries".into(),
-        };
-        let store = stores
-            .get(target.clone(), Duration::from_secs(3600))
-            .unwrap();
-        let old = now_ms() - 2 * 3600 * 1000;
-        for i in 0..1_234 {
-            store
-                .send(LogRecord {
-                    at_ms: if i == 0 { old } else { now_ms() },
-                    name: Arc::from("accesslog.istio-system"),
-                    severity: "INFO".into(),
-                    variables: format!("{{\"i\":{i}}}"),
-                })
-                .await
-                .unwrap();
+    const HOUR_MS: i64 = 3_600_000;
+
+    fn mk_record(at_ms: i64, i: usize) -> LogRecord {
+        LogRecord {
+            at_ms,
+            name: Arc::from("accesslog.istio-system"),
+            severity: "INFO".into(),
+            variables: format!("{{\"i\":{i}}}"),
         }
+    }
+
+    /// Waits until `counters` counted `n` rows written.
+    async fn written(counters: &StoreCounters, n: u64) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while counters.written.get() < 1_234 {
+        while counters.written.get() < n {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{}",
+                "{} of {n} written",
                 counters.written.get()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let Pool::Sqlite(p) = lazy_pool(&url).unwrap() else {
-            panic!()
+        assert_eq!(counters.written.get(), n);
+    }
+
+    /// Rows of `table` whose `at_ms` is below `before_ms`.
+    async fn rows(pool: &Pool, table: &str, before_ms: i64) -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE at_ms < $1");
+        match pool {
+            Pool::Sqlite(p) => sqlx::query_scalar(&sql).bind(before_ms).fetch_one(p).await,
+            Pool::Postgres(p) => sqlx::query_scalar(&sql).bind(before_ms).fetch_one(p).await,
+        }
+        .unwrap()
+    }
+
+    /// Batched writes, then retention with a 1 h limit on the database at
+    /// `url`: what is older is deleted by `expire`, and by a writer's first
+    /// write; what is newer stays.
+    async fn written_in_batches_and_expired(url: &str) {
+        let table = "entries";
+        let target = Target {
+            url: url.to_string(),
+            table: table.into(),
         };
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM entries")
-            .fetch_one(&p)
+        let counters = StoreCounters::default();
+        let mut stores = LogStores::new(None, counters.clone());
+        let store = stores
+            .get(target.clone(), Duration::from_secs(3600))
+            .unwrap();
+        let pool = lazy_pool(url).unwrap();
+        // Recent entries, more than one insert statement holds; the writer's
+        // first write expires none of them.
+        for i in 0..1_234 {
+            store.send(mk_record(now_ms(), i)).await.unwrap();
+        }
+        written(&counters, 1_234).await;
+        assert_eq!(rows(&pool, table, i64::MAX).await, 1_234);
+        // Two hours old and 59 minutes old: both kept until the next expiry
+        // (a minute after the last).
+        store
+            .send(mk_record(now_ms() - 2 * HOUR_MS, 2_000))
             .await
             .unwrap();
-        assert_eq!(n, 1_234);
-        let pool = Pool::Sqlite(p.clone());
+        store
+            .send(mk_record(now_ms() - HOUR_MS + 60_000, 2_001))
+            .await
+            .unwrap();
+        written(&counters, 1_236).await;
+        assert_eq!(rows(&pool, table, i64::MAX).await, 1_236);
+        // One past the retention: deleted; the other stays.
         assert_eq!(
-            expire(&pool, "entries", Duration::from_secs(3600))
+            expire(&pool, table, Duration::from_secs(3600))
                 .await
                 .unwrap(),
             1
         );
+        assert_eq!(rows(&pool, table, i64::MAX).await, 1_235);
+        assert_eq!(rows(&pool, table, now_ms() - HOUR_MS).await, 0);
+        assert_eq!(rows(&pool, table, now_ms() - HOUR_MS + 120_000).await, 1);
+
+        // Another old row, left by this writer; a new writer (a restarted
+        // process) deletes it right after its first write.
+        store
+            .send(mk_record(now_ms() - 3 * HOUR_MS, 2_002))
+            .await
+            .unwrap();
+        written(&counters, 1_237).await;
+        assert_eq!(rows(&pool, table, now_ms() - HOUR_MS).await, 1);
+        let restarted = StoreCounters::default();
+        let mut again = LogStores::new(None, restarted.clone());
+        let next = again
+            .get(target.clone(), Duration::from_secs(3600))
+            .unwrap();
+        next.send(mk_record(now_ms(), 2_003)).await.unwrap();
+        written(&restarted, 1).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while rows(&pool, table, now_ms() - HOUR_MS).await > 0 {
+            assert!(std::time::Instant::now() < deadline, "old row not expired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(rows(&pool, table, i64::MAX).await, 1_236);
+
         // The same target is one store.
-        let again = stores.get(target, Duration::from_secs(3600)).unwrap();
-        assert!(Arc::ptr_eq(&store, &again));
-        assert!(
-            stores
-                .get(
-                    Target {
-                        url,
-                        table: "Bad-Name".into()
-                    },
-                    Duration::ZERO
-                )
-                .is_err()
-        );
+        let same = stores.get(target, Duration::from_secs(3600)).unwrap();
+        assert!(Arc::ptr_eq(&store, &same));
+    }
+
+    #[tokio::test]
+    async fn sqlite_entries_are_written_in_batches_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("logs/l.db").display());
+        written_in_batches_and_expired(&url).await;
+    }
+
+    #[test]
+    fn table_names_are_checked() {
+        let mut stores = LogStores::new(None, StoreCounters::default());
+        let target = |table: &str| Target {
+            url: "sqlite://unused.db".into(),
+            table: table.into(),
+        };
+        for bad in ["Bad-Name", "1st", "", "drop table x"] {
+            assert!(stores.get(target(bad), Duration::ZERO).is_err(), "{bad}");
+        }
+        assert!(table_name_ok("mixer_log_entries"));
     }
 }
