@@ -376,7 +376,10 @@ async fn two_replicas_share_an_exact_sql_quota_on_postgres() {
     std::fs::write(tmp.path().join("quota.yaml"), SQL_QUOTA).unwrap();
     let (_galley, mcp) = start_galley(tmp.path()).await;
     let (_a, a_addr, _) = start_policy(mcp, &["--quota-database", &url]).await;
-    let (_b, b_addr, b_mon) = start_policy(mcp, &["--quota-database", &url]).await;
+    // One replica on a single thread: its current-thread runtime serves Checks
+    // and the database pool alike.
+    let (_b, b_addr, b_mon) =
+        start_policy(mcp, &["--quota-database", &url, "--worker-threads", "1"]).await;
 
     // 2 x 40 concurrent allocations of 1 against a limit of 50.
     let mut calls = tokio::task::JoinSet::new();

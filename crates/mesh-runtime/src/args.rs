@@ -41,8 +41,9 @@ impl Default for LogArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct RuntimeArgs {
     /// Threads serving requests (default: one per CPU). Fewer leaves cores to
-    /// other processes on the same machine: a process on one thread never hands
-    /// a request over between threads, so it spends less CPU on each.
+    /// other processes on the same machine. With 1, the main thread runs every
+    /// task and a connection writes the answers of requests that arrived
+    /// together at once: the least CPU per request.
     #[arg(long = "worker-threads", env = "DROMON_WORKER_THREADS", global = true)]
     pub worker_threads: Option<std::num::NonZeroUsize>,
 }

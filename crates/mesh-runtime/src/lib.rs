@@ -74,6 +74,25 @@ where
     run_main_with(log, &RuntimeArgs::default(), service, main)
 }
 
+/// The async runtime `args` describe.
+pub fn build_runtime(args: &RuntimeArgs) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match args.worker_threads.map(std::num::NonZeroUsize::get) {
+        // One thread: the main thread runs every task, in the order they were
+        // woken. A connection's task then runs after the requests it started
+        // have answered, and writes their answers together; a one-worker
+        // multi-thread runtime would run it after each answer (its LIFO slot),
+        // costing a write per answer.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build()
+}
+
 /// As [`run_main`], on a runtime shaped by `runtime`.
 pub fn run_main_with<F, Fut, E>(
     log: &LogArgs,
@@ -86,11 +105,7 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = runtime.worker_threads {
-        builder.worker_threads(n.get());
-    }
-    let runtime = match builder.enable_all().build() {
+    let runtime = match build_runtime(runtime) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{service}: cannot start the async runtime: {e}");
@@ -119,4 +134,29 @@ where
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use std::num::NonZeroUsize;
+    use tokio::runtime::RuntimeFlavor;
+
+    fn flavor(threads: Option<usize>) -> (RuntimeFlavor, usize) {
+        let args = RuntimeArgs {
+            worker_threads: threads.and_then(NonZeroUsize::new),
+        };
+        let rt = build_runtime(&args).unwrap();
+        let m = rt.metrics();
+        (rt.handle().runtime_flavor(), m.num_workers())
+    }
+
+    #[test]
+    fn one_worker_thread_is_a_current_thread_runtime() {
+        assert_eq!(flavor(Some(1)), (RuntimeFlavor::CurrentThread, 1));
+        assert_eq!(flavor(Some(3)), (RuntimeFlavor::MultiThread, 3));
+        assert_eq!(flavor(None).0, RuntimeFlavor::MultiThread);
+    }
 }
