@@ -305,6 +305,7 @@ async fn pilot_follows_galley_and_serves_proxies_over_mtls_with_citadel_certific
     .await
     .unwrap_err();
     assert_ne!(code_of(&e), Some(Code::Ok), "{e:#}");
+    failed_handshakes(plane.pilot_monitoring, 1.0).await;
 
     // A certificate from another CA, naming the right identity, is not trusted.
     let e = first_cds(
@@ -320,6 +321,7 @@ async fn pilot_follows_galley_and_serves_proxies_over_mtls_with_citadel_certific
     .await
     .unwrap_err();
     assert_ne!(code_of(&e), Some(Code::Ok), "{e:#}");
+    failed_handshakes(plane.pilot_monitoring, 2.0).await;
 
     // galley's mTLS port serves the control plane's namespace only.
     let e = first_cds(
