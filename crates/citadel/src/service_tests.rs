@@ -129,6 +129,27 @@ fn tampered_csr() -> String {
     crate::ca::material::pem_encode("CERTIFICATE REQUEST", &der)
 }
 
+/// A token of `issuer` for `default/productpage`.
+fn productpage_token(issuer: &LocalIssuer) -> String {
+    issuer
+        .mint("default", "productpage", Duration::from_secs(600))
+        .unwrap()
+}
+
+/// `csr` sent with `token`: the refusal.
+async fn refusal(f: &Fixture, token: &str, csr: String) -> tonic::Status {
+    f.service
+        .create(with_token(token), request(csr, 0))
+        .await
+        .unwrap_err()
+}
+
+/// `err` has `code` and a message containing `says`.
+fn assert_status(err: &tonic::Status, code: Code, says: &str) {
+    assert_eq!(err.code(), code, "{err:?}");
+    assert!(err.message().contains(says), "{}", err.message());
+}
+
 fn uri(s: &str) -> SanType {
     SanType::URI(Ia5String::try_from(s).unwrap())
 }
@@ -234,18 +255,10 @@ async fn impersonation_and_bad_requests_are_refused_with_their_codes() {
         assert_eq!(err.code(), code, "{reason}: {err:?}");
         assert_eq!(refused(&f, reason), before + 1, "{reason}");
     }
-    let err = f
-        .service
-        .create(with_token(&token), request(tampered_csr(), 0))
-        .await
-        .unwrap_err();
+    let err = refusal(&f, &token, tampered_csr()).await;
     assert_eq!(err.message(), "the CSR's signature does not verify");
     // Unauthenticated callers learn nothing about why.
-    let err = f
-        .service
-        .create(with_token("e30.e30.sig"), request(csr(vec![]), 0))
-        .await
-        .unwrap_err();
+    let err = refusal(&f, "e30.e30.sig", csr(vec![])).await;
     assert_eq!(err.message(), "authentication failed");
     assert!(f.recorded.0.lock().is_empty());
 }
@@ -264,20 +277,11 @@ async fn an_identity_outside_the_trust_domain_is_permission_denied() {
     .await
     .unwrap();
     let f = fixture_with(Some(partner_jwt)).await;
-    let token = partner
-        .mint("default", "productpage", Duration::from_secs(600))
-        .unwrap();
-    let err = f
-        .service
-        .create(with_token(&token), request(csr(vec![]), 0))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(
-        err.message()
-            .contains("spiffe://partner.example/ns/default/sa/productpage"),
-        "{}",
-        err.message()
+    let err = refusal(&f, &productpage_token(&partner), csr(vec![])).await;
+    assert_status(
+        &err,
+        Code::PermissionDenied,
+        "spiffe://partner.example/ns/default/sa/productpage",
     );
     assert_eq!(refused(&f, "foreign_identity"), 1);
     assert!(f.recorded.0.lock().is_empty());
@@ -291,45 +295,20 @@ async fn a_ca_that_cannot_issue_answers_unavailable() {
         None,
     )
     .await;
-    let token = expired
-        .issuer
-        .mint("default", "productpage", Duration::from_secs(600))
-        .unwrap();
-    let err = expired
-        .service
-        .create(with_token(&token), request(csr(vec![]), 0))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(
-        err.message().contains("is not valid now"),
-        "{}",
-        err.message()
-    );
+    let err = refusal(&expired, &productpage_token(&expired.issuer), csr(vec![])).await;
+    assert_status(&err, Code::Unavailable, "is not valid now");
     assert_eq!(refused(&expired, "issuer_unavailable"), 1);
 
     // Signing material replaced by an unreadable file: refused until it is fixed.
     let f = fixture().await;
-    let token = f
-        .issuer
-        .mint("default", "productpage", Duration::from_secs(600))
-        .unwrap();
+    let token = productpage_token(&f.issuer);
     let cert = f.authority.source().dir().join("ca-cert.pem");
     let good = std::fs::read_to_string(&cert).unwrap();
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&cert, "garbage").unwrap();
     assert!(f.authority.refresh(OffsetDateTime::now_utc()));
-    let err = f
-        .service
-        .create(with_token(&token), request(csr(vec![]), 0))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(
-        err.message().starts_with("the CA cannot issue"),
-        "{}",
-        err.message()
-    );
+    let err = refusal(&f, &token, csr(vec![])).await;
+    assert_status(&err, Code::Unavailable, "the CA cannot issue");
     assert_eq!(refused(&f, "issuer_unavailable"), 1);
     std::thread::sleep(Duration::from_millis(20));
     std::fs::write(&cert, good).unwrap();
