@@ -116,7 +116,7 @@ impl CaMetrics {
     ) {
         match material {
             Ok(m) => {
-                let usable = m.chain.iter().all(|c| c.valid_at(now));
+                let usable = m.invalid_at(now).is_none();
                 let _ = self.issuer_usable.set(i64::from(usable));
                 let _ = self.issuer_expiry.set(m.chain_not_after().unix_timestamp());
                 let _ = self.root_expiry.set(

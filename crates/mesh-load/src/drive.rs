@@ -67,8 +67,11 @@ async fn closed_loop_here<W: Unit>(
         tasks.push(tokio::spawn(async move {
             let mut i = t;
             let (mut samples, mut errors) = (Vec::new(), 0);
-            while Instant::now() < deadline {
+            loop {
                 let s = Instant::now();
+                if s >= deadline {
+                    break;
+                }
                 if work.one(i).await {
                     samples.push(s.elapsed());
                 } else {

@@ -254,11 +254,11 @@ pub async fn run(args: MixerArgs) -> anyhow::Result<()> {
     };
     let (grpc, monitoring) = (addr()?, addr()?);
     let quiet = ["--log-level", "warn"];
-    let threads = args
-        .server_threads
-        .map(|n| vec!["--worker-threads".to_string(), n.to_string()])
-        .unwrap_or_default();
-    let threads: Vec<&str> = threads.iter().map(String::as_str).collect();
+    let threads = args.server_threads.map(|n| n.to_string());
+    let threads: Vec<&str> = threads
+        .iter()
+        .flat_map(|n| ["--worker-threads", n.as_str()])
+        .collect();
     let galley = dromon_e2e::start_galley(&config).await?;
     let mcp = galley.mcp;
     let policy = dromon_e2e::ChildGuard::spawn(

@@ -363,14 +363,12 @@ impl Registry {
     }
 }
 
-/// Help text escaped for `format`: backslashes and line feeds in both, and
-/// double quotes too in OpenMetrics, whose help is an escaped string like a
-/// label value.
+/// Help text escaped for `format`: backslashes and line feeds in both; in
+/// OpenMetrics help is an escaped string like a label value, quotes included.
 fn escape_help(text: &str, format: Format) -> String {
-    let escaped = text.replace('\\', "\\\\").replace('\n', "\\n");
     match format {
-        Format::Text => escaped,
-        Format::OpenMetrics => escaped.replace('"', "\\\""),
+        Format::Text => text.replace('\\', "\\\\").replace('\n', "\\n"),
+        Format::OpenMetrics => escape_value(text),
     }
 }
 

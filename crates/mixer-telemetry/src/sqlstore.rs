@@ -498,6 +498,12 @@ mod tests {
         written_in_batches_and_expired(&url).await;
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres_entries_are_written_in_batches_and_expire() {
+        let server = mesh_testkit::postgres::PostgresServer::start().unwrap();
+        written_in_batches_and_expired(&server.url()).await;
+    }
+
     #[test]
     fn table_names_are_checked() {
         let mut stores = LogStores::new(None, StoreCounters::default());

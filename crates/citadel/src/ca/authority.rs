@@ -266,7 +266,7 @@ impl Authority {
 
     fn usable(&self, now: OffsetDateTime) -> Result<Arc<CaMaterial>, IssueError> {
         let material = self.material().map_err(IssueError::IssuerUnavailable)?;
-        if let Some(c) = material.chain.iter().find(|c| !c.valid_at(now)) {
+        if let Some(c) = material.invalid_at(now) {
             return Err(IssueError::IssuerUnavailable(format!(
                 "{} is not valid now (valid {} to {})",
                 c.subject, c.not_before, c.not_after

@@ -280,6 +280,12 @@ impl CaMaterial {
         Self::from_pem(&cert, &key, &chain, &roots)
     }
 
+    /// The first certificate of the signing chain not valid at `now` (expired or
+    /// not yet valid): while there is one, the CA cannot issue.
+    pub fn invalid_at(&self, now: OffsetDateTime) -> Option<&CertInfo> {
+        self.chain.iter().find(|c| !c.valid_at(now))
+    }
+
     /// The earliest end of validity along the chain: no leaf may outlive it.
     pub fn chain_not_after(&self) -> OffsetDateTime {
         self.chain
