@@ -61,6 +61,16 @@ impl Replica {
     fn writes(&self, op: &str) -> u64 {
         self.metrics.writes("secrets", op)
     }
+
+    /// The count of `op` writes of Secrets once it has reached `n`: a write is
+    /// counted after its call returns, so a test may see the Secret first.
+    async fn writes_reaching(&self, op: &str, n: u64) -> u64 {
+        eventually(&format!("{n} {op} writes counted"), || {
+            let c = self.writes(op);
+            (c >= n).then_some(c)
+        })
+        .await
+    }
 }
 
 fn authority(ca_dir: &Path) -> Arc<Authority> {
@@ -262,7 +272,7 @@ async fn service_accounts_get_secrets_kept_current_and_removed_with_them() {
     assert_eq!(owner["kind"], "ServiceAccount");
     assert_eq!(owner["uid"], sa["metadata"]["uid"]);
     assert!(r.controllers.is_leader());
-    assert_eq!(r.writes("create"), 1);
+    assert_eq!(r.writes_reaching("create", 1).await, 1);
 
     // A deleted Secret is recreated, with a new certificate.
     server
@@ -299,7 +309,7 @@ async fn service_accounts_get_secrets_kept_current_and_removed_with_them() {
     let serial3 = check_secret(&renewed, "spiffe://cluster.local/ns/shop/sa/cart");
     assert_ne!(serial3, old.serial);
     assert_eq!(renewed["metadata"]["uid"], uid, "updated in place");
-    assert!(r.writes("renew") >= 1);
+    r.writes_reaching("renew", 1).await;
 
     // Nothing is rewritten while the certificate is good.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -316,7 +326,7 @@ async fn service_accounts_get_secrets_kept_current_and_removed_with_them() {
         get_secret(&server, "shop", "cart").is_none().then_some(())
     })
     .await;
-    assert_eq!(r.writes("delete"), 1);
+    assert_eq!(r.writes_reaching("delete", 1).await, 1);
     r.stop().await;
 }
 
@@ -463,7 +473,7 @@ async fn a_plugged_ca_rotated_to_a_new_root_renews_every_secret_through_the_over
         after["metadata"]["uid"], first["metadata"]["uid"],
         "renewed in place"
     );
-    assert!(r.writes("renew") >= 2);
+    r.writes_reaching("renew", 2).await;
     r.stop().await;
 }
 
@@ -543,7 +553,7 @@ async fn webhook_accounts_get_dns_serving_certificates_and_older_secrets_gain_th
         leaf_dns_names(&unb64(&renewed["data"][CERT_CHAIN_KEY])),
         names
     );
-    assert_eq!(second.writes("renew"), 1);
+    assert_eq!(second.writes_reaching("renew", 1).await, 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         rv(&get_secret(&server, "istio-system", "plain").unwrap()),
@@ -662,7 +672,7 @@ async fn only_the_leader_writes_and_another_replica_takes_over() {
     let d = eventually("secret of d", || get_secret(&server, "shop", "d")).await;
     let serial = check_secret(&d, "spiffe://cluster.local/ns/shop/sa/d");
     assert!(follower.ledger.get(&serial).await.unwrap().is_some());
-    assert_eq!(follower.writes("create"), 1);
+    assert_eq!(follower.writes_reaching("create", 1).await, 1);
     assert_eq!(follower.writes("renew"), 0);
     let unchanged: Vec<String> = ["a", "b", "c"]
         .iter()
