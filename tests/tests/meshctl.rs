@@ -188,12 +188,9 @@ fn summary(messages: &serde_json::Value) -> Vec<[serde_json::Value; 4]> {
 #[tokio::test]
 async fn up_serves_the_sample_and_stops_on_sigterm() {
     let data = tempfile::tempdir().unwrap();
-    let mut up =
-        ChildGuard::spawn("meshctl", &["up", "--data", data.path().to_str().unwrap()]).unwrap();
-    let monitoring = "127.0.0.1:15014".parse().unwrap();
-    wait_http_ok(monitoring, "/ready", Duration::from_secs(30))
-        .await
-        .unwrap();
+    let (mut up, host) = start_up(data.path()).await;
+    let at = |port: u16| std::net::SocketAddr::new(host, port);
+    let monitoring = at(15014);
     let configz = http_json(monitoring, "/debug/configz").await.unwrap();
     let names: Vec<String> = configz["resources"]
         .as_array()
@@ -247,13 +244,9 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
 
     // citadel runs, galley and pilot hold its certificates, and pilot serves a
     // proxy on 15011 that got its certificate with a `meshctl token`.
-    wait_http_ok(
-        "127.0.0.1:15016".parse().unwrap(),
-        "/ready",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
+    wait_http_ok(at(15016), "/ready", Duration::from_secs(10))
+        .await
+        .unwrap();
     for (component, dir) in [("galley", "certs/galley"), ("pilot", "certs/pilot")] {
         let chain = std::fs::read(data.path().join(dir).join("cert-chain.pem")).unwrap();
         let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(&chain)
@@ -276,14 +269,14 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
     ]);
     assert_eq!(code, 0, "{err}");
     let certs = agent_once(
-        "https://127.0.0.1:8060",
+        &format!("https://{host}:8060"),
         &data.path().join("citadel/ca/root-cert.pem"),
         token.trim(),
         &data.path().join("reviews-certs"),
     )
     .unwrap();
     let channel = mesh_tls::channel(
-        "https://127.0.0.1:15011",
+        &format!("https://{host}:15011"),
         std::sync::Arc::new(mesh_tls::FileIdentity::open(&certs).unwrap()),
         mesh_tls::ServerIdentity::Exact(
             "spiffe://cluster.local/ns/istio-system/sa/pilot"
@@ -306,22 +299,16 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
     assert!(!clusters.resources.is_empty());
 
     // mixer-telemetry serves the standard mesh metrics for Prometheus.
-    wait_http_ok(
-        "127.0.0.1:15018".parse().unwrap(),
-        "/ready",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let (status, _) = dromon_e2e::http_get("127.0.0.1:42422".parse().unwrap(), "/metrics")
+    wait_http_ok(at(15018), "/ready", Duration::from_secs(10))
         .await
         .unwrap();
+    let (status, _) = dromon_e2e::http_get(at(42422), "/metrics").await.unwrap();
     assert_eq!(status, 200);
 
     // mixer-policy on its mTLS port (15004) decides by the sample's rule: ratings
     // refuses reviews v3.
     let channel = mesh_tls::channel(
-        "https://127.0.0.1:15004",
+        &format!("https://{host}:15004"),
         std::sync::Arc::new(mesh_tls::FileIdentity::open(&certs).unwrap()),
         mesh_tls::ServerIdentity::Exact(
             "spiffe://cluster.local/ns/istio-system/sa/mixer-policy"
@@ -358,7 +345,7 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
     // mixer-telemetry takes reports over mTLS (15005) and counts them in the
     // standard metrics on 42422.
     let channel = mesh_tls::channel(
-        "https://127.0.0.1:15005",
+        &format!("https://{host}:15005"),
         std::sync::Arc::new(mesh_tls::FileIdentity::open(&certs).unwrap()),
         mesh_tls::ServerIdentity::Exact(
             "spiffe://cluster.local/ns/istio-system/sa/mixer-telemetry"
@@ -382,9 +369,7 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
         .unwrap();
     let mut counted = false;
     for _ in 0..100 {
-        let (_, metrics) = dromon_e2e::http_get("127.0.0.1:42422".parse().unwrap(), "/metrics")
-            .await
-            .unwrap();
+        let (_, metrics) = dromon_e2e::http_get(at(42422), "/metrics").await.unwrap();
         if metrics.lines().any(|l| {
             l.starts_with("istio_requests_total{")
                 && l.contains("destination_service=\"ratings.bookinfo.svc.cluster.local\"")
@@ -398,25 +383,22 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
 
     // The injector answers on 9443 with the certificate written under the data
     // directory, and points proxies at this host's pilot and citadel.
-    wait_http_ok(
-        "127.0.0.1:15019".parse().unwrap(),
-        "/ready",
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap();
-    let injectorz = http_json("127.0.0.1:15019".parse().unwrap(), "/debug/injectorz")
+    wait_http_ok(at(15019), "/ready", Duration::from_secs(10))
         .await
         .unwrap();
-    assert_eq!(injectorz["values"]["pilotAddress"], "127.0.0.1:15011");
-    assert_eq!(injectorz["values"]["citadelAddress"], "127.0.0.1:8060");
+    let injectorz = http_json(at(15019), "/debug/injectorz").await.unwrap();
+    assert_eq!(injectorz["values"]["pilotAddress"], format!("{host}:15011"));
+    assert_eq!(
+        injectorz["values"]["citadelAddress"],
+        format!("{host}:8060")
+    );
     let ca = data.path().join("sidecar-injector/tls/tls.crt");
     let out = std::process::Command::new(dromon_e2e::python())
         .arg(dromon_e2e::repo().join("tests/injector/check_injection.py"))
         .args([
             "malformed",
             "--url",
-            "https://127.0.0.1:9443/inject",
+            &format!("https://{host}:9443/inject"),
             "--ca",
         ])
         .arg(&ca)
@@ -430,4 +412,60 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
 
     let status = up.terminate(Duration::from_secs(10)).unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// Starts `meshctl up` on a loopback address of its own (127.0.0.2 to 127.0.0.254),
+/// so that its fixed ports cannot meet a process on 127.0.0.1's, and waits until
+/// every component is ready. If a port is taken there too, it starts again on another
+/// address; any other failure shows meshctl's log.
+async fn start_up(data: &Path) -> (ChildGuard, std::net::IpAddr) {
+    let mut tried = Vec::new();
+    for attempt in 0..3u32 {
+        let seed = std::process::id()
+            .wrapping_mul(31)
+            .wrapping_add(u32::from(dromon_e2e::free_port()))
+            .wrapping_add(attempt * 97);
+        let host = std::net::IpAddr::from([127, 0, 0, 2 + (seed % 253) as u8]);
+        let bind = host.to_string();
+        let up = ChildGuard::spawn(
+            "meshctl",
+            &["up", "--data", data.to_str().unwrap(), "--bind", &bind],
+        )
+        .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if every_component_ready(host).await {
+                return (up, host);
+            }
+            let log = std::fs::read_to_string(&up.log).unwrap_or_default();
+            if log.contains("already in use") {
+                tried.push(format!("{bind}: {}", last_line(&log)));
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "meshctl up on {bind} not ready within 60 s:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("meshctl up found a port taken on three addresses: {tried:?}");
+}
+
+/// Whether the monitoring port of every component (15014-15019) answers `/ready`.
+async fn every_component_ready(host: std::net::IpAddr) -> bool {
+    for port in 15014..=15019 {
+        let monitoring = std::net::SocketAddr::new(host, port);
+        if !matches!(
+            dromon_e2e::http_get(monitoring, "/ready").await,
+            Ok((200, _))
+        ) {
+            return false;
+        }
+    }
+    true
+}
+
+fn last_line(log: &str) -> &str {
+    log.lines().last().unwrap_or_default()
 }

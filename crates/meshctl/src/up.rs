@@ -40,6 +40,18 @@ pub async fn up(args: UpArgs, shutdown: tokio_util::sync::CancellationToken) -> 
     std::fs::create_dir_all(&args.data).map_err(|e| {
         anyhow::anyhow!("cannot create data directory {}: {e}", args.data.display())
     })?;
+    let taken = ports::taken(args.bind);
+    if !taken.is_empty() {
+        let list: Vec<String> = taken
+            .iter()
+            .map(|(port, what)| format!("{port} ({what})"))
+            .collect();
+        anyhow::bail!(
+            "ports already in use on {}: {}; stop what holds them (another `meshctl up`?) or choose another address with --bind",
+            args.bind,
+            list.join(", ")
+        );
+    }
     let config_dir = match &args.config {
         Some(dir) => dir.clone(),
         None => sample::materialize(&args.data).map_err(|e| {
