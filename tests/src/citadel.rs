@@ -121,6 +121,33 @@ pub fn local_token(data: &Path, ns: &str, sa: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
 
+/// A self-signed P-256 CA root made by OpenSSL: its key at `key`, its
+/// certificate at `cert`, valid for `days`, with subject `subject` (`/O=.../CN=...`).
+pub fn openssl_root(key: &Path, cert: &Path, subject: &str, days: u32) -> anyhow::Result<()> {
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        &key.display().to_string(),
+        "-out",
+        &cert.display().to_string(),
+        "-days",
+        &days.to_string(),
+        "-subj",
+        subject,
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ])
+    .map(drop)
+}
+
 /// Runs `openssl` with `args`; its stdout, or an error with its output.
 pub fn openssl(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("openssl")

@@ -14,7 +14,7 @@ use std::{
 use base64::Engine;
 use dromon_e2e::{
     bin_path,
-    citadel::{CitadelProcess, local_token, metric_value, openssl},
+    citadel::{CitadelProcess, local_token, metric_value, openssl, openssl_root},
     free_port, http_get, until,
 };
 use mesh_api::ca::v1::{
@@ -629,27 +629,12 @@ fn openssl_cacerts(dir: &Path, root_days: u32, issuer_days: u32) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let at = |f: &str| dir.join(f).display().to_string();
     let root_key = dir.with_extension("root-key.pem").display().to_string();
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &root_key,
-        "-out",
-        &at("root-cert.pem"),
-        "-days",
-        &root_days.to_string(),
-        "-subj",
+    openssl_root(
+        Path::new(&root_key),
+        &dir.join("root-cert.pem"),
         "/O=dromon-e2e/CN=Plugged Root",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ])
+        root_days,
+    )
     .unwrap();
     let csr = dir.with_extension("issuer.csr").display().to_string();
     openssl(&[

@@ -17,7 +17,7 @@ use std::{
 
 use dromon_e2e::{
     ChildGuard, bin_path,
-    citadel::{CitadelProcess, metric_value, openssl},
+    citadel::{CitadelProcess, metric_value, openssl, openssl_root},
     free_port, http_get, python, repo, wait_http_ok,
 };
 
@@ -547,28 +547,7 @@ async fn a_root_added_at_citadel_reaches_the_files_and_rootca_at_the_next_renewa
     // The first step of a root rotation: a second root appended to citadel's.
     let next_key = tmp.path().join("next-root.key");
     let next_root = tmp.path().join("next-root.pem");
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        &s(&next_key),
-        "-subj",
-        "/O=dromon-e2e/CN=next root",
-        "-days",
-        "30",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-        "-out",
-        &s(&next_root),
-    ])
-    .unwrap();
+    openssl_root(&next_key, &next_root, "/O=dromon-e2e/CN=next root", 30).unwrap();
     let mut bundle = std::fs::read_to_string(citadel.root()).unwrap();
     bundle.push_str(&std::fs::read_to_string(&next_root).unwrap());
     let staged = tmp.path().join("root-cert.pem.new");

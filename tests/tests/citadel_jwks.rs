@@ -9,7 +9,7 @@ use std::{net::SocketAddr, path::Path, time::Duration};
 
 use dromon_e2e::{
     ChildGuard,
-    citadel::{agent_once, local_token, openssl},
+    citadel::{agent_once, local_token, openssl, openssl_root},
     free_port, wait_http_ok,
 };
 use rustls_pki_types::{CertificateDer, pem::PemObject};
@@ -18,22 +18,14 @@ use rustls_pki_types::{CertificateDer, pem::PemObject};
 fn https_certificates(dir: &Path) -> (String, String, String) {
     let p = |name: &str| dir.join(name).display().to_string();
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    let mut root = vec!["req", "-x509", "-nodes", "-days", "1"];
-    root.extend(ec);
     let (root_key, root_pem) = (p("root.key"), p("root.pem"));
-    root.extend([
-        "-keyout",
-        &root_key,
-        "-out",
-        &root_pem,
-        "-subj",
+    openssl_root(
+        &dir.join("root.key"),
+        &dir.join("root.pem"),
         "/CN=jwks-test-root",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign",
-    ]);
-    openssl(&root).unwrap();
+        1,
+    )
+    .unwrap();
     let (key, csr, cert, ext) = (p("server.key"), p("server.csr"), p("server.pem"), p("ext"));
     let mut req = vec!["req", "-new", "-nodes"];
     req.extend(ec);
