@@ -168,6 +168,47 @@ impl Drop for ChildGuard {
     }
 }
 
+/// Starts a process on ports chosen before it binds them, and waits until `ready`
+/// holds. Another process may take such a port first; when the log says a port is
+/// already in use, `spawn` is called again (with the attempt number, 0 to 2) to
+/// choose others. Panics with the log if the process is not ready `within`, and
+/// with each attempt's last log line if every attempt found a port taken.
+pub async fn start_ready<T, Fut>(
+    within: Duration,
+    mut spawn: impl FnMut(u32) -> anyhow::Result<(ChildGuard, T)>,
+    ready: impl Fn(T) -> Fut,
+) -> (ChildGuard, T)
+where
+    T: Copy + std::fmt::Debug,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut taken = Vec::new();
+    for attempt in 0..3 {
+        let (child, at) = spawn(attempt).expect("the process starts");
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if ready(at).await {
+                return (child, at);
+            }
+            let log = std::fs::read_to_string(&child.log).unwrap_or_default();
+            if log.contains("already in use") {
+                taken.push(format!(
+                    "{at:?}: {}",
+                    log.lines().last().unwrap_or_default()
+                ));
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} on {at:?} not ready within {within:?}:\n{log}",
+                child.name
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    panic!("every attempt found a port taken: {taken:?}");
+}
+
 /// Polls `check` every 50 ms until it gives `Some`, and returns that; panics
 /// naming `what` once `within` has passed (for tests waiting on a controller).
 pub async fn eventually<T, Fut>(what: &str, within: Duration, mut check: impl FnMut() -> Fut) -> T

@@ -416,40 +416,24 @@ async fn up_serves_the_sample_and_stops_on_sigterm() {
 
 /// Starts `meshctl up` on a loopback address of its own (127.0.0.2 to 127.0.0.254),
 /// so that its fixed ports cannot meet a process on 127.0.0.1's, and waits until
-/// every component is ready. If a port is taken there too, it starts again on another
-/// address; any other failure shows meshctl's log.
+/// every component is ready; if a port is taken there too, on another address.
 async fn start_up(data: &Path) -> (ChildGuard, std::net::IpAddr) {
-    let mut tried = Vec::new();
-    for attempt in 0..3u32 {
-        let seed = std::process::id()
-            .wrapping_mul(31)
-            .wrapping_add(u32::from(dromon_e2e::free_port()))
-            .wrapping_add(attempt * 97);
-        let host = std::net::IpAddr::from([127, 0, 0, 2 + (seed % 253) as u8]);
-        let bind = host.to_string();
-        let up = ChildGuard::spawn(
-            "meshctl",
-            &["up", "--data", data.to_str().unwrap(), "--bind", &bind],
-        )
-        .unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            if every_component_ready(host).await {
-                return (up, host);
-            }
-            let log = std::fs::read_to_string(&up.log).unwrap_or_default();
-            if log.contains("already in use") {
-                tried.push(format!("{bind}: {}", last_line(&log)));
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "meshctl up on {bind} not ready within 60 s:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    panic!("meshctl up found a port taken on three addresses: {tried:?}");
+    let data = data.to_str().unwrap();
+    dromon_e2e::start_ready(
+        Duration::from_secs(60),
+        |attempt| {
+            let seed = std::process::id()
+                .wrapping_mul(31)
+                .wrapping_add(u32::from(dromon_e2e::free_port()))
+                .wrapping_add(attempt * 97);
+            let host = std::net::IpAddr::from([127, 0, 0, 2 + (seed % 253) as u8]);
+            let bind = host.to_string();
+            let up = ChildGuard::spawn("meshctl", &["up", "--data", data, "--bind", &bind])?;
+            Ok((up, host))
+        },
+        every_component_ready,
+    )
+    .await
 }
 
 /// Whether the monitoring port of every component (15014-15019) answers `/ready`.
@@ -464,8 +448,4 @@ async fn every_component_ready(host: std::net::IpAddr) -> bool {
         }
     }
     true
-}
-
-fn last_line(log: &str) -> &str {
-    log.lines().last().unwrap_or_default()
 }

@@ -80,52 +80,45 @@ struct Telemetry {
     monitoring: SocketAddr,
 }
 
-/// Starts mixer-telemetry on free ports and waits until it is ready. A port
-/// found free may be taken by another process before mixer-telemetry binds it;
-/// it then exits, and is started again on other ports.
+/// Starts mixer-telemetry on free ports and waits until it is ready (on other
+/// ports if one is taken before it binds it).
 async fn start_telemetry(mcp: SocketAddr, extra: &[&str]) -> Telemetry {
     let galley = format!("http://{mcp}");
-    for _ in 0..3 {
-        let (grpc, prometheus, monitoring) = (local_addr(), local_addr(), local_addr());
-        let (g, p, m) = (
-            grpc.to_string(),
-            prometheus.to_string(),
-            monitoring.to_string(),
-        );
-        let mut args = vec![
-            "--galley",
-            &galley,
-            "--grpc-addr",
-            &g,
-            "--prometheus-addr",
-            &p,
-            "--monitoring-addr",
-            &m,
-        ];
-        args.extend_from_slice(extra);
-        let child = ChildGuard::spawn("mixer-telemetry", &args).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok((200, _)) = http_get(monitoring, "/ready").await {
-                return Telemetry {
-                    child,
-                    grpc,
-                    prometheus,
-                    monitoring,
-                };
-            }
-            let log = std::fs::read_to_string(&child.log).unwrap_or_default();
-            if log.contains("Address already in use") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "mixer-telemetry not ready within 30 s:\n{log}"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    let (child, (grpc, prometheus, monitoring)) =
+        dromon_e2e::start_ready(
+            Duration::from_secs(30),
+            |_| {
+                let (grpc, prometheus, monitoring) = (local_addr(), local_addr(), local_addr());
+                let (g, p, m) = (
+                    grpc.to_string(),
+                    prometheus.to_string(),
+                    monitoring.to_string(),
+                );
+                let mut args = vec![
+                    "--galley",
+                    &galley,
+                    "--grpc-addr",
+                    &g,
+                    "--prometheus-addr",
+                    &p,
+                    "--monitoring-addr",
+                    &m,
+                ];
+                args.extend_from_slice(extra);
+                let child = ChildGuard::spawn("mixer-telemetry", &args)?;
+                Ok((child, (grpc, prometheus, monitoring)))
+            },
+            |(_, _, monitoring)| async move {
+                matches!(http_get(monitoring, "/ready").await, Ok((200, _)))
+            },
+        )
+        .await;
+    Telemetry {
+        child,
+        grpc,
+        prometheus,
+        monitoring,
     }
-    panic!("mixer-telemetry found its ports taken three times");
 }
 
 fn words() -> u32 {
